@@ -1,8 +1,10 @@
 //! The V3 record: the unit the WAL writes. Layout is documented byte for byte in
 //! docs/WAL_FORMAT.md; `tests/format_doc.rs` decodes a record built by hand from that document.
 //!
-//! All integers are little-endian. The CRC-32C is seeded with the segment's sequence number so
-//! that a record left over from a recycled segment's previous life never validates.
+//! All integers are little-endian. The CRC-32C covers the payload first and then the segment's
+//! sequence number and the header: the payload's CRC is computed before the writer lock is
+//! taken and extended by 44 bytes under it, and a record left over from a recycled segment's
+//! previous life never validates.
 
 use crate::error::RecordError;
 
@@ -88,8 +90,7 @@ impl RecordHeader {
         b[24..32].copy_from_slice(&self.term.to_le_bytes());
         b[32..40].copy_from_slice(&self.index.to_le_bytes());
         b[40..48].copy_from_slice(&self.leader_id.to_le_bytes());
-        let head = header_crc(segment_seq, &b);
-        let crc = crc32c::crc32c_combine(head, payload_crc, self.payload_len as usize);
+        let crc = header_crc(payload_crc, segment_seq, &b);
         b[8..12].copy_from_slice(&crc.to_le_bytes());
         b
     }
@@ -114,7 +115,7 @@ impl RecordHeader {
             return Err(RecordError::Truncated);
         }
         let stored_crc = u32_at(8);
-        let crc = crc32c::crc32c_append(header_crc(segment_seq, &buf[..RECORD_HEADER_LEN]), &buf[RECORD_HEADER_LEN..total]);
+        let crc = header_crc(crc32c::crc32c(&buf[RECORD_HEADER_LEN..total]), segment_seq, &buf[..RECORD_HEADER_LEN]);
         if crc != stored_crc {
             return Err(RecordError::BadChecksum { stored: stored_crc, computed: crc });
         }
@@ -151,9 +152,10 @@ impl RecordHeader {
     }
 }
 
-/// CRC over the segment sequence number and the header bytes other than magic and the CRC itself.
-fn header_crc(segment_seq: u64, header: &[u8]) -> u32 {
-    let crc = crc32c::crc32c(&segment_seq.to_le_bytes());
+/// Extends the payload's CRC over the segment sequence number and the header bytes other than
+/// magic and the CRC itself.
+fn header_crc(payload_crc: u32, segment_seq: u64, header: &[u8]) -> u32 {
+    let crc = crc32c::crc32c_append(payload_crc, &segment_seq.to_le_bytes());
     let crc = crc32c::crc32c_append(crc, &header[4..8]);
     crc32c::crc32c_append(crc, &header[12..RECORD_HEADER_LEN])
 }

@@ -1,0 +1,39 @@
+//! What the benchmark ran on, printed with every run (docs/BENCHMARKS.md records it).
+
+use std::path::Path;
+
+pub fn describe(dir: &Path) -> Vec<(String, String)> {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .unwrap_or_else(|| "unknown".into());
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let mem_gib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| s.lines().next().and_then(|l| l.split_whitespace().nth(1)).and_then(|kb| kb.parse::<f64>().ok()))
+        .map(|kb| format!("{:.1}", kb / 1024.0 / 1024.0))
+        .unwrap_or_else(|| "unknown".into());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string()).unwrap_or_default();
+    vec![
+        ("machine_cpu".into(), cpu),
+        ("machine_cores".into(), cores.to_string()),
+        ("machine_mem_gib".into(), mem_gib),
+        ("machine_kernel".into(), kernel),
+        ("machine_fs".into(), filesystem_of(dir)),
+    ]
+}
+
+/// The filesystem type and device holding `dir`, from /proc/self/mounts (longest mount prefix).
+fn filesystem_of(dir: &Path) -> String {
+    let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    mounts
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() >= 3 && dir.starts_with(f[1])).then(|| (f[1].len(), format!("{} on {} ({})", f[2], f[1], f[0])))
+        })
+        .max_by_key(|(len, _)| *len)
+        .map(|(_, s)| s)
+        .unwrap_or_else(|| "unknown".into())
+}
