@@ -1,1 +1,72 @@
-fn main() {}
+//! chronik-server: parse the command line, load the config, run the chosen command.
+
+mod cli;
+mod debug;
+mod logging;
+mod node;
+mod shutdown;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use cli::{Cli, Command, DebugCommand};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<u8> {
+    let command = cli.command.unwrap_or(Command::Standalone);
+    match command {
+        Command::Version => {
+            println!("chronik-server {}", env!("CARGO_PKG_VERSION"));
+            Ok(0)
+        }
+        Command::ValidateConfig { file } => match chronik_config::load_from_env(Some(&file)) {
+            Ok(_) => {
+                println!("{}: OK", file.display());
+                Ok(0)
+            }
+            Err(errors) => {
+                for e in &errors.0 {
+                    eprintln!("{e}");
+                }
+                eprintln!("{}: {} problem(s)", file.display(), errors.0.len());
+                Ok(1)
+            }
+        },
+        Command::Debug { command } => match command {
+            DebugCommand::WalDump { path, json } => debug::dump(&path, json).map(|()| 0),
+            DebugCommand::WalVerify { path, json } => debug::verify(&path, json).map(|c| c as u8),
+            DebugCommand::WalStats { path, json } => debug::stats(&path, json).map(|()| 0),
+        },
+        Command::Standalone | Command::Cluster => {
+            let path = chronik_config::resolve_config_path(cli.config.as_deref(), &|k| std::env::var(k).ok());
+            let config = chronik_config::load_from_env(path.as_deref()).map_err(|e| anyhow::anyhow!("invalid configuration:\n{e}"))?;
+            logging::init(&config.log_level);
+            let clustered = matches!(command, Command::Cluster);
+            if clustered && !config.cluster.enabled {
+                anyhow::bail!("`chronik-server cluster` needs `[cluster] enabled = true` in the config (or CHRONIK_ENABLED=true)");
+            }
+            if !clustered && config.cluster.enabled {
+                anyhow::bail!("the config enables [cluster]; start it with `chronik-server cluster`");
+            }
+            if clustered {
+                anyhow::bail!(
+                    "clustered mode is not supported yet: this build runs standalone only (`chronik-server` without `cluster`)"
+                );
+            }
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("chronik").build()?;
+            runtime.block_on(node::run(config, shutdown::signal()))?;
+            Ok(0)
+        }
+    }
+}

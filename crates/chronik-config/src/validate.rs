@@ -1,0 +1,115 @@
+//! Checks that need more than a value's kind: ranges, addresses, combinations of keys.
+
+use std::net::SocketAddr;
+
+use crate::{Config, SeedNode};
+
+/// `host:port` with a non-empty host and a numeric port (hosts are resolved later).
+pub(crate) fn check_host_port(s: &str) -> Result<(), String> {
+    let (host, port) = s.rsplit_once(':').ok_or_else(|| format!("`{s}` is not host:port"))?;
+    if host.is_empty() {
+        return Err(format!("`{s}` has no host"));
+    }
+    port.parse::<u16>().map_err(|_| format!("`{s}`: `{port}` is not a port number"))?;
+    Ok(())
+}
+
+fn check_listen(s: &str) -> Result<(), String> {
+    s.parse::<SocketAddr>().map(|_| ()).map_err(|_| format!("`{s}` is not an ip:port address to listen on"))
+}
+
+pub(crate) fn validate(c: &Config, report: &mut dyn FnMut(&str, String)) {
+    for (key, value) in [("kafka_addr", &c.kafka_addr), ("admin_addr", &c.admin_addr), ("cluster.node_addr", &c.cluster.node_addr)] {
+        if let Err(e) = check_listen(value) {
+            report(key, e);
+        }
+    }
+    if let Some(a) = &c.advertised_kafka_addr {
+        if let Err(e) = check_host_port(a) {
+            report("advertised_kafka_addr", e);
+        }
+    }
+    if let Some(a) = &c.cluster.advertised_node_addr {
+        if let Err(e) = check_host_port(a) {
+            report("cluster.advertised_node_addr", e);
+        }
+    }
+    if c.data_dir.as_os_str().is_empty() {
+        report("data_dir", "must not be empty".into());
+    }
+    if !(1..=65535).contains(&c.cluster.node_id) {
+        report("cluster.node_id", format!("must be between 1 and 65535 (got {})", c.cluster.node_id));
+    }
+    for seed in &c.cluster.seed_nodes {
+        if let Err(e) = SeedNode::parse(seed) {
+            report("cluster.seed_nodes", e);
+        }
+    }
+    let raft = &c.cluster.raft;
+    if raft.heartbeat_interval_ms == 0 {
+        report("cluster.raft.heartbeat_interval_ms", "must be above zero".into());
+    }
+    if raft.heartbeat_interval_ms >= raft.election_timeout_ms {
+        report(
+            "cluster.raft.heartbeat_interval_ms",
+            format!(
+                "must be below election_timeout_ms ({} >= {})",
+                raft.heartbeat_interval_ms, raft.election_timeout_ms
+            ),
+        );
+    }
+    for (key, v) in [
+        ("cluster.raft.max_payload_entries", raft.max_payload_entries),
+        ("cluster.raft.snapshot_threshold", raft.snapshot_threshold),
+        ("cluster.network.max_message_size", c.cluster.network.max_message_size),
+        ("cluster.network.connect_timeout_ms", c.cluster.network.connect_timeout_ms),
+        ("cluster.network.request_timeout_ms", c.cluster.network.request_timeout_ms),
+        ("cluster.storage.wal_sync_interval_ms", c.cluster.storage.wal_sync_interval_ms),
+        ("kafka.num_partitions", c.kafka.num_partitions as u64),
+        ("kafka.default_replication_factor", c.kafka.default_replication_factor as u64),
+        ("kafka.retention_check_interval_ms", c.kafka.retention_check_interval_ms),
+    ] {
+        if v == 0 {
+            report(key, "must be above zero".into());
+        }
+    }
+    let seg = c.cluster.storage.wal_segment_size;
+    if !(64 * 1024..=1 << 31).contains(&seg) {
+        report("cluster.storage.wal_segment_size", format!("must be between 65536 and 2147483648 bytes (got {seg})"));
+    }
+    if c.kafka.max_request_size < 1024 || c.kafka.max_request_size > i32::MAX as u64 {
+        report("kafka.max_request_size", format!("must be between 1024 and {} bytes", i32::MAX));
+    }
+    if c.kafka.message_max_bytes == 0 || c.kafka.message_max_bytes > seg / 2 {
+        report(
+            "kafka.message_max_bytes",
+            format!("must be above zero and at most half of wal_segment_size ({})", seg / 2),
+        );
+    }
+    for (key, v) in [("kafka.log_retention_ms", c.kafka.log_retention_ms), ("kafka.log_retention_bytes", c.kafka.log_retention_bytes)] {
+        if v < -1 || v == 0 {
+            report(key, format!("must be -1 (unlimited) or above zero (got {v})"));
+        }
+    }
+    if let Err(e) = c.log_level.parse::<LogFilterSyntax>() {
+        report("log_level", e);
+    }
+}
+
+/// A light syntax check of a tracing filter (`info`, `chronik=debug,warn`).
+struct LogFilterSyntax;
+
+impl std::str::FromStr for LogFilterSyntax {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        const LEVELS: [&str; 6] = ["error", "warn", "info", "debug", "trace", "off"];
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let level = part.rsplit_once('=').map_or(part, |(_, l)| l);
+            let is_target_only = !part.contains('=') && !LEVELS.contains(&part);
+            if !LEVELS.contains(&level.to_ascii_lowercase().as_str()) && !is_target_only {
+                return Err(format!("`{part}`: `{level}` is not a log level ({})", LEVELS.join(", ")));
+            }
+        }
+        Ok(LogFilterSyntax)
+    }
+}

@@ -1,0 +1,64 @@
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "chronik-server",
+    version,
+    about = "Chronik: a Kafka-compatible partitioned log broker on Raft",
+    long_about = "With no subcommand, runs a standalone node on the embedded defaults \
+                  (Kafka on 127.0.0.1:9092, admin API on 127.0.0.1:8080, data in ./data)."
+)]
+pub struct Cli {
+    /// Config file (else $CHRONIK_CONFIG, ./chronik.toml or /etc/chronik/chronik.toml if present).
+    #[arg(short = 'c', long = "config", global = true)]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run a single node (the default).
+    Standalone,
+    /// Run as a member of a cluster described by the [cluster] section of chronik.toml.
+    Cluster,
+    /// Check a config file (and CHRONIK_* variables); print every problem, exit non-zero if any.
+    ValidateConfig {
+        /// The file to check.
+        file: PathBuf,
+    },
+    /// Inspect on-disk data of a stopped node.
+    Debug {
+        #[command(subcommand)]
+        command: DebugCommand,
+    },
+    /// Print the version.
+    Version,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DebugCommand {
+    /// Print every WAL record (segment, offset, type, group, index, term, leader, sizes).
+    WalDump {
+        /// A WAL directory (<data_dir>/wal) or a data directory.
+        path: PathBuf,
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check every segment and the log's consistency. Exit 0: clean; 2: only a torn tail that
+    /// recovery will cut; 1: corruption (named by file and byte offset).
+    WalVerify {
+        path: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Segment, record and per-group counts.
+    WalStats {
+        path: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+}
