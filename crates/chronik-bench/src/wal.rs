@@ -176,9 +176,10 @@ async fn log_driver(wal: Arc<Wal>, log: u64, mut rx: mpsc::UnboundedReceiver<Sub
     let mut next = 1u64;
     let mut purged = 0u64;
     let mut batch = Vec::with_capacity(256);
+    let parts: [&[u8]; 1] = [&payload[..]];
     while rx.recv_many(&mut batch, 256).await > 0 {
         let entries: Vec<AppendEntry<'_>> = (0..batch.len() as u64)
-            .map(|k| AppendEntry { index: next + k, term: 1, leader_id: 1, entry_kind: 1, payload: &payload })
+            .map(|k| AppendEntry { index: next + k, term: 1, leader_id: 1, entry_kind: 1, payload: &parts })
             .collect();
         let done: Vec<oneshot::Sender<()>> = batch.drain(..).map(|s| s.done).collect();
         next += entries.len() as u64;

@@ -85,26 +85,37 @@ fn copy_forward(inner: &Inner, oldest: &Arc<Segment>) -> Result<bool> {
     if carry.is_empty() {
         return Ok(true);
     }
-    let records: Vec<PendingRecord<'_>> = carry
+    // Each record's payload as a one-part list (borrowed from the old segment or the state value).
+    let parts: Vec<[&[u8]; 1]> = carry
         .iter()
         .map(|c| match c {
             Carry::Entry { header, loc } => {
                 let start = loc.offset as usize + RECORD_HEADER_LEN;
-                let payload = &oldest.bytes()[start..start + header.payload_len as usize];
+                [&oldest.bytes()[start..start + header.payload_len as usize]]
+            }
+            Carry::Purge { .. } => [&[][..]],
+            Carry::State { value, .. } => [&value[..]],
+        })
+        .collect();
+    let records: Vec<PendingRecord<'_>> = carry
+        .iter()
+        .zip(&parts)
+        .map(|(c, payload)| match c {
+            Carry::Entry { header, .. } => {
                 PendingRecord::new(RecordHeader { record_type: RecordType::EntryRewrite, ..*header }, payload)
             }
             Carry::Purge { group, pos } => Ok(PendingRecord::control(RecordType::Purge, *group, 0, *pos)),
-            Carry::State { group, key, value } => PendingRecord::new(
+            Carry::State { group, key, .. } => PendingRecord::new(
                 RecordHeader {
                     record_type: RecordType::State,
                     entry_kind: *key,
-                    payload_len: value.len() as u32,
+                    payload_len: 0,
                     group: *group,
                     term: 0,
                     index: 0,
                     leader_id: 0,
                 },
-                value,
+                payload,
             ),
         })
         .collect::<Result<_>>()?;

@@ -103,12 +103,9 @@ impl GroupIndex {
         self.locs.push_back(loc);
     }
 
-    /// Drops every entry above `index`.
-    pub fn truncate_after(&mut self, index: u64) {
-        if self.locs.is_empty() || index >= self.first + self.locs.len() as u64 {
-            return;
-        }
-        let keep = index.saturating_add(1).saturating_sub(self.first);
+    /// Drops every entry at or above `index`.
+    pub fn truncate_from(&mut self, index: u64) {
+        let keep = index.saturating_sub(self.first).min(self.locs.len() as u64);
         self.locs.truncate(keep as usize);
     }
 
@@ -204,7 +201,7 @@ mod tests {
                         g.check_next(i).unwrap_or_else(|e| panic!("{name}: {e}"));
                         g.push(i, loc(i));
                     }
-                    Truncate(i) => g.truncate_after(i),
+                    Truncate(i) => g.truncate_from(i + 1),
                     Purge(i) => g.purge(pos(i), 1),
                 }
             }

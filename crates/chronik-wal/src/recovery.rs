@@ -229,7 +229,7 @@ impl RecoveringGroup {
                 }
             }
             RecordType::Truncate => {
-                self.entries.split_off(&(h.index.saturating_add(1)));
+                self.entries.split_off(&h.index);
             }
             RecordType::Purge => {
                 if self.last_purged.is_some_and(|p| p.index > h.index) {
@@ -280,12 +280,13 @@ mod tests {
             ("gap in appends", vec![(Entry, 1), (Entry, 3)], Err(())),
             ("append below last", vec![(Entry, 1), (Entry, 2), (Entry, 2)], Err(())),
             ("predecessor copied after", vec![(Entry, 1), (Entry, 3), (EntryRewrite, 2)], Ok(Some((1, 3)))),
-            ("truncate then re-append", vec![(Entry, 1), (Entry, 2), (Truncate, 1), (Entry, 2)], Ok(Some((1, 2)))),
+            ("truncate then re-append", vec![(Entry, 1), (Entry, 2), (Truncate, 2), (Entry, 2)], Ok(Some((1, 2)))),
+            ("truncate everything", vec![(Entry, 0), (Entry, 1), (Truncate, 0)], Ok(None)),
             ("purge beyond end then append", vec![(Entry, 1), (Purge, 9), (Entry, 10)], Ok(Some((10, 10)))),
             ("append not after purge", vec![(Purge, 9), (Entry, 12)], Err(())),
             ("copies after later entries", vec![(Entry, 4), (Entry, 5), (EntryRewrite, 2), (EntryRewrite, 3)], Ok(Some((2, 5)))),
-            ("copies then append", vec![(Truncate, 2), (EntryRewrite, 2), (Purge, 1), (Entry, 3)], Ok(Some((2, 3)))),
-            ("copy of a later-truncated entry", vec![(Entry, 1), (EntryRewrite, 1), (Truncate, 0)], Ok(None)),
+            ("copies then append", vec![(Truncate, 3), (EntryRewrite, 2), (Purge, 1), (Entry, 3)], Ok(Some((2, 3)))),
+            ("copy of a later-truncated entry", vec![(Entry, 1), (EntryRewrite, 1), (Truncate, 1)], Ok(None)),
             ("copy below purge ignored", vec![(Purge, 5), (EntryRewrite, 3)], Ok(None)),
             ("copies leave a hole", vec![(Entry, 5), (EntryRewrite, 2)], Err(())),
             ("older purge copied after newer", vec![(Entry, 1), (Entry, 2), (Entry, 3), (Purge, 2), (Purge, 1)], Ok(Some((3, 3)))),

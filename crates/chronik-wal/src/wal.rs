@@ -30,7 +30,9 @@ pub struct AppendEntry<'a> {
     pub leader_id: u64,
     /// Opaque to the WAL (Raft: blank / normal / membership).
     pub entry_kind: u8,
-    pub payload: &'a [u8],
+    /// The payload as consecutive parts, written with one `pwritev` (so a caller can patch a
+    /// header without copying the body).
+    pub payload: &'a [&'a [u8]],
 }
 
 /// An entry read back. `payload` borrows the segment's mapping (no copy).
@@ -176,7 +178,7 @@ impl Wal {
                     RecordHeader {
                         record_type: RecordType::Entry,
                         entry_kind: e.entry_kind,
-                        payload_len: e.payload.len() as u32,
+                        payload_len: e.payload.iter().map(|p| p.len()).sum::<usize>() as u32,
                         group,
                         term: e.term,
                         index: e.index,
@@ -189,8 +191,9 @@ impl Wal {
         self.inner.write(&records, on_durable)
     }
 
-    /// Drops every entry of `group` above `index`. Durable with the next sync round.
-    pub fn truncate_after(&self, group: u64, index: u64) -> Result<()> {
+    /// Drops every entry of `group` at or above `index` (Raft conflict resolution). Durable with
+    /// the next sync round.
+    pub fn truncate_from(&self, group: u64, index: u64) -> Result<()> {
         self.inner.write(&[PendingRecord::control(RecordType::Truncate, group, 0, LogPos { index, term: 0, leader_id: 0 })], None)
     }
 
@@ -213,7 +216,7 @@ impl Wal {
             index: 0,
             leader_id: 0,
         };
-        self.inner.write(&[PendingRecord::new(header, value)?], on_durable)?;
+        self.inner.write(&[PendingRecord::new(header, std::slice::from_ref(&value))?], on_durable)?;
         if matches!(self.inner.opts.sync_mode, SyncMode::Periodic(_)) {
             // State records (votes) are always made durable before they count.
             self.sync()?;

@@ -66,16 +66,19 @@ pub(crate) struct Spares {
 /// taking the writer lock).
 pub(crate) struct PendingRecord<'a> {
     pub header: RecordHeader,
-    pub payload: &'a [u8],
+    pub payload: &'a [&'a [u8]],
+    pub payload_len: usize,
     pub payload_crc: u32,
 }
 
 impl<'a> PendingRecord<'a> {
-    pub fn new(header: RecordHeader, payload: &'a [u8]) -> Result<Self> {
-        if payload.len() > u32::MAX as usize {
-            return Err(WalError::RecordTooLarge { len: payload.len(), max: u32::MAX as usize });
+    pub fn new(header: RecordHeader, payload: &'a [&'a [u8]]) -> Result<Self> {
+        let payload_len: usize = payload.iter().map(|p| p.len()).sum();
+        if payload_len > u32::MAX as usize {
+            return Err(WalError::RecordTooLarge { len: payload_len, max: u32::MAX as usize });
         }
-        Ok(PendingRecord { header, payload, payload_crc: crc32c::crc32c(payload) })
+        let payload_crc = payload.iter().fold(0, |crc, p| crc32c::crc32c_append(crc, p));
+        Ok(PendingRecord { header: RecordHeader { payload_len: payload_len as u32, ..header }, payload, payload_len, payload_crc })
     }
 
     pub fn control(record_type: RecordType, group: u64, key: u8, pos: LogPos) -> PendingRecord<'static> {
@@ -90,12 +93,13 @@ impl<'a> PendingRecord<'a> {
                 leader_id: pos.leader_id,
             },
             payload: &[],
+            payload_len: 0,
             payload_crc: 0,
         }
     }
 
     fn len(&self) -> u64 {
-        (RECORD_HEADER_LEN + self.payload.len()) as u64
+        (RECORD_HEADER_LEN + self.payload_len) as u64
     }
 }
 
@@ -158,7 +162,7 @@ impl Inner {
             let mut iov = Vec::with_capacity(n * 2);
             for (h, r) in headers.iter().zip(chunk) {
                 iov.push(IoSlice::new(h));
-                iov.push(IoSlice::new(r.payload));
+                iov.extend(r.payload.iter().map(|p| IoSlice::new(p)));
             }
             if let Err(e) = w.active.write_vectored_at(&iov, w.pos) {
                 return fail(e, on_durable);
@@ -219,7 +223,7 @@ impl Inner {
                     *expected = Some(r.header.index + 1);
                 }
                 RecordType::Truncate => {
-                    *expected = expected.map(|e| e.min(r.header.index + 1));
+                    *expected = expected.map(|e| e.min(r.header.index));
                 }
                 RecordType::Purge => {
                     *expected = Some(expected.map_or(r.header.index + 1, |e| e.max(r.header.index + 1)));
@@ -236,12 +240,12 @@ impl Inner {
         match h.record_type {
             RecordType::Entry => handle.write().push(h.index, loc),
             RecordType::EntryRewrite => handle.write().relocate(h.index, loc),
-            RecordType::Truncate => handle.write().truncate_after(h.index),
+            RecordType::Truncate => handle.write().truncate_from(h.index),
             RecordType::Purge => {
                 handle.write().purge(LogPos { index: h.index, term: h.term, leader_id: h.leader_id }, loc.segment)
             }
             RecordType::State => {
-                let value = segment.slice(loc.offset + RECORD_HEADER_LEN as u64, r.payload.len());
+                let value = segment.slice(loc.offset + RECORD_HEADER_LEN as u64, r.payload_len);
                 handle.write().set_state(h.entry_kind, value, loc.segment);
             }
             RecordType::DropGroup => {

@@ -29,7 +29,7 @@ fn rejects_non_contiguous_appends() {
     let wal = open(dir.path());
     append_durable(&wal, 1, 5..7, 10);
     let p = payload(1, 9, 10);
-    let err = wal.append(1, &[AppendEntry { index: 9, term: 1, leader_id: 1, entry_kind: 1, payload: &p }], None).unwrap_err();
+    let err = wal.append(1, &[AppendEntry { index: 9, term: 1, leader_id: 1, entry_kind: 1, payload: &[&p[..]] }], None).unwrap_err();
     assert!(matches!(err, WalError::Group { group: 1, .. }), "{err}");
     // Nothing was written: the next index is still 7.
     append_durable(&wal, 1, 7..8, 10);
@@ -42,7 +42,7 @@ fn truncate_purge_state_survive_reopen() {
     {
         let wal = open(dir.path());
         append_durable(&wal, 3, 1..21, 64);
-        wal.truncate_after(3, 15).unwrap();
+        wal.truncate_from(3, 16).unwrap();
         wal.purge(3, pos(4)).unwrap();
         wal.set_state(3, 1, b"vote:term=2", None).unwrap();
         wal.set_state(3, 1, b"vote:term=3", None).unwrap();
@@ -72,7 +72,7 @@ fn durability_callbacks_fire_in_append_order() {
                 let order = order.clone();
                 wal.append(
                     group,
-                    &[AppendEntry { index: i, term: 1, leader_id: 1, entry_kind: 1, payload: &p }],
+                    &[AppendEntry { index: i, term: 1, leader_id: 1, entry_kind: 1, payload: &[&p[..]] }],
                     Some(Box::new(move |r| {
                         r.unwrap();
                         order.lock().unwrap().push((group, i));
@@ -146,7 +146,7 @@ fn oversized_record_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let wal = open(dir.path());
     let big = vec![0u8; 300 * 1024];
-    let err = wal.append(1, &[AppendEntry { index: 1, term: 1, leader_id: 1, entry_kind: 1, payload: &big }], None).unwrap_err();
+    let err = wal.append(1, &[AppendEntry { index: 1, term: 1, leader_id: 1, entry_kind: 1, payload: &[&big[..]] }], None).unwrap_err();
     assert!(matches!(err, WalError::RecordTooLarge { .. }), "{err}");
     append_durable(&wal, 1, 1..2, 10);
 }

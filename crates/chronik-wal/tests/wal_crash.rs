@@ -118,7 +118,7 @@ fn crash_child_appender() {
         let p = payload(1, index, 700);
         wal.append(
             1,
-            &[AppendEntry { index, term: 1, leader_id: 1, entry_kind: 1, payload: &p }],
+            &[AppendEntry { index, term: 1, leader_id: 1, entry_kind: 1, payload: &[&p[..]] }],
             Some(Box::new(move |r| {
                 r.unwrap();
                 println!("durable {index}");

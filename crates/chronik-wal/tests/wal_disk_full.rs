@@ -31,7 +31,7 @@ fn mount_tmpfs(dir: &Path, size: &str) -> Mount {
 fn try_append(wal: &chronik_wal::Wal, index: u64) -> Result<(), WalError> {
     let p = payload(1, index, 4000);
     let (tx, rx) = std::sync::mpsc::channel();
-    wal.append(1, &[AppendEntry { index, term: 1, leader_id: 1, entry_kind: 1, payload: &p }], Some(Box::new(move |r| tx.send(r).unwrap())))?;
+    wal.append(1, &[AppendEntry { index, term: 1, leader_id: 1, entry_kind: 1, payload: &[&p[..]] }], Some(Box::new(move |r| tx.send(r).unwrap())))?;
     rx.recv_timeout(Duration::from_secs(10)).unwrap()
 }
 

@@ -80,8 +80,9 @@ proptest! {
                     let payloads: Vec<Vec<u8>> = (start..start + count)
                         .map(|i| (0..len).map(|b| (b as u64 ^ i ^ generation as u64) as u8).collect())
                         .collect();
-                    let entries: Vec<AppendEntry<'_>> = payloads.iter().enumerate()
-                        .map(|(k, p)| AppendEntry { index: start + k as u64, term: 1, leader_id: 1, entry_kind: 1, payload: p })
+                    let slices: Vec<&[u8]> = payloads.iter().map(|p| &p[..]).collect();
+                    let entries: Vec<AppendEntry<'_>> = slices.iter().enumerate()
+                        .map(|(k, p)| AppendEntry { index: start + k as u64, term: 1, leader_id: 1, entry_kind: 1, payload: std::slice::from_ref(p) })
                         .collect();
                     wal.append(group, &entries, None).unwrap();
                     for (k, p) in payloads.into_iter().enumerate() {
@@ -92,7 +93,7 @@ proptest! {
                     let m = model.entry(group).or_default();
                     let (Some(&first), Some(&last)) = (m.entries.keys().next(), m.entries.keys().next_back()) else { continue };
                     let after = first + ((last - first) as f64 * keep_fraction) as u64;
-                    wal.truncate_after(group, after).unwrap();
+                    wal.truncate_from(group, after + 1).unwrap();
                     m.entries.retain(|i, _| *i <= after);
                 }
                 Op::Purge { group, fraction } => {

@@ -26,9 +26,10 @@ pub fn payload(group: u64, index: u64, len: usize) -> Vec<u8> {
 /// Appends entries `indexes` (term 1) to `group` and waits until they are durable.
 pub fn append_durable(wal: &Wal, group: u64, indexes: std::ops::Range<u64>, len: usize) {
     let payloads: Vec<Vec<u8>> = indexes.clone().map(|i| payload(group, i, len)).collect();
+    let slices: Vec<&[u8]> = payloads.iter().map(|p| &p[..]).collect();
     let entries: Vec<AppendEntry<'_>> = indexes
-        .zip(&payloads)
-        .map(|(index, p)| AppendEntry { index, term: 1, leader_id: 1, entry_kind: 1, payload: p })
+        .zip(&slices)
+        .map(|(index, p)| AppendEntry { index, term: 1, leader_id: 1, entry_kind: 1, payload: std::slice::from_ref(p) })
         .collect();
     let (tx, rx) = mpsc::channel();
     wal.append(group, &entries, Some(Box::new(move |r| tx.send(r).unwrap()))).expect("append");
