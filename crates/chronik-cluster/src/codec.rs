@@ -1,0 +1,204 @@
+//! Raft entries <-> WAL records.
+//!
+//! The WAL record's `entry_kind` is the entry's kind (0 blank, 1 normal, 2 membership). A normal
+//! entry's payload is a one-byte tag and the command: for `Produce` the record batches follow
+//! as raw bytes, with base offsets and leader epoch stamped in, so a fetch serves the stored
+//! bytes as they are. Other commands and memberships are postcard-encoded.
+
+use std::io;
+use std::ops::Range;
+
+use bytes::Bytes;
+use chronik_wal::EntryView;
+use openraft::EntryPayload;
+
+use crate::batch::{self, STAMP_LEN};
+use crate::offsets::EntryOffsets;
+use crate::types::{Command, Entry, log_id};
+
+pub const KIND_BLANK: u8 = 0;
+pub const KIND_NORMAL: u8 = 1;
+pub const KIND_MEMBERSHIP: u8 = 2;
+
+const TAG_PRODUCE: u8 = 1;
+const TAG_LOG_START: u8 = 2;
+const TAG_META: u8 = 3;
+
+enum Part {
+    Owned(Range<usize>),
+    Shared(Bytes),
+}
+
+/// An entry laid out for the WAL: small owned pieces (tag, stamped batch headers, encoded
+/// commands) interleaved with the client's batch bytes, which are never copied.
+pub struct Encoded {
+    pub index: u64,
+    pub term: u64,
+    pub leader_id: u64,
+    pub kind: u8,
+    owned: Vec<u8>,
+    parts: Vec<Part>,
+    /// For a produce entry of a partition: the offsets it took.
+    pub offsets: Option<EntryOffsets>,
+}
+
+impl Encoded {
+    pub fn payload_parts(&self) -> Vec<&[u8]> {
+        self.parts
+            .iter()
+            .map(|p| match p {
+                Part::Owned(r) => &self.owned[r.clone()],
+                Part::Shared(b) => &b[..],
+            })
+            .collect()
+    }
+
+    fn push_owned(&mut self, bytes: &[u8]) {
+        let start = self.owned.len();
+        self.owned.extend_from_slice(bytes);
+        self.parts.push(Part::Owned(start..self.owned.len()));
+    }
+}
+
+fn io_err(e: impl std::fmt::Display) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e.to_string())
+}
+
+/// Encodes `entry`. With `next_offset` (a partition's log tail), produce entries get their
+/// batches stamped with consecutive offsets starting there and the entry's term as leader epoch.
+pub fn encode(entry: &Entry, next_offset: Option<u64>) -> io::Result<Encoded> {
+    let mut e = Encoded {
+        index: entry.log_id.index,
+        term: entry.log_id.leader_id.term,
+        leader_id: entry.log_id.leader_id.node_id,
+        kind: KIND_BLANK,
+        owned: Vec::new(),
+        parts: Vec::new(),
+        offsets: None,
+    };
+    match &entry.payload {
+        EntryPayload::Blank => {}
+        EntryPayload::Membership(m) => {
+            e.kind = KIND_MEMBERSHIP;
+            e.owned = postcard::to_stdvec(m).map_err(io_err)?;
+            e.parts.push(Part::Owned(0..e.owned.len()));
+        }
+        EntryPayload::Normal(cmd) => {
+            e.kind = KIND_NORMAL;
+            match cmd {
+                Command::Produce { records } => {
+                    e.push_owned(&[TAG_PRODUCE]);
+                    match next_offset.map(|n| (n, batch::split(records, false))) {
+                        Some((mut next, Ok(spans))) => {
+                            let epoch = i32::try_from(e.term).unwrap_or(i32::MAX);
+                            let base = next;
+                            let mut max_ts = i64::MIN;
+                            for s in &spans {
+                                e.push_owned(&batch::stamped_prefix(&records[s.range.clone()], next, epoch));
+                                e.parts.push(Part::Shared(records.slice(s.range.start + STAMP_LEN..s.range.end)));
+                                next += s.header.last_offset_delta as u64 + 1;
+                                max_ts = max_ts.max(s.header.max_timestamp);
+                            }
+                            e.offsets = Some(EntryOffsets {
+                                raft_index: e.index,
+                                base_offset: base,
+                                last_offset: next - 1,
+                                max_timestamp: max_ts,
+                                bytes: records.len() as u64,
+                            });
+                        }
+                        // Not a partition, or bytes the front end should have refused: stored
+                        // as they are, taking no offsets; the state machine rejects them.
+                        _ => e.parts.push(Part::Shared(records.clone())),
+                    }
+                }
+                Command::AdvanceLogStart { offset } => {
+                    e.push_owned(&[TAG_LOG_START]);
+                    e.push_owned(&offset.to_le_bytes());
+                }
+                Command::Meta(m) => {
+                    e.push_owned(&[TAG_META]);
+                    let body = postcard::to_stdvec(m).map_err(io_err)?;
+                    e.push_owned(&body);
+                }
+            }
+        }
+    }
+    Ok(e)
+}
+
+/// Rebuilds the Raft entry from a WAL record (zero-copy for record batches).
+pub fn decode(v: &EntryView) -> io::Result<Entry> {
+    let payload = match v.entry_kind {
+        KIND_BLANK => EntryPayload::Blank,
+        KIND_MEMBERSHIP => EntryPayload::Membership(postcard::from_bytes(&v.payload).map_err(io_err)?),
+        KIND_NORMAL => EntryPayload::Normal(decode_command(&v.payload)?),
+        other => return Err(io_err(format!("entry {} has unknown kind {other}", v.index))),
+    };
+    Ok(Entry { log_id: log_id(v.term, v.leader_id, v.index), payload })
+}
+
+pub fn decode_command(payload: &Bytes) -> io::Result<Command> {
+    let (&tag, body) = payload.split_first().ok_or_else(|| io_err("empty command"))?;
+    Ok(match tag {
+        TAG_PRODUCE => Command::Produce { records: payload.slice(1..) },
+        TAG_LOG_START => Command::AdvanceLogStart {
+            offset: u64::from_le_bytes(body.try_into().map_err(|_| io_err("bad advance-log-start command"))?),
+        },
+        TAG_META => Command::Meta(postcard::from_bytes(body).map_err(io_err)?),
+        other => return Err(io_err(format!("unknown command tag {other}"))),
+    })
+}
+
+/// The record batches of a stored produce entry (what a fetch returns), if it is one.
+pub fn stored_records(v: &EntryView) -> Option<Bytes> {
+    (v.entry_kind == KIND_NORMAL && v.payload.first() == Some(&TAG_PRODUCE)).then(|| v.payload.slice(1..))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batch::tests::batch;
+    use crate::metadata::MetaCommand;
+
+    fn view(e: &Encoded) -> EntryView {
+        let payload: Vec<u8> = e.payload_parts().concat();
+        EntryView { index: e.index, term: e.term, leader_id: e.leader_id, entry_kind: e.kind, payload: payload.into() }
+    }
+
+    #[test]
+    fn produce_is_stamped_and_round_trips() {
+        let records: Bytes = [batch(3, 10), batch(2, 20)].concat().into();
+        let entry = Entry { log_id: log_id(7, 1, 42), payload: EntryPayload::Normal(Command::Produce { records }) };
+        let enc = encode(&entry, Some(100)).unwrap();
+        assert_eq!(
+            enc.offsets,
+            Some(EntryOffsets { raft_index: 42, base_offset: 100, last_offset: 104, max_timestamp: 20, bytes: 122 })
+        );
+        let v = view(&enc);
+        let stored = stored_records(&v).unwrap();
+        let spans = batch::split(&stored, true).expect("stamped batches keep valid CRCs");
+        assert_eq!(
+            spans.iter().map(|s| (s.header.base_offset, s.header.partition_leader_epoch)).collect::<Vec<_>>(),
+            vec![(100, 7), (103, 7)]
+        );
+        let back = decode(&v).unwrap();
+        assert_eq!(back.log_id, log_id(7, 1, 42));
+        assert!(matches!(back.payload, EntryPayload::Normal(Command::Produce { records }) if records == stored));
+    }
+
+    #[test]
+    fn other_entries_round_trip() {
+        let cases = vec![
+            EntryPayload::Blank,
+            EntryPayload::Normal(Command::AdvanceLogStart { offset: 77 }),
+            EntryPayload::Normal(Command::Meta(MetaCommand::DeleteTopic { name: "t".into() })),
+            EntryPayload::Membership(openraft::Membership::new_with_defaults(vec![[1u64].into()], [1u64])),
+        ];
+        for payload in cases {
+            let entry = Entry { log_id: log_id(2, 3, 9), payload };
+            let back = decode(&view(&encode(&entry, None).unwrap())).unwrap();
+            assert_eq!(back, entry);
+        }
+    }
+}

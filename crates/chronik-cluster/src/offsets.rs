@@ -1,0 +1,159 @@
+//! A partition's map from Kafka offsets to Raft log entries, for every entry in the log
+//! (committed or not). Kafka offsets are a pure function of the log: each data entry takes the
+//! offsets right after the previous one's, so the map can be rebuilt from the entries alone.
+
+use std::collections::VecDeque;
+
+/// One data entry (one produce: one or more record batches).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EntryOffsets {
+    pub raft_index: u64,
+    pub base_offset: u64,
+    pub last_offset: u64,
+    /// Largest batch maxTimestamp in the entry (for time-based lookup and retention).
+    pub max_timestamp: i64,
+    /// Record-batch bytes in the entry.
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct OffsetIndex {
+    entries: VecDeque<EntryOffsets>,
+    /// The offset the first entry starts at (after purges: the first unpurged offset).
+    front_offset: u64,
+    bytes: u64,
+}
+
+impl OffsetIndex {
+    pub fn starting_at(front_offset: u64) -> OffsetIndex {
+        OffsetIndex { front_offset, ..Default::default() }
+    }
+
+    /// The offset the next data entry gets.
+    pub fn next_offset(&self) -> u64 {
+        self.entries.back().map_or(self.front_offset, |e| e.last_offset + 1)
+    }
+
+    /// The first offset still in the log.
+    pub fn front_offset(&self) -> u64 {
+        self.front_offset
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn first(&self) -> Option<&EntryOffsets> {
+        self.entries.front()
+    }
+
+    pub fn push(&mut self, e: EntryOffsets) {
+        debug_assert_eq!(e.base_offset, self.next_offset(), "offsets follow the log");
+        debug_assert!(self.entries.back().is_none_or(|b| b.raft_index < e.raft_index));
+        self.bytes += e.bytes;
+        self.entries.push_back(e);
+    }
+
+    /// Forgets entries at or above `raft_index` (Raft truncated them).
+    pub fn truncate_from(&mut self, raft_index: u64) {
+        while self.entries.back().is_some_and(|e| e.raft_index >= raft_index) {
+            let e = self.entries.pop_back().expect("checked");
+            self.bytes -= e.bytes;
+        }
+    }
+
+    /// Forgets entries at or below `raft_index` (purged); the front moves past them.
+    pub fn purge_through(&mut self, raft_index: u64) {
+        while self.entries.front().is_some_and(|e| e.raft_index <= raft_index) {
+            let e = self.entries.pop_front().expect("checked");
+            self.bytes -= e.bytes;
+            self.front_offset = e.last_offset + 1;
+        }
+    }
+
+    /// Moves the front to `offset` when the log holds nothing (after installing a snapshot).
+    pub fn reset_front(&mut self, offset: u64) {
+        if self.entries.is_empty() {
+            self.front_offset = offset;
+        }
+    }
+
+    /// The position of the entry holding `offset`, or of the first entry after it.
+    pub fn position_of(&self, offset: u64) -> Option<usize> {
+        let i = self.entries.partition_point(|e| e.last_offset < offset);
+        (i < self.entries.len()).then_some(i)
+    }
+
+    pub fn get(&self, position: usize) -> Option<&EntryOffsets> {
+        self.entries.get(position)
+    }
+
+    /// The first entry whose max timestamp is at or after `ts` (timestamps need not be
+    /// monotonic, so this scans; ListOffsets by time is rare).
+    pub fn first_at_or_after_time(&self, ts: i64) -> Option<&EntryOffsets> {
+        self.entries.iter().find(|e| e.max_timestamp >= ts)
+    }
+
+    /// The entry holding the largest timestamp (the earliest such entry).
+    pub fn max_timestamp_entry(&self) -> Option<&EntryOffsets> {
+        self.entries.iter().fold(None, |best: Option<&EntryOffsets>, e| match best {
+            Some(b) if b.max_timestamp >= e.max_timestamp => Some(b),
+            _ => Some(e),
+        })
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &EntryOffsets> {
+        self.entries.iter()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(raft_index: u64, base: u64, count: u64, ts: i64) -> EntryOffsets {
+        EntryOffsets { raft_index, base_offset: base, last_offset: base + count - 1, max_timestamp: ts, bytes: 100 }
+    }
+
+    fn index() -> OffsetIndex {
+        let mut idx = OffsetIndex::starting_at(0);
+        idx.push(entry(2, 0, 5, 100)); // offsets 0..=4 (raft index 1 was a blank entry)
+        idx.push(entry(3, 5, 1, 300));
+        idx.push(entry(5, 6, 4, 200)); // 6..=9
+        idx
+    }
+
+    #[test]
+    fn lookups() {
+        let idx = index();
+        assert_eq!(idx.next_offset(), 10);
+        // (offset, expected raft index of the entry to read from)
+        for (offset, raft) in [(0, Some(2)), (4, Some(2)), (5, Some(3)), (7, Some(5)), (9, Some(5)), (10, None)] {
+            assert_eq!(idx.position_of(offset).map(|p| idx.get(p).unwrap().raft_index), raft, "offset {offset}");
+        }
+        assert_eq!(idx.first_at_or_after_time(150).map(|e| e.base_offset), Some(5));
+        assert_eq!(idx.first_at_or_after_time(301), None);
+        assert_eq!(idx.max_timestamp_entry().map(|e| e.base_offset), Some(5));
+    }
+
+    #[test]
+    fn truncate_and_purge() {
+        let mut idx = index();
+        idx.truncate_from(4);
+        assert_eq!((idx.next_offset(), idx.len(), idx.bytes()), (6, 2, 200));
+        idx.purge_through(2);
+        assert_eq!((idx.front_offset(), idx.next_offset(), idx.len()), (5, 6, 1));
+        idx.purge_through(10);
+        assert_eq!((idx.front_offset(), idx.next_offset(), idx.is_empty()), (6, 6, true));
+        idx.reset_front(50);
+        assert_eq!(idx.next_offset(), 50);
+    }
+}

@@ -1,0 +1,194 @@
+//! A partition's log as Kafka sees it: offsets, high watermark, log start, and reads of the
+//! stored record batches. Shared by the partition's log store (which appends and truncates),
+//! its state machine (which moves the high watermark) and the fetch path (which reads).
+
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use chronik_wal::Wal;
+use parking_lot::RwLock;
+use tokio::sync::watch;
+
+use crate::batch;
+use crate::codec;
+use crate::offsets::{EntryOffsets, OffsetIndex};
+use crate::types::GroupId;
+
+/// Record batches read for a fetch.
+#[derive(Debug, Default)]
+pub struct ReadBatches {
+    /// Whole stored entries (each one or more batches), in offset order.
+    pub chunks: Vec<Bytes>,
+    pub bytes: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("offset {offset} is out of range [{log_start}, {high_watermark}]")]
+    OutOfRange { offset: u64, log_start: u64, high_watermark: u64 },
+    #[error("storage error: {0}")]
+    Storage(#[from] chronik_wal::WalError),
+}
+
+pub struct PartitionLog {
+    pub group: GroupId,
+    wal: Arc<Wal>,
+    pub(crate) index: RwLock<OffsetIndex>,
+    high_watermark: watch::Sender<u64>,
+    /// Log start offset set by DeleteRecords or retention (may be inside an entry).
+    log_start: AtomicU64,
+}
+
+impl PartitionLog {
+    /// Rebuilds the offset index from the group's entries in the WAL. `snapshot_next_offset` is
+    /// the next offset recorded by the latest snapshot: the front when the log holds no data.
+    pub fn recover(wal: Arc<Wal>, group: GroupId, snapshot_next_offset: u64, snapshot_log_start: u64) -> io::Result<Arc<Self>> {
+        let mut index: Option<OffsetIndex> = None;
+        if let Some(info) = wal.group_info(group) {
+            if let (Some(first), Some(last)) = (info.first_index, info.last) {
+                let mut start = first;
+                while start <= last.index {
+                    let views = wal.read_range(group, start, last.index + 1, 64 << 20).map_err(io::Error::other)?;
+                    let Some(v) = views.last() else { break };
+                    start = v.index + 1;
+                    for v in &views {
+                        let Some(records) = codec::stored_records(v) else { continue };
+                        let Ok(spans) = batch::split(&records, false) else { continue };
+                        let (Some(first_batch), Some(last_batch)) = (spans.first(), spans.last()) else { continue };
+                        let e = EntryOffsets {
+                            raft_index: v.index,
+                            base_offset: first_batch.header.base_offset as u64,
+                            last_offset: last_batch.header.last_offset() as u64,
+                            max_timestamp: spans.iter().map(|s| s.header.max_timestamp).max().unwrap_or(i64::MIN),
+                            bytes: records.len() as u64,
+                        };
+                        let idx = index.get_or_insert_with(|| OffsetIndex::starting_at(e.base_offset));
+                        if e.base_offset != idx.next_offset() {
+                            return Err(io::Error::new(
+                                io::ErrorKind::InvalidData,
+                                format!(
+                                    "group {group}: entry {} starts at offset {}, expected {}",
+                                    v.index,
+                                    e.base_offset,
+                                    idx.next_offset()
+                                ),
+                            ));
+                        }
+                        idx.push(e);
+                    }
+                }
+            }
+        }
+        let index = index.unwrap_or_else(|| OffsetIndex::starting_at(snapshot_next_offset));
+        let (high_watermark, _) = watch::channel(snapshot_next_offset.max(index.front_offset()).min(index.next_offset()));
+        Ok(Arc::new(PartitionLog { group, wal, index: RwLock::new(index), high_watermark, log_start: AtomicU64::new(snapshot_log_start) }))
+    }
+
+    /// Offset after the last committed (and applied) record: consumers read below it.
+    pub fn high_watermark(&self) -> u64 {
+        *self.high_watermark.borrow()
+    }
+
+    pub fn subscribe_high_watermark(&self) -> watch::Receiver<u64> {
+        self.high_watermark.subscribe()
+    }
+
+    pub(crate) fn set_high_watermark(&self, hw: u64) {
+        self.high_watermark.send_if_modified(|cur| {
+            let changed = *cur != hw;
+            *cur = hw;
+            changed
+        });
+    }
+
+    /// First offset a consumer can read.
+    pub fn log_start_offset(&self) -> u64 {
+        self.log_start.load(Ordering::Acquire).max(self.index.read().front_offset()).min(self.high_watermark())
+    }
+
+    pub(crate) fn set_log_start(&self, offset: u64) {
+        self.log_start.fetch_max(offset, Ordering::AcqRel);
+    }
+
+    /// Offset the next produce will get (the log's tail, committed or not).
+    pub fn next_offset(&self) -> u64 {
+        self.index.read().next_offset()
+    }
+
+    /// Bytes of record batches in the log.
+    pub fn size_bytes(&self) -> u64 {
+        self.index.read().bytes()
+    }
+
+    /// Committed batches starting with the one holding `offset`, up to about `max_bytes` (at
+    /// least one entry when any is available). Empty at the high watermark.
+    pub fn read(&self, offset: u64, max_bytes: usize) -> Result<ReadBatches, ReadError> {
+        let hw = self.high_watermark();
+        let log_start = self.log_start_offset();
+        if offset < log_start || offset > hw {
+            return Err(ReadError::OutOfRange { offset, log_start, high_watermark: hw });
+        }
+        let (first_raft, last_raft) = {
+            let index = self.index.read();
+            let Some(pos) = index.position_of(offset) else { return Ok(ReadBatches::default()) };
+            let mut bytes = 0u64;
+            let mut last = None;
+            let first = index.get(pos).map(|e| e.raft_index);
+            for e in index.iter().skip(pos) {
+                if e.last_offset >= hw || (last.is_some() && bytes + e.bytes > max_bytes as u64) {
+                    break;
+                }
+                bytes += e.bytes;
+                last = Some(e.raft_index);
+            }
+            match (first, last) {
+                (Some(f), Some(l)) => (f, l),
+                _ => return Ok(ReadBatches::default()),
+            }
+        };
+        let mut out = ReadBatches::default();
+        for v in self.wal.read_range(self.group, first_raft, last_raft + 1, usize::MAX)? {
+            if let Some(records) = codec::stored_records(&v) {
+                out.bytes += records.len();
+                out.chunks.push(records);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Base offset and max timestamp of the first committed entry with a timestamp at or after
+    /// `ts` (ListOffsets by time narrows it down to the record).
+    pub fn entry_at_or_after_time(&self, ts: i64) -> Option<EntryOffsets> {
+        let hw = self.high_watermark();
+        let start = self.log_start_offset();
+        let index = self.index.read();
+        index.iter().filter(|e| e.last_offset >= start && e.last_offset < hw).find(|e| e.max_timestamp >= ts).copied()
+    }
+
+    /// The committed entry with the largest timestamp.
+    pub fn max_timestamp_entry(&self) -> Option<EntryOffsets> {
+        let hw = self.high_watermark();
+        let start = self.log_start_offset();
+        let index = self.index.read();
+        index
+            .iter()
+            .filter(|e| e.last_offset >= start && e.last_offset < hw)
+            .fold(None, |best: Option<EntryOffsets>, e| match best {
+                Some(b) if b.max_timestamp >= e.max_timestamp => Some(b),
+                _ => Some(*e),
+            })
+    }
+
+    /// The stored batches of the entry at `raft_index`.
+    pub fn entry_records(&self, raft_index: u64) -> Result<Option<Bytes>, ReadError> {
+        Ok(self.wal.read(self.group, raft_index)?.and_then(|v| codec::stored_records(&v)))
+    }
+
+    /// Committed entries, oldest first (for retention decisions).
+    pub fn committed_entries(&self) -> Vec<EntryOffsets> {
+        let hw = self.high_watermark();
+        self.index.read().iter().take_while(|e| e.last_offset < hw).copied().collect()
+    }
+}

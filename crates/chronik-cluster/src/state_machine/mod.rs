@@ -1,0 +1,39 @@
+//! The two kinds of state machine: one per partition, one for the cluster metadata. Both keep
+//! their whole state in memory and persist it as a small snapshot in a WAL state record; on
+//! restart openraft installs that snapshot and re-applies the committed entries after it.
+
+mod metadata;
+mod partition;
+
+pub use metadata::MetadataStateMachine;
+pub use partition::PartitionStateMachine;
+
+use std::io;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use chronik_wal::Wal;
+use serde::{Deserialize, Serialize};
+
+use crate::raft_storage::{STATE_SNAPSHOT, wal_io};
+use crate::types::{GroupId, Snapshot, SnapshotMeta};
+
+#[derive(Serialize, Deserialize)]
+struct StoredSnapshot {
+    meta: SnapshotMeta,
+    data: Bytes,
+}
+
+/// Persists a snapshot durably as the group's snapshot state record.
+async fn save_snapshot(wal: &Wal, group: GroupId, meta: &SnapshotMeta, data: &Bytes) -> io::Result<()> {
+    let bytes = postcard::to_stdvec(&StoredSnapshot { meta: meta.clone(), data: data.clone() }).map_err(io::Error::other)?;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    wal.set_state(group, STATE_SNAPSHOT, &bytes, Some(Box::new(move |r| drop(tx.send(r))))).map_err(wal_io)?;
+    rx.await.map_err(|_| io::Error::other("WAL closed while saving a snapshot"))?.map_err(wal_io)
+}
+
+fn load_snapshot(wal: &Arc<Wal>, group: GroupId) -> io::Result<Option<Snapshot>> {
+    let Some(bytes) = wal.state(group, STATE_SNAPSHOT) else { return Ok(None) };
+    let s: StoredSnapshot = postcard::from_bytes(&bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    Ok(Some(Snapshot { meta: s.meta, snapshot: s.data }))
+}

@@ -1,0 +1,67 @@
+#![allow(dead_code)]
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use chronik_cluster::raft_node::{NodeOptions, RaftNode, RaftSettings};
+use chronik_wal::{SyncMode, WalOptions};
+
+pub fn options(dir: &Path, node_id: u64) -> NodeOptions {
+    NodeOptions {
+        data_dir: dir.to_path_buf(),
+        node_id,
+        raft_addr: "127.0.0.1:9093".into(),
+        kafka_addr: "127.0.0.1:9092".into(),
+        wal: WalOptions {
+            segment_size: 1 << 20,
+            sync_mode: SyncMode::Always,
+            gc_interval: Duration::from_millis(100),
+            ..WalOptions::default()
+        },
+        raft: RaftSettings {
+            heartbeat_interval_ms: 50,
+            election_timeout_ms: 200,
+            max_payload_entries: 300,
+            snapshot_threshold: 1000,
+            compaction_retain_entries: 100,
+        },
+    }
+}
+
+pub async fn start(dir: &Path) -> Arc<RaftNode> {
+    RaftNode::start(options(dir, 1)).await.expect("node starts")
+}
+
+/// A v2 record batch header claiming `records` records, with `tag` bytes of body so that
+/// batches are distinguishable. Valid CRC; the broker never looks inside the records.
+pub fn batch(records: i32, timestamp: i64, tag: &[u8]) -> Bytes {
+    let mut b = vec![0u8; 61];
+    b.extend_from_slice(tag);
+    let len = (b.len() - 12) as i32;
+    b[8..12].copy_from_slice(&len.to_be_bytes());
+    b[16] = 2;
+    b[23..27].copy_from_slice(&(records - 1).to_be_bytes());
+    b[27..35].copy_from_slice(&timestamp.to_be_bytes());
+    b[35..43].copy_from_slice(&timestamp.to_be_bytes());
+    b[43..51].copy_from_slice(&(-1i64).to_be_bytes());
+    b[57..61].copy_from_slice(&records.to_be_bytes());
+    let crc = crc32c::crc32c(&b[21..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    b.into()
+}
+
+/// The batch as stored: base offset and leader epoch stamped in.
+pub fn stamped(batch: &[u8], base: u64) -> Vec<u8> {
+    let mut b = batch.to_vec();
+    b[0..8].copy_from_slice(&(base as i64).to_be_bytes());
+    b[12..16].copy_from_slice(&b"\0\0\0\0"[..]);
+    b
+}
+
+/// Compares a stored batch with the one sent, ignoring the stamped leader epoch.
+pub fn same_batch(stored: &[u8], sent: &[u8], base: u64) -> bool {
+    let mut s = stored.to_vec();
+    s[12..16].copy_from_slice(&[0; 4]);
+    s == stamped(sent, base)
+}

@@ -1,0 +1,108 @@
+//! A standalone node (a cluster of one) end to end, without sockets: topics through the
+//! metadata group, produce through partition groups, reads, restart, identity checks, retention.
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chronik_cluster::metadata::MetaCommand;
+use chronik_cluster::partition_log::ReadError;
+use chronik_cluster::raft_node::{NodeError, RaftNode};
+use common::*;
+use uuid::Uuid;
+
+async fn create_topic(node: &RaftNode, name: &str, partitions: u32, configs: BTreeMap<String, String>) {
+    node.propose_meta(MetaCommand::CreateTopic {
+        name: name.into(),
+        topic_id: Uuid::new_v4(),
+        partitions,
+        replication_factor: 1,
+        configs,
+    })
+    .await
+    .unwrap();
+    assert!(node.wait_for_topic(name, Duration::from_secs(10)).await, "partitions of {name} started");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn produce_read_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sent = Vec::new();
+    {
+        let node = start(dir.path()).await;
+        create_topic(&node, "orders", 4, BTreeMap::new()).await;
+        for i in 0..40u32 {
+            let p = (i % 4) as i32;
+            let b = batch(3, 1000 + i as i64, format!("batch-{i}").as_bytes());
+            let g = node.partition("orders", p).unwrap();
+            let (base, last) = g.append(b.clone()).await.unwrap();
+            assert_eq!(last, base + 2);
+            sent.push((p, base, b));
+        }
+        // Offsets are contiguous per partition.
+        for p in 0..4 {
+            let bases: Vec<u64> = sent.iter().filter(|(q, ..)| *q == p).map(|(_, b, _)| *b).collect();
+            assert_eq!(bases, (0..10).map(|k| k * 3).collect::<Vec<_>>(), "partition {p}");
+        }
+        node.shutdown().await.unwrap();
+    }
+    let node = start(dir.path()).await;
+    assert!(node.metadata().topic("orders").is_some(), "metadata survives restart");
+    assert!(node.wait_for_topic("orders", Duration::from_secs(10)).await);
+    for p in 0..4 {
+        let g = node.partition("orders", p).unwrap();
+        // Re-applied after restart: the high watermark covers everything acknowledged.
+        for _ in 0..200 {
+            if g.log.high_watermark() == 30 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(g.log.high_watermark(), 30, "partition {p}");
+        let read = g.log.read(0, usize::MAX).unwrap();
+        let expected: Vec<&(i32, u64, bytes::Bytes)> = sent.iter().filter(|(q, ..)| *q == p).collect();
+        assert_eq!(read.chunks.len(), expected.len());
+        for (chunk, (_, base, b)) in read.chunks.iter().zip(expected) {
+            assert!(same_batch(chunk, b, *base), "partition {p} offset {base}: stored bytes are the sent bytes");
+        }
+        assert!(matches!(g.log.read(31, 100), Err(ReadError::OutOfRange { .. })));
+        assert!(g.log.read(30, 100).unwrap().chunks.is_empty(), "at the high watermark: nothing yet");
+    }
+    node.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_node_identity_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(dir.path()).await;
+    // The same directory while in use: locked.
+    let err = RaftNode::start(options(dir.path(), 1)).await.err().expect("second process refused");
+    assert!(matches!(err, NodeError::Locked(_)), "{err}");
+    node.shutdown().await.unwrap();
+    drop(node);
+    let err = RaftNode::start(options(dir.path(), 2)).await.err().expect("other node id refused");
+    assert!(err.to_string().contains("belongs to node 1"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleted_topic_is_gone_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let node = start(dir.path()).await;
+        create_topic(&node, "tmp", 2, BTreeMap::new()).await;
+        node.partition("tmp", 0).unwrap().append(batch(1, 1, b"x")).await.unwrap();
+        node.propose_meta(MetaCommand::DeleteTopic { name: "tmp".into() }).await.unwrap();
+        for _ in 0..200 {
+            if node.partition("tmp", 0).is_none() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(node.partition("tmp", 0).is_none());
+        node.shutdown().await.unwrap();
+    }
+    let node = start(dir.path()).await;
+    assert!(node.metadata().topic("tmp").is_none());
+    assert!(node.wal().groups().iter().all(|g| *g == 0), "only the metadata group is left: {:?}", node.wal().groups());
+    node.shutdown().await.unwrap();
+}
