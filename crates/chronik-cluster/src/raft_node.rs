@@ -26,7 +26,9 @@ use crate::metadata::{META_GROUP, MetaCommand, MetaError, MetaResponse, Metadata
 use crate::network::NetworkFactory;
 use crate::partition_log::PartitionLog;
 use crate::raft_storage::LogStore;
+use crate::retention;
 use crate::state_machine::{MetadataStateMachine, PartitionStateMachine};
+use crate::topic_config::{TopicDefaults, TopicSettings};
 use crate::types::{Command, GroupId, NodeId, Response, TypeConfig};
 
 pub type MetaRaft = Raft<TypeConfig, MetadataStateMachine>;
@@ -421,6 +423,33 @@ impl RaftNode {
         if let Err(e) = self.wal.drop_group(g.group) {
             tracing::error!(group = g.group, "dropping the WAL group of a deleted partition: {e}");
         }
+    }
+
+    /// Applies each led partition's retention (its topic's `retention.ms` / `retention.bytes`
+    /// over `defaults`) by moving its log start offset through Raft, then compacts every local
+    /// replica's log below its log start. Returns the partitions whose log start moved.
+    pub async fn enforce_retention(&self, defaults: &TopicDefaults, now_ms: i64) -> Vec<(String, i32, u64)> {
+        let mut moved = Vec::new();
+        for g in self.partition_groups() {
+            if g.is_leader(self.node_id) {
+                let Some(settings) = self.with_metadata(|m| m.topic(&g.topic).map(|t| TopicSettings::resolve(defaults, &t.configs)))
+                else {
+                    continue;
+                };
+                let entries = g.log.committed_entries();
+                let start = g.log.log_start_offset();
+                if let Some(new_start) = retention::plan(&entries, now_ms, settings.retention_ms, settings.retention_bytes, start) {
+                    match g.advance_log_start(new_start).await {
+                        Ok(s) => moved.push((g.topic.clone(), g.partition, s)),
+                        Err(e) => tracing::warn!(topic = %g.topic, partition = g.partition, "retention: {e}"),
+                    }
+                }
+            }
+            if let Err(e) = g.compact().await {
+                tracing::warn!(topic = %g.topic, partition = g.partition, "compaction: {e}");
+            }
+        }
+        moved
     }
 
     /// Stops every group and makes the WAL durable.

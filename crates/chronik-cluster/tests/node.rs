@@ -106,3 +106,60 @@ async fn deleted_topic_is_gone_after_restart() {
     assert!(node.wal().groups().iter().all(|g| *g == 0), "only the metadata group is left: {:?}", node.wal().groups());
     node.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_by_size_and_time_frees_disk_and_moves_log_start() {
+    use chronik_cluster::topic_config::TopicDefaults;
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(dir.path()).await;
+    let defaults = TopicDefaults { retention_ms: -1, retention_bytes: -1, max_message_bytes: 1 << 20 };
+    create_topic(&node, "by-size", 1, [("retention.bytes".to_string(), "100000".to_string())].into()).await;
+    create_topic(&node, "by-time", 1, [("retention.ms".to_string(), "60000".to_string())].into()).await;
+    let now = 10_000_000i64;
+    let body = vec![7u8; 20_000];
+    let size = node.partition("by-size", 0).unwrap();
+    let time = node.partition("by-time", 0).unwrap();
+    for i in 0..150 {
+        size.append(batch(1, now, &body)).await.unwrap();
+        // the first 100 batches are old, the rest recent
+        let ts = if i < 100 { now - 120_000 } else { now };
+        time.append(batch(1, ts, &body)).await.unwrap();
+    }
+    let segments_before = node.wal().stats().live_segments;
+    let moved = node.enforce_retention(&defaults, now).await;
+    assert_eq!(moved.len(), 2, "{moved:?}");
+    // Size: what remains is at least retention.bytes, and less than one batch more.
+    let kept = size.log.high_watermark() - size.log.log_start_offset();
+    assert!((5..=6).contains(&kept), "kept {kept} batches of ~20 KB for retention.bytes=100000");
+    assert_eq!(time.log.log_start_offset(), 100, "the 100 old batches expired");
+    for g in [&size, &time] {
+        let start = g.log.log_start_offset();
+        assert!(matches!(g.log.read(start - 1, 100), Err(ReadError::OutOfRange { .. })), "below the log start");
+        assert!(!g.log.read(start, 100).unwrap().chunks.is_empty());
+    }
+    // The purged entries' segments are retired (disk freed).
+    let mut freed = false;
+    for _ in 0..100 {
+        node.wal().collect_garbage().unwrap();
+        if node.wal().stats().live_segments < segments_before {
+            freed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(freed, "segments before {segments_before}, now {:?}", node.wal().stats());
+    node.shutdown().await.unwrap();
+    drop((size, time, node));
+    // Restart: the log start survives.
+    let node = start(dir.path()).await;
+    assert!(node.wait_for_topic("by-time", Duration::from_secs(10)).await);
+    let time = node.partition("by-time", 0).unwrap();
+    for _ in 0..200 {
+        if time.log.high_watermark() == 150 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!((time.log.log_start_offset(), time.log.high_watermark()), (100, 150));
+    node.shutdown().await.unwrap();
+}
