@@ -105,6 +105,7 @@ pub fn encode(entry: &Entry, next_offset: Option<u64>) -> io::Result<Encoded> {
                                 last_offset: next - 1,
                                 max_timestamp: max_ts,
                                 bytes: records.len() as u64,
+                                epoch: e.term,
                             });
                         }
                         // Not a partition, or bytes the front end should have refused: stored
@@ -173,7 +174,7 @@ mod tests {
         let enc = encode(&entry, Some(100)).unwrap();
         assert_eq!(
             enc.offsets,
-            Some(EntryOffsets { raft_index: 42, base_offset: 100, last_offset: 104, max_timestamp: 20, bytes: 122 })
+            Some(EntryOffsets { raft_index: 42, base_offset: 100, last_offset: 104, max_timestamp: 20, bytes: 122, epoch: 7 })
         );
         let v = view(&enc);
         let stored = stored_records(&v).unwrap();

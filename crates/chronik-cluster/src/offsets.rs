@@ -14,6 +14,8 @@ pub struct EntryOffsets {
     pub max_timestamp: i64,
     /// Record-batch bytes in the entry.
     pub bytes: u64,
+    /// The Raft term the entry was written in (its batches' Kafka leader epoch).
+    pub epoch: u64,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -110,6 +112,15 @@ impl OffsetIndex {
         })
     }
 
+    /// For OffsetForLeaderEpoch: the largest epoch present that is at most `epoch`, and the
+    /// offset where the next larger epoch starts (or the log end).
+    pub fn epoch_end(&self, epoch: u64) -> Option<(u64, u64)> {
+        let i = self.entries.partition_point(|e| e.epoch <= epoch);
+        let found = self.entries.get(i.checked_sub(1)?)?.epoch;
+        let end = self.entries.get(i).map_or(self.next_offset(), |e| e.base_offset);
+        Some((found, end))
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = &EntryOffsets> {
         self.entries.iter()
     }
@@ -120,7 +131,7 @@ mod tests {
     use super::*;
 
     fn entry(raft_index: u64, base: u64, count: u64, ts: i64) -> EntryOffsets {
-        EntryOffsets { raft_index, base_offset: base, last_offset: base + count - 1, max_timestamp: ts, bytes: 100 }
+        EntryOffsets { raft_index, base_offset: base, last_offset: base + count - 1, max_timestamp: ts, bytes: 100, epoch: 1 }
     }
 
     fn index() -> OffsetIndex {
@@ -142,6 +153,18 @@ mod tests {
         assert_eq!(idx.first_at_or_after_time(150).map(|e| e.base_offset), Some(5));
         assert_eq!(idx.first_at_or_after_time(301), None);
         assert_eq!(idx.max_timestamp_entry().map(|e| e.base_offset), Some(5));
+    }
+
+    #[test]
+    fn epoch_ends() {
+        let mut idx = OffsetIndex::starting_at(0);
+        for (i, (base, epoch)) in [(0, 1), (5, 1), (6, 3), (10, 4)].into_iter().enumerate() {
+            idx.push(EntryOffsets { raft_index: i as u64 + 1, base_offset: base, last_offset: base + if base == 0 { 4 } else if base == 5 { 0 } else { 3 }, max_timestamp: 0, bytes: 1, epoch });
+        }
+        // (requested epoch, expected (epoch found, end offset))
+        for (asked, expected) in [(0, None), (1, Some((1, 6))), (2, Some((1, 6))), (3, Some((3, 10))), (4, Some((4, 14))), (9, Some((4, 14)))] {
+            assert_eq!(idx.epoch_end(asked), expected, "epoch {asked}");
+        }
     }
 
     #[test]

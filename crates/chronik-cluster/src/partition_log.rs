@@ -63,6 +63,7 @@ impl PartitionLog {
                             last_offset: last_batch.header.last_offset() as u64,
                             max_timestamp: spans.iter().map(|s| s.header.max_timestamp).max().unwrap_or(i64::MIN),
                             bytes: records.len() as u64,
+                            epoch: v.term,
                         };
                         let idx = index.get_or_insert_with(|| OffsetIndex::starting_at(e.base_offset));
                         if e.base_offset != idx.next_offset() {
@@ -179,6 +180,11 @@ impl PartitionLog {
                 Some(b) if b.max_timestamp >= e.max_timestamp => Some(b),
                 _ => Some(*e),
             })
+    }
+
+    /// (largest epoch <= `epoch` in the log, offset where the next epoch starts or the log end).
+    pub fn epoch_end(&self, epoch: u64) -> Option<(u64, u64)> {
+        self.index.read().epoch_end(epoch)
     }
 
     /// The stored batches of the entry at `raft_index`.

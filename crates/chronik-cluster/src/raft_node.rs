@@ -88,18 +88,44 @@ pub struct PartitionGroup {
     pub log: Arc<PartitionLog>,
 }
 
-impl PartitionGroup {
-    /// Appends record batches through Raft; returns (base offset, last offset) once committed
-    /// and applied (so visible to consumers).
-    pub async fn append(&self, records: Bytes) -> Result<(u64, u64), NodeError> {
-        match self.raft.client_write(Command::Produce { records }).await {
+/// A produce queued in the partition's Raft log, not yet committed.
+pub struct PendingAppend {
+    group: GroupId,
+    rx: tokio::sync::oneshot::Receiver<openraft::raft::ClientWriteResult<TypeConfig>>,
+}
+
+impl PendingAppend {
+    /// Waits until the entry is committed and applied; returns (base offset, last offset).
+    pub async fn committed(self) -> Result<(u64, u64), NodeError> {
+        let result = self.rx.await.map_err(|_| NodeError::GroupStopped { group: self.group, reason: "shut down".into() })?;
+        match result {
             Ok(r) => match r.data {
                 Response::Produced { base_offset, last_offset } => Ok((base_offset, last_offset)),
                 Response::Invalid(reason) => Err(NodeError::Invalid(reason)),
                 other => Err(NodeError::Invalid(format!("unexpected response {other:?}"))),
             },
-            Err(e) => Err(write_error(self.group, e)),
+            Err(e) => Err(write_error(self.group, RaftError::APIError(e))),
         }
+    }
+}
+
+impl PartitionGroup {
+    /// Queues record batches in the partition's log. Calls made one after another are appended
+    /// in that order; the returned handle resolves once the entry is committed.
+    pub async fn submit(&self, records: Bytes) -> Result<PendingAppend, NodeError> {
+        let (responder, rx) = openraft::impls::ProgressResponder::complete_only();
+        self.raft
+            .write(Command::Produce { records })
+            .responder(responder)
+            .await
+            .map_err(|e| NodeError::GroupStopped { group: self.group, reason: e.to_string() })?;
+        Ok(PendingAppend { group: self.group, rx })
+    }
+
+    /// Appends record batches through Raft; returns (base offset, last offset) once committed
+    /// and applied (so visible to consumers).
+    pub async fn append(&self, records: Bytes) -> Result<(u64, u64), NodeError> {
+        self.submit(records).await?.committed().await
     }
 
     /// Moves the log start offset (DeleteRecords); returns the new log start.
@@ -341,6 +367,11 @@ impl RaftNode {
 
     pub fn meta_raft(&self) -> &MetaRaft {
         &self.meta
+    }
+
+    /// The metadata group's leader (the "controller" in Kafka terms).
+    pub fn meta_raft_leader(&self) -> Option<NodeId> {
+        self.meta.metrics().borrow_watched().current_leader
     }
 
     /// Waits until every partition of `topic` is running here with a leader (or `timeout`).

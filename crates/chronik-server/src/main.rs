@@ -1,10 +1,16 @@
 //! chronik-server: parse the command line, load the config, run the chosen command.
 
+mod admin;
 mod cli;
 mod debug;
 mod logging;
+mod metrics;
 mod node;
 mod shutdown;
+
+/// Hostile array lengths in Kafka requests must not abort the process (see chronik_kafka::alloc).
+#[global_allocator]
+static ALLOCATOR: chronik_kafka::alloc::GuardedAllocator = chronik_kafka::alloc::GuardedAllocator;
 
 use std::process::ExitCode;
 

@@ -231,6 +231,28 @@ impl Wal {
         Ok(())
     }
 
+    /// Whether an append of about `bytes` can be taken now. Fails with the preparer's error
+    /// (a full disk) when the active segment lacks room and no spare segment is ready. A small
+    /// reserve stays free for control records (votes, truncations) that must never fail.
+    pub fn check_space(&self, bytes: usize) -> Result<()> {
+        const RESERVE: u64 = 64 * 1024;
+        let room = {
+            let w = self.inner.writer.lock();
+            if let Some(reason) = &w.failed {
+                return Err(WalError::SyncFailed(reason.clone()));
+            }
+            w.active.records_limit() - w.pos
+        };
+        if (bytes + RECORD_HEADER_LEN) as u64 + RESERVE <= room {
+            return Ok(());
+        }
+        let s = self.inner.spares.lock();
+        match (&s.last_error, s.ready.is_empty()) {
+            (Some(e), true) => Err(e.duplicate()),
+            _ => Ok(()),
+        }
+    }
+
     /// Blocks until everything written so far is durable.
     pub fn sync(&self) -> Result<()> {
         self.inner.sync_blocking()

@@ -1,0 +1,67 @@
+//! A global allocator that keeps hostile array lengths from aborting the broker.
+//!
+//! kafka-protocol decodes an array by first reserving `length` elements, with `length` taken
+//! from the wire (up to 2^31). A 20-byte request can thus ask for hundreds of GiB; the system
+//! allocator refuses and Rust aborts the process. This allocator serves very large requests
+//! with `mmap(MAP_NORESERVE)`: address space without committed memory, touched only as elements
+//! are really decoded (which stops at the end of the frame), and unmapped on free.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+
+/// Allocations at or above this size go to `mmap`.
+const LARGE: usize = 1 << 30;
+
+pub struct GuardedAllocator;
+
+unsafe impl GlobalAlloc for GuardedAllocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if layout.size() >= LARGE && layout.align() <= 4096 {
+            // SAFETY: anonymous private mapping; the result is checked against MAP_FAILED.
+            let p = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    layout.size(),
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                    -1,
+                    0,
+                )
+            };
+            return if p == libc::MAP_FAILED { std::ptr::null_mut() } else { p as *mut u8 };
+        }
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        if layout.size() >= LARGE && layout.align() <= 4096 {
+            // SAFETY: this pointer came from the mmap above with this size.
+            unsafe { libc::munmap(ptr as *mut libc::c_void, layout.size()) };
+            return;
+        }
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        if layout.size() >= LARGE && layout.align() <= 4096 {
+            return unsafe { self.alloc(layout) }; // fresh anonymous pages are zero
+        }
+        unsafe { System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let small = layout.size() < LARGE && new_size < LARGE;
+        if small || layout.align() > 4096 {
+            return unsafe { System.realloc(ptr, layout, new_size) };
+        }
+        // SAFETY: same alignment, new size as requested; copy the overlapping prefix.
+        let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
+        let new = unsafe { self.alloc(new_layout) };
+        if !new.is_null() {
+            unsafe {
+                std::ptr::copy_nonoverlapping(ptr, new, layout.size().min(new_size));
+                self.dealloc(ptr, layout);
+            }
+        }
+        new
+    }
+}

@@ -1,0 +1,178 @@
+//! What every handler works against: the node, the broker settings, topic helpers, and the
+//! mapping from node errors to Kafka error codes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chronik_cluster::metadata::{MetaCommand, MetaError, TopicInfo, check_topic_name};
+use chronik_cluster::raft_node::{NodeError, PartitionGroup, RaftNode};
+use chronik_cluster::topic_config::{TopicDefaults, TopicSettings};
+use kafka_protocol::ResponseError;
+
+use crate::groups::GroupCoordinator;
+
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    pub auto_create_topics: bool,
+    pub num_partitions: u32,
+    pub default_replication_factor: u32,
+    pub max_request_size: usize,
+    pub topic_defaults: TopicDefaults,
+}
+
+pub struct Broker {
+    pub node: Arc<RaftNode>,
+    pub config: BrokerConfig,
+    pub groups: Arc<GroupCoordinator>,
+}
+
+/// A Kafka error code with the reason shown to the client (where the version carries one).
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub code: ResponseError,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(code: ResponseError, message: impl Into<String>) -> Self {
+        ApiError { code, message: message.into() }
+    }
+}
+
+impl From<NodeError> for ApiError {
+    fn from(e: NodeError) -> Self {
+        let code = match &e {
+            NodeError::NotLeader { .. } => ResponseError::NotLeaderOrFollower,
+            NodeError::Rejected(m) => return ApiError::from(m.clone()),
+            NodeError::Timeout(_) => ResponseError::RequestTimedOut,
+            NodeError::Invalid(_) => ResponseError::CorruptMessage,
+            NodeError::Wal(chronik_wal::WalError::DiskFull { .. }) => ResponseError::KafkaStorageError,
+            NodeError::GroupStopped { .. } | NodeError::Wal(_) | NodeError::Io(_) => ResponseError::KafkaStorageError,
+            NodeError::Identity(_) | NodeError::Locked(_) => ResponseError::UnknownServerError,
+        };
+        ApiError::new(code, e.to_string())
+    }
+}
+
+impl From<MetaError> for ApiError {
+    fn from(e: MetaError) -> Self {
+        let code = match &e {
+            MetaError::TopicExists(_) => ResponseError::TopicAlreadyExists,
+            MetaError::UnknownTopic(_) => ResponseError::UnknownTopicOrPartition,
+            MetaError::InvalidTopicName { .. } => ResponseError::InvalidTopicException,
+            MetaError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
+            MetaError::InvalidReplicationFactor { .. } => ResponseError::InvalidReplicationFactor,
+            MetaError::ClusterIdMismatch { .. } | MetaError::NodeRemoved(_) => ResponseError::InvalidRequest,
+        };
+        ApiError::new(code, e.to_string())
+    }
+}
+
+/// Options of a topic creation (CreateTopics, or auto-creation with the defaults).
+pub struct NewTopic {
+    pub name: String,
+    pub partitions: u32,
+    pub replication_factor: u32,
+    pub configs: std::collections::BTreeMap<String, String>,
+}
+
+impl Broker {
+    pub fn topic(&self, name: &str) -> Option<TopicInfo> {
+        self.node.with_metadata(|m| m.topic(name).cloned())
+    }
+
+    pub fn topic_by_id(&self, id: uuid::Uuid) -> Option<TopicInfo> {
+        self.node.with_metadata(|m| m.topic_by_id(id).cloned())
+    }
+
+    pub fn settings(&self, topic: &TopicInfo) -> TopicSettings {
+        TopicSettings::resolve(&self.config.topic_defaults, &topic.configs)
+    }
+
+    pub fn live_nodes(&self) -> u32 {
+        self.node.with_metadata(|m| m.nodes.len() as u32)
+    }
+
+    /// The local replica of a partition, if this node leads it.
+    pub fn leader_partition(&self, topic: &str, partition: i32) -> Result<Arc<PartitionGroup>, ApiError> {
+        let Some(group) = self.node.partition(topic, partition) else {
+            let exists = self.topic(topic).is_some_and(|t| t.partitions.iter().any(|p| p.partition == partition));
+            return Err(if exists {
+                ApiError::new(ResponseError::NotLeaderOrFollower, "this node holds no replica of the partition")
+            } else {
+                ApiError::new(ResponseError::UnknownTopicOrPartition, format!("unknown partition {topic}-{partition}"))
+            });
+        };
+        if !group.is_leader(self.node.node_id) {
+            return Err(ApiError::new(ResponseError::NotLeaderOrFollower, "not the partition leader"));
+        }
+        Ok(group)
+    }
+
+    /// Checks a topic creation without doing it.
+    pub fn check_new_topic(&self, t: &NewTopic) -> Result<(), ApiError> {
+        check_topic_name(&t.name).map_err(ApiError::from)?;
+        if self.topic(&t.name).is_some() {
+            return Err(MetaError::TopicExists(t.name.clone()).into());
+        }
+        if t.partitions == 0 || t.partitions > chronik_cluster::metadata::MAX_PARTITIONS_PER_TOPIC {
+            return Err(ApiError::new(
+                ResponseError::InvalidPartitions,
+                format!("partition count must be within 1..={}", chronik_cluster::metadata::MAX_PARTITIONS_PER_TOPIC),
+            ));
+        }
+        let live = self.live_nodes();
+        if t.replication_factor == 0 || t.replication_factor > live {
+            return Err(ApiError::new(
+                ResponseError::InvalidReplicationFactor,
+                format!("replication factor {} is larger than the {live} live node(s)", t.replication_factor),
+            ));
+        }
+        for (k, v) in &t.configs {
+            chronik_cluster::topic_config::validate(k, v).map_err(|m| ApiError::new(ResponseError::InvalidConfig, m))?;
+        }
+        Ok(())
+    }
+
+    /// Creates a topic through the metadata group and waits (up to `timeout`) for its
+    /// partitions to have leaders.
+    pub async fn create_topic(&self, t: NewTopic, timeout: Duration) -> Result<TopicInfo, ApiError> {
+        self.check_new_topic(&t)?;
+        self.node
+            .propose_meta(MetaCommand::CreateTopic {
+                name: t.name.clone(),
+                topic_id: uuid::Uuid::new_v4(),
+                partitions: t.partitions,
+                replication_factor: t.replication_factor,
+                configs: t.configs,
+            })
+            .await?;
+        self.node.wait_for_topic(&t.name, timeout).await;
+        self.topic(&t.name).ok_or_else(|| ApiError::new(ResponseError::UnknownTopicOrPartition, "topic vanished after creation"))
+    }
+
+    /// Creates `name` with the broker defaults (Metadata auto-creation).
+    pub async fn auto_create(&self, name: &str) -> Result<TopicInfo, ApiError> {
+        let t = NewTopic {
+            name: name.to_string(),
+            partitions: self.config.num_partitions,
+            replication_factor: self.config.default_replication_factor.min(self.live_nodes()).max(1),
+            configs: Default::default(),
+        };
+        match self.create_topic(t, Duration::from_secs(5)).await {
+            // Another request created it first.
+            Err(e) if e.code == ResponseError::TopicAlreadyExists => {
+                self.topic(name).ok_or_else(|| ApiError::new(ResponseError::UnknownTopicOrPartition, "topic vanished"))
+            }
+            other => other,
+        }
+    }
+}
+
+/// The host and port of a `host:port` address (what clients are told to connect to).
+pub fn host_port(addr: &str) -> (String, i32) {
+    match addr.rsplit_once(':') {
+        Some((h, p)) => (h.trim_start_matches('[').trim_end_matches(']').to_string(), p.parse().unwrap_or(9092)),
+        None => (addr.to_string(), 9092),
+    }
+}

@@ -1,0 +1,147 @@
+//! The group coordinator: consumer group membership (classic protocol) and committed offsets.
+//! This node coordinates every group; membership lives in memory (clients rejoin after a
+//! restart, as after a coordinator move in Kafka), offsets are durable.
+
+mod group;
+mod store;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use chronik_cluster::raft_node::RaftNode;
+use parking_lot::Mutex;
+use tokio::sync::oneshot;
+
+pub use group::{GroupError, JoinRequest, JoinResult, State, SyncResult};
+pub use store::{Committed, OffsetStore, TOPIC as OFFSETS_TOPIC};
+
+use crate::broker::ApiError;
+
+pub struct GroupCoordinator {
+    groups: Mutex<HashMap<String, group::Group>>,
+    pub offsets: OffsetStore,
+}
+
+/// A group as DescribeGroups shows it.
+pub struct GroupView {
+    pub state: &'static str,
+    pub protocol_type: String,
+    pub protocol: String,
+    /// (member id, instance id, client id, host, metadata, assignment)
+    pub members: Vec<(String, Option<String>, String, String, Bytes, Bytes)>,
+}
+
+impl GroupCoordinator {
+    pub async fn start(node: &Arc<RaftNode>) -> Result<Arc<GroupCoordinator>, String> {
+        let offsets = OffsetStore::open(node).await?;
+        let c = Arc::new(GroupCoordinator { groups: Mutex::new(HashMap::new()), offsets });
+        tokio::spawn(reaper(Arc::downgrade(&c)));
+        Ok(c)
+    }
+
+    pub fn join(&self, req: JoinRequest, group_id: &str) -> oneshot::Receiver<JoinResult> {
+        let (tx, rx) = oneshot::channel();
+        self.groups.lock().entry(group_id.to_string()).or_insert_with(group::Group::new).join(Instant::now(), req, tx);
+        rx
+    }
+
+    pub fn sync(&self, group_id: &str, member: &str, generation: i32, assignments: Vec<(String, Bytes)>) -> oneshot::Receiver<SyncResult> {
+        let (tx, rx) = oneshot::channel();
+        match self.groups.lock().get_mut(group_id) {
+            Some(g) => g.sync(Instant::now(), member, generation, assignments, tx),
+            None => {
+                let _ = tx.send(Err(GroupError::UnknownMemberId));
+            }
+        }
+        rx
+    }
+
+    pub fn heartbeat(&self, group_id: &str, member: &str, generation: i32) -> Result<(), GroupError> {
+        self.groups.lock().get_mut(group_id).ok_or(GroupError::UnknownMemberId)?.heartbeat(Instant::now(), member, generation)
+    }
+
+    pub fn leave(&self, group_id: &str, member: &str) -> Result<(), GroupError> {
+        self.groups.lock().get_mut(group_id).ok_or(GroupError::UnknownMemberId)?.leave(Instant::now(), member)
+    }
+
+    pub fn check_commit(&self, group_id: &str, member: &str, generation: i32) -> Result<(), GroupError> {
+        match self.groups.lock().get(group_id) {
+            Some(g) => g.check_commit(member, generation),
+            None if generation < 0 && member.is_empty() => Ok(()),
+            None => Err(GroupError::UnknownMemberId),
+        }
+    }
+
+    pub async fn commit(&self, group_id: &str, offsets: Vec<((String, i32), Committed)>) -> Result<(), ApiError> {
+        let changes = offsets.into_iter().map(|((t, p), c)| ((group_id.to_string(), t, p), Some(c))).collect();
+        self.offsets.write(changes).await
+    }
+
+    pub fn describe(&self, group_id: &str) -> Option<GroupView> {
+        let groups = self.groups.lock();
+        let g = groups.get(group_id)?;
+        let protocol = g.protocol.clone().unwrap_or_default();
+        Some(GroupView {
+            state: if g.members.is_empty() { "Empty" } else { g.state.name() },
+            protocol_type: g.protocol_type.clone().unwrap_or_default(),
+            protocol: protocol.clone(),
+            members: g
+                .members
+                .values()
+                .map(|m| {
+                    let meta = m.protocols.iter().find(|(p, _)| *p == protocol).map(|(_, d)| d.clone()).unwrap_or_default();
+                    (m.id.clone(), m.group_instance_id.clone(), m.client_id.clone(), m.client_host.clone(), meta, m.assignment.clone())
+                })
+                .collect(),
+        })
+    }
+
+    /// Every known group: (id, protocol type, state).
+    pub fn list(&self) -> Vec<(String, String, &'static str)> {
+        let mut out: HashMap<String, (String, &'static str)> = HashMap::new();
+        for g in self.offsets.groups() {
+            out.insert(g, (String::new(), "Empty"));
+        }
+        for (id, g) in self.groups.lock().iter() {
+            let state = if g.members.is_empty() { "Empty" } else { g.state.name() };
+            out.insert(id.clone(), (g.protocol_type.clone().unwrap_or_default(), state));
+        }
+        let mut v: Vec<_> = out.into_iter().map(|(id, (t, s))| (id, t, s)).collect();
+        v.sort();
+        v
+    }
+
+    /// Deletes an empty group and its offsets.
+    pub async fn delete(&self, group_id: &str) -> Result<(), ApiError> {
+        {
+            let mut groups = self.groups.lock();
+            if groups.get(group_id).is_some_and(|g| !g.is_empty()) {
+                return Err(ApiError::new(GroupError::NonEmptyGroup.code(), "the group has members"));
+            }
+            groups.remove(group_id);
+        }
+        let changes: Vec<_> =
+            self.offsets.of_group(group_id).into_iter().map(|(t, p, _)| ((group_id.to_string(), t, p), None)).collect();
+        if changes.is_empty() {
+            return Err(ApiError::new(kafka_protocol::ResponseError::GroupIdNotFound, "no such group"));
+        }
+        self.offsets.write(changes).await
+    }
+}
+
+/// Expires members whose session lapsed and completes overdue rebalances.
+async fn reaper(c: Weak<GroupCoordinator>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    loop {
+        tick.tick().await;
+        let Some(c) = c.upgrade() else { return };
+        let now = Instant::now();
+        let mut groups = c.groups.lock();
+        for g in groups.values_mut() {
+            g.tick(now);
+        }
+        groups.retain(|_, g| !(g.is_empty() && g.state == State::Empty));
+    }
+}

@@ -1,0 +1,233 @@
+//! Committed offsets, kept in memory and persisted in the internal topic `__consumer_offsets`
+//! (one partition, so one Raft group): each commit is a record batch appended through Raft.
+//! On start the partition is replayed. Every `CHECKPOINT_EVERY` records the whole map is
+//! written as one batch and the log start moves to it, so replay stays short.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use chronik_cluster::metadata::MetaCommand;
+use chronik_cluster::raft_node::{PartitionGroup, RaftNode};
+use kafka_protocol::indexmap::IndexMap;
+use kafka_protocol::records::{Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+use parking_lot::Mutex;
+use serde_like::{decode_key, decode_value, encode_key, encode_value};
+
+use crate::broker::ApiError;
+
+pub const TOPIC: &str = "__consumer_offsets";
+const CHECKPOINT_EVERY: u64 = 2000;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Committed {
+    pub offset: i64,
+    pub leader_epoch: i32,
+    pub metadata: String,
+}
+
+/// (group, topic, partition)
+pub type Key = (String, String, i32);
+
+pub struct OffsetStore {
+    partition: Arc<PartitionGroup>,
+    offsets: Mutex<BTreeMap<Key, Committed>>,
+    /// Serializes writes, so a checkpoint never misses a concurrent commit.
+    write: tokio::sync::Mutex<u64>,
+}
+
+impl OffsetStore {
+    /// Opens (creating if needed) the offsets topic and replays it.
+    pub async fn open(node: &Arc<RaftNode>) -> Result<OffsetStore, String> {
+        if node.with_metadata(|m| m.topic(TOPIC).is_none()) {
+            let rf = node.with_metadata(|m| m.nodes.len() as u32).clamp(1, 3);
+            let cmd = MetaCommand::CreateTopic {
+                name: TOPIC.into(),
+                topic_id: uuid::Uuid::new_v4(),
+                partitions: 1,
+                replication_factor: rf,
+                configs: [("retention.ms".to_string(), "-1".to_string())].into(),
+            };
+            if let Err(e) = node.propose_meta(cmd).await {
+                if node.with_metadata(|m| m.topic(TOPIC).is_none()) {
+                    return Err(format!("creating {TOPIC}: {e}"));
+                }
+            }
+        }
+        if !node.wait_for_topic(TOPIC, Duration::from_secs(30)).await {
+            return Err(format!("{TOPIC} has no leader"));
+        }
+        let partition = node.partition(TOPIC, 0).ok_or_else(|| format!("{TOPIC}-0 is not on this node"))?;
+        // Replay needs everything committed before this start to be applied.
+        let target = partition.log.next_offset();
+        for _ in 0..3000 {
+            if partition.log.high_watermark() >= target {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let mut offsets = BTreeMap::new();
+        let mut at = partition.log.log_start_offset();
+        let hw = partition.log.high_watermark();
+        while at < hw {
+            let read = partition.log.read(at, 8 << 20).map_err(|e| format!("replaying {TOPIC}: {e}"))?;
+            if read.chunks.is_empty() {
+                break;
+            }
+            for chunk in read.chunks {
+                let mut b = chunk;
+                for set in RecordBatchDecoder::decode_all(&mut b).map_err(|e| format!("replaying {TOPIC}: {e}"))? {
+                    for r in set.records {
+                        at = at.max(r.offset as u64 + 1);
+                        apply(&mut offsets, &r);
+                    }
+                }
+            }
+        }
+        Ok(OffsetStore { partition, offsets: Mutex::new(offsets), write: tokio::sync::Mutex::new(0) })
+    }
+
+    pub fn get(&self, key: &Key) -> Option<Committed> {
+        self.offsets.lock().get(key).cloned()
+    }
+
+    /// Every committed offset of `group`.
+    pub fn of_group(&self, group: &str) -> Vec<(String, i32, Committed)> {
+        self.offsets.lock().iter().filter(|((g, ..), _)| g == group).map(|((_, t, p), c)| (t.clone(), *p, c.clone())).collect()
+    }
+
+    pub fn groups(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.offsets.lock().keys().map(|(g, ..)| g.clone()).collect();
+        v.dedup();
+        v
+    }
+
+    /// Durably records commits (`None` deletes), then makes them visible.
+    pub async fn write(&self, changes: Vec<(Key, Option<Committed>)>) -> Result<(), ApiError> {
+        let mut since_checkpoint = self.write.lock().await;
+        let batch = encode(changes.iter().map(|(k, v)| (k, v.as_ref())))?;
+        self.partition.append(batch).await?;
+        {
+            let mut offsets = self.offsets.lock();
+            for (k, v) in changes {
+                match v {
+                    Some(c) => offsets.insert(k, c),
+                    None => offsets.remove(&k),
+                };
+            }
+        }
+        *since_checkpoint += 1;
+        if *since_checkpoint >= CHECKPOINT_EVERY {
+            let snapshot: Vec<(Key, Committed)> = self.offsets.lock().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+            let batch = encode(snapshot.iter().map(|(k, v)| (k, Some(v))))?;
+            let (base, _) = self.partition.append(batch).await?;
+            self.partition.advance_log_start(base).await?;
+            let _ = self.partition.compact().await;
+            *since_checkpoint = 0;
+        }
+        Ok(())
+    }
+}
+
+fn apply(offsets: &mut BTreeMap<Key, Committed>, r: &Record) {
+    let Some(key) = r.key.as_ref().and_then(|k| decode_key(k)) else { return };
+    match r.value.as_ref().and_then(|v| decode_value(v)) {
+        Some(c) => offsets.insert(key, c),
+        None => offsets.remove(&key),
+    };
+}
+
+fn encode<'a>(changes: impl Iterator<Item = (&'a Key, Option<&'a Committed>)>) -> Result<Bytes, ApiError> {
+    let now = crate::handlers::now_ms();
+    let records: Vec<Record> = changes
+        .enumerate()
+        .map(|(i, (k, v))| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            sequence: -1,
+            timestamp: now,
+            key: Some(encode_key(k)),
+            value: v.map(encode_value),
+            headers: IndexMap::new(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression: Compression::None })
+        .map_err(|e| ApiError::new(kafka_protocol::ResponseError::UnknownServerError, format!("encoding offsets: {e}")))?;
+    Ok(buf.freeze())
+}
+
+/// The record layout of `__consumer_offsets` (Chronik's own, not Kafka's).
+mod serde_like {
+    use bytes::{BufMut, Bytes, BytesMut};
+
+    use super::{Committed, Key};
+
+    fn put_str(b: &mut BytesMut, s: &str) {
+        b.put_u32(s.len() as u32);
+        b.put_slice(s.as_bytes());
+    }
+
+    fn get_str(b: &mut &[u8]) -> Option<String> {
+        let len = u32::from_be_bytes(b.get(..4)?.try_into().ok()?) as usize;
+        let s = std::str::from_utf8(b.get(4..4 + len)?).ok()?.to_string();
+        *b = &b[4 + len..];
+        Some(s)
+    }
+
+    pub fn encode_key((g, t, p): &Key) -> Bytes {
+        let mut b = BytesMut::new();
+        b.put_u8(1); // key format version
+        put_str(&mut b, g);
+        put_str(&mut b, t);
+        b.put_i32(*p);
+        b.freeze()
+    }
+
+    pub fn decode_key(k: &[u8]) -> Option<Key> {
+        let (&1, mut rest) = k.split_first()? else { return None };
+        let g = get_str(&mut rest)?;
+        let t = get_str(&mut rest)?;
+        let p = i32::from_be_bytes(rest.get(..4)?.try_into().ok()?);
+        Some((g, t, p))
+    }
+
+    pub fn encode_value(c: &Committed) -> Bytes {
+        let mut b = BytesMut::new();
+        b.put_u8(1);
+        b.put_i64(c.offset);
+        b.put_i32(c.leader_epoch);
+        put_str(&mut b, &c.metadata);
+        b.freeze()
+    }
+
+    pub fn decode_value(v: &[u8]) -> Option<Committed> {
+        let (&1, rest) = v.split_first()? else { return None };
+        let offset = i64::from_be_bytes(rest.get(..8)?.try_into().ok()?);
+        let leader_epoch = i32::from_be_bytes(rest.get(8..12)?.try_into().ok()?);
+        let mut tail = rest.get(12..)?;
+        let metadata = get_str(&mut tail)?;
+        Some(Committed { offset, leader_epoch, metadata })
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn round_trip() {
+            let k = ("g".to_string(), "orders".to_string(), 7);
+            assert_eq!(decode_key(&encode_key(&k)), Some(k));
+            let c = Committed { offset: 42, leader_epoch: 3, metadata: "m".into() };
+            assert_eq!(decode_value(&encode_value(&c)), Some(c));
+            assert_eq!(decode_key(b"\x02junk"), None);
+        }
+    }
+}

@@ -1,0 +1,163 @@
+//! Fetch: committed batches (never above the high watermark), within max_bytes limits, with a
+//! long poll that returns as soon as min_bytes are there or max_wait_ms has passed.
+//! There are no transactions, so read_committed and read_uncommitted see the same data and the
+//! last stable offset is the high watermark. Fetch sessions are not kept (session id 0: every
+//! request is a full fetch).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use chronik_cluster::partition_log::ReadError;
+use chronik_cluster::raft_node::PartitionGroup;
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
+
+use super::Outcome;
+use crate::broker::Broker;
+use crate::codec::{self, Request};
+
+struct Wanted {
+    topic: usize,
+    partition: i32,
+    offset: i64,
+    max_bytes: usize,
+    current_leader_epoch: i32,
+    group: Result<Arc<PartitionGroup>, ResponseError>,
+}
+
+pub async fn handle(b: &Arc<Broker>, req: &Request) -> anyhow::Result<Outcome> {
+    let r: FetchRequest = codec::decode(&req.body, req.version)?;
+    let mut topics: Vec<(TopicName, uuid::Uuid)> = Vec::new();
+    let mut wanted = Vec::new();
+    for t in &r.topics {
+        let info = if req.version >= 13 { b.topic_by_id(t.topic_id) } else { b.topic(&t.topic) };
+        let unknown = if req.version >= 13 { ResponseError::UnknownTopicId } else { ResponseError::UnknownTopicOrPartition };
+        topics.push((t.topic.clone(), t.topic_id));
+        for p in &t.partitions {
+            let group = match &info {
+                None => Err(unknown),
+                Some(info) => b.leader_partition(&info.name, p.partition).map_err(|e| e.code),
+            };
+            wanted.push(Wanted {
+                topic: topics.len() - 1,
+                partition: p.partition,
+                offset: p.fetch_offset,
+                max_bytes: p.partition_max_bytes.max(0) as usize,
+                current_leader_epoch: p.current_leader_epoch,
+                group,
+            });
+        }
+    }
+    let max_wait = Duration::from_millis(r.max_wait_ms.clamp(0, 60_000) as u64);
+    let min_bytes = r.min_bytes.max(0) as usize;
+    let max_bytes = if r.max_bytes <= 0 { usize::MAX } else { r.max_bytes as usize };
+    let (corr, version) = (req.correlation_id, req.version);
+    Ok(Outcome::Later(Box::pin(async move {
+        let deadline = tokio::time::Instant::now() + max_wait;
+        // Subscribe before the first read so no append between read and wait is missed.
+        let mut watches: Vec<_> =
+            wanted.iter().filter_map(|w| w.group.as_ref().ok().map(|g| g.log.subscribe_high_watermark())).collect();
+        loop {
+            let (parts, bytes, any_error) = read_all(&wanted, max_bytes);
+            if bytes >= min_bytes || any_error || watches.is_empty() || tokio::time::Instant::now() >= deadline {
+                return encode(corr, version, &topics, parts);
+            }
+            let changed = futures::future::select_all(watches.iter_mut().map(|w| Box::pin(w.changed())));
+            match tokio::time::timeout_at(deadline, changed).await {
+                Ok((Ok(()), ..)) => continue,
+                // Timed out, or a partition stopped: answer with what there is.
+                _ => {
+                    let (parts, ..) = read_all(&wanted, max_bytes);
+                    return encode(corr, version, &topics, parts);
+                }
+            }
+        }
+    })))
+}
+
+fn read_all(wanted: &[Wanted], max_bytes: usize) -> (Vec<(usize, PartitionData)>, usize, bool) {
+    let mut out = Vec::with_capacity(wanted.len());
+    let mut total = 0usize;
+    let mut any_error = false;
+    for w in wanted {
+        let mut pd = PartitionData::default().with_partition_index(w.partition).with_records(None).with_aborted_transactions(None);
+        match &w.group {
+            Err(code) => {
+                any_error = true;
+                pd = pd.with_error_code(code.code()).with_high_watermark(-1).with_log_start_offset(-1);
+            }
+            Ok(g) => {
+                let hw = g.log.high_watermark() as i64;
+                let start = g.log.log_start_offset() as i64;
+                pd = pd.with_high_watermark(hw).with_last_stable_offset(hw).with_log_start_offset(start);
+                let (epoch, _) = g.leadership();
+                if w.current_leader_epoch >= 0 && (w.current_leader_epoch as u64) < epoch {
+                    any_error = true;
+                    pd = pd.with_error_code(ResponseError::FencedLeaderEpoch.code());
+                } else if w.current_leader_epoch >= 0 && (w.current_leader_epoch as u64) > epoch {
+                    any_error = true;
+                    pd = pd.with_error_code(ResponseError::UnknownLeaderEpoch.code());
+                } else if w.offset < 0 {
+                    any_error = true;
+                    pd = pd.with_error_code(ResponseError::OffsetOutOfRange.code());
+                } else {
+                    // Past the first partition with data, respect the request-wide limit.
+                    let budget = if total == 0 { w.max_bytes.max(1) } else { w.max_bytes.min(max_bytes.saturating_sub(total)) };
+                    if budget > 0 {
+                        match g.log.read(w.offset as u64, budget) {
+                            Ok(read) => {
+                                total += read.bytes;
+                                pd = pd.with_records(Some(concat(read.chunks)));
+                            }
+                            Err(ReadError::OutOfRange { .. }) => {
+                                any_error = true;
+                                pd = pd.with_error_code(ResponseError::OffsetOutOfRange.code());
+                            }
+                            Err(ReadError::Storage(e)) => {
+                                any_error = true;
+                                tracing::error!(group = g.group, "fetch read failed: {e}");
+                                pd = pd.with_error_code(ResponseError::KafkaStorageError.code());
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        out.push((w.topic, pd));
+    }
+    (out, total, any_error)
+}
+
+fn concat(chunks: Vec<Bytes>) -> Bytes {
+    match chunks.len() {
+        0 => Bytes::new(),
+        1 => chunks.into_iter().next().unwrap(),
+        _ => {
+            let mut b = BytesMut::with_capacity(chunks.iter().map(|c| c.len()).sum());
+            for c in chunks {
+                b.extend_from_slice(&c);
+            }
+            b.freeze()
+        }
+    }
+}
+
+fn encode(corr: i32, version: i16, topics: &[(TopicName, uuid::Uuid)], parts: Vec<(usize, PartitionData)>) -> Option<Bytes> {
+    let mut responses: Vec<FetchableTopicResponse> = topics
+        .iter()
+        .map(|(name, id)| FetchableTopicResponse::default().with_topic(name.clone()).with_topic_id(*id))
+        .collect();
+    for (t, pd) in parts {
+        responses[t].partitions.push(pd);
+    }
+    let body = FetchResponse::default().with_responses(responses);
+    match codec::encode_response(corr, version, &body) {
+        Ok(b) => Some(b),
+        Err(e) => {
+            tracing::error!("encoding a Fetch v{version} response: {e}");
+            None
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! Metadata: brokers, and for each topic its partitions' Raft leaders, epochs and replicas.
+
+use std::sync::Arc;
+
+use chronik_cluster::metadata::{TopicInfo, check_topic_name};
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::metadata_response::{MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic};
+use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
+
+use super::{Outcome, respond};
+use crate::broker::{Broker, host_port};
+use crate::codec::{self, Request};
+
+pub async fn handle(b: &Arc<Broker>, req: &Request) -> anyhow::Result<Outcome> {
+    let r: MetadataRequest = codec::decode(&req.body, req.version)?;
+    let all = match &r.topics {
+        None => true,
+        Some(t) => t.is_empty() && req.version == 0,
+    };
+    let allow_create = b.config.auto_create_topics && (req.version < 4 || r.allow_auto_topic_creation);
+    let mut topics = Vec::new();
+    if all {
+        let names: Vec<String> = b.node.with_metadata(|m| m.topics.keys().cloned().collect());
+        for name in names {
+            if let Some(t) = b.topic(&name) {
+                topics.push(describe_topic(b, &t));
+            }
+        }
+    } else {
+        for t in r.topics.iter().flatten() {
+            let found = match &t.name {
+                Some(name) if !name.is_empty() => lookup_or_create(b, name, allow_create).await,
+                _ => b.topic_by_id(t.topic_id).ok_or(ResponseError::UnknownTopicId),
+            };
+            topics.push(match found {
+                Ok(info) => describe_topic(b, &info),
+                Err(code) => MetadataResponseTopic::default()
+                    .with_error_code(code.code())
+                    .with_name(t.name.clone())
+                    .with_topic_id(t.topic_id),
+            });
+        }
+    }
+    let (cluster_id, controller, brokers) = b.node.with_metadata(|m| {
+        let brokers: Vec<MetadataResponseBroker> = m
+            .nodes
+            .values()
+            .map(|n| {
+                let (host, port) = host_port(&n.kafka_addr);
+                MetadataResponseBroker::default().with_node_id(BrokerId(n.id as i32)).with_host(StrBytes::from_string(host)).with_port(port)
+            })
+            .collect();
+        (m.cluster_id, b.node.meta_raft_leader(), brokers)
+    });
+    let body = MetadataResponse::default()
+        .with_brokers(brokers)
+        .with_cluster_id(cluster_id.map(|c| StrBytes::from_string(c.to_string())))
+        .with_controller_id(BrokerId(controller.map_or(-1, |c| c as i32)))
+        .with_topics(topics);
+    respond(req, &body)
+}
+
+async fn lookup_or_create(b: &Arc<Broker>, name: &TopicName, allow_create: bool) -> Result<TopicInfo, ResponseError> {
+    if let Some(t) = b.topic(name) {
+        return Ok(t);
+    }
+    if check_topic_name(name).is_err() {
+        return Err(ResponseError::InvalidTopicException);
+    }
+    if !allow_create {
+        return Err(ResponseError::UnknownTopicOrPartition);
+    }
+    b.auto_create(name).await.map_err(|e| {
+        tracing::debug!(topic = %name.as_str(), "auto-creation failed: {}", e.message);
+        e.code
+    })
+}
+
+pub(crate) fn describe_topic(b: &Broker, t: &TopicInfo) -> MetadataResponseTopic {
+    let partitions = t
+        .partitions
+        .iter()
+        .map(|p| {
+            let replicas: Vec<BrokerId> = p.replicas.iter().map(|r| BrokerId(*r as i32)).collect();
+            let mut out = MetadataResponsePartition::default()
+                .with_partition_index(p.partition)
+                .with_replica_nodes(replicas.clone())
+                .with_isr_nodes(replicas);
+            match b.node.partition(&t.name, p.partition).map(|g| g.leadership()) {
+                Some((term, Some(leader))) => {
+                    out = out.with_leader_id(BrokerId(leader as i32)).with_leader_epoch(term as i32);
+                }
+                _ => {
+                    out = out.with_leader_id(BrokerId(-1)).with_error_code(ResponseError::LeaderNotAvailable.code());
+                }
+            }
+            out
+        })
+        .collect();
+    MetadataResponseTopic::default()
+        .with_name(Some(TopicName(StrBytes::from_string(t.name.clone()))))
+        .with_topic_id(t.id)
+        .with_is_internal(t.name.starts_with("__"))
+        .with_partitions(partitions)
+}

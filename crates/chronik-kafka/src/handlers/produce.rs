@@ -1,0 +1,134 @@
+//! Produce: validate each partition's batches, queue them in the partition's Raft log in
+//! request order, answer once committed (acks -1 and 1) or not at all (acks 0).
+//!
+//! acks=1 waits for the commit too: in a cluster of one that is the leader's own durable
+//! append; a multi-node cluster answers acks=1 the same way until replication exists.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use chronik_cluster::batch::{self, BatchError};
+use chronik_cluster::raft_node::PendingAppend;
+use chronik_cluster::topic_config::TimestampType;
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::protocol::StrBytes;
+
+use super::{Outcome, now_ms};
+use crate::broker::{ApiError, Broker};
+use crate::codec::{self, Request};
+
+enum Partition {
+    Failed(i32, ApiError),
+    Queued { index: i32, pending: PendingAppend, append_time: i64, group: Arc<chronik_cluster::raft_node::PartitionGroup> },
+}
+
+pub async fn handle(b: &Arc<Broker>, req: &Request) -> anyhow::Result<Outcome> {
+    let r: ProduceRequest = codec::decode(&req.body, req.version)?;
+    let acks = r.acks;
+    let timeout = Duration::from_millis(r.timeout_ms.clamp(1, 300_000) as u64);
+    let mut topics = Vec::new();
+    for t in r.topic_data {
+        let info = if req.version >= 13 { b.topic_by_id(t.topic_id) } else { b.topic(&t.name) };
+        let mut parts = Vec::new();
+        for p in t.partition_data {
+            let result = if !matches!(acks, -1 | 0 | 1) {
+                Err(ApiError::new(ResponseError::InvalidRequiredAcks, format!("acks must be -1, 0 or 1 (got {acks})")))
+            } else if r.transactional_id.is_some() {
+                Err(ApiError::new(ResponseError::InvalidRequest, "transactions are not supported"))
+            } else {
+                match &info {
+                    None => Err(ApiError::new(ResponseError::UnknownTopicOrPartition, "unknown topic")),
+                    Some(info) => queue(b, info, p.index, p.records).await,
+                }
+            };
+            parts.push(match result {
+                Ok((pending, append_time, group)) => Partition::Queued { index: p.index, pending, append_time, group },
+                Err(e) => Partition::Failed(p.index, e),
+            });
+        }
+        topics.push((t.name, t.topic_id, parts));
+    }
+    if acks == 0 {
+        return Ok(Outcome::NoResponse);
+    }
+    let (corr, version) = (req.correlation_id, req.version);
+    Ok(Outcome::Later(Box::pin(async move {
+        let mut responses = Vec::new();
+        for (name, topic_id, parts) in topics {
+            let mut out = Vec::new();
+            for p in parts {
+                out.push(match p {
+                    Partition::Failed(index, e) => error_response(index, &e),
+                    Partition::Queued { index, pending, append_time, group } => {
+                        match tokio::time::timeout(timeout, pending.committed()).await {
+                            Ok(Ok((base, _))) => PartitionProduceResponse::default()
+                                .with_index(index)
+                                .with_base_offset(base as i64)
+                                .with_log_append_time_ms(append_time)
+                                .with_log_start_offset(group.log.log_start_offset() as i64),
+                            Ok(Err(e)) => error_response(index, &ApiError::from(e)),
+                            Err(_) => error_response(index, &ApiError::new(ResponseError::RequestTimedOut, "not committed within timeout_ms")),
+                        }
+                    }
+                });
+            }
+            responses.push(TopicProduceResponse::default().with_name(name).with_topic_id(topic_id).with_partition_responses(out));
+        }
+        let body = ProduceResponse::default().with_responses(responses);
+        match codec::encode_response(corr, version, &body) {
+            Ok(b) => Some(b),
+            Err(e) => {
+                tracing::error!("encoding a Produce v{version} response: {e}");
+                None
+            }
+        }
+    })))
+}
+
+fn error_response(index: i32, e: &ApiError) -> PartitionProduceResponse {
+    PartitionProduceResponse::default()
+        .with_index(index)
+        .with_error_code(e.code.code())
+        .with_base_offset(-1)
+        .with_error_message(Some(StrBytes::from_string(e.message.clone())))
+}
+
+type Queued = (PendingAppend, i64, Arc<chronik_cluster::raft_node::PartitionGroup>);
+
+async fn queue(b: &Broker, info: &chronik_cluster::metadata::TopicInfo, index: i32, records: Option<Bytes>) -> Result<Queued, ApiError> {
+    let group = b.leader_partition(&info.name, index)?;
+    let records = records.filter(|r| !r.is_empty()).ok_or_else(|| ApiError::new(ResponseError::CorruptMessage, "no record batch"))?;
+    let settings = b.settings(info);
+    let spans = batch::split(&records, true).map_err(|e| match e {
+        BatchError::UnsupportedMagic(_) => ApiError::new(ResponseError::UnsupportedForMessageFormat, e.to_string()),
+        _ => ApiError::new(ResponseError::CorruptMessage, e.to_string()),
+    })?;
+    for s in &spans {
+        if s.header.total_len() as u64 > settings.max_message_bytes {
+            return Err(ApiError::new(
+                ResponseError::MessageTooLarge,
+                format!("record batch of {} bytes exceeds max.message.bytes ({})", s.header.total_len(), settings.max_message_bytes),
+            ));
+        }
+        if s.header.is_transactional() || s.header.producer_id >= 0 {
+            return Err(ApiError::new(ResponseError::InvalidRequest, "idempotent and transactional producers are not supported yet"));
+        }
+    }
+    b.node.wal().check_space(records.len()).map_err(|e| ApiError::new(ResponseError::KafkaStorageError, e.to_string()))?;
+    let (records, append_time) = match settings.timestamp_type {
+        TimestampType::CreateTime => (records, -1),
+        TimestampType::LogAppendTime => {
+            let now = now_ms();
+            let mut owned = BytesMut::from(&records[..]);
+            for s in &spans {
+                batch::set_log_append_time(&mut owned[s.range.clone()], now);
+            }
+            (owned.freeze(), now)
+        }
+    };
+    let pending = group.submit(records).await?;
+    Ok((pending, append_time, group))
+}

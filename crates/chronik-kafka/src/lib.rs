@@ -1,0 +1,13 @@
+//! chronik-kafka: the Kafka wire protocol in front of chronik-cluster. Framing and version
+//! negotiation ([`codec`], [`versions`]), the listener ([`server`]), one handler module per
+//! API, and the consumer group coordinator ([`groups`]).
+
+pub mod alloc;
+pub mod broker;
+pub mod codec;
+pub mod groups;
+pub mod handlers;
+pub mod server;
+pub mod versions;
+
+pub use broker::{Broker, BrokerConfig};

@@ -1,0 +1,164 @@
+//! The admin HTTP API (axum): health, cluster members, topics, Prometheus metrics.
+//! Cluster operations (learners, membership changes, leadership transfer, ...) come with the
+//! clustered mode; this build answers them with 501 Not Implemented and says so.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chronik_cluster::raft_node::RaftNode;
+use chronik_config::Config;
+use serde::Serialize;
+use tokio::net::TcpListener;
+
+use crate::metrics;
+
+#[derive(Clone)]
+pub struct AdminState {
+    node: Arc<RaftNode>,
+    clustered: bool,
+}
+
+impl AdminState {
+    pub fn new(node: Arc<RaftNode>, config: &Config) -> AdminState {
+        AdminState { node, clustered: config.cluster.enabled }
+    }
+}
+
+pub fn router(state: AdminState) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/admin/cluster/members", get(members))
+        .route("/admin/topics", get(topics))
+        .route("/metrics", get(prometheus))
+        .route("/admin/cluster/{operation}", post(not_supported))
+        .with_state(state)
+}
+
+pub async fn serve(listener: TcpListener, state: AdminState, shutdown: impl Future<Output = ()> + Send + 'static) {
+    if let Err(e) = axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await {
+        tracing::error!("admin API stopped: {e}");
+    }
+}
+
+#[derive(Serialize)]
+struct Health {
+    status: &'static str,
+    node_id: u64,
+    cluster_id: String,
+}
+
+async fn health(State(s): State<AdminState>) -> Json<Health> {
+    Json(Health { status: "ok", node_id: s.node.node_id, cluster_id: s.node.identity.cluster_id.to_string() })
+}
+
+#[derive(Serialize)]
+struct Member {
+    node_id: u64,
+    raft_addr: String,
+    kafka_addr: String,
+    role: &'static str,
+    metadata_leader: bool,
+}
+
+#[derive(Serialize)]
+struct Members {
+    cluster_id: String,
+    mode: &'static str,
+    members: Vec<Member>,
+}
+
+async fn members(State(s): State<AdminState>) -> Json<Members> {
+    let leader = s.node.meta_raft_leader();
+    let voters: Vec<u64> = s.node.meta_raft().voter_ids().collect();
+    let members = s.node.with_metadata(|m| {
+        m.nodes
+            .values()
+            .map(|n| Member {
+                node_id: n.id,
+                raft_addr: n.raft_addr.clone(),
+                kafka_addr: n.kafka_addr.clone(),
+                role: if voters.contains(&n.id) { "voter" } else { "learner" },
+                metadata_leader: leader == Some(n.id),
+            })
+            .collect()
+    });
+    Json(Members {
+        cluster_id: s.node.identity.cluster_id.to_string(),
+        mode: if s.clustered { "cluster" } else { "standalone" },
+        members,
+    })
+}
+
+#[derive(Serialize)]
+struct PartitionView {
+    partition: i32,
+    raft_group: u64,
+    leader: Option<u64>,
+    leader_epoch: u64,
+    replicas: Vec<u64>,
+    log_start_offset: Option<u64>,
+    high_watermark: Option<u64>,
+    size_bytes: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct TopicView {
+    name: String,
+    id: String,
+    configs: std::collections::BTreeMap<String, String>,
+    partitions: Vec<PartitionView>,
+}
+
+async fn topics(State(s): State<AdminState>) -> Json<Vec<TopicView>> {
+    let topics = s.node.metadata().topics;
+    Json(
+        topics
+            .into_values()
+            .map(|t| TopicView {
+                partitions: t
+                    .partitions
+                    .iter()
+                    .map(|p| {
+                        let local = s.node.partition(&t.name, p.partition);
+                        let (epoch, leader) = local.as_ref().map(|g| g.leadership()).unwrap_or((0, None));
+                        PartitionView {
+                            partition: p.partition,
+                            raft_group: p.group,
+                            leader,
+                            leader_epoch: epoch,
+                            replicas: p.replicas.clone(),
+                            log_start_offset: local.as_ref().map(|g| g.log.log_start_offset()),
+                            high_watermark: local.as_ref().map(|g| g.log.high_watermark()),
+                            size_bytes: local.as_ref().map(|g| g.log.size_bytes()),
+                        }
+                    })
+                    .collect(),
+                name: t.name,
+                id: t.id.to_string(),
+                configs: t.configs,
+            })
+            .collect(),
+    )
+}
+
+async fn prometheus(State(s): State<AdminState>) -> Response {
+    match metrics::render(&s.node) {
+        Ok(text) => ([(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+async fn not_supported(axum::extract::Path(operation): axum::extract::Path<String>) -> Response {
+    (
+        StatusCode::NOT_IMPLEMENTED,
+        Json(serde_json::json!({
+            "error": format!("cluster operation '{operation}' is not supported: this build runs standalone only"),
+        })),
+    )
+        .into_response()
+}

@@ -1,0 +1,94 @@
+//! Prometheus metrics, read from the node at scrape time. [`METRICS`] is the one list of what
+//! is exported; docs/METRICS.md is generated from it and a test checks both against a scrape.
+
+use std::fmt::Write;
+
+use chronik_cluster::raft_node::RaftNode;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+/// (name, type, help) of every exported metric.
+pub const METRICS: &[(&str, &str, &str)] = &[
+    ("chronik_wal_bytes_written", "counter", "Bytes written to the WAL since start, record headers included."),
+    ("chronik_wal_records_written", "counter", "Records written to the WAL since start."),
+    ("chronik_wal_sync_rounds", "counter", "Group-commit fdatasync rounds since start."),
+    ("chronik_wal_sync_seconds", "counter", "Time spent in fdatasync rounds since start."),
+    ("chronik_wal_segments", "gauge", "WAL segments holding the log, the active one included."),
+    ("chronik_wal_spare_segments", "gauge", "Pre-written segments ready for use."),
+    ("chronik_wal_segments_retired", "counter", "Segments retired by WAL garbage collection since start."),
+    ("chronik_partitions", "gauge", "Partition replicas on this node."),
+    ("chronik_partition_leader", "gauge", "1 when this node leads the partition."),
+    ("chronik_partition_leader_epoch", "gauge", "The partition's Raft term (Kafka leader epoch)."),
+    ("chronik_partition_high_watermark", "gauge", "Offset after the last committed record."),
+    ("chronik_partition_log_start_offset", "gauge", "First offset still readable."),
+    ("chronik_partition_size_bytes", "gauge", "Record-batch bytes in the partition's log."),
+    ("chronik_metadata_version", "gauge", "Number of metadata changes applied."),
+];
+
+type Labels = Vec<(String, String)>;
+
+pub fn render(node: &RaftNode) -> Result<String, std::fmt::Error> {
+    let mut registry = Registry::default();
+    let w = node.wal().stats();
+    let counter = |v: u64| {
+        let c: Counter = Counter::default();
+        c.inc_by(v);
+        c
+    };
+    let gauge = |v: i64| {
+        let g: Gauge = Gauge::default();
+        g.set(v);
+        g
+    };
+    let help = |name: &str| METRICS.iter().find(|(n, ..)| *n == name).map_or("", |(_, _, h)| *h);
+    registry.register("chronik_wal_bytes_written", help("chronik_wal_bytes_written"), counter(w.bytes_written));
+    registry.register("chronik_wal_records_written", help("chronik_wal_records_written"), counter(w.records_written));
+    registry.register("chronik_wal_sync_rounds", help("chronik_wal_sync_rounds"), counter(w.sync_rounds));
+    let secs: Counter<f64> = Counter::default();
+    secs.inc_by(w.sync_seconds);
+    registry.register("chronik_wal_sync_seconds", help("chronik_wal_sync_seconds"), secs);
+    registry.register("chronik_wal_segments", help("chronik_wal_segments"), gauge(w.live_segments as i64));
+    registry.register("chronik_wal_spare_segments", help("chronik_wal_spare_segments"), gauge(w.spare_segments as i64));
+    registry.register("chronik_wal_segments_retired", help("chronik_wal_segments_retired"), counter(w.segments_retired));
+
+    let groups = node.partition_groups();
+    registry.register("chronik_partitions", help("chronik_partitions"), gauge(groups.len() as i64));
+    let leader = Family::<Labels, Gauge>::default();
+    let epoch = Family::<Labels, Gauge>::default();
+    let hw = Family::<Labels, Gauge>::default();
+    let start = Family::<Labels, Gauge>::default();
+    let size = Family::<Labels, Gauge>::default();
+    for g in &groups {
+        let labels = vec![("topic".to_string(), g.topic.clone()), ("partition".to_string(), g.partition.to_string())];
+        let (term, _) = g.leadership();
+        leader.get_or_create(&labels).set(g.is_leader(node.node_id) as i64);
+        epoch.get_or_create(&labels).set(term as i64);
+        hw.get_or_create(&labels).set(g.log.high_watermark() as i64);
+        start.get_or_create(&labels).set(g.log.log_start_offset() as i64);
+        size.get_or_create(&labels).set(g.log.size_bytes() as i64);
+    }
+    registry.register("chronik_partition_leader", help("chronik_partition_leader"), leader);
+    registry.register("chronik_partition_leader_epoch", help("chronik_partition_leader_epoch"), epoch);
+    registry.register("chronik_partition_high_watermark", help("chronik_partition_high_watermark"), hw);
+    registry.register("chronik_partition_log_start_offset", help("chronik_partition_log_start_offset"), start);
+    registry.register("chronik_partition_size_bytes", help("chronik_partition_size_bytes"), size);
+    let version = node.with_metadata(|m| m.version);
+    registry.register("chronik_metadata_version", help("chronik_metadata_version"), gauge(version as i64));
+
+    let mut out = String::new();
+    encode(&mut out, &registry)?;
+    Ok(out)
+}
+
+/// The metrics table of docs/METRICS.md.
+pub fn reference_markdown() -> String {
+    let mut out = String::from("| metric | type | meaning |\n|---|---|---|\n");
+    for (name, kind, help) in METRICS {
+        let shown = if *kind == "counter" { format!("{name}_total") } else { name.to_string() };
+        let _ = writeln!(out, "| `{shown}` | {kind} | {help} |");
+    }
+    out
+}
