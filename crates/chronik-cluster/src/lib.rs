@@ -6,10 +6,12 @@
 pub mod batch;
 pub mod codec;
 pub mod identity;
+pub mod idempotence;
 pub mod metadata;
 pub mod network;
 pub mod offsets;
 pub mod partition_log;
+pub mod producers;
 pub mod raft_node;
 pub mod raft_storage;
 pub mod retention;

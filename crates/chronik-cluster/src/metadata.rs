@@ -46,6 +46,8 @@ pub struct MetadataState {
     pub removed_nodes: BTreeSet<u64>,
     pub topics: BTreeMap<String, TopicInfo>,
     pub next_group_id: u64,
+    /// Next idempotent producer id to hand out (ids are never reused).
+    pub next_producer_id: i64,
     /// Bumped by every applied change; watchers reconcile when it moves.
     pub version: u64,
 }
@@ -58,6 +60,8 @@ pub enum MetaCommand {
     DeleteTopic { name: String },
     CreatePartitions { name: String, total: u32 },
     AlterTopicConfigs { name: String, set: BTreeMap<String, String>, delete: Vec<String> },
+    /// Reserves `count` producer ids for one node to hand out.
+    AllocateProducerIds { count: u32 },
 }
 
 impl std::fmt::Display for MetaCommand {
@@ -69,6 +73,7 @@ impl std::fmt::Display for MetaCommand {
             MetaCommand::DeleteTopic { name } => write!(f, "delete-topic({name})"),
             MetaCommand::CreatePartitions { name, total } => write!(f, "create-partitions({name}, {total})"),
             MetaCommand::AlterTopicConfigs { name, .. } => write!(f, "alter-topic-configs({name})"),
+            MetaCommand::AllocateProducerIds { count } => write!(f, "allocate-producer-ids({count})"),
         }
     }
 }
@@ -94,6 +99,8 @@ pub enum MetaError {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MetaResponse {
     Done,
+    /// The first of the producer ids reserved by `AllocateProducerIds`.
+    ProducerIds { start: i64 },
     Rejected(MetaError),
 }
 
@@ -135,6 +142,12 @@ impl MetadataState {
 
     /// Applies `cmd`; a rejected command changes nothing.
     pub fn apply(&mut self, cmd: &MetaCommand) -> MetaResponse {
+        if let MetaCommand::AllocateProducerIds { count } = cmd {
+            let start = self.next_producer_id;
+            self.next_producer_id += *count as i64;
+            self.version += 1;
+            return MetaResponse::ProducerIds { start };
+        }
         match self.try_apply(cmd) {
             Ok(()) => {
                 self.version += 1;
@@ -202,6 +215,7 @@ impl MetadataState {
                 self.add_partitions(&mut topic, total - current);
                 self.topics.insert(name.clone(), topic);
             }
+            MetaCommand::AllocateProducerIds { .. } => unreachable!("handled in apply"),
             MetaCommand::AlterTopicConfigs { name, set, delete } => {
                 let topic = self.topics.get_mut(name).ok_or_else(|| MetaError::UnknownTopic(name.clone()))?;
                 for k in delete {
@@ -316,6 +330,13 @@ mod tests {
         let leaders: BTreeSet<u64> = t.partitions.iter().map(|p| p.replicas[0]).collect();
         assert_eq!(leaders.len(), 3, "{:?}", t.partitions);
         assert!(t.partitions.iter().all(|p| p.replicas.len() == 2 && p.replicas[0] != p.replicas[1]));
+    }
+
+    #[test]
+    fn producer_id_blocks_never_overlap() {
+        let mut s = MetadataState::new();
+        assert_eq!(s.apply(&MetaCommand::AllocateProducerIds { count: 100 }), MetaResponse::ProducerIds { start: 0 });
+        assert_eq!(s.apply(&MetaCommand::AllocateProducerIds { count: 100 }), MetaResponse::ProducerIds { start: 100 });
     }
 
     #[test]

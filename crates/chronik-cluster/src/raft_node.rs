@@ -24,6 +24,7 @@ use uuid::Uuid;
 use crate::identity::{IdentityError, NodeIdentity};
 use crate::metadata::{META_GROUP, MetaCommand, MetaError, MetaResponse, MetadataState, NodeInfo, TopicInfo};
 use crate::network::NetworkFactory;
+use crate::idempotence::IdempotenceGuard;
 use crate::partition_log::PartitionLog;
 use crate::raft_storage::LogStore;
 use crate::retention;
@@ -86,6 +87,9 @@ pub struct PartitionGroup {
     pub group: GroupId,
     pub raft: PartitionRaft,
     pub log: Arc<PartitionLog>,
+    pub(crate) sm: PartitionStateMachine,
+    /// Idempotent producers as the leader sees them (applied and in flight).
+    pub(crate) producers: tokio::sync::Mutex<IdempotenceGuard>,
 }
 
 /// A produce queued in the partition's Raft log, not yet committed.
@@ -202,6 +206,8 @@ pub struct RaftNode {
     /// (topic, partition) -> group, for request routing.
     routes: RwLock<HashMap<(String, i32), GroupId>>,
     reconciler: parking_lot::Mutex<Option<JoinHandle<()>>>,
+    /// The reserved block of producer ids: (next, end).
+    producer_ids: tokio::sync::Mutex<(i64, i64)>,
     _lock: File,
 }
 
@@ -281,6 +287,7 @@ impl RaftNode {
             partitions: RwLock::default(),
             routes: RwLock::default(),
             reconciler: parking_lot::Mutex::new(None),
+            producer_ids: tokio::sync::Mutex::new((0, 0)),
             _lock: lock,
         });
         node.bootstrap_metadata().await?;
@@ -342,14 +349,32 @@ impl RaftNode {
 
     /// Proposes a metadata change and waits until it is applied; a rejected change is an error.
     pub async fn propose_meta(&self, cmd: MetaCommand) -> Result<(), NodeError> {
+        self.propose_meta_for(cmd).await.map(|_| ())
+    }
+
+    async fn propose_meta_for(&self, cmd: MetaCommand) -> Result<MetaResponse, NodeError> {
         match self.meta.client_write(Command::Meta(cmd)).await {
             Ok(r) => match r.data {
-                Response::Meta(MetaResponse::Done) => Ok(()),
                 Response::Meta(MetaResponse::Rejected(e)) => Err(NodeError::Rejected(e)),
+                Response::Meta(ok) => Ok(ok),
                 other => Err(NodeError::Invalid(format!("unexpected metadata response {other:?}"))),
             },
             Err(e) => Err(write_error(META_GROUP, e)),
         }
+    }
+
+    /// A producer id never handed out before (ids are reserved in blocks through the metadata).
+    pub async fn allocate_producer_id(&self) -> Result<i64, NodeError> {
+        const BLOCK: u32 = 1000;
+        let mut ids = self.producer_ids.lock().await;
+        if ids.0 >= ids.1 {
+            match self.propose_meta_for(MetaCommand::AllocateProducerIds { count: BLOCK }).await? {
+                MetaResponse::ProducerIds { start } => *ids = (start, start + BLOCK as i64),
+                other => return Err(NodeError::Invalid(format!("unexpected metadata response {other:?}"))),
+            }
+        }
+        ids.0 += 1;
+        Ok(ids.0 - 1)
     }
 
     pub fn partition(&self, topic: &str, partition: i32) -> Option<Arc<PartitionGroup>> {
@@ -426,6 +451,7 @@ impl RaftNode {
         let log = PartitionLog::recover(self.wal.clone(), group, snap.next_offset, snap.log_start).map_err(io)?;
         let store = LogStore::new(self.wal.clone(), group, Some(log.clone()));
         let sm = PartitionStateMachine::new(self.wal.clone(), group, log.clone());
+        let sm_view = sm.clone();
         let raft = Raft::new(self.node_id, self.partition_config.clone(), NetworkFactory, store, sm)
             .await
             .map_err(|e| NodeError::GroupStopped { group, reason: e.to_string() })?;
@@ -441,7 +467,16 @@ impl RaftNode {
                 tracing::debug!(group, "partition group already initialized: {e}");
             }
         }
-        Ok(Arc::new(PartitionGroup { topic: topic.name.clone(), topic_id: topic.id, partition, group, raft, log }))
+        Ok(Arc::new(PartitionGroup {
+            topic: topic.name.clone(),
+            topic_id: topic.id,
+            partition,
+            group,
+            raft,
+            log,
+            sm: sm_view,
+            producers: tokio::sync::Mutex::new(IdempotenceGuard::default()),
+        }))
     }
 
     async fn stop_partition(&self, g: &Arc<PartitionGroup>) {

@@ -23,6 +23,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16, &str)] = &[
     (ApiKey::CreateTopics, 2, 7, "validate_only, configs, replication factor checked against live nodes"),
     (ApiKey::DeleteTopics, 1, 6, "by name or topic id"),
     (ApiKey::DeleteRecords, 0, 2, "moves the log start offset through Raft"),
+    (ApiKey::InitProducerId, 0, 5, "idempotent producers (ids reserved through the metadata group); transactions are refused"),
     (ApiKey::OffsetForLeaderEpoch, 2, 4, "end offset of a leader epoch (Raft term)"),
     (ApiKey::DescribeConfigs, 1, 4, "topic configs (effective values, overrides marked) and broker configs"),
     (ApiKey::AlterConfigs, 0, 2, "topic configs; replaces the topic's overrides"),

@@ -13,15 +13,20 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
 use super::{load_snapshot, save_snapshot};
+use std::collections::BTreeMap;
+
 use crate::batch;
 use crate::partition_log::PartitionLog;
+use crate::producers::{self, BatchSeq, ProducerState};
 use crate::types::{Command, GroupId, LogId, Response, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
 
-/// What a partition snapshot holds. Producer state joins it when idempotence is implemented.
+/// What a partition snapshot holds.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartitionSnapshot {
     pub next_offset: u64,
     pub log_start: u64,
+    /// Idempotent producers' sequence state, by producer id.
+    pub producers: BTreeMap<i64, ProducerState>,
 }
 
 #[derive(Default)]
@@ -52,6 +57,11 @@ impl PartitionStateMachine {
         }
     }
 
+    /// Producer state as of the last applied entry.
+    pub fn producers(&self) -> BTreeMap<i64, ProducerState> {
+        self.state.lock().data.producers.clone()
+    }
+
     fn apply_command(&self, s: &mut State, cmd: Command) -> Response {
         match cmd {
             Command::Produce { records } => match batch::split(&records, false) {
@@ -63,6 +73,12 @@ impl PartitionStateMachine {
                         return Response::Invalid(format!("entry starts at offset {base}, expected {}", s.data.next_offset));
                     }
                     s.data.next_offset = last + 1;
+                    for span in spans.iter().filter(|sp| sp.header.producer_id >= 0) {
+                        let h = &span.header;
+                        let last_seq = h.base_sequence.wrapping_add(h.last_offset_delta) & i32::MAX;
+                        let batch = BatchSeq { first_seq: h.base_sequence, last_seq, base_offset: h.base_offset as u64 };
+                        producers::record(s.data.producers.entry(h.producer_id).or_default(), h.producer_epoch, batch);
+                    }
                     Response::Produced { base_offset: base, last_offset: last }
                 }
                 Err(e) => Response::Invalid(e.to_string()),

@@ -6,6 +6,7 @@ mod configs;
 mod delete_records;
 mod fetch;
 mod groups;
+mod init_producer_id;
 mod leader_epoch;
 mod list_offsets;
 mod metadata;
@@ -76,6 +77,7 @@ pub async fn dispatch(broker: &Arc<Broker>, frame: Bytes) -> Outcome {
         ApiKey::DescribeGroups => groups::describe(broker, &req),
         ApiKey::ListGroups => groups::list(broker, &req),
         ApiKey::DeleteGroups => groups::delete(broker, &req).await,
+        ApiKey::InitProducerId => init_producer_id::handle(broker, &req).await,
         other => return Outcome::Close(format!("{other:?} is not implemented")),
     };
     result.unwrap_or_else(|e| Outcome::Close(format!("{:?} v{}: {e:#}", req.api_key, req.version)))

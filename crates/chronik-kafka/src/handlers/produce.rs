@@ -3,13 +3,17 @@
 //!
 //! acks=1 waits for the commit too: in a cluster of one that is the leader's own durable
 //! append; a multi-node cluster answers acks=1 the same way until replication exists.
+//! Batches of idempotent producers are checked against their producer's sequence numbers; a
+//! retried batch is answered with the original's offsets instead of being appended twice.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use chronik_cluster::batch::{self, BatchError};
-use chronik_cluster::raft_node::PendingAppend;
+use chronik_cluster::idempotence::IdempotenceError;
+use chronik_cluster::raft_node::PartitionGroup;
+use futures::future::BoxFuture;
 use chronik_cluster::topic_config::TimestampType;
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
@@ -20,9 +24,12 @@ use super::{Outcome, now_ms};
 use crate::broker::{ApiError, Broker};
 use crate::codec::{self, Request};
 
+/// Resolves once the partition's entry is committed: (base offset, last offset).
+type Committed = BoxFuture<'static, Result<(u64, u64), ApiError>>;
+
 enum Partition {
     Failed(i32, ApiError),
-    Queued { index: i32, pending: PendingAppend, append_time: i64, group: Arc<chronik_cluster::raft_node::PartitionGroup> },
+    Queued { index: i32, pending: Committed, append_time: i64, group: Arc<PartitionGroup> },
 }
 
 pub async fn handle(b: &Arc<Broker>, req: &Request) -> anyhow::Result<Outcome> {
@@ -63,13 +70,13 @@ pub async fn handle(b: &Arc<Broker>, req: &Request) -> anyhow::Result<Outcome> {
                 out.push(match p {
                     Partition::Failed(index, e) => error_response(index, &e),
                     Partition::Queued { index, pending, append_time, group } => {
-                        match tokio::time::timeout(timeout, pending.committed()).await {
+                        match tokio::time::timeout(timeout, pending).await {
                             Ok(Ok((base, _))) => PartitionProduceResponse::default()
                                 .with_index(index)
                                 .with_base_offset(base as i64)
                                 .with_log_append_time_ms(append_time)
                                 .with_log_start_offset(group.log.log_start_offset() as i64),
-                            Ok(Err(e)) => error_response(index, &ApiError::from(e)),
+                            Ok(Err(e)) => error_response(index, &e),
                             Err(_) => error_response(index, &ApiError::new(ResponseError::RequestTimedOut, "not committed within timeout_ms")),
                         }
                     }
@@ -96,7 +103,7 @@ fn error_response(index: i32, e: &ApiError) -> PartitionProduceResponse {
         .with_error_message(Some(StrBytes::from_string(e.message.clone())))
 }
 
-type Queued = (PendingAppend, i64, Arc<chronik_cluster::raft_node::PartitionGroup>);
+type Queued = (Committed, i64, Arc<PartitionGroup>);
 
 async fn queue(b: &Broker, info: &chronik_cluster::metadata::TopicInfo, index: i32, records: Option<Bytes>) -> Result<Queued, ApiError> {
     let group = b.leader_partition(&info.name, index)?;
@@ -113,9 +120,13 @@ async fn queue(b: &Broker, info: &chronik_cluster::metadata::TopicInfo, index: i
                 format!("record batch of {} bytes exceeds max.message.bytes ({})", s.header.total_len(), settings.max_message_bytes),
             ));
         }
-        if s.header.is_transactional() || s.header.producer_id >= 0 {
-            return Err(ApiError::new(ResponseError::InvalidRequest, "idempotent and transactional producers are not supported yet"));
+        if s.header.is_transactional() {
+            return Err(ApiError::new(ResponseError::InvalidRequest, "transactions are not supported"));
         }
+    }
+    let idempotent = spans[0].header.producer_id >= 0;
+    if idempotent && spans.len() != 1 {
+        return Err(ApiError::new(ResponseError::InvalidRecord, "an idempotent producer must send one batch per partition"));
     }
     b.node.wal().check_space(records.len()).map_err(|e| ApiError::new(ResponseError::KafkaStorageError, e.to_string()))?;
     let (records, append_time) = match settings.timestamp_type {
@@ -129,6 +140,23 @@ async fn queue(b: &Broker, info: &chronik_cluster::metadata::TopicInfo, index: i
             (owned.freeze(), now)
         }
     };
+    if idempotent {
+        let h = spans[0].header;
+        let last_seq = h.base_sequence.wrapping_add(h.last_offset_delta) & i32::MAX;
+        let shared = group.submit_idempotent(records, h.producer_id, h.producer_epoch, h.base_sequence, last_seq).await.map_err(|e| match e {
+            IdempotenceError::OutOfOrder { expected, got } => ApiError::new(
+                ResponseError::OutOfOrderSequenceNumber,
+                format!("sequence {got} where {expected} was expected"),
+            ),
+            IdempotenceError::StaleEpoch { current, got } => {
+                ApiError::new(ResponseError::InvalidProducerEpoch, format!("producer epoch {got} is older than {current}"))
+            }
+            IdempotenceError::Node(m) => ApiError::new(ResponseError::NotLeaderOrFollower, m),
+        })?;
+        let pending: Committed = Box::pin(async move { shared.await.map_err(|m| ApiError::new(ResponseError::KafkaStorageError, m)) });
+        return Ok((pending, append_time, group));
+    }
     let pending = group.submit(records).await?;
+    let pending: Committed = Box::pin(async move { pending.committed().await.map_err(ApiError::from) });
     Ok((pending, append_time, group))
 }

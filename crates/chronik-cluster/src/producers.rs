@@ -1,0 +1,107 @@
+//! Idempotent producer state: per producer id, its epoch, last sequence number and its last
+//! few batches, as Kafka keeps it. The partition state machine updates it for every applied
+//! batch (so it survives restarts in snapshots); the partition leader checks new batches
+//! against it (plus what it has in flight) before proposing them.
+
+use std::collections::VecDeque;
+
+use serde::{Deserialize, Serialize};
+
+/// Batches remembered per producer for duplicate detection (Kafka's max.in.flight limit).
+pub const RECENT_BATCHES: usize = 5;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchSeq {
+    pub first_seq: i32,
+    pub last_seq: i32,
+    pub base_offset: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ProducerState {
+    pub epoch: i16,
+    pub last_seq: i32,
+    pub recent: VecDeque<BatchSeq>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Check {
+    Accept,
+    /// The same batch was already appended (a retry): answer with its offsets.
+    Duplicate,
+    OutOfOrder { expected: i32 },
+    StaleEpoch { current: i16 },
+}
+
+/// The sequence number after `seq` (sequences wrap at i32::MAX, as in Kafka).
+pub fn next_seq(seq: i32) -> i32 {
+    if seq == i32::MAX { 0 } else { seq + 1 }
+}
+
+/// Whether a batch (`epoch`, `first_seq..=last_seq`) may follow `state`.
+pub fn check(state: Option<&ProducerState>, epoch: i16, first_seq: i32, last_seq: i32) -> Check {
+    let Some(s) = state else { return Check::Accept };
+    if epoch < s.epoch {
+        return Check::StaleEpoch { current: s.epoch };
+    }
+    if epoch > s.epoch {
+        return if first_seq == 0 { Check::Accept } else { Check::OutOfOrder { expected: 0 } };
+    }
+    if s.recent.iter().any(|b| b.first_seq == first_seq && b.last_seq == last_seq) {
+        return Check::Duplicate;
+    }
+    let expected = next_seq(s.last_seq);
+    if first_seq == expected { Check::Accept } else { Check::OutOfOrder { expected } }
+}
+
+/// Records an accepted batch.
+pub fn record(state: &mut ProducerState, epoch: i16, batch: BatchSeq) {
+    if epoch != state.epoch {
+        state.recent.clear();
+        state.epoch = epoch;
+    }
+    state.last_seq = batch.last_seq;
+    state.recent.push_back(batch);
+    while state.recent.len() > RECENT_BATCHES {
+        state.recent.pop_front();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(epoch: i16, batches: &[(i32, i32)]) -> ProducerState {
+        let mut s = ProducerState { epoch, ..Default::default() };
+        for (i, (f, l)) in batches.iter().enumerate() {
+            record(&mut s, epoch, BatchSeq { first_seq: *f, last_seq: *l, base_offset: i as u64 * 10 });
+        }
+        s
+    }
+
+    #[test]
+    fn check_table() {
+        let s = state(2, &[(0, 4), (5, 9)]);
+        let cases = [
+            ("unknown producer", None, 0, 7, 9, Check::Accept),
+            ("next batch", Some(&s), 2, 10, 12, Check::Accept),
+            ("retry of the last batch", Some(&s), 2, 5, 9, Check::Duplicate),
+            ("retry of an earlier batch", Some(&s), 2, 0, 4, Check::Duplicate),
+            ("gap", Some(&s), 2, 12, 13, Check::OutOfOrder { expected: 10 }),
+            ("older epoch", Some(&s), 1, 10, 12, Check::StaleEpoch { current: 2 }),
+            ("new epoch from zero", Some(&s), 3, 0, 3, Check::Accept),
+            ("new epoch not from zero", Some(&s), 3, 10, 12, Check::OutOfOrder { expected: 0 }),
+        ];
+        for (name, st, epoch, first, last, want) in cases {
+            assert_eq!(check(st, epoch, first, last), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn remembers_only_recent_batches_and_wraps() {
+        let s = state(0, &[(0, 0), (1, 1), (2, 2), (3, 3), (4, 4), (5, 5)]);
+        assert_eq!(s.recent.len(), RECENT_BATCHES);
+        assert_eq!(check(Some(&s), 0, 0, 0), Check::OutOfOrder { expected: 6 }, "too old to be recognised");
+        assert_eq!(next_seq(i32::MAX), 0);
+    }
+}

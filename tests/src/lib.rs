@@ -1,0 +1,201 @@
+//! Test harness: runs the real `chronik-server` binary on free ports in a temporary data
+//! directory, and runs client programs (Python, Node.js, kcat) against it.
+
+use std::io::Write;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The server binary: `$CHRONIK_SERVER_BIN`, else the workspace's debug build.
+pub fn server_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("CHRONIK_SERVER_BIN") {
+        return PathBuf::from(p);
+    }
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/chronik-server");
+    assert!(p.exists(), "{} is missing: run `cargo build -p chronik-server` (scripts/test-all.sh does)", p.display());
+    p
+}
+
+pub fn repo_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A running broker. Killed (SIGKILL) when dropped.
+pub struct Broker {
+    child: Option<Child>,
+    pub kafka_port: u16,
+    pub admin_port: u16,
+    pub data: tempfile::TempDir,
+    pub env: Vec<(String, String)>,
+    log: PathBuf,
+}
+
+impl Broker {
+    /// Starts a broker with small WAL segments plus `env` (CHRONIK_* overrides).
+    pub fn start(env: &[(&str, &str)]) -> Broker {
+        let data = tempfile::tempdir().unwrap();
+        let mut b = Broker {
+            child: None,
+            kafka_port: 0,
+            admin_port: 0,
+            log: data.path().join("server.log"),
+            data,
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        };
+        b.spawn();
+        b
+    }
+
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.kafka_port)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.admin_port)
+    }
+
+    fn spawn(&mut self) {
+        for attempt in 0..5 {
+            if self.kafka_port == 0 || attempt > 0 {
+                self.kafka_port = free_port();
+                self.admin_port = free_port();
+            }
+            let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+            let mut cmd = Command::new(server_bin());
+            cmd.env_clear()
+                .env("PATH", std::env::var("PATH").unwrap_or_default())
+                .env("CHRONIK_DATA_DIR", self.data.path().join("data"))
+                .env("CHRONIK_KAFKA_ADDR", format!("127.0.0.1:{}", self.kafka_port))
+                .env("CHRONIK_ADMIN_ADDR", format!("127.0.0.1:{}", self.admin_port))
+                .env("CHRONIK_WAL_SEGMENT_SIZE", "8388608")
+                .env("CHRONIK_LOG_LEVEL", "info")
+                .current_dir(self.data.path())
+                .stdout(Stdio::from(log.try_clone().unwrap()))
+                .stderr(Stdio::from(log));
+            for (k, v) in &self.env {
+                cmd.env(k, v);
+            }
+            let child = cmd.spawn().expect("spawn chronik-server");
+            self.child = Some(child);
+            if self.wait_ready(Duration::from_secs(60)) {
+                return;
+            }
+            let exited = self.child.as_mut().unwrap().try_wait().unwrap();
+            self.kill9();
+            let log = self.log_text();
+            if exited.is_some() && log.contains("Address already in use") {
+                continue; // a port raced with another test: pick new ones
+            }
+            panic!("chronik-server did not become ready:\n{log}");
+        }
+        panic!("could not find free ports");
+    }
+
+    fn wait_ready(&mut self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                eprintln!("chronik-server exited early: {status}");
+                return false;
+            }
+            if self.log_text().contains("chronik-server ready") && TcpStream::connect(("127.0.0.1", self.kafka_port)).is_ok() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Graceful stop (SIGTERM); returns the exit status code.
+    pub fn stop(&mut self) -> Option<i32> {
+        let mut child = self.child.take()?;
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("chronik-server ignored SIGTERM for 30 s:\n{}", self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Graceful stop and start again on the same data directory and ports.
+    pub fn restart(&mut self) {
+        assert_eq!(self.stop(), Some(0), "clean shutdown exits 0:\n{}", self.log_text());
+        self.spawn();
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| c.try_wait().unwrap().is_none())
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.kill9();
+        if std::thread::panicking() {
+            eprintln!("--- chronik-server log ---\n{}", self.log_text());
+        }
+    }
+}
+
+/// Runs a client program, failing the test (with its output) if it fails.
+pub fn run_client(mut cmd: Command, what: &str) -> Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{what}: cannot run: {e}"));
+    if !out.status.success() {
+        panic!(
+            "{what} failed ({}):\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    out
+}
+
+/// The Python interpreter of the test virtualenv (made by scripts/test-all.sh).
+pub fn python() -> Command {
+    let venv = repo_dir().join("tests/.venv/bin/python");
+    Command::new(if venv.exists() { venv } else { PathBuf::from("python3") })
+}
+
+pub fn client_script(name: &str) -> PathBuf {
+    repo_dir().join("tests/clients").join(name)
+}
+
+/// GET over HTTP/1.1 without a client library (the admin API is plain JSON).
+pub fn http_get(url: &str) -> (u16, String) {
+    http("GET", url)
+}
+
+pub fn http(method: &str, url: &str) -> (u16, String) {
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest.split_once('/').map(|(h, p)| (h, format!("/{p}"))).unwrap();
+    let mut s = TcpStream::connect(host).unwrap();
+    write!(s, "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n").unwrap();
+    let mut resp = String::new();
+    std::io::Read::read_to_string(&mut s, &mut resp).unwrap();
+    let status = resp.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}

@@ -1,0 +1,33 @@
+//! confluent-kafka and kafka-python against the real binary: admin topic creation, produce
+//! with every codec, broker restart, consume and compare every field, list offsets by time,
+//! delete records, alter and read a config. The scripts in tests/clients do the checking.
+
+use chronik_tests::{Broker, client_script, python, run_client};
+
+fn run(script: &str, topic: &str) {
+    let mut broker = Broker::start(&[]);
+    let manifest = broker.data.path().join("manifest.json");
+    let phase = |broker: &Broker, phase: &str| {
+        let mut cmd = python();
+        cmd.arg(client_script(script))
+            .arg(phase)
+            .args(["--bootstrap", &broker.bootstrap(), "--topic", topic])
+            .arg("--manifest")
+            .arg(&manifest)
+            .current_dir(client_script(""));
+        run_client(cmd, &format!("{script} {phase}"));
+    };
+    phase(&broker, "produce");
+    broker.restart();
+    phase(&broker, "verify");
+}
+
+#[test]
+fn confluent_kafka_end_to_end() {
+    run("confluent_client.py", "confluent-events");
+}
+
+#[test]
+fn kafka_python_end_to_end() {
+    run("kafka_python_client.py", "kafka-python-events");
+}
