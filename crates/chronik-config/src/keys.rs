@@ -55,6 +55,7 @@ pub const KEYS: &[Key] = &[
     key("kafka.auto_create_topics", Kind::Bool, "Create a topic when a client asks for metadata of, or produces to, an unknown topic."),
     key("kafka.num_partitions", Kind::Int, "Partitions of an auto-created topic, and of CreateTopics requests that leave the count to the broker."),
     key("kafka.default_replication_factor", Kind::Int, "Replication factor of auto-created topics and of CreateTopics requests that leave it to the broker."),
+    key("kafka.max_partitions", Kind::Int, "Most partitions the cluster may hold in total (each is a Raft group); creations beyond it are refused."),
     key("kafka.max_request_size", Kind::Int, "Largest Kafka request frame accepted, in bytes; a larger one closes the connection."),
     key("kafka.message_max_bytes", Kind::Int, "Default `max.message.bytes` of topics: the largest record batch accepted."),
     key("kafka.log_retention_ms", Kind::Int, "Default `retention.ms` of topics; -1 keeps data forever."),

@@ -67,6 +67,7 @@ pub(crate) fn validate(c: &Config, report: &mut dyn FnMut(&str, String)) {
         ("cluster.storage.wal_sync_interval_ms", c.cluster.storage.wal_sync_interval_ms),
         ("kafka.num_partitions", c.kafka.num_partitions as u64),
         ("kafka.default_replication_factor", c.kafka.default_replication_factor as u64),
+        ("kafka.max_partitions", c.kafka.max_partitions as u64),
         ("kafka.retention_check_interval_ms", c.kafka.retention_check_interval_ms),
     ] {
         if v == 0 {

@@ -16,6 +16,8 @@ pub struct BrokerConfig {
     pub auto_create_topics: bool,
     pub num_partitions: u32,
     pub default_replication_factor: u32,
+    /// Most partitions the cluster may hold.
+    pub max_partitions: u32,
     pub max_request_size: usize,
     pub topic_defaults: TopicDefaults,
 }
@@ -121,6 +123,7 @@ impl Broker {
                 format!("partition count must be within 1..={}", chronik_cluster::metadata::MAX_PARTITIONS_PER_TOPIC),
             ));
         }
+        self.check_partition_budget(t.partitions)?;
         let live = self.live_nodes();
         if t.replication_factor == 0 || t.replication_factor > live {
             return Err(ApiError::new(
@@ -130,6 +133,18 @@ impl Broker {
         }
         for (k, v) in &t.configs {
             chronik_cluster::topic_config::validate(k, v).map_err(|m| ApiError::new(ResponseError::InvalidConfig, m))?;
+        }
+        Ok(())
+    }
+
+    /// Refuses `more` new partitions if the cluster would exceed `max_partitions`.
+    pub fn check_partition_budget(&self, more: u32) -> Result<(), ApiError> {
+        let existing: u32 = self.node.with_metadata(|m| m.topics.values().map(|t| t.partitions.len() as u32).sum());
+        if existing.saturating_add(more) > self.config.max_partitions {
+            return Err(ApiError::new(
+                ResponseError::InvalidPartitions,
+                format!("{more} more partitions would exceed max_partitions ({}; {existing} exist)", self.config.max_partitions),
+            ));
         }
         Ok(())
     }

@@ -33,6 +33,7 @@ async fn broker(dir: &std::path::Path) -> Arc<Broker> {
             auto_create_topics: true,
             num_partitions: 1,
             default_replication_factor: 1,
+            max_partitions: 1000,
             max_request_size: 1 << 20,
             topic_defaults: TopicDefaults { retention_ms: -1, retention_bytes: -1, max_message_bytes: 1 << 20 },
         },

@@ -92,3 +92,52 @@ pub fn reference_markdown() -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_doc_matches_the_list() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/METRICS.md");
+        let doc = std::fs::read_to_string(&path).expect("docs/METRICS.md exists");
+        let (begin, end) = ("<!-- BEGIN GENERATED: chronik-server metrics -->\n", "<!-- END GENERATED -->");
+        let start = doc.find(begin).expect("begin marker") + begin.len();
+        let stop = doc[start..].find(end).expect("end marker") + start;
+        if std::env::var("CHRONIK_UPDATE_DOCS").is_ok() {
+            std::fs::write(&path, format!("{}{}{}", &doc[..start], reference_markdown(), &doc[stop..])).unwrap();
+            return;
+        }
+        assert_eq!(&doc[start..stop], reference_markdown(), "docs/METRICS.md is stale; regenerate with CHRONIK_UPDATE_DOCS=1");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_scrape_exports_exactly_the_listed_metrics() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = chronik_config::Config::default();
+        config.data_dir = dir.path().to_path_buf();
+        config.cluster.storage.wal_segment_size = 1 << 20;
+        let node = RaftNode::start(crate::node::node_options(&config)).await.unwrap();
+        node.propose_meta(chronik_cluster::metadata::MetaCommand::CreateTopic {
+            name: "m".into(),
+            topic_id: uuid_nil(),
+            partitions: 1,
+            replication_factor: 1,
+            configs: Default::default(),
+        })
+        .await
+        .unwrap();
+        assert!(node.wait_for_topic("m", std::time::Duration::from_secs(10)).await);
+        let text = render(&node).unwrap();
+        let exported: std::collections::BTreeSet<String> =
+            text.lines().filter_map(|l| l.strip_prefix("# TYPE ")).map(|l| l.split_whitespace().next().unwrap().to_string()).collect();
+        let listed: std::collections::BTreeSet<String> = METRICS.iter().map(|(n, ..)| n.to_string()).collect();
+        assert_eq!(exported, listed);
+        assert!(text.contains("chronik_partition_high_watermark{topic=\"m\",partition=\"0\"} 0"), "{text}");
+        node.shutdown().await.unwrap();
+    }
+
+    fn uuid_nil() -> uuid::Uuid {
+        uuid::Uuid::nil()
+    }
+}

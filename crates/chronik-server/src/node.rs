@@ -62,6 +62,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             auto_create_topics: config.kafka.auto_create_topics,
             num_partitions: config.kafka.num_partitions,
             default_replication_factor: config.kafka.default_replication_factor,
+            max_partitions: config.kafka.max_partitions,
             max_request_size: config.kafka.max_request_size as usize,
             topic_defaults: topic_defaults(&config),
         },

@@ -148,6 +148,7 @@ pub async fn create_partitions(b: &Arc<Broker>, req: &Request) -> anyhow::Result
                     format!("topic has {} partitions; the new count {} must be larger", info.partitions.len(), t.count),
                 ));
             }
+            b.check_partition_budget(t.count as u32 - info.partitions.len() as u32)?;
             if r.validate_only {
                 return Ok(());
             }
