@@ -145,6 +145,12 @@ impl Broker {
         self.spawn();
     }
 
+    /// Starts the broker again (after `kill9`) on the same data directory and ports.
+    pub fn start_again(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
     pub fn is_running(&mut self) -> bool {
         self.child.as_mut().is_some_and(|c| c.try_wait().unwrap().is_none())
     }
