@@ -2,7 +2,9 @@
 //! Each prints its figures as `key=value` lines; nothing here is a pass/fail test.
 
 mod disk;
+mod kafka;
 mod machine;
+mod raft;
 mod stats;
 mod wal;
 
@@ -20,10 +22,21 @@ enum Command {
     /// Raw disk (fdatasync per 1 MiB, 4 KiB write+fdatasync latency), then the WAL in `always`
     /// mode with 64 appenders over 8 logs; ends with `wal_vs_disk_ratio=`.
     Wal(wal::WalArgs),
+    /// The WAL (16 KiB, as above), then the same load through Raft into partition groups;
+    /// ends with `raft_vs_wal_ratio=`.
+    Raft(raft::RaftArgs),
+    /// 1,000 partitions in one standalone node: creation and restart time, memory, idle CPU.
+    Partitions(raft::PartitionsArgs),
+    /// The broker with librdkafka's rdkafka_performance: produce throughput, end-to-end latency
+    /// at half the peak rate, fetch of a 2 GB topic (scripts/bench-kafka.sh runs it).
+    Kafka(kafka::KafkaArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Wal(args) => wal::run(args),
+        Command::Raft(args) => raft::run(args),
+        Command::Partitions(args) => raft::partitions(args),
+        Command::Kafka(args) => kafka::run(args),
     }
 }

@@ -21,19 +21,19 @@ use crate::stats::Latencies;
 pub struct WalArgs {
     /// Directory on the disk to measure; created, and removed afterwards.
     #[arg(long, default_value = "chronik-bench-data")]
-    dir: PathBuf,
+    pub dir: PathBuf,
     /// Measured seconds per WAL run (after one second of warm-up).
     #[arg(long, default_value_t = 10)]
-    seconds: u64,
+    pub seconds: u64,
     #[arg(long, default_value_t = 64)]
-    appenders: usize,
+    pub appenders: usize,
     #[arg(long, default_value_t = 8)]
-    logs: usize,
+    pub logs: usize,
     /// Appends each appender keeps in flight.
     #[arg(long, default_value_t = 4)]
-    window: usize,
+    pub window: usize,
     #[arg(long, default_value_t = 128)]
-    segment_mib: u64,
+    pub segment_mib: u64,
 }
 
 pub struct WalRun {

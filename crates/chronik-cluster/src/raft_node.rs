@@ -183,6 +183,17 @@ impl PartitionGroup {
     }
 }
 
+/// A group whose only voter is this node needs no timers once it leads: no one to heartbeat,
+/// no election to time out. Stopping its ticks is what lets thousands of partitions idle.
+async fn quiet_if_alone<SM: openraft::storage::RaftStateMachine<TypeConfig>>(raft: &Raft<TypeConfig, SM>, me: NodeId) {
+    // The membership is known once the group has a leader (an alone voter elects itself at once).
+    let led = raft.wait(Some(Duration::from_secs(10))).metrics(|m| m.current_leader.is_some(), "a leader").await;
+    let voters: Vec<NodeId> = raft.voter_ids().collect();
+    if led.is_ok() && voters == [me] && raft.metrics().borrow_watched().state == ServerState::Leader {
+        raft.runtime_config().tick(false);
+    }
+}
+
 fn write_error(group: GroupId, e: RaftError<TypeConfig, ClientWriteError<TypeConfig>>) -> NodeError {
     match e {
         RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => NodeError::NotLeader { leader: f.leader_id },
@@ -291,6 +302,7 @@ impl RaftNode {
             _lock: lock,
         });
         node.bootstrap_metadata().await?;
+        quiet_if_alone(&node.meta, node.node_id).await;
         node.reconcile().await;
         let weak = Arc::downgrade(&node);
         let mut version = node.meta_version.clone();
@@ -467,6 +479,7 @@ impl RaftNode {
                 tracing::debug!(group, "partition group already initialized: {e}");
             }
         }
+        quiet_if_alone(&raft, self.node_id).await;
         Ok(Arc::new(PartitionGroup {
             topic: topic.name.clone(),
             topic_id: topic.id,

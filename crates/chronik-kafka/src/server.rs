@@ -15,7 +15,7 @@ use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::FuturesOrdered;
 use kafka_protocol::messages::ApiKey;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -61,44 +61,56 @@ pub async fn serve(listener: TcpListener, broker: Arc<Broker>, shutdown: impl Fu
     }
 }
 
-enum Read {
-    Frame(Bytes),
-    Eof,
-}
-
-async fn read_frame(r: &mut BufReader<tokio::net::tcp::OwnedReadHalf>, max: usize) -> std::io::Result<Read> {
-    let mut len = [0u8; 4];
-    match r.read_exact(&mut len).await {
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(Read::Eof),
-        Err(e) => return Err(e),
+/// Takes one complete frame (without its length prefix) off the front of `buf`, if there is one.
+/// Frames are cut from a buffer the connection owns, so a read interrupted by `select!` never
+/// loses bytes.
+fn next_frame(buf: &mut BytesMut, max: usize) -> std::io::Result<Option<Bytes>> {
+    if buf.len() < 4 {
+        return Ok(None);
     }
-    let len = i32::from_be_bytes(len);
+    let len = i32::from_be_bytes(buf[..4].try_into().unwrap());
     if len < 0 || len as usize > max {
         // Logged once per offending connection, which is then closed.
         tracing::warn!("closing connection: request of {len} bytes exceeds max_request_size ({max})");
         return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("request size {len} out of range")));
     }
-    // Grow the buffer as bytes arrive rather than trusting the announced size up front.
     let len = len as usize;
-    let mut buf = BytesMut::with_capacity(len.min(1 << 20));
-    while buf.len() < len {
-        buf.reserve((len - buf.len()).min(1 << 20));
-        let want = len - buf.len();
-        let n = (&mut *r).take(want as u64).read_buf(&mut buf).await?;
-        if n == 0 {
-            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "connection closed inside a request"));
-        }
+    if buf.len() < 4 + len {
+        // Make room for the rest as it arrives, 1 MiB at a time (never trusting the size up front).
+        buf.reserve((4 + len - buf.len()).min(1 << 20));
+        return Ok(None);
     }
-    Ok(Read::Frame(buf.freeze()))
+    let _ = buf.split_to(4);
+    Ok(Some(buf.split_to(len).freeze()))
 }
 
 async fn serve_connection(stream: TcpStream, broker: Arc<Broker>, mut stop: watch::Receiver<bool>) -> std::io::Result<()> {
-    let (rd, mut wr) = stream.into_split();
-    let mut rd = BufReader::with_capacity(64 * 1024, rd);
+    let (mut rd, mut wr) = stream.into_split();
+    let mut buf = BytesMut::with_capacity(64 * 1024);
     let mut in_flight: FuturesOrdered<BoxFuture<'static, Option<Bytes>>> = FuturesOrdered::new();
     let max = broker.config.max_request_size;
-    loop {
+    'serve: loop {
+        while in_flight.len() < MAX_IN_FLIGHT {
+            let Some(frame) = next_frame(&mut buf, max)? else { break };
+            let api_key = frame.get(0..2).and_then(|b| ApiKey::try_from(i16::from_be_bytes([b[0], b[1]])).ok());
+            if !matches!(api_key, Some(ApiKey::Produce | ApiKey::Fetch)) {
+                // Ordinary requests see the effects of everything before them.
+                while let Some(response) = in_flight.next().await {
+                    if let Some(bytes) = response {
+                        wr.write_all(&bytes).await?;
+                    }
+                }
+            }
+            match handlers::dispatch(&broker, frame).await {
+                Outcome::Response(b) => in_flight.push_back(Box::pin(async move { Some(b) })),
+                Outcome::Later(f) => in_flight.push_back(f),
+                Outcome::NoResponse => in_flight.push_back(Box::pin(async { None })),
+                Outcome::Close(reason) => {
+                    tracing::debug!("closing connection: {reason}");
+                    break 'serve;
+                }
+            }
+        }
         tokio::select! {
             biased;
             Some(response) = in_flight.next(), if !in_flight.is_empty() => {
@@ -107,28 +119,10 @@ async fn serve_connection(stream: TcpStream, broker: Arc<Broker>, mut stop: watc
                 }
             }
             _ = stop.changed() => break,
-            frame = read_frame(&mut rd, max), if in_flight.len() < MAX_IN_FLIGHT => {
-                let frame = match frame? {
-                    Read::Frame(f) => f,
-                    Read::Eof => break,
-                };
-                let api_key = frame.get(0..2).and_then(|b| ApiKey::try_from(i16::from_be_bytes([b[0], b[1]])).ok());
-                if !matches!(api_key, Some(ApiKey::Produce | ApiKey::Fetch)) {
-                    // Ordinary requests see the effects of everything before them.
-                    while let Some(response) = in_flight.next().await {
-                        if let Some(bytes) = response {
-                            wr.write_all(&bytes).await?;
-                        }
-                    }
-                }
-                match handlers::dispatch(&broker, frame).await {
-                    Outcome::Response(b) => in_flight.push_back(Box::pin(async move { Some(b) })),
-                    Outcome::Later(f) => in_flight.push_back(f),
-                    Outcome::NoResponse => in_flight.push_back(Box::pin(async { None })),
-                    Outcome::Close(reason) => {
-                        tracing::debug!("closing connection: {reason}");
-                        break;
-                    }
+            // `read_buf` is cancel-safe: the bytes are either in `buf` or still in the socket.
+            n = rd.read_buf(&mut buf), if in_flight.len() < MAX_IN_FLIGHT => {
+                if n? == 0 {
+                    break;
                 }
             }
         }

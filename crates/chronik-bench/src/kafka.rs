@@ -1,0 +1,186 @@
+//! The broker as Kafka clients see it, with librdkafka's `rdkafka_performance` as the load
+//! generator (built from the source that ships in the rdkafka-sys crate, see
+//! scripts/bench-kafka.sh), broker and load generator on this machine, raw-disk figures from
+//! the same run beside the results.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+
+use crate::stats::Latencies;
+
+#[derive(clap::Args)]
+pub struct KafkaArgs {
+    /// Directory on the disk to measure (the broker's data goes here); removed afterwards.
+    #[arg(long, default_value = "chronik-bench-data")]
+    dir: PathBuf,
+    /// The chronik-server binary (a release build).
+    #[arg(long, default_value = "target/release/chronik-server")]
+    server: PathBuf,
+    /// librdkafka's rdkafka_performance.
+    #[arg(long)]
+    perf: PathBuf,
+    /// 1 KiB messages in the produce throughput run.
+    #[arg(long, default_value_t = 3_000_000)]
+    produce_messages: u64,
+    /// Seconds of the latency run.
+    #[arg(long, default_value_t = 10)]
+    latency_seconds: u64,
+    /// Size of the topic read back in the fetch run.
+    #[arg(long, default_value_t = 2048)]
+    fetch_mib: u64,
+}
+
+struct Server {
+    child: Child,
+    bootstrap: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn start_server(args: &KafkaArgs) -> anyhow::Result<Server> {
+    let port = free_port();
+    let child = Command::new(&args.server)
+        .env("CHRONIK_DATA_DIR", args.dir.join("server"))
+        .env("CHRONIK_KAFKA_ADDR", format!("127.0.0.1:{port}"))
+        .env("CHRONIK_ADMIN_ADDR", format!("127.0.0.1:{}", free_port()))
+        .env("CHRONIK_NUM_PARTITIONS", "8")
+        .env("CHRONIK_WAL_SYNC_MODE", "always")
+        .env("CHRONIK_LOG_LEVEL", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .with_context(|| format!("starting {}", args.server.display()))?;
+    let server = Server { child, bootstrap: format!("127.0.0.1:{port}") };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(&server.bootstrap).is_err() {
+        anyhow::ensure!(Instant::now() < deadline, "the broker did not start listening");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(server)
+}
+
+fn perf(args: &KafkaArgs, server: &Server, extra: &[&str]) -> anyhow::Result<String> {
+    let out = Command::new(&args.perf)
+        .args(["-b", &server.bootstrap, "-q"])
+        .args(extra)
+        .output()
+        .with_context(|| format!("running {}", args.perf.display()))?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    anyhow::ensure!(out.status.success(), "rdkafka_performance {extra:?} failed:\n{text}");
+    Ok(text)
+}
+
+/// The number before `unit` on rdkafka_performance's summary line.
+fn figure(text: &str, unit: &str) -> Option<f64> {
+    let line = text.lines().rev().find(|l| l.starts_with('%') && l.contains(unit))?;
+    let before = &line[..line.find(unit)?];
+    before.split(|c: char| c == ' ' || c == '(').filter(|s| !s.is_empty()).last()?.parse().ok()
+}
+
+pub fn run(args: KafkaArgs) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.dir)?;
+    let result = run_in(&args);
+    let _ = std::fs::remove_dir_all(&args.dir);
+    result
+}
+
+fn run_in(args: &KafkaArgs) -> anyhow::Result<()> {
+    for (k, v) in crate::machine::describe(&args.dir) {
+        println!("{k}={v}");
+    }
+    let disk = crate::disk::fdatasync_per_mib_mbps(&args.dir, 256, 2)?;
+    println!("disk_fdatasync_per_1mib_mbps={disk:.0}");
+    let (p50, p99) = crate::disk::small_fdatasync_latency(&args.dir, 2000)?;
+    println!("disk_4k_fdatasync_p50_ms={p50:.3}");
+    println!("disk_4k_fdatasync_p99_ms={p99:.3}");
+
+    let server = start_server(args)?;
+    // Produce: one producer, 1 KiB records, acks=all, linger 5 ms, a topic of 8 partitions.
+    let n = args.produce_messages.to_string();
+    let out = perf(args, &server, &["-P", "-t", "produce8", "-s", "1024", "-a", "-1", "-X", "linger.ms=5", "-c", &n])?;
+    let produce_mbps = figure(&out, "MB/s").context(out.clone())?;
+    let produce_msgs = figure(&out, "msgs/s").context(out)?;
+    println!("produce_1k_acks_all_mbps={produce_mbps:.0}");
+    println!("produce_1k_acks_all_msgs_per_sec={produce_msgs:.0}");
+    println!("produce_vs_disk_ratio={:.2}", produce_mbps / disk);
+
+    // End-to-end latency at half the peak rate: the producer stamps each message, the consumer
+    // records the difference (same clock) per message.
+    let rate = ((produce_msgs / 2.0) as u64).max(1000);
+    let count = rate * args.latency_seconds;
+    perf(args, &server, &["-P", "-t", "latency", "-s", "1024", "-a", "-1", "-c", "1"])?; // creates the topic
+    let lat_file = args.dir.join("latency.txt");
+    let mut consumer_args: Vec<String> = ["-C", "-l", "-t", "latency", "-o", "end", "-c", &count.to_string()].map(String::from).to_vec();
+    for p in 0..8 {
+        consumer_args.extend(["-p".to_string(), p.to_string()]);
+    }
+    consumer_args.extend(["-A".to_string(), lat_file.display().to_string(), "-b".into(), server.bootstrap.clone(), "-q".into()]);
+    let mut consumer = Command::new(&args.perf).args(&consumer_args).stdout(Stdio::null()).stderr(Stdio::null()).spawn()?;
+    std::thread::sleep(Duration::from_secs(2));
+    perf(args, &server, &[
+        "-P", "-l", "-t", "latency", "-s", "1024", "-a", "-1", "-X", "linger.ms=5", "-r", &rate.to_string(), "-c", &count.to_string(),
+    ])?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while consumer.try_wait()?.is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = consumer.kill();
+    let mut lat = Latencies::default();
+    for line in std::fs::read_to_string(&lat_file).unwrap_or_default().lines() {
+        if let Ok(us) = line.trim().parse::<u64>() {
+            lat.push(us);
+        }
+    }
+    println!("e2e_latency_rate_msgs_per_sec={rate}");
+    println!("e2e_latency_samples={}", lat_len(&lat_file));
+    println!("e2e_latency_p50_ms={:.3}", lat.percentile_ms(50.0));
+    println!("e2e_latency_p99_ms={:.3}", lat.percentile_ms(99.0));
+
+    // Fetch: fill one partition with about fetch_mib of 1 KiB records, then read it all back
+    // from the beginning with one consumer.
+    let fetch_count = (args.fetch_mib << 20) / 1024;
+    perf(args, &server, &[
+        "-P", "-t", "fetch", "-p", "0", "-s", "1024", "-a", "1", "-X", "linger.ms=20", "-X", "batch.size=1000000", "-c", &fetch_count.to_string(),
+    ])?;
+    for (label, extra) in [("default", vec![]), ("max_fetch_16mib", vec!["-X", "fetch.message.max.bytes=16777216", "-X", "fetch.max.bytes=67108864"])] {
+        let mut a = vec!["-C", "-t", "fetch", "-p", "0", "-o", "beginning"];
+        let c = fetch_count.to_string();
+        a.extend(["-c", &c]);
+        a.extend(extra);
+        let out = perf(args, &server, &a)?;
+        let mbps = figure(&out, "MB/s)").context(out)?;
+        println!("fetch_{}mib_{label}_mbps={mbps:.0}", args.fetch_mib);
+    }
+    Ok(())
+}
+
+fn lat_len(p: &Path) -> usize {
+    std::fs::read_to_string(p).map(|s| s.lines().count()).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::figure;
+
+    #[test]
+    fn parses_rdkafka_performance_summaries() {
+        let produced = "% 3000000 messages produced (3072000000 bytes), 3000000 delivered (offset 0, 0 failed) in 9000ms: 333333 msgs/s and 341.33 MB/s, 0 produce failures, 0 in queue, no compression";
+        assert_eq!(figure(produced, "MB/s"), Some(341.33));
+        assert_eq!(figure(produced, "msgs/s"), Some(333333.0));
+        let consumed = "% 2097152 messages (2147483648 bytes) consumed in 1500ms: 1398101 msgs/s (1431.66 MB/s)";
+        assert_eq!(figure(consumed, "MB/s)"), Some(1431.66));
+    }
+}
