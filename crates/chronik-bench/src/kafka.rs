@@ -118,10 +118,15 @@ fn run_in(args: &KafkaArgs) -> anyhow::Result<()> {
     println!("produce_vs_disk_ratio={:.2}", produce_mbps / disk);
 
     // End-to-end latency at half the peak rate: the producer stamps each message, the consumer
-    // records the difference (same clock) per message.
-    let rate = ((produce_msgs / 2.0) as u64).max(1000);
-    let count = rate * args.latency_seconds;
+    // records the difference (same clock) per message. Both runs use linger.ms=1: with the 5 ms
+    // linger of the throughput run the producer alone would hold a median message ~2.5 ms.
     perf(args, &server, &["-P", "-t", "latency", "-s", "1024", "-a", "-1", "-c", "1"])?; // creates the topic
+    let peak_count = (args.produce_messages / 3).max(100_000).to_string();
+    let out = perf(args, &server, &["-P", "-t", "latency", "-s", "1024", "-a", "-1", "-X", "linger.ms=1", "-c", &peak_count])?;
+    let peak_linger1 = figure(&out, "msgs/s").context(out)?;
+    println!("produce_1k_linger1_msgs_per_sec={peak_linger1:.0}");
+    let rate = ((peak_linger1 / 2.0) as u64).max(1000);
+    let count = rate * args.latency_seconds;
     let lat_file = args.dir.join("latency.txt");
     let mut consumer_args: Vec<String> = ["-C", "-l", "-t", "latency", "-o", "end", "-c", &count.to_string()].map(String::from).to_vec();
     for p in 0..8 {
@@ -131,7 +136,7 @@ fn run_in(args: &KafkaArgs) -> anyhow::Result<()> {
     let mut consumer = Command::new(&args.perf).args(&consumer_args).stdout(Stdio::null()).stderr(Stdio::null()).spawn()?;
     std::thread::sleep(Duration::from_secs(2));
     perf(args, &server, &[
-        "-P", "-l", "-t", "latency", "-s", "1024", "-a", "-1", "-X", "linger.ms=5", "-r", &rate.to_string(), "-c", &count.to_string(),
+        "-P", "-l", "-t", "latency", "-s", "1024", "-a", "-1", "-X", "linger.ms=1", "-r", &rate.to_string(), "-c", &count.to_string(),
     ])?;
     let deadline = Instant::now() + Duration::from_secs(60);
     while consumer.try_wait()?.is_none() && Instant::now() < deadline {

@@ -112,7 +112,8 @@ async fn raft_throughput(args: &RaftArgs) -> anyhow::Result<(f64, Latencies)> {
     let node = RaftNode::start(node_options(&dir, args.wal.segment_mib)).await?;
     // Retention keeps about 32 MiB per partition, so WAL segments are recycled as in a broker
     // that has been running for a while (the WAL figure is measured the same way).
-    let retention = [("retention.bytes".to_string(), (32u64 << 20).to_string())].into();
+    let retention =
+        if args.wal.no_retention { Default::default() } else { [("retention.bytes".to_string(), (32u64 << 20).to_string())].into() };
     create_topic_with(&node, "bench", args.partitions, retention).await?;
     let retention_node = node.clone();
     let retention_task = tokio::spawn(async move {

@@ -34,6 +34,9 @@ pub struct WalArgs {
     pub window: usize,
     #[arg(long, default_value_t = 128)]
     pub segment_mib: u64,
+    /// Never purge: every segment is new (fresh ingest) instead of recycled (steady state).
+    #[arg(long)]
+    pub no_retention: bool,
 }
 
 pub struct WalRun {
@@ -56,8 +59,12 @@ fn run_in(args: &WalArgs) -> anyhow::Result<()> {
         println!("{k}={v}");
     }
     println!(
-        "wal_config=appenders:{} logs:{} window:{} segment_mib:{} sync:always",
-        args.appenders, args.logs, args.window, args.segment_mib
+        "wal_config=appenders:{} logs:{} window:{} segment_mib:{} sync:always segments:{}",
+        args.appenders,
+        args.logs,
+        args.window,
+        args.segment_mib,
+        if args.no_retention { "new (fresh ingest, no purge)" } else { "recycled (purged like retention)" }
     );
     let disk = crate::disk::fdatasync_per_mib_mbps(&args.dir, 256, 2)?;
     println!("disk_fdatasync_per_1mib_mbps={disk:.0}");
@@ -121,6 +128,7 @@ async fn drive(args: &WalArgs, wal: Arc<Wal>, payload_len: usize) -> anyhow::Res
     for log in 0..args.logs as u64 {
         let (tx, rx) = mpsc::unbounded_channel::<Submit>();
         senders.push(tx);
+        let keep = if args.no_retention { u64::MAX / 4 } else { keep };
         tokio::spawn(log_driver(wal.clone(), log, rx, payload.clone(), keep));
     }
     let measuring = Arc::new(AtomicBool::new(false));

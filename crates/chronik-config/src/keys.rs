@@ -85,7 +85,7 @@ pub const KEYS: &[Key] = &[
         "`always`: a write counts as durable only after an fdatasync covering it (shared by all concurrent writes). `periodic`: durable once written to the OS, with an fdatasync every `wal_sync_interval_ms` (a power loss can lose that window; a process crash loses nothing).",
     ),
     key("cluster.storage.wal_sync_interval_ms", Kind::Int, "fdatasync interval in `periodic` mode."),
-    key("cluster.storage.wal_segment_size", Kind::Int, "Size of each WAL segment file, in bytes (64 KiB to 2 GiB); segments are pre-written before use."),
+    key("cluster.storage.wal_segment_size", Kind::Int, "Size of each WAL segment file, in bytes (64 KiB to 2 GiB); segments are preallocated (or recycled) before use."),
 ];
 
 pub fn find(path: &str) -> Option<&'static Key> {

@@ -135,3 +135,35 @@ async fn serve_connection(stream: TcpStream, broker: Arc<Broker>, mut stop: watc
     }
     wr.shutdown().await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn framed(body: &[u8]) -> Vec<u8> {
+        let mut v = (body.len() as i32).to_be_bytes().to_vec();
+        v.extend_from_slice(body);
+        v
+    }
+
+    #[test]
+    fn frames_are_cut_only_when_complete() {
+        let two = [framed(b"first"), framed(b"second!")].concat();
+        // Bytes arriving one at a time: each frame comes out exactly once, whole, in order.
+        let mut buf = BytesMut::new();
+        let mut out = Vec::new();
+        for b in &two {
+            buf.extend_from_slice(&[*b]);
+            while let Some(f) = next_frame(&mut buf, 100).unwrap() {
+                out.push(f);
+            }
+        }
+        assert_eq!(out, vec![Bytes::from_static(b"first"), Bytes::from_static(b"second!")]);
+        assert!(buf.is_empty());
+        // Oversized and negative lengths are refused before any body is read.
+        for bad in [framed(&[0u8; 101]), (-1i32).to_be_bytes().to_vec()] {
+            let mut buf = BytesMut::from(&bad[..4]);
+            assert!(next_frame(&mut buf, 100).is_err());
+        }
+    }
+}

@@ -17,7 +17,7 @@ pub const METRICS: &[(&str, &str, &str)] = &[
     ("chronik_wal_sync_rounds", "counter", "Group-commit fdatasync rounds since start."),
     ("chronik_wal_sync_seconds", "counter", "Time spent in fdatasync rounds since start."),
     ("chronik_wal_segments", "gauge", "WAL segments holding the log, the active one included."),
-    ("chronik_wal_spare_segments", "gauge", "Pre-written segments ready for use."),
+    ("chronik_wal_spare_segments", "gauge", "Preallocated segments ready for use."),
     ("chronik_wal_segments_retired", "counter", "Segments retired by WAL garbage collection since start."),
     ("chronik_partitions", "gauge", "Partition replicas on this node."),
     ("chronik_partition_leader", "gauge", "1 when this node leads the partition."),

@@ -5,7 +5,8 @@
 //! - Appends from many groups and many callers share fdatasync rounds (group commit). An append
 //!   is readable when [`Wal::append`] returns and reported durable later through its callback,
 //!   in append order.
-//! - Segment files are pre-written (or recycled) before use, so appends never grow a file.
+//! - Segment files are preallocated (recycled when possible) before use, so appends never grow a
+//!   file or allocate blocks.
 //! - Recovery keeps exactly the valid prefix; damage inside a sealed segment is an error that
 //!   names the file and byte offset.
 

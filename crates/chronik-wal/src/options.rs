@@ -16,7 +16,7 @@ pub enum SyncMode {
 
 #[derive(Debug, Clone)]
 pub struct WalOptions {
-    /// Size of each segment file, pre-written before use.
+    /// Size of each segment file, preallocated before use.
     pub segment_size: u64,
     pub sync_mode: SyncMode,
     /// Segments kept prepared ahead of the active one, so a roll never waits for the disk.

@@ -106,7 +106,7 @@ pub fn recover(listing: &DirListing, writable: bool) -> Result<Recovered> {
                     return Err(corrupt(path, offset, format!("{reason} inside a sealed segment")));
                 }
                 Err(reason) => {
-                    // Zeros after the last record are the never-written rest of a pre-written
+                    // Zeros after the last record are the never-written rest of a preallocated
                     // segment. Anything else is a write the crash cut short, or bytes left from a
                     // recycled segment's previous life; either way not part of the log.
                     if reason != RecordError::Zeroes {

@@ -1,4 +1,4 @@
-//! One segment file: a fixed-size, pre-written file with a header, records, and (once sealed)
+//! One segment file: a fixed-size, preallocated file with a header, records, and (once sealed)
 //! a footer naming where its records end. Reads go through a read-only shared mapping of the whole
 //! file; writes go through `pwritev`, which the mapping sees at once (one page cache).
 
@@ -236,19 +236,30 @@ fn write_all_vectored_at(file: &File, bufs: &[IoSlice<'_>], mut offset: u64) -> 
     Ok(())
 }
 
-/// Creates a new segment by writing zeros over its full size, so that later appends never
-/// allocate blocks or change file metadata (DESIGN.md section 3: about twice the durable
-/// throughput of appending to a growing file). Durable before it returns.
-pub fn create_prewritten(dir: &Path, seq: u64, size: u64) -> Result<PathBuf> {
+/// Creates a new segment with all its blocks allocated up front (`fallocate`), so appends never
+/// grow the file or allocate blocks. Durable before it returns.
+///
+/// Recycled segments (see [`recycle`]) are better still: their blocks are already written, so
+/// an fdatasync carries no extent changes. Zero-filling new segments instead was measured and
+/// rejected: it doubles the disk writes of fresh ingest (docs/BENCHMARKS.md, "Segment
+/// preparation"). Where `fallocate` is unsupported the segment is zero-filled.
+pub fn create_preallocated(dir: &Path, seq: u64, size: u64) -> Result<PathBuf> {
     let tmp = dir.join(format!("{}.tmp", segment_file_name(seq)));
     let result = (|| -> std::io::Result<()> {
         let file = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&tmp)?;
-        let zeros = vec![0u8; 1 << 20];
-        let mut written = 0u64;
-        while written < size {
-            let n = (size - written).min(zeros.len() as u64) as usize;
-            file.write_all_at(&zeros[..n], written)?;
-            written += n as u64;
+        // SAFETY: fallocate on an open descriptor we own.
+        if unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, size as libc::off_t) } != 0 {
+            let err = std::io::Error::last_os_error();
+            if err.raw_os_error() != Some(libc::EOPNOTSUPP) {
+                return Err(err);
+            }
+            let zeros = vec![0u8; 1 << 20];
+            let mut written = 0u64;
+            while written < size {
+                let n = (size - written).min(zeros.len() as u64) as usize;
+                file.write_all_at(&zeros[..n], written)?;
+                written += n as u64;
+            }
         }
         file.write_all_at(&encode_header(seq, size), 0)?;
         file.sync_all()?;
@@ -312,7 +323,7 @@ mod tests {
     #[test]
     fn recycled_segment_hides_old_records() {
         let dir = tempfile::tempdir().unwrap();
-        let path = create_prewritten(dir.path(), 1, MIN_SEGMENT_SIZE).unwrap();
+        let path = create_preallocated(dir.path(), 1, MIN_SEGMENT_SIZE).unwrap();
         let seg = Segment::open(&path, true).unwrap();
         let h = RecordHeader {
             record_type: crate::record::RecordType::Entry,

@@ -451,6 +451,6 @@ pub(crate) fn prepare_segment(dir: &Path, retired: &mut Vec<PathBuf>, seq: u64, 
         let path = segment::recycle(&old, dir, seq)?;
         return Segment::open(&path, true);
     }
-    let path = segment::create_prewritten(dir, seq, size)?;
+    let path = segment::create_preallocated(dir, seq, size)?;
     Segment::open(&path, true)
 }

@@ -44,7 +44,7 @@ fn torn_last_record_at_every_byte_keeps_exactly_the_valid_prefix() {
         crash_image(&base.path().join("image"), dir.path());
         let seg = dir.path().join(active.file_name().unwrap());
         let mut bytes = pristine.clone();
-        // Bytes of the last record after `cut` never reached the disk (pre-written zeros).
+        // Bytes of the last record after `cut` never reached the disk (they read as zeros).
         bytes[last.start + cut..last.end].fill(0);
         std::fs::write(&seg, &bytes).unwrap();
         let (wal, report) = Wal::open(dir.path(), small_opts()).unwrap_or_else(|e| panic!("cut at {cut}: {e}"));
