@@ -32,6 +32,9 @@ pub struct KafkaArgs {
     /// Size of the topic read back in the fetch run.
     #[arg(long, default_value_t = 2048)]
     fetch_mib: u64,
+    /// GiB of memory to touch before starting (see machine::prewarm_memory); 0 skips it.
+    #[arg(long, default_value_t = 0)]
+    prewarm_memory_gib: u64,
 }
 
 struct Server {
@@ -101,6 +104,11 @@ fn run_in(args: &KafkaArgs) -> anyhow::Result<()> {
     for (k, v) in crate::machine::describe(&args.dir) {
         println!("{k}={v}");
     }
+    if args.prewarm_memory_gib > 0 {
+        let secs = crate::machine::prewarm_memory(args.prewarm_memory_gib);
+        println!("memory_prewarmed_gib={}", args.prewarm_memory_gib);
+        println!("memory_prewarm_seconds={secs:.1}");
+    }
     let disk = crate::disk::fdatasync_per_mib_mbps(&args.dir, 256, 2)?;
     println!("disk_fdatasync_per_1mib_mbps={disk:.0}");
     let (p50, p99) = crate::disk::small_fdatasync_latency(&args.dir, 2000)?;
@@ -117,32 +125,29 @@ fn run_in(args: &KafkaArgs) -> anyhow::Result<()> {
     println!("produce_1k_acks_all_msgs_per_sec={produce_msgs:.0}");
     println!("produce_vs_disk_ratio={:.2}", produce_mbps / disk);
 
-    // End-to-end latency at half the peak rate: the producer stamps each message, the consumer
-    // records the difference (same clock) per message. Both runs use linger.ms=1: with the 5 ms
-    // linger of the throughput run the producer alone would hold a median message ~2.5 ms.
+    // End-to-end latency at half the peak rate. Broker, producer and consumer share this
+    // machine's two cores, so the peak is that of the whole pipeline: one producer and one
+    // consumer running together (the consumer's rate, counted from its first message), both in
+    // latency mode as in the measured run, which costs them CPU. Both runs use linger.ms=1: with the 5 ms linger of the throughput run the producer alone would
+    // hold a median message ~2.5 ms. In the latency run the producer stamps each message and
+    // the consumer records the difference (same clock) per message.
     perf(args, &server, &["-P", "-t", "latency", "-s", "1024", "-a", "-1", "-c", "1"])?; // creates the topic
     let peak_count = (args.produce_messages / 3).max(100_000).to_string();
-    let out = perf(args, &server, &["-P", "-t", "latency", "-s", "1024", "-a", "-1", "-X", "linger.ms=1", "-c", &peak_count])?;
-    let peak_linger1 = figure(&out, "msgs/s").context(out)?;
-    println!("produce_1k_linger1_msgs_per_sec={peak_linger1:.0}");
-    let rate = ((peak_linger1 / 2.0) as u64).max(1000);
-    let count = rate * args.latency_seconds;
+    let consumer = spawn_consumer(args, &server, &peak_count, &args.dir.join("peak-latency.txt"))?;
+    let out = perf(args, &server, &["-P", "-l", "-t", "latency", "-s", "1024", "-a", "-1", "-X", "linger.ms=1", "-c", &peak_count])?;
+    let producer_peak = figure(&out, "msgs/s").context(out)?;
+    let out = wait_consumer(consumer)?;
+    let pipeline_peak = figure(&out, "msgs/s").context(out)?.min(producer_peak);
+    println!("produce_1k_linger1_msgs_per_sec={producer_peak:.0}");
+    println!("pipeline_1k_linger1_msgs_per_sec={pipeline_peak:.0}");
+    let rate = ((pipeline_peak / 2.0) as u64).max(1000);
+    let count = (rate * args.latency_seconds).to_string();
     let lat_file = args.dir.join("latency.txt");
-    let mut consumer_args: Vec<String> = ["-C", "-l", "-t", "latency", "-o", "end", "-c", &count.to_string()].map(String::from).to_vec();
-    for p in 0..8 {
-        consumer_args.extend(["-p".to_string(), p.to_string()]);
-    }
-    consumer_args.extend(["-A".to_string(), lat_file.display().to_string(), "-b".into(), server.bootstrap.clone(), "-q".into()]);
-    let mut consumer = Command::new(&args.perf).args(&consumer_args).stdout(Stdio::null()).stderr(Stdio::null()).spawn()?;
-    std::thread::sleep(Duration::from_secs(2));
+    let consumer = spawn_consumer(args, &server, &count, &lat_file)?;
     perf(args, &server, &[
-        "-P", "-l", "-t", "latency", "-s", "1024", "-a", "-1", "-X", "linger.ms=1", "-r", &rate.to_string(), "-c", &count.to_string(),
+        "-P", "-l", "-t", "latency", "-s", "1024", "-a", "-1", "-X", "linger.ms=1", "-r", &rate.to_string(), "-c", &count,
     ])?;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while consumer.try_wait()?.is_none() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let _ = consumer.kill();
+    wait_consumer(consumer)?;
     let mut lat = Latencies::default();
     for line in std::fs::read_to_string(&lat_file).unwrap_or_default().lines() {
         if let Ok(us) = line.trim().parse::<u64>() {
@@ -170,6 +175,31 @@ fn run_in(args: &KafkaArgs) -> anyhow::Result<()> {
         println!("fetch_{}mib_{label}_mbps={mbps:.0}", args.fetch_mib);
     }
     Ok(())
+}
+
+/// Starts a consumer of all 8 partitions of `latency` from the end, for `count` messages, in
+/// latency mode (one line per message in `latency_file`), and waits until it has joined.
+fn spawn_consumer(args: &KafkaArgs, server: &Server, count: &str, latency_file: &Path) -> anyhow::Result<Child> {
+    let mut cmd = Command::new(&args.perf);
+    cmd.args(["-C", "-t", "latency", "-o", "end", "-c", count, "-b", &server.bootstrap, "-q"]);
+    for p in 0..8 {
+        cmd.args(["-p", &p.to_string()]);
+    }
+    cmd.arg("-l").arg("-A").arg(latency_file);
+    let child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().with_context(|| format!("running {}", args.perf.display()))?;
+    std::thread::sleep(Duration::from_secs(2));
+    Ok(child)
+}
+
+/// Waits (at most a minute) for a consumer to finish; returns its output.
+fn wait_consumer(mut child: Child) -> anyhow::Result<String> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait()?.is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let out = child.wait_with_output()?;
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
 }
 
 fn lat_len(p: &Path) -> usize {

@@ -37,3 +37,27 @@ fn filesystem_of(dir: &Path) -> String {
         .map(|(_, s)| s)
         .unwrap_or_else(|| "unknown".into())
 }
+
+/// Writes to `gib` GiB of fresh memory, then frees it; returns the seconds that took.
+///
+/// On a virtual machine whose memory the host backs lazily (as here), the first write to each
+/// guest page traps to the host: measured here at about 3 s of system time per GiB. The page
+/// cache of a broker writing at hundreds of MB/s keeps reaching for untouched pages, and that
+/// cost lands inside its `pwritev` calls. Touching the memory first measures the broker rather
+/// than the hypervisor's first-touch cost; both figures are in docs/BENCHMARKS.md.
+pub fn prewarm_memory(gib: u64) -> f64 {
+    let started = std::time::Instant::now();
+    let mut chunks = Vec::new();
+    for _ in 0..gib {
+        let mut chunk = Vec::<u8>::with_capacity(1 << 30);
+        // SAFETY: u8 has no invalid bit patterns; every byte is written before the Vec is read.
+        unsafe { chunk.set_len(1 << 30) };
+        for page in chunk.chunks_mut(4096) {
+            page[0] = 1;
+        }
+        std::hint::black_box(&chunk);
+        chunks.push(chunk);
+    }
+    drop(chunks);
+    started.elapsed().as_secs_f64()
+}

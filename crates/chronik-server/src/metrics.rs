@@ -1,7 +1,6 @@
 //! Prometheus metrics, read from the node at scrape time. [`METRICS`] is the one list of what
 //! is exported; docs/METRICS.md is generated from it and a test checks both against a scrape.
 
-use std::fmt::Write;
 
 use chronik_cluster::raft_node::RaftNode;
 use prometheus_client::encoding::text::encode;
@@ -83,8 +82,10 @@ pub fn render(node: &RaftNode) -> Result<String, std::fmt::Error> {
     Ok(out)
 }
 
-/// The metrics table of docs/METRICS.md.
-pub fn reference_markdown() -> String {
+/// The metrics table of docs/METRICS.md (generated and checked by the test below).
+#[cfg(test)]
+fn reference_markdown() -> String {
+    use std::fmt::Write;
     let mut out = String::from("| metric | type | meaning |\n|---|---|---|\n");
     for (name, kind, help) in METRICS {
         let shown = if *kind == "counter" { format!("{name}_total") } else { name.to_string() };

@@ -45,26 +45,22 @@ fn retirement_candidate(inner: &Inner) -> Option<Arc<Segment>> {
 /// the decision and the copy) and waits until the copies are durable. Returns false when too much
 /// of the segment is still live to be worth copying.
 fn copy_forward(inner: &Inner, oldest: &Arc<Segment>) -> Result<bool> {
-    let mut w = inner.writer.lock();
-    let mut carry = Vec::new();
-    let mut live_bytes = 0u64;
-    let groups = inner.groups.read().clone();
-    // Entries: walk the segment's records; an entry is live if its group's index still points
-    // here (a purged, truncated or already-copied entry points elsewhere or nowhere).
-    let mut offset = oldest.records_start();
-    let end = oldest.seal().map_or(oldest.records_limit(), |s| s.end);
-    while offset < end {
-        let Some(header) = RecordHeader::decode_unchecked(&oldest.bytes()[offset as usize..]) else { break };
-        if matches!(header.record_type, RecordType::Entry | RecordType::EntryRewrite) {
-            let loc = Loc { segment: oldest.seq, offset };
-            let live = groups.get(&header.group).is_some_and(|h| h.read().get(header.index) == Some(loc));
-            if live {
-                live_bytes += header.total_len() as u64;
-                carry.push(Carry::Entry { header, loc });
-            }
-        }
-        offset += header.total_len() as u64;
+    // A retired-to-be segment is sealed, and its entries only ever die (purged, truncated,
+    // dropped), never come back to life. So a scan without the writer lock that finds too much
+    // live can only overestimate, and deciding on it keeps appends from waiting behind a scan of
+    // a whole segment; the verdict stands until something dies.
+    let changes = inner.liveness_changes.load(Ordering::Acquire);
+    if *inner.gc_too_live.lock() == Some((oldest.seq, changes)) {
+        return Ok(false);
     }
+    let max_live = inner.opts.gc_rewrite_max_live_fraction * oldest.size as f64;
+    if live_entries(inner, oldest).1 as f64 > max_live {
+        *inner.gc_too_live.lock() = Some((oldest.seq, changes));
+        return Ok(false);
+    }
+    let mut w = inner.writer.lock();
+    let groups = inner.groups.read().clone();
+    let (mut carry, live_bytes) = live_entries(inner, oldest);
     for (group, handle) in &groups {
         let group = *group;
         let g = handle.read();
@@ -79,7 +75,7 @@ fn copy_forward(inner: &Inner, oldest: &Arc<Segment>) -> Result<bool> {
             }
         }
     }
-    if live_bytes as f64 > inner.opts.gc_rewrite_max_live_fraction * oldest.size as f64 {
+    if live_bytes as f64 > max_live {
         return Ok(false);
     }
     if carry.is_empty() {
@@ -135,6 +131,29 @@ fn copy_forward(inner: &Inner, oldest: &Arc<Segment>) -> Result<bool> {
     }
     inner.wait_for(&rx)?;
     Ok(true)
+}
+
+/// The entries of `oldest` that are still live, and their total size. An entry is live if its
+/// group's index still points at it (a purged, truncated or already-copied entry points
+/// elsewhere or nowhere).
+fn live_entries(inner: &Inner, oldest: &Segment) -> (Vec<Carry>, u64) {
+    let groups = inner.groups.read().clone();
+    let mut carry = Vec::new();
+    let mut live_bytes = 0u64;
+    let mut offset = oldest.records_start();
+    let end = oldest.seal().map_or(oldest.records_limit(), |s| s.end);
+    while offset < end {
+        let Some(header) = RecordHeader::decode_unchecked(&oldest.bytes()[offset as usize..]) else { break };
+        if matches!(header.record_type, RecordType::Entry | RecordType::EntryRewrite) {
+            let loc = Loc { segment: oldest.seq, offset };
+            if groups.get(&header.group).is_some_and(|h| h.read().get(header.index) == Some(loc)) {
+                live_bytes += header.total_len() as u64;
+                carry.push(Carry::Entry { header, loc });
+            }
+        }
+        offset += header.total_len() as u64;
+    }
+    (carry, live_bytes)
 }
 
 fn retire(inner: &Inner, oldest: Arc<Segment>) -> Result<()> {
