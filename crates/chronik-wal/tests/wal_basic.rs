@@ -125,6 +125,27 @@ fn garbage_collection_retires_purged_segments_and_keeps_state() {
     assert_entries(&wal, 1, 391, 699, 2000);
 }
 
+/// The collector remembers that the oldest segment was too live to retire; that verdict must
+/// not outlive a purge (or a truncation) that kills its entries.
+#[test]
+fn segment_found_too_live_is_retired_once_purged() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = open(dir.path());
+    append_durable(&wal, 1, 1..401, 2000); // ~3 segments, all live
+    assert_eq!(wal.collect_garbage().unwrap(), 0, "nothing may be retired while everything is live");
+    assert_eq!(wal.collect_garbage().unwrap(), 0, "the remembered verdict still holds");
+    let live_before = wal.stats().live_segments;
+    wal.truncate_from(1, 300).unwrap(); // kills entries in later segments only
+    assert_eq!(wal.collect_garbage().unwrap(), 0, "the oldest segment is still fully live");
+    wal.purge(1, pos(250)).unwrap();
+    wal.sync().unwrap();
+    wal.collect_garbage().unwrap();
+    let stats = wal.stats();
+    assert!(stats.live_segments < live_before, "purged segments stay: {} of {live_before}", stats.live_segments);
+    assert!(stats.segments_retired >= 1);
+    assert_entries(&wal, 1, 251, 299, 2000);
+}
+
 #[test]
 fn dropped_group_is_forgotten() {
     let dir = tempfile::tempdir().unwrap();
