@@ -1,7 +1,6 @@
 //! Prometheus metrics, read from the node at scrape time. [`METRICS`] is the one list of what
 //! is exported; docs/METRICS.md is generated from it and a test checks both against a scrape.
 
-
 use chronik_cluster::raft_node::RaftNode;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -42,7 +41,8 @@ pub fn render(node: &RaftNode) -> Result<String, std::fmt::Error> {
         g.set(v);
         g
     };
-    let help = |name: &str| METRICS.iter().find(|(n, ..)| *n == name).map_or("", |(_, _, h)| *h);
+    // prometheus-client ends every help text with a full stop of its own.
+    let help = |name: &str| METRICS.iter().find(|(n, ..)| *n == name).map_or("", |(_, _, h)| h.trim_end_matches('.'));
     registry.register("chronik_wal_bytes_written", help("chronik_wal_bytes_written"), counter(w.bytes_written));
     registry.register("chronik_wal_records_written", help("chronik_wal_records_written"), counter(w.records_written));
     registry.register("chronik_wal_sync_rounds", help("chronik_wal_sync_rounds"), counter(w.sync_rounds));
