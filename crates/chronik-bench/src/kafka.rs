@@ -105,7 +105,7 @@ fn run_perf(mut cmd: Command, args: &KafkaArgs, server: &Server, extra: &[&str])
 fn figure(text: &str, unit: &str) -> Option<f64> {
     let line = text.lines().rev().find(|l| l.starts_with('%') && l.contains(unit))?;
     let before = &line[..line.find(unit)?];
-    before.split(|c: char| c == ' ' || c == '(').filter(|s| !s.is_empty()).last()?.parse().ok()
+    before.split([' ', '(']).rfind(|s| !s.is_empty())?.parse().ok()
 }
 
 pub fn run(args: KafkaArgs) -> anyhow::Result<()> {
