@@ -121,7 +121,7 @@ impl OffsetIndex {
         Some((found, end))
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = &EntryOffsets> {
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = &EntryOffsets> {
         self.entries.iter()
     }
 }

@@ -12,6 +12,7 @@ use parking_lot::RwLock;
 use tokio::sync::watch;
 
 use crate::batch;
+use crate::retention;
 use crate::codec;
 use crate::offsets::{EntryOffsets, OffsetIndex};
 use crate::types::GroupId;
@@ -192,9 +193,17 @@ impl PartitionLog {
         Ok(self.wal.read(self.group, raft_index)?.and_then(|v| codec::stored_records(&v)))
     }
 
-    /// Committed entries, oldest first (for retention decisions).
-    pub fn committed_entries(&self) -> Vec<EntryOffsets> {
+    /// Where retention would move the log start (see [`retention::plan`]), decided under the
+    /// index's read lock without copying it: only the entries it drops are visited, plus the
+    /// few below the log start and above the high watermark.
+    pub fn retention_plan(&self, now_ms: i64, retention_ms: i64, retention_bytes: i64) -> Option<u64> {
         let hw = self.high_watermark();
-        self.index.read().iter().take_while(|e| e.last_offset < hw).copied().collect()
+        let start = self.log_start_offset();
+        let index = self.index.read();
+        let below_start: u64 = index.iter().take_while(|e| e.last_offset < start).map(|e| e.bytes).sum();
+        let uncommitted: u64 = index.iter().rev().take_while(|e| e.last_offset >= hw).map(|e| e.bytes).sum();
+        let live_bytes = index.bytes().saturating_sub(below_start + uncommitted);
+        let committed = index.iter().take_while(|e| e.last_offset < hw);
+        retention::plan(committed, live_bytes, now_ms, retention_ms, retention_bytes, start)
     }
 }

@@ -27,7 +27,6 @@ use crate::network::NetworkFactory;
 use crate::idempotence::IdempotenceGuard;
 use crate::partition_log::PartitionLog;
 use crate::raft_storage::LogStore;
-use crate::retention;
 use crate::state_machine::{MetadataStateMachine, PartitionStateMachine};
 use crate::topic_config::{TopicDefaults, TopicSettings};
 use crate::types::{Command, GroupId, NodeId, Response, TypeConfig};
@@ -515,9 +514,7 @@ impl RaftNode {
                 else {
                     continue;
                 };
-                let entries = g.log.committed_entries();
-                let start = g.log.log_start_offset();
-                if let Some(new_start) = retention::plan(&entries, now_ms, settings.retention_ms, settings.retention_bytes, start) {
+                if let Some(new_start) = g.log.retention_plan(now_ms, settings.retention_ms, settings.retention_bytes) {
                     match g.advance_log_start(new_start).await {
                         Ok(s) => moved.push((g.topic.clone(), g.partition, s)),
                         Err(e) => tracing::warn!(topic = %g.topic, partition = g.partition, "retention: {e}"),
