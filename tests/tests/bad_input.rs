@@ -189,6 +189,18 @@ fn bad_batches_get_errors_and_data_stays_readable() {
     // Auto-creation is off: a produce to a missing topic is UNKNOWN_TOPIC_OR_PARTITION.
     let r = produce(&mut s, "nope", batch(b"x"), 1);
     assert_eq!(r.responses[0].partition_responses[0].error_code, 3);
+    // Produce v13 names topics by id: an unknown id is UNKNOWN_TOPIC_ID.
+    let req = ProduceRequest::default().with_acks(-1).with_timeout_ms(5000).with_topic_data(vec![
+        TopicProduceData::default()
+            .with_topic_id(uuid::Uuid::from_u128(0x1234))
+            .with_partition_data(vec![PartitionProduceData::default().with_index(0).with_records(Some(batch(b"x")))]),
+    ]);
+    s.write_all(&frame(ApiKey::Produce, 13, 11, &req)).unwrap();
+    let (got, mut body) = read_response(&mut s).expect("produce v13 answered");
+    assert_eq!(got, 11);
+    let _ = body.split_to(5); // correlation id, empty tagged fields (response header v1)
+    let r = ProduceResponse::decode(&mut body, 13).unwrap();
+    assert_eq!(r.responses[0].partition_responses[0].error_code, 100, "UNKNOWN_TOPIC_ID");
     // Create the topic through CreateTopics.
     let create = kafka_protocol::messages::CreateTopicsRequest::default().with_timeout_ms(5000).with_topics(vec![
         kafka_protocol::messages::create_topics_request::CreatableTopic::default()

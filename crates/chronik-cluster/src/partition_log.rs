@@ -27,8 +27,8 @@ pub struct ReadBatches {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
-    #[error("offset {offset} is out of range [{log_start}, {high_watermark}]")]
-    OutOfRange { offset: u64, log_start: u64, high_watermark: u64 },
+    #[error("offset {offset} is out of range [{log_start}, {log_end}]")]
+    OutOfRange { offset: u64, log_start: u64, log_end: u64 },
     #[error("storage error: {0}")]
     Storage(#[from] chronik_wal::WalError),
 }
@@ -125,12 +125,16 @@ impl PartitionLog {
     }
 
     /// Committed batches starting with the one holding `offset`, up to about `max_bytes` (at
-    /// least one entry when any is available). Empty at the high watermark.
+    /// least one entry when any is available). Empty from the high watermark to the log end:
+    /// as in Kafka, only an offset past the log end is out of range, because a high watermark
+    /// can lag what a consumer has already seen (a replica still re-applying its log after a
+    /// restart, a new leader not yet past its first commit).
     pub fn read(&self, offset: u64, max_bytes: usize) -> Result<ReadBatches, ReadError> {
         let hw = self.high_watermark();
         let log_start = self.log_start_offset();
-        if offset < log_start || offset > hw {
-            return Err(ReadError::OutOfRange { offset, log_start, high_watermark: hw });
+        let log_end = self.next_offset();
+        if offset < log_start || offset > log_end {
+            return Err(ReadError::OutOfRange { offset, log_start, log_end });
         }
         let (first_raft, last_raft) = {
             let index = self.index.read();
@@ -205,5 +209,43 @@ impl PartitionLog {
         let live_bytes = index.bytes().saturating_sub(below_start + uncommitted);
         let committed = index.iter().take_while(|e| e.last_offset < hw);
         retention::plan(committed, live_bytes, now_ms, retention_ms, retention_bytes, start)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batch::tests::batch;
+    use crate::types::{Command, Entry, log_id};
+    use chronik_wal::{AppendEntry, WalOptions};
+    use openraft::EntryPayload;
+
+    /// A log of three 2-record entries (offsets 0..6) whose high watermark, as after a restart
+    /// before the state machine has re-applied, is still 0.
+    fn log_with_lagging_high_watermark(dir: &std::path::Path) -> Arc<PartitionLog> {
+        let wal = Arc::new(Wal::open(dir, WalOptions::default()).unwrap().0);
+        for (i, next_offset) in [(1u64, 0u64), (2, 2), (3, 4)] {
+            let records: Bytes = batch(2, 10).into();
+            let entry = Entry { log_id: log_id(1, 1, i), payload: EntryPayload::Normal(Command::Produce { records }) };
+            let enc = codec::encode(&entry, Some(next_offset)).unwrap();
+            let parts = enc.payload_parts();
+            let e = AppendEntry { index: enc.index, term: enc.term, leader_id: enc.leader_id, entry_kind: enc.kind, payload: &parts };
+            wal.append(7, &[e], None).unwrap();
+        }
+        PartitionLog::recover(wal, 7, 0, 0).unwrap()
+    }
+
+    #[test]
+    fn offsets_between_high_watermark_and_log_end_read_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = log_with_lagging_high_watermark(dir.path());
+        assert_eq!((log.high_watermark(), log.next_offset()), (0, 6));
+        for offset in [0, 3, 6] {
+            let read = log.read(offset, 1 << 20).unwrap_or_else(|e| panic!("offset {offset}: {e}"));
+            assert!(read.chunks.is_empty(), "offset {offset}: nothing above the high watermark is served");
+        }
+        assert!(matches!(log.read(7, 1 << 20), Err(ReadError::OutOfRange { log_end: 6, .. })), "past the log end");
+        log.set_high_watermark(4);
+        assert_eq!(log.read(0, 1 << 20).unwrap().chunks.len(), 2, "the two committed entries");
     }
 }

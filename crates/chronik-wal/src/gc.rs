@@ -79,6 +79,10 @@ fn copy_forward(inner: &Inner, oldest: &Arc<Segment>) -> Result<bool> {
         return Ok(false);
     }
     if carry.is_empty() {
+        // The entries here may be dead only through a purge, truncation or drop that is not
+        // durable yet; retiring the segment first would let a crash lose both.
+        drop(w);
+        inner.sync_blocking()?;
         return Ok(true);
     }
     // Each record's payload as a one-part list (borrowed from the old segment or the state value).

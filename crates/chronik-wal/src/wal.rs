@@ -271,30 +271,45 @@ impl Wal {
 
     pub fn read(&self, group: u64, index: u64) -> Result<Option<EntryView>> {
         let Some(g) = self.inner.group(group) else { return Ok(None) };
-        let loc = match g.read().get(index) {
-            Some(loc) => loc,
-            None => return Ok(None),
+        let (loc, seg) = {
+            let g = g.read();
+            let Some(loc) = g.get(index) else { return Ok(None) };
+            (loc, self.inner.segment(group, loc.segment)?)
         };
-        self.inner.read_at(group, index, loc).map(Some)
+        self.inner.read_at(group, index, loc, &seg).map(Some)
     }
 
     /// Entries `start..end` that exist, stopping early once `max_bytes` of payload is collected
     /// (at least one entry is returned if any exists).
     pub fn read_range(&self, group: u64, start: u64, end: u64, max_bytes: usize) -> Result<Vec<EntryView>> {
         let Some(g) = self.inner.group(group) else { return Ok(Vec::new()) };
-        let locs: Vec<(u64, crate::index::Loc)> = {
+        // Segments are looked up under the group's lock: the collector moves an entry (under
+        // that lock) before it retires the entry's old segment, so a segment found here is the
+        // entry's, and holding it keeps its mapping readable even if it is retired meanwhile.
+        let locs: Vec<(u64, crate::index::Loc, Arc<Segment>)> = {
             let g = g.read();
             let Some(first) = g.first_index() else { return Ok(Vec::new()) };
             let last = g.last_index().unwrap_or(first);
-            (start.max(first)..end.min(last + 1)).filter_map(|i| g.get(i).map(|l| (i, l))).collect()
+            let mut locs = Vec::new();
+            let mut seg: Option<Arc<Segment>> = None;
+            for i in start.max(first)..end.min(last + 1) {
+                let Some(loc) = g.get(i) else { continue };
+                let s = match &seg {
+                    Some(s) if s.seq == loc.segment => s.clone(),
+                    _ => self.inner.segment(group, loc.segment)?,
+                };
+                seg = Some(s.clone());
+                locs.push((i, loc, s));
+            }
+            locs
         };
         let mut out = Vec::with_capacity(locs.len());
         let mut bytes = 0usize;
-        for (index, loc) in locs {
+        for (index, loc, seg) in locs {
             if !out.is_empty() && bytes >= max_bytes {
                 break;
             }
-            let e = self.inner.read_at(group, index, loc)?;
+            let e = self.inner.read_at(group, index, loc, &seg)?;
             bytes += e.payload.len();
             out.push(e);
         }
@@ -387,8 +402,7 @@ impl Inner {
             .map_err(|e| WalError::Corrupt { path: seg.path.clone(), offset: loc.offset, reason: e.to_string() })
     }
 
-    fn read_at(&self, group: u64, index: u64, loc: crate::index::Loc) -> Result<EntryView> {
-        let seg = self.segment(group, loc.segment)?;
+    fn read_at(&self, group: u64, index: u64, loc: crate::index::Loc, seg: &Arc<Segment>) -> Result<EntryView> {
         let h = crate::record::RecordHeader::decode_unchecked(&seg.bytes()[loc.offset as usize..]).ok_or_else(|| {
             WalError::Corrupt { path: seg.path.clone(), offset: loc.offset, reason: "unreadable record header".into() }
         })?;

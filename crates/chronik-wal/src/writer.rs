@@ -141,6 +141,17 @@ impl Inner {
             Err(e) => return fail(e, on_durable),
         };
 
+        // An append that fits in a fresh segment but not in what is left of this one rolls
+        // before anything is written: a roll can fail (no spare segment: a full disk), and a
+        // failed append must leave none of its records behind. Only an append larger than a
+        // whole segment is split across segments as it goes.
+        let total: u64 = records.iter().map(|r| r.len()).sum();
+        let fresh_room = self.opts.segment_size - SEGMENT_HEADER_LEN - SEGMENT_FOOTER_LEN;
+        if total > w.active.records_limit() - w.pos && total <= fresh_room {
+            if let Err(e) = self.roll(w) {
+                return fail(e, on_durable);
+            }
+        }
         let mut i = 0;
         while i < records.len() {
             let room = w.active.records_limit() - w.pos;

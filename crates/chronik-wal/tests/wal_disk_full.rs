@@ -59,6 +59,14 @@ fn full_disk_fails_appends_cleanly_and_recovers() {
     // Everything acknowledged is still readable, and appends keep failing cleanly.
     assert_entries(&wal, 1, 1, acknowledged, 4000);
     assert!(try_append(&wal, acknowledged + 1).is_err());
+    // An append of several entries that needs a new segment fails as a whole: its first, small
+    // entries would still fit in the active segment, but none of them may be left behind.
+    let small = [7u8; 1];
+    let parts = [&small[..]];
+    let batch: Vec<AppendEntry<'_>> =
+        (1..=200).map(|i| AppendEntry { index: acknowledged + i, term: 1, leader_id: 1, entry_kind: 1, payload: &parts }).collect();
+    assert!(wal.append(1, &batch, None).is_err(), "an append needing a new segment fails while the disk is full");
+    assert_eq!(wal.group_info(1).unwrap().last.map(|p| p.index), Some(acknowledged), "nothing of the failed append is in the log");
 
     std::fs::remove_file(&filler).unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);

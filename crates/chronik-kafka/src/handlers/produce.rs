@@ -47,6 +47,7 @@ pub async fn handle(b: &Arc<Broker>, req: &Request) -> anyhow::Result<Outcome> {
                 Err(ApiError::new(ResponseError::InvalidRequest, "transactions are not supported"))
             } else {
                 match &info {
+                    None if req.version >= 13 => Err(ApiError::new(ResponseError::UnknownTopicId, "unknown topic id")),
                     None => Err(ApiError::new(ResponseError::UnknownTopicOrPartition, "unknown topic")),
                     Some(info) => queue(b, info, p.index, p.records).await,
                 }
