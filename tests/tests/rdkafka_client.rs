@@ -149,3 +149,27 @@ async fn rdkafka_end_to_end() {
     assert_eq!(resource.get("cleanup.policy").and_then(|e| e.value.clone()).as_deref(), Some("delete"));
     assert_eq!(resource.get("retention.ms").and_then(|e| e.value.clone()).as_deref(), Some("3600000"), "a refused change changes nothing");
 }
+
+/// On a LogAppendTime topic the broker's clock is every record's timestamp: a lookup by time
+/// finds records by when they were appended, whatever their producer wrote.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_offsets_by_time_on_a_log_append_time_topic() {
+    let broker = Broker::start(&[]);
+    let admin: AdminClient<DefaultClientContext> = config(&broker.bootstrap()).create().unwrap();
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let topic = NewTopic::new("append-time", 1, TopicReplication::Fixed(1)).set("message.timestamp.type", "LogAppendTime");
+    assert!(admin.create_topics(&[topic], &opts).await.unwrap()[0].is_ok());
+    let producer: FutureProducer = config(&broker.bootstrap()).set("acks", "all").create().unwrap();
+    let hour_ago = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64 - 3_600_000;
+    for i in 0..3 {
+        let value = format!("v{i}");
+        let record = FutureRecord::<(), _>::to("append-time").payload(&value).timestamp(hour_ago);
+        producer.send(record, Duration::from_secs(10)).await.unwrap();
+    }
+    let consumer: BaseConsumer = config(&broker.bootstrap()).set("group.id", "append-time").create().unwrap();
+    let mut times = TopicPartitionList::new();
+    // Half an hour ago: after every producer timestamp, before every append.
+    times.add_partition_offset("append-time", 0, Offset::Offset(hour_ago + 1_800_000)).unwrap();
+    let found = consumer.offsets_for_times(times, Duration::from_secs(10)).unwrap();
+    assert_eq!(found.elements()[0].offset(), Offset::Offset(0), "the first record appended after that time");
+}

@@ -357,28 +357,39 @@ impl Group {
         Ok(())
     }
 
-    /// Expires members whose session lapsed and completes overdue joins.
+    /// Expires members whose session lapsed, in every state (as Kafka does: a consumer that died
+    /// must not hold a rebalance up for its whole rebalance timeout), except those waiting for
+    /// our JoinGroup or SyncGroup answer; then completes overdue joins.
     pub fn tick(&mut self, now: Instant) {
-        if self.state != State::PreparingRebalance {
-            let expired: Vec<String> =
-                self.members.values().filter(|m| now.duration_since(m.last_seen) > m.session_timeout).map(|m| m.id.clone()).collect();
-            for m in expired {
-                let _ = self.leave(now, &m);
-            }
+        let expired: Vec<String> = self
+            .members
+            .values()
+            .filter(|m| !self.joining.contains_key(&m.id) && !self.syncing.contains_key(&m.id))
+            .filter(|m| now.duration_since(m.last_seen) > m.session_timeout)
+            .map(|m| m.id.clone())
+            .collect();
+        for m in expired {
+            let _ = self.leave(now, &m);
         }
         self.maybe_complete_join(now);
     }
 
-    /// Whether offsets may be committed by this member and generation.
-    pub fn check_commit(&self, member_id: &str, generation: i32) -> Result<(), GroupError> {
+    /// Whether offsets may be committed by this member and generation; a commit also counts as
+    /// a sign of life. As in Kafka, a member may still commit for its current generation while
+    /// a rebalance is being prepared (consumers commit before they rejoin), but not while the
+    /// new generation's assignments are being handed out.
+    pub fn check_commit(&mut self, now: Instant, member_id: &str, generation: i32) -> Result<(), GroupError> {
         if generation < 0 && member_id.is_empty() {
             // A consumer managing its own partitions: allowed while the group has no members.
             return if self.members.is_empty() { Ok(()) } else { Err(GroupError::UnknownMemberId) };
         }
         self.check_member(member_id, generation)?;
+        if let Some(m) = self.members.get_mut(member_id) {
+            m.last_seen = now;
+        }
         match self.state {
-            State::Stable => Ok(()),
-            _ => Err(GroupError::RebalanceInProgress),
+            State::Stable | State::PreparingRebalance => Ok(()),
+            State::CompletingRebalance | State::Empty => Err(GroupError::RebalanceInProgress),
         }
     }
 }
@@ -493,15 +504,36 @@ mod tests {
     }
 
     #[test]
-    fn commits_need_a_stable_generation_or_an_empty_group() {
+    fn commits_need_the_current_generation_outside_assignment_or_an_empty_group() {
         let now = Instant::now();
         let mut g = Group::new();
-        assert_eq!(g.check_commit("", -1), Ok(()));
+        assert_eq!(g.check_commit(now, "", -1), Ok(()));
         let a = join(&mut g, now, join_req("", &["range"])).try_recv().unwrap();
-        assert_eq!(g.check_commit(&a.member_id, 1), Err(GroupError::RebalanceInProgress));
+        assert_eq!(g.check_commit(now, &a.member_id, 1), Err(GroupError::RebalanceInProgress), "assignments not handed out yet");
         let (tx, _rx) = oneshot::channel();
         g.sync(now, &a.member_id, 1, vec![], tx);
-        assert_eq!(g.check_commit(&a.member_id, 1), Ok(()));
-        assert_eq!(g.check_commit("", -1), Err(GroupError::UnknownMemberId));
+        assert_eq!(g.check_commit(now, &a.member_id, 1), Ok(()));
+        assert_eq!(g.check_commit(now, "", -1), Err(GroupError::UnknownMemberId));
+        // B joins: while the rebalance is prepared, A commits what it consumed before rejoining.
+        let _b_rx = join(&mut g, now, join_req("", &["range"]));
+        assert_eq!(g.state, State::PreparingRebalance);
+        assert_eq!(g.check_commit(now, &a.member_id, 1), Ok(()));
+        assert_eq!(g.check_commit(now, &a.member_id, 0), Err(GroupError::IllegalGeneration));
+    }
+
+    #[test]
+    fn dead_member_is_expired_by_its_session_during_a_rebalance() {
+        let t0 = Instant::now();
+        let mut g = Group::new();
+        let a = join(&mut g, t0, join_req("", &["range"])).try_recv().unwrap();
+        let (tx, _rx) = oneshot::channel();
+        g.sync(t0, &a.member_id, 1, vec![], tx);
+        // A dies; B joins. A's 10 s session ends the wait, not the 30 s rebalance timeout.
+        let mut b_rx = join(&mut g, t0, join_req("", &["range"]));
+        g.tick(t0 + Duration::from_secs(9));
+        assert!(b_rx.try_recv().is_err(), "A's session has not lapsed yet");
+        g.tick(t0 + Duration::from_secs(11));
+        let b = b_rx.try_recv().expect("the join completed once A's session lapsed");
+        assert_eq!((b.generation, g.members.len()), (2, 1));
     }
 }

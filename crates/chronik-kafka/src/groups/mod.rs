@@ -67,8 +67,8 @@ impl GroupCoordinator {
     }
 
     pub fn check_commit(&self, group_id: &str, member: &str, generation: i32) -> Result<(), GroupError> {
-        match self.groups.lock().get(group_id) {
-            Some(g) => g.check_commit(member, generation),
+        match self.groups.lock().get_mut(group_id) {
+            Some(g) => g.check_commit(Instant::now(), member, generation),
             None if generation < 0 && member.is_empty() => Ok(()),
             None => Err(GroupError::UnknownMemberId),
         }

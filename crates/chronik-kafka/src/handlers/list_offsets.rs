@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use chronik_cluster::batch;
 use chronik_cluster::offsets::EntryOffsets;
 use chronik_cluster::raft_node::PartitionGroup;
 use kafka_protocol::ResponseError;
@@ -65,13 +66,24 @@ fn lookup(g: &PartitionGroup, target: i64) -> (i64, i64) {
 }
 
 /// Picks one record of a stored entry: `better(timestamp, best so far)` says whether a record
-/// replaces the current pick. Decodes (and decompresses) the entry's batches.
+/// replaces the current pick. Decodes (and decompresses) the entry's batches. In a
+/// LogAppendTime batch every record's timestamp is the batch's (the broker's clock); the
+/// timestamps inside are the producer's and do not count.
 fn record_in(g: &PartitionGroup, e: &EntryOffsets, better: impl Fn(i64, Option<(i64, i64)>) -> bool) -> Option<(i64, i64)> {
-    let mut bytes = g.log.entry_records(e.raft_index).ok().flatten()?;
+    let bytes = g.log.entry_records(e.raft_index).ok().flatten()?;
     let start = g.log.log_start_offset() as i64;
     let mut best = None;
-    while !bytes.is_empty() {
-        let set = RecordBatchDecoder::decode(&mut bytes).ok()?;
+    for span in batch::split(&bytes, false).ok()? {
+        let h = span.header;
+        if h.is_log_append_time() {
+            let first = h.base_offset.max(start);
+            if first <= h.last_offset() && better(h.max_timestamp, best) {
+                best = Some((first, h.max_timestamp));
+            }
+            continue;
+        }
+        let mut one = bytes.slice(span.range);
+        let set = RecordBatchDecoder::decode(&mut one).ok()?;
         for r in set.records {
             if r.offset >= start && better(r.timestamp, best) {
                 best = Some((r.offset, r.timestamp));
