@@ -189,6 +189,19 @@ fn bad_batches_get_errors_and_data_stays_readable() {
     // Auto-creation is off: a produce to a missing topic is UNKNOWN_TOPIC_OR_PARTITION.
     let r = produce(&mut s, "nope", batch(b"x"), 1);
     assert_eq!(r.responses[0].partition_responses[0].error_code, 3);
+    // The broker's own offsets topic takes no client records and cannot be deleted: a batch
+    // whose records do not decode there would stop committed offsets from being replayed.
+    let r = produce(&mut s, "__consumer_offsets", batch(b"not an offset commit"), 12);
+    assert_eq!(r.responses[0].partition_responses[0].error_code, 17, "INVALID_TOPIC_EXCEPTION");
+    let delete = kafka_protocol::messages::DeleteTopicsRequest::default()
+        .with_timeout_ms(5000)
+        .with_topic_names(vec![TopicName(StrBytes::from_static_str("__consumer_offsets"))]);
+    s.write_all(&frame(ApiKey::DeleteTopics, 4, 13, &delete)).unwrap();
+    let (got, mut body) = read_response(&mut s).expect("delete topics answered");
+    assert_eq!(got, 13);
+    let _ = body.split_to(5); // correlation id, empty tagged fields (response header v1)
+    let r = kafka_protocol::messages::DeleteTopicsResponse::decode(&mut body, 4).unwrap();
+    assert_eq!(r.responses[0].error_code, 17, "INVALID_TOPIC_EXCEPTION");
     // Produce v13 names topics by id: an unknown id is UNKNOWN_TOPIC_ID.
     let req = ProduceRequest::default().with_acks(-1).with_timeout_ms(5000).with_topic_data(vec![
         TopicProduceData::default()

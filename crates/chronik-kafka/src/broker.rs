@@ -79,6 +79,15 @@ pub struct NewTopic {
 }
 
 impl Broker {
+    /// Refuses a client's change to a topic the broker keeps for itself (`__consumer_offsets`):
+    /// its records must stay decodable and its history complete, or committed offsets are lost.
+    pub fn refuse_internal(&self, topic: &str, what: &str) -> Result<(), ApiError> {
+        if topic == crate::groups::OFFSETS_TOPIC {
+            return Err(ApiError::new(ResponseError::InvalidTopicException, format!("{what} {topic} is not allowed: the broker keeps it")));
+        }
+        Ok(())
+    }
+
     pub fn topic(&self, name: &str) -> Option<TopicInfo> {
         self.node.with_metadata(|m| m.topic(name).cloned())
     }

@@ -47,7 +47,8 @@ impl OffsetStore {
                 topic_id: uuid::Uuid::new_v4(),
                 partitions: 1,
                 replication_factor: rf,
-                configs: [("retention.ms".to_string(), "-1".to_string())].into(),
+                // Kept whole: replay at start needs every commit since the oldest checkpoint.
+                configs: [("retention.ms".to_string(), "-1".to_string()), ("retention.bytes".to_string(), "-1".to_string())].into(),
             };
             if let Err(e) = node.propose_meta(cmd).await {
                 if node.with_metadata(|m| m.topic(TOPIC).is_none()) {
@@ -76,13 +77,21 @@ impl OffsetStore {
                 break;
             }
             for chunk in read.chunks {
+                // Stored entries were framed and checksummed at produce, so they split; one
+                // whose records do not decode is skipped (and named) rather than keeping the
+                // broker from starting.
+                let spans = chronik_cluster::batch::split(&chunk, false).map_err(|e| format!("replaying {TOPIC} at offset {at}: {e}"))?;
+                let Some(last) = spans.last().map(|s| s.header.last_offset()) else { continue };
                 let mut b = chunk;
-                for set in RecordBatchDecoder::decode_all(&mut b).map_err(|e| format!("replaying {TOPIC}: {e}"))? {
-                    for r in set.records {
-                        at = at.max(r.offset as u64 + 1);
-                        apply(&mut offsets, &r);
+                match RecordBatchDecoder::decode_all(&mut b) {
+                    Ok(sets) => {
+                        for r in sets.into_iter().flat_map(|set| set.records) {
+                            apply(&mut offsets, &r);
+                        }
                     }
+                    Err(e) => tracing::warn!("replaying {TOPIC}: skipping offsets {at}..={last}, their records do not decode: {e}"),
                 }
+                at = at.max(last as u64 + 1);
             }
         }
         Ok(OffsetStore { partition, offsets: Mutex::new(offsets), write: tokio::sync::Mutex::new(0) })

@@ -17,6 +17,7 @@ pub async fn handle(b: &Arc<Broker>, req: &Request) -> anyhow::Result<Outcome> {
         let mut parts = Vec::new();
         for p in t.partitions {
             let result = async {
+                b.refuse_internal(&t.name, "deleting records of")?;
                 let g = b.leader_partition(&t.name, p.partition_index)?;
                 let hw = g.log.high_watermark();
                 // -1 means "up to the high watermark".

@@ -49,7 +49,10 @@ pub async fn handle(b: &Arc<Broker>, req: &Request) -> anyhow::Result<Outcome> {
                 match &info {
                     None if req.version >= 13 => Err(ApiError::new(ResponseError::UnknownTopicId, "unknown topic id")),
                     None => Err(ApiError::new(ResponseError::UnknownTopicOrPartition, "unknown topic")),
-                    Some(info) => queue(b, info, p.index, p.records).await,
+                    Some(info) => match b.refuse_internal(&info.name, "producing to") {
+                        Ok(()) => queue(b, info, p.index, p.records).await,
+                        Err(e) => Err(e),
+                    },
                 }
             };
             parts.push(match result {

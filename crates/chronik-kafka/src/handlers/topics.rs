@@ -116,7 +116,10 @@ pub async fn delete_topics(b: &Arc<Broker>, req: &Request) -> anyhow::Result<Out
     for (name, id) in asked {
         let result = match &name {
             None => Err(ApiError::new(ResponseError::UnknownTopicId, "unknown topic id")),
-            Some(n) => b.node.propose_meta(MetaCommand::DeleteTopic { name: n.clone() }).await.map_err(ApiError::from),
+            Some(n) => match b.refuse_internal(n, "deleting") {
+                Ok(()) => b.node.propose_meta(MetaCommand::DeleteTopic { name: n.clone() }).await.map_err(ApiError::from),
+                Err(e) => Err(e),
+            },
         };
         let mut res = DeletableTopicResult::default()
             .with_name(name.clone().map(|n| TopicName(StrBytes::from_string(n))))
@@ -141,6 +144,7 @@ pub async fn create_partitions(b: &Arc<Broker>, req: &Request) -> anyhow::Result
             if t.assignments.as_ref().is_some_and(|a| !a.is_empty()) {
                 return Err(ApiError::new(ResponseError::InvalidReplicaAssignment, "manual replica assignment is not supported"));
             }
+            b.refuse_internal(&name, "adding partitions to")?;
             let info = b.topic(&name).ok_or_else(|| ApiError::new(ResponseError::UnknownTopicOrPartition, "unknown topic"))?;
             if t.count <= info.partitions.len() as i32 {
                 return Err(ApiError::new(
