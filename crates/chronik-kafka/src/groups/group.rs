@@ -3,7 +3,7 @@
 //! SyncGroup hands out assignments; heartbeats and session timeouts keep membership honest.
 //! Time is passed in, so the behaviour is testable without sockets or sleeps.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -109,7 +109,8 @@ pub struct Group {
     pub leader: Option<String>,
     pub members: BTreeMap<String, Member>,
     /// Ids handed out by MEMBER_ID_REQUIRED, not yet joined.
-    pending_ids: HashSet<String>,
+    /// Member ids handed out with MEMBER_ID_REQUIRED, each with when it lapses unused.
+    pending_ids: HashMap<String, Instant>,
     joining: BTreeMap<String, oneshot::Sender<JoinResult>>,
     syncing: BTreeMap<String, oneshot::Sender<SyncResult>>,
     rebalance_deadline: Option<Instant>,
@@ -124,15 +125,17 @@ impl Group {
             protocol: None,
             leader: None,
             members: BTreeMap::new(),
-            pending_ids: HashSet::new(),
+            pending_ids: HashMap::new(),
             joining: BTreeMap::new(),
             syncing: BTreeMap::new(),
             rebalance_deadline: None,
         }
     }
 
+    /// Nothing left to keep the group for: no members, no joins waiting, and no member id
+    /// handed out that its client may still come back with.
     pub fn is_empty(&self) -> bool {
-        self.members.is_empty() && self.joining.is_empty()
+        self.members.is_empty() && self.joining.is_empty() && self.pending_ids.is_empty()
     }
 
     pub fn join(&mut self, now: Instant, req: JoinRequest, reply: oneshot::Sender<JoinResult>) {
@@ -149,13 +152,13 @@ impl Group {
         let member_id = if req.member_id.is_empty() {
             let id = format!("{}-{}", req.client_id, uuid::Uuid::new_v4());
             if req.require_known_member_id {
-                self.pending_ids.insert(id.clone());
+                self.pending_ids.insert(id.clone(), now + req.session_timeout);
                 let _ = reply.send(JoinResult::error(GroupError::MemberIdRequired, id));
                 return;
             }
             id
         } else {
-            if !self.members.contains_key(&req.member_id) && !self.pending_ids.remove(&req.member_id) {
+            if !self.members.contains_key(&req.member_id) && self.pending_ids.remove(&req.member_id).is_none() {
                 let _ = reply.send(JoinResult::error(GroupError::UnknownMemberId, req.member_id));
                 return;
             }
@@ -361,6 +364,7 @@ impl Group {
     /// must not hold a rebalance up for its whole rebalance timeout), except those waiting for
     /// our JoinGroup or SyncGroup answer; then completes overdue joins.
     pub fn tick(&mut self, now: Instant) {
+        self.pending_ids.retain(|_, lapses| now < *lapses);
         let expired: Vec<String> = self
             .members
             .values()
@@ -474,6 +478,25 @@ mod tests {
         // An id never handed out is refused.
         let bogus = join(&mut g, now, join_req("made-up", &["range"])).try_recv().unwrap();
         assert_eq!(bogus.error, Some(GroupError::UnknownMemberId));
+    }
+
+    #[test]
+    fn handed_out_member_id_keeps_the_group_until_it_lapses() {
+        let now = Instant::now();
+        let mut g = Group::new();
+        let mut req = join_req("", &["range"]);
+        req.require_known_member_id = true;
+        let first = join(&mut g, now, req.clone()).try_recv().unwrap();
+        g.tick(now + Duration::from_secs(1));
+        assert!(!g.is_empty(), "the client is about to rejoin with its id");
+        req.member_id = first.member_id;
+        assert_eq!(join(&mut g, now + Duration::from_secs(1), req.clone()).try_recv().unwrap().error, None);
+        // An id never used lapses with the session timeout it was asked with.
+        let mut other = Group::new();
+        req.member_id = String::new();
+        join(&mut other, now, req);
+        other.tick(now + Duration::from_secs(11));
+        assert!(other.is_empty());
     }
 
     #[test]

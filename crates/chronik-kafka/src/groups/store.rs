@@ -68,9 +68,13 @@ impl OffsetStore {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        // Replaying less would make the next checkpoint forget the commits left out.
+        let hw = partition.log.high_watermark();
+        if hw < target {
+            return Err(format!("{TOPIC} did not catch up within 30 s (applied up to offset {hw} of {target})"));
+        }
         let mut offsets = BTreeMap::new();
         let mut at = partition.log.log_start_offset();
-        let hw = partition.log.high_watermark();
         while at < hw {
             let read = partition.log.read(at, 8 << 20).map_err(|e| format!("replaying {TOPIC}: {e}"))?;
             if read.chunks.is_empty() {
