@@ -202,6 +202,19 @@ fn bad_batches_get_errors_and_data_stays_readable() {
     let _ = body.split_to(5); // correlation id, empty tagged fields (response header v1)
     let r = kafka_protocol::messages::DeleteTopicsResponse::decode(&mut body, 4).unwrap();
     assert_eq!(r.responses[0].error_code, 17, "INVALID_TOPIC_EXCEPTION");
+    use kafka_protocol::messages::alter_configs_request::{AlterConfigsResource, AlterableConfig};
+    let alter = kafka_protocol::messages::AlterConfigsRequest::default().with_resources(vec![
+        AlterConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(StrBytes::from_static_str("__consumer_offsets"))
+            .with_configs(vec![AlterableConfig::default().with_name(StrBytes::from_static_str("retention.ms")).with_value(Some(StrBytes::from_static_str("1")))]),
+    ]);
+    s.write_all(&frame(ApiKey::AlterConfigs, 1, 14, &alter)).unwrap();
+    let (got, mut body) = read_response(&mut s).expect("alter configs answered");
+    assert_eq!(got, 14);
+    let _ = body.split_to(4);
+    let r = kafka_protocol::messages::AlterConfigsResponse::decode(&mut body, 1).unwrap();
+    assert_eq!(r.responses[0].error_code, 17, "the offsets topic keeps its retention");
     // Produce v13 names topics by id: an unknown id is UNKNOWN_TOPIC_ID.
     let req = ProduceRequest::default().with_acks(-1).with_timeout_ms(5000).with_topic_data(vec![
         TopicProduceData::default()
@@ -254,4 +267,31 @@ fn bad_batches_get_errors_and_data_stays_readable() {
     let sets = kafka_protocol::records::RecordBatchDecoder::decode_all(&mut records).unwrap();
     let values: Vec<Bytes> = sets.iter().flat_map(|s| s.records.iter().filter_map(|r| r.value.clone())).collect();
     assert_eq!(values, vec![Bytes::from_static(b"kept")]);
+}
+
+/// A topic may allow batches larger than a WAL segment can hold; such a produce is refused
+/// with MESSAGE_TOO_LARGE instead of reaching the WAL (whose refusal would stop the
+/// partition's Raft group), and the partition keeps taking produces.
+#[test]
+fn batch_larger_than_a_wal_segment_is_refused_and_the_partition_lives_on() {
+    use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+    let b = Broker::start(&[("CHRONIK_WAL_SEGMENT_SIZE", "262144"), ("CHRONIK_MESSAGE_MAX_BYTES", "100000")]);
+    let mut s = connect(&b);
+    let create = kafka_protocol::messages::CreateTopicsRequest::default().with_timeout_ms(5000).with_topics(vec![
+        CreatableTopic::default()
+            .with_name(TopicName(StrBytes::from_static_str("big")))
+            .with_num_partitions(1)
+            .with_replication_factor(1)
+            .with_configs(vec![
+                CreatableTopicConfig::default()
+                    .with_name(StrBytes::from_static_str("max.message.bytes"))
+                    .with_value(Some(StrBytes::from_static_str("10000000"))),
+            ]),
+    ]);
+    s.write_all(&frame(ApiKey::CreateTopics, 5, 1, &create)).unwrap();
+    read_response(&mut s).unwrap();
+    let r = produce(&mut s, "big", batch(&vec![3u8; 300_000]), 2);
+    assert_eq!(r.responses[0].partition_responses[0].error_code, 10, "MESSAGE_TOO_LARGE");
+    let r = produce(&mut s, "big", batch(b"small"), 3);
+    assert_eq!(r.responses[0].partition_responses[0].error_code, 0, "the partition still takes produces");
 }

@@ -147,7 +147,9 @@ fn run_in(args: &KafkaArgs) -> anyhow::Result<()> {
     // hold a median message ~2.5 ms. In the latency run the producer stamps each message and
     // the consumer records the difference (same clock) per message.
     perf(args, &server, &["-P", "-t", "latency", "-s", "1024", "-a", "-1", "-c", "1"])?; // creates the topic
-    let peak_count = (args.produce_messages / 3).max(100_000).to_string();
+    // As many messages as the throughput run: a short burst (under a second) measures buffers
+    // more than a rate the pipeline can keep up.
+    let peak_count = args.produce_messages.max(100_000).to_string();
     let consumer = spawn_consumer(args, &server, &peak_count, &args.dir.join("peak-latency.txt"))?;
     let out = perf(args, &server, &["-P", "-l", "-t", "latency", "-s", "1024", "-a", "-1", "-X", "linger.ms=1", "-c", &peak_count])?;
     let producer_peak = figure(&out, "msgs/s").context(out)?;

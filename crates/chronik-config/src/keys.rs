@@ -52,7 +52,7 @@ pub const KEYS: &[Key] = &[
     },
     key("admin_addr", Kind::Str, "Address the admin HTTP API binds (ip:port)."),
     key("log_level", Kind::Str, "Log filter (`error`, `warn`, `info`, `debug`, `trace`, or a tracing filter such as `chronik=debug`)."),
-    key("kafka.auto_create_topics", Kind::Bool, "Create a topic when a client asks for metadata of, or produces to, an unknown topic."),
+    key("kafka.auto_create_topics", Kind::Bool, "Create a topic when a client asks for metadata of an unknown topic (as Kafka: a produce to it first gets UNKNOWN_TOPIC_OR_PARTITION, and the client's metadata refresh creates it)."),
     key("kafka.num_partitions", Kind::Int, "Partitions of an auto-created topic, and of CreateTopics requests that leave the count to the broker."),
     key("kafka.default_replication_factor", Kind::Int, "Replication factor of auto-created topics and of CreateTopics requests that leave it to the broker."),
     key("kafka.max_partitions", Kind::Int, "Most partitions the cluster may hold in total (each is a Raft group); creations beyond it are refused."),

@@ -66,7 +66,23 @@ pub fn load(path: Option<&Path>, env: &dyn Fn(&str) -> Option<String>) -> Result
     };
     let config: Config = match Config::deserialize_table(table.clone()) {
         Ok(c) => c,
-        Err(e) => return Err(ConfigErrors(vec![ConfigError { key: None, origin: file_origin(""), message: e }])),
+        Err(e) => {
+            // A value of the right kind out of its type's range (a negative count, say): find
+            // every key that fails on its own, so each is named with its line or variable.
+            let mut per_key = Vec::new();
+            for key in KEYS {
+                let Some(value) = get_path(&table, key.path) else { continue };
+                let mut alone = Table::new();
+                set_path(&mut alone, key.path, value.clone());
+                if let Err(message) = Config::deserialize_table(alone) {
+                    per_key.push(ConfigError { key: Some(key.path.into()), origin: origin(key.path), message });
+                }
+            }
+            if per_key.is_empty() {
+                per_key.push(ConfigError { key: None, origin: file_origin(""), message: e });
+            }
+            return Err(ConfigErrors(per_key));
+        }
     };
     crate::validate::validate(&config, &mut |key, message| {
         errors.push(ConfigError { key: Some(key.into()), origin: origin(key), message })
@@ -169,7 +185,11 @@ fn set_path(table: &mut Table, path: &str, value: Value) {
     let last = parts.pop().expect("non-empty path");
     let mut t = table;
     for p in parts {
-        t = t.entry(p).or_insert_with(|| Value::Table(Table::new())).as_table_mut().expect("sections are tables");
+        // A section that is not a table has already been reported; the override has nowhere to go.
+        t = match t.entry(p).or_insert_with(|| Value::Table(Table::new())).as_table_mut() {
+            Some(section) => section,
+            None => return,
+        };
     }
     t.insert(last.into(), value);
 }

@@ -24,10 +24,18 @@ pub(crate) fn validate(c: &Config, report: &mut dyn FnMut(&str, String)) {
             report(key, e);
         }
     }
-    if let Some(a) = &c.advertised_kafka_addr {
-        if let Err(e) = check_host_port(a) {
-            report("advertised_kafka_addr", e);
+    match &c.advertised_kafka_addr {
+        Some(a) => {
+            if let Err(e) = check_host_port(a) {
+                report("advertised_kafka_addr", e);
+            }
         }
+        // Clients are told to connect where the broker listens; "all interfaces" is no address.
+        None if c.kafka_addr.parse::<SocketAddr>().is_ok_and(|a| a.ip().is_unspecified()) => report(
+            "kafka_addr",
+            format!("`{}` listens on all interfaces, which clients cannot connect to: set advertised_kafka_addr", c.kafka_addr),
+        ),
+        None => {}
     }
     if let Some(a) = &c.cluster.advertised_node_addr {
         if let Err(e) = check_host_port(a) {

@@ -242,6 +242,11 @@ impl Wal {
         Ok(())
     }
 
+    /// The largest payload one record can carry: a record never spans segments.
+    pub fn max_payload_len(&self) -> usize {
+        (self.inner.max_record_len() - RECORD_HEADER_LEN as u64) as usize
+    }
+
     /// Whether an append of about `bytes` can be taken now. Fails with the preparer's error
     /// (a full disk) when the active segment lacks room and no spare segment is ready. A small
     /// reserve stays free for control records (votes, truncations) that must never fail.

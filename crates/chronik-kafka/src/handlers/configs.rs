@@ -103,6 +103,7 @@ async fn alter_topic(b: &Broker, name: &str, set: BTreeMap<String, String>, dele
     if b.topic(name).is_none() {
         return Err(ApiError::new(ResponseError::UnknownTopicOrPartition, "unknown topic"));
     }
+    b.refuse_internal(name, "altering the configs of")?;
     for (k, v) in &set {
         topic_config::validate(k, v).map_err(|m| ApiError::new(ResponseError::InvalidConfig, m))?;
     }

@@ -101,6 +101,6 @@ pub(crate) fn describe_topic(b: &Broker, t: &TopicInfo) -> MetadataResponseTopic
     MetadataResponseTopic::default()
         .with_name(Some(TopicName(StrBytes::from_string(t.name.clone()))))
         .with_topic_id(t.id)
-        .with_is_internal(t.name.starts_with("__"))
+        .with_is_internal(t.name == crate::groups::OFFSETS_TOPIC)
         .with_partitions(partitions)
 }

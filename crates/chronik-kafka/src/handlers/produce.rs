@@ -128,6 +128,16 @@ async fn queue(b: &Broker, info: &chronik_cluster::metadata::TopicInfo, index: i
             return Err(ApiError::new(ResponseError::InvalidRequest, "transactions are not supported"));
         }
     }
+    // The partition's batches become one Raft entry, one WAL record (plus a few bytes of
+    // framing); one larger than a segment could never be written, and the WAL refusing it
+    // would stop the partition's Raft group.
+    let max_entry = b.node.wal().max_payload_len().saturating_sub(64);
+    if records.len() > max_entry {
+        return Err(ApiError::new(
+            ResponseError::MessageTooLarge,
+            format!("{} bytes of record batches for one partition exceed what one WAL segment holds ({max_entry})", records.len()),
+        ));
+    }
     let idempotent = spans[0].header.producer_id >= 0;
     if idempotent && spans.len() != 1 {
         return Err(ApiError::new(ResponseError::InvalidRecord, "an idempotent producer must send one batch per partition"));
