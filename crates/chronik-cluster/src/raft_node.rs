@@ -442,6 +442,7 @@ impl RaftNode {
         for g in gone {
             self.stop_partition(&g).await;
         }
+        self.drop_orphaned_groups();
         for (topic, partition, group, replicas) in wanted {
             if self.partitions.read().contains_key(&group) {
                 continue;
@@ -489,6 +490,36 @@ impl RaftNode {
             sm: sm_view,
             producers: tokio::sync::Mutex::new(IdempotenceGuard::default()),
         }))
+    }
+
+    /// Stops following the metadata (tests use it to recreate what a crash right after a
+    /// metadata change leaves behind).
+    #[doc(hidden)]
+    pub fn stop_reconciler(&self) {
+        if let Some(r) = self.reconciler.lock().take() {
+            r.abort();
+        }
+    }
+
+    /// Drops the WAL data of partitions deleted while no reconciler saw it go (a crash or a stop
+    /// right after DeleteTopics): nothing else would ever drop it, and garbage collection cannot
+    /// retire a segment it holds. Safe with metadata that is still catching up: it is a prefix
+    /// of the metadata log, group ids are never reused, so a group below `next_group_id` that
+    /// no topic holds was deleted for good.
+    fn drop_orphaned_groups(&self) {
+        let (allocated_below, held) = self.with_metadata(|m| {
+            let held: std::collections::HashSet<GroupId> = m.topics.values().flat_map(|t| t.partitions.iter().map(|p| p.group)).collect();
+            (m.next_group_id, held)
+        });
+        let running: std::collections::HashSet<GroupId> = self.partitions.read().keys().copied().collect();
+        for group in self.wal.groups() {
+            if group != META_GROUP && group < allocated_below && !held.contains(&group) && !running.contains(&group) {
+                tracing::info!(group, "dropping the WAL data of a deleted partition");
+                if let Err(e) = self.wal.drop_group(group) {
+                    tracing::error!(group, "dropping the WAL group of a deleted partition: {e}");
+                }
+            }
+        }
     }
 
     async fn stop_partition(&self, g: &Arc<PartitionGroup>) {

@@ -107,6 +107,36 @@ async fn deleted_topic_is_gone_after_restart() {
     node.shutdown().await.unwrap();
 }
 
+/// A partition deleted while no reconciler saw it go (the node stopped or crashed first)
+/// leaves its WAL group behind; the next start drops it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orphaned_wal_group_of_a_deleted_topic_is_dropped_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let orphan = {
+        let node = start(dir.path()).await;
+        create_topic(&node, "kept", 1, BTreeMap::new()).await;
+        create_topic(&node, "gone", 1, BTreeMap::new()).await;
+        let group = node.partition("gone", 0).unwrap().group;
+        node.partition("gone", 0).unwrap().append(batch(1, 1, b"left behind")).await.unwrap();
+        node.stop_reconciler();
+        node.propose_meta(MetaCommand::DeleteTopic { name: "gone".into() }).await.unwrap();
+        node.shutdown().await.unwrap();
+        group
+    };
+    let wal_groups = |dir: &std::path::Path| {
+        let (wal, _) = chronik_wal::Wal::open(&dir.join("wal"), options(dir, 1).wal).unwrap();
+        let groups = wal.groups();
+        wal.close().unwrap();
+        groups
+    };
+    assert!(wal_groups(dir.path()).contains(&orphan), "the deleted partition's data is still in the WAL");
+    let node = start(dir.path()).await;
+    assert!(!node.wal().groups().contains(&orphan), "the orphan is dropped: {:?}", node.wal().groups());
+    let kept = node.partition("kept", 0).unwrap().group;
+    assert!(node.wal().groups().contains(&kept), "live partitions keep their data");
+    node.shutdown().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_by_size_and_time_frees_disk_and_moves_log_start() {
     use chronik_cluster::topic_config::TopicDefaults;

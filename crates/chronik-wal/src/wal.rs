@@ -92,6 +92,9 @@ pub(crate) struct Inner {
     pub liveness_changes: AtomicU64,
     /// The oldest segment the collector last found too live, and `liveness_changes` then.
     pub gc_too_live: Mutex<Option<(u64, u64)>>,
+    /// Groups dropped while their drop record is still in the log: recovery refuses a record
+    /// of one after its drop, so writing one is refused too.
+    pub dropped: Mutex<std::collections::HashSet<u64>>,
     pub stats: Stats,
 }
 
@@ -118,7 +121,7 @@ impl Wal {
         if let Some(t) = &recovered.torn_tail {
             tracing::warn!(path = %t.path.display(), offset = t.offset, reason = %t.reason, "WAL valid prefix ends before the segment's end; the rest is discarded");
         }
-        let Recovered { segments, last_end, last_records, groups, torn_tail, discarded, max_seq, records, warnings, .. } =
+        let Recovered { segments, last_end, last_records, groups, torn_tail, discarded, max_seq, records, warnings, dropped_groups, .. } =
             recovered;
 
         // The previous active segment is sealed where its valid prefix ends, so no byte after
@@ -159,6 +162,7 @@ impl Wal {
             gc_lock: Mutex::new(()),
             liveness_changes: AtomicU64::new(0),
             gc_too_live: Mutex::new(None),
+            dropped: Mutex::new(dropped_groups),
             stats: Stats::default(),
             opts,
         });

@@ -212,6 +212,9 @@ impl Inner {
         for r in records {
             let g = r.header.group;
             if !handles.contains_key(&g) {
+                if self.dropped.lock().contains(&g) {
+                    return Err(WalError::Group { group: g, reason: "the group was dropped (group ids are never reused)".into() });
+                }
                 let existing = self.groups.read().get(&g).cloned();
                 let handle = match existing {
                     Some(h) => h,
@@ -261,6 +264,7 @@ impl Inner {
             }
             RecordType::DropGroup => {
                 self.groups.write().remove(&h.group);
+                self.dropped.lock().insert(h.group);
             }
         }
     }

@@ -160,6 +160,12 @@ fn dropped_group_is_forgotten() {
     let wal = open(dir.path());
     assert_eq!(wal.groups(), vec![5]);
     assert!(wal.read(4, 1).unwrap().is_none());
+    // Its id is never used again: recovery would take a later record of it for corruption.
+    let p = payload(4, 1, 10);
+    let refused = wal.append(4, &[AppendEntry { index: 1, term: 1, leader_id: 1, entry_kind: 1, payload: &[&p[..]] }], None);
+    assert!(refused.is_err_and(|e| e.to_string().contains("dropped")));
+    drop(wal);
+    assert_eq!(open(dir.path()).groups(), vec![5], "the log still opens");
 }
 
 #[test]
