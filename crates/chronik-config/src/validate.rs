@@ -82,6 +82,9 @@ pub(crate) fn validate(c: &Config, report: &mut dyn FnMut(&str, String)) {
             report(key, "must be above zero".into());
         }
     }
+    if c.kafka.num_partitions > c.kafka.max_partitions {
+        report("kafka.num_partitions", format!("must not exceed kafka.max_partitions ({})", c.kafka.max_partitions));
+    }
     let seg = c.cluster.storage.wal_segment_size;
     if !(64 * 1024..=1 << 31).contains(&seg) {
         report("cluster.storage.wal_segment_size", format!("must be between 65536 and 2147483648 bytes (got {seg})"));

@@ -81,6 +81,7 @@ fn validation_errors_name_key_and_line() {
         ("env value fails validation", "", vec![("CHRONIK_NODE_ID", "0")], vec![("cluster.node_id", "CHRONIK_NODE_ID", "between 1 and 65535")]),
         ("section that is not a table, overridden by env", "kafka = 1\n", vec![("CHRONIK_NUM_PARTITIONS", "3")], vec![("kafka", "line 1", "table")]),
         ("all interfaces, nothing advertised", "kafka_addr = \"0.0.0.0:9092\"\n", vec![], vec![("kafka_addr", "line 1", "advertised_kafka_addr")]),
+        ("more partitions per topic than in all", "[kafka]\nnum_partitions = 20\nmax_partitions = 10\n", vec![], vec![("kafka.num_partitions", "line 2", "max_partitions")]),
         ("negative count", "[kafka]\nnum_partitions = -1\n", vec![], vec![("kafka.num_partitions", "line 2", "integer `-1`")]),
         ("out of range from env", "", vec![("CHRONIK_NUM_PARTITIONS", "-3")], vec![("kafka.num_partitions", "CHRONIK_NUM_PARTITIONS", "integer `-3`")]),
         (
