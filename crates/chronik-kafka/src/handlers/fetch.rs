@@ -66,7 +66,16 @@ pub async fn handle(b: &Arc<Broker>, req: &Request) -> anyhow::Result<Outcome> {
             }
             let changed = futures::future::select_all(watches.iter_mut().map(|w| Box::pin(w.changed())));
             match tokio::time::timeout_at(deadline, changed).await {
-                Ok((Ok(()), ..)) => continue,
+                Ok((Ok(()), ..)) => {
+                    // One fdatasync round commits many partitions at once, and their state
+                    // machines advance one after another. Letting them run before reading
+                    // answers with all of them rather than the first, which saves the consumer
+                    // a fetch round trip per partition.
+                    for _ in 0..YIELDS_AFTER_WAKE {
+                        tokio::task::yield_now().await;
+                    }
+                    continue;
+                }
                 // Timed out, or a partition stopped: answer with what there is.
                 _ => {
                     let (parts, ..) = read_all(&wanted, max_bytes);
@@ -76,6 +85,12 @@ pub async fn handle(b: &Arc<Broker>, req: &Request) -> anyhow::Result<Outcome> {
         }
     })))
 }
+
+/// Scheduler turns a woken fetch gives other tasks before reading (see above). Measured with
+/// 8 partitions at 250,000 msg/s (docs/BENCHMARKS.md): end-to-end p50 2.39-2.84 ms without,
+/// 1.90-2.11 ms with 4, 1.80-1.91 ms with 8. A yield with nothing else to run costs next to
+/// nothing.
+const YIELDS_AFTER_WAKE: usize = 8;
 
 fn read_all(wanted: &[Wanted], max_bytes: usize) -> (Vec<(usize, PartitionData)>, usize, bool) {
     let mut out = Vec::with_capacity(wanted.len());
