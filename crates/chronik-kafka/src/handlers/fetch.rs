@@ -87,10 +87,10 @@ pub async fn handle(b: &Arc<Broker>, req: &Request) -> anyhow::Result<Outcome> {
 }
 
 /// Scheduler turns a woken fetch gives other tasks before reading (see above). Measured with
-/// 8 partitions at 250,000 msg/s (docs/BENCHMARKS.md): end-to-end p50 2.39-2.84 ms without,
-/// 1.90-2.11 ms with 4, 1.80-1.91 ms with 8. A yield with nothing else to run costs next to
-/// nothing.
-const YIELDS_AFTER_WAKE: usize = 8;
+/// 8 partitions at 250,000 msg/s after a 1 GB fill (docs/BENCHMARKS.md): end-to-end p50
+/// 2.39-2.84 ms without, 1.90-2.11 ms with 4, 1.80-1.91 ms with 8. Each turn lets every other
+/// runnable task go first, so under overload more turns cost more; 4 is the middle.
+const YIELDS_AFTER_WAKE: usize = 4;
 
 fn read_all(wanted: &[Wanted], max_bytes: usize) -> (Vec<(usize, PartitionData)>, usize, bool) {
     let mut out = Vec::with_capacity(wanted.len());
