@@ -143,9 +143,10 @@ fn run_in(args: &KafkaArgs) -> anyhow::Result<()> {
     // End-to-end latency at half the peak rate. Broker, producer and consumer share this
     // machine's two cores, so the peak is that of the whole pipeline: one producer and one
     // consumer running together (the consumer's rate, counted from its first message), both in
-    // latency mode as in the measured run, which costs them CPU. Both runs use linger.ms=1: with the 5 ms linger of the throughput run the producer alone would
-    // hold a median message ~2.5 ms. In the latency run the producer stamps each message and
-    // the consumer records the difference (same clock) per message.
+    // latency mode as in the measured run, which costs them CPU. Both runs use linger.ms=1:
+    // with the 5 ms linger of the throughput run the producer alone would hold a median message
+    // ~2.5 ms. In the latency run the producer stamps each message and the consumer records the
+    // difference (same clock) per message.
     perf(args, &server, &["-P", "-t", "latency", "-s", "1024", "-a", "-1", "-c", "1"])?; // creates the topic
     // As many messages as the throughput run: a short burst (under a second) measures buffers
     // more than a rate the pipeline can keep up.

@@ -303,6 +303,7 @@ impl RaftNode {
         node.bootstrap_metadata().await?;
         quiet_if_alone(&node.meta, node.node_id).await;
         node.reconcile().await;
+        node.drop_orphaned_groups();
         let weak = Arc::downgrade(&node);
         let mut version = node.meta_version.clone();
         *node.reconciler.lock() = Some(tokio::spawn(async move {
@@ -442,7 +443,6 @@ impl RaftNode {
         for g in gone {
             self.stop_partition(&g).await;
         }
-        self.drop_orphaned_groups();
         for (topic, partition, group, replicas) in wanted {
             if self.partitions.read().contains_key(&group) {
                 continue;
@@ -501,9 +501,9 @@ impl RaftNode {
         }
     }
 
-    /// Drops the WAL data of partitions deleted while no reconciler saw it go (a crash or a stop
-    /// right after DeleteTopics): nothing else would ever drop it, and garbage collection cannot
-    /// retire a segment it holds. Safe with metadata that is still catching up: it is a prefix
+    /// At start: drops the WAL data of partitions deleted while no reconciler saw it go (a crash
+    /// or a stop right after DeleteTopics): nothing else would ever drop it, and garbage
+    /// collection cannot retire a segment it holds. Safe with metadata that is still catching up: it is a prefix
     /// of the metadata log, group ids are never reused, so a group below `next_group_id` that
     /// no topic holds was deleted for good.
     fn drop_orphaned_groups(&self) {
@@ -561,9 +561,7 @@ impl RaftNode {
 
     /// Stops every group and makes the WAL durable.
     pub async fn shutdown(&self) -> Result<(), NodeError> {
-        if let Some(r) = self.reconciler.lock().take() {
-            r.abort();
-        }
+        self.stop_reconciler();
         let groups: Vec<Arc<PartitionGroup>> = self.partitions.read().values().cloned().collect();
         for g in groups {
             let _ = g.raft.shutdown().await;

@@ -87,8 +87,8 @@ pub(crate) struct Inner {
     pub gc_requested: AtomicBool,
     /// One collector at a time (the background thread or an explicit call).
     pub gc_lock: Mutex<()>,
-    /// Bumped after every write that can make entries dead (truncate, purge, drop group), so the
-    /// collector knows when a segment it found too live is worth scanning again.
+    /// Bumped as each record that can make entries dead (truncate, purge, drop group) is
+    /// published, so the collector knows when a segment it found too live is worth scanning again.
     pub liveness_changes: AtomicU64,
     /// The oldest segment the collector last found too live, and `liveness_changes` then.
     pub gc_too_live: Mutex<Option<(u64, u64)>>,
@@ -205,16 +205,13 @@ impl Wal {
     /// Drops every entry of `group` at or above `index` (Raft conflict resolution). Durable with
     /// the next sync round.
     pub fn truncate_from(&self, group: u64, index: u64) -> Result<()> {
-        self.inner.write(&[PendingRecord::control(RecordType::Truncate, group, 0, LogPos { index, term: 0, leader_id: 0 })], None)?;
-        self.inner.liveness_changes.fetch_add(1, Ordering::AcqRel);
-        Ok(())
+        self.inner.write(&[PendingRecord::control(RecordType::Truncate, group, 0, LogPos { index, term: 0, leader_id: 0 })], None)
     }
 
     /// Drops every entry of `group` at or below `upto.index`, remembering `upto` as the last
     /// purged position. Segments whose entries are all gone are retired in the background.
     pub fn purge(&self, group: u64, upto: LogPos) -> Result<()> {
         self.inner.write(&[PendingRecord::control(RecordType::Purge, group, 0, upto)], None)?;
-        self.inner.liveness_changes.fetch_add(1, Ordering::AcqRel);
         self.inner.request_gc();
         Ok(())
     }
@@ -241,7 +238,6 @@ impl Wal {
     /// Forgets `group` entirely (a deleted partition). Group ids must never be reused.
     pub fn drop_group(&self, group: u64) -> Result<()> {
         self.inner.write(&[PendingRecord::control(RecordType::DropGroup, group, 0, LogPos { index: 0, term: 0, leader_id: 0 })], None)?;
-        self.inner.liveness_changes.fetch_add(1, Ordering::AcqRel);
         self.inner.request_gc();
         Ok(())
     }

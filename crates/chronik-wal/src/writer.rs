@@ -146,8 +146,7 @@ impl Inner {
         // failed append must leave none of its records behind. Only an append larger than a
         // whole segment is split across segments as it goes.
         let total: u64 = records.iter().map(|r| r.len()).sum();
-        let fresh_room = self.opts.segment_size - SEGMENT_HEADER_LEN - SEGMENT_FOOTER_LEN;
-        if total > w.active.records_limit() - w.pos && total <= fresh_room {
+        if total > w.active.records_limit() - w.pos && total <= self.max_record_len() {
             if let Err(e) = self.roll(w) {
                 return fail(e, on_durable);
             }
@@ -254,9 +253,13 @@ impl Inner {
         match h.record_type {
             RecordType::Entry => handle.write().push(h.index, loc),
             RecordType::EntryRewrite => handle.write().relocate(h.index, loc),
-            RecordType::Truncate => handle.write().truncate_from(h.index),
+            RecordType::Truncate => {
+                handle.write().truncate_from(h.index);
+                self.liveness_changes.fetch_add(1, Ordering::AcqRel);
+            }
             RecordType::Purge => {
-                handle.write().purge(LogPos { index: h.index, term: h.term, leader_id: h.leader_id }, loc.segment)
+                handle.write().purge(LogPos { index: h.index, term: h.term, leader_id: h.leader_id }, loc.segment);
+                self.liveness_changes.fetch_add(1, Ordering::AcqRel);
             }
             RecordType::State => {
                 let value = segment.slice(loc.offset + RECORD_HEADER_LEN as u64, r.payload_len);
@@ -265,6 +268,7 @@ impl Inner {
             RecordType::DropGroup => {
                 self.groups.write().remove(&h.group);
                 self.dropped.lock().insert(h.group);
+                self.liveness_changes.fetch_add(1, Ordering::AcqRel);
             }
         }
     }

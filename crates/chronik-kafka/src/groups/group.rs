@@ -422,6 +422,14 @@ mod tests {
         rx
     }
 
+    /// A group whose one member has joined and synced (generation 1); returns its join result.
+    fn stable_alone(g: &mut Group, now: Instant) -> JoinResult {
+        let a = join(g, now, join_req("", &["range"])).try_recv().unwrap();
+        let (tx, _rx) = oneshot::channel();
+        g.sync(now, &a.member_id, 1, vec![], tx);
+        a
+    }
+
     #[test]
     fn single_member_joins_syncs_and_heartbeats() {
         let now = Instant::now();
@@ -442,9 +450,7 @@ mod tests {
     fn second_member_triggers_rebalance_and_both_get_assignments() {
         let now = Instant::now();
         let mut g = Group::new();
-        let a = join(&mut g, now, join_req("", &["range"])).try_recv().unwrap();
-        let (tx, _rx) = oneshot::channel();
-        g.sync(now, &a.member_id, 1, vec![(a.member_id.clone(), Bytes::from_static(b"all"))], tx);
+        let a = stable_alone(&mut g, now);
         // B joins: A's next heartbeat says rebalance, A rejoins, the join completes for both.
         let mut b_rx = join(&mut g, now, join_req("", &["range"]));
         assert!(b_rx.try_recv().is_err(), "B waits for A to rejoin");
@@ -503,9 +509,7 @@ mod tests {
     fn absent_member_is_dropped_at_the_rebalance_deadline_and_sessions_expire() {
         let t0 = Instant::now();
         let mut g = Group::new();
-        let a = join(&mut g, t0, join_req("", &["range"])).try_recv().unwrap();
-        let (tx, _rx) = oneshot::channel();
-        g.sync(t0, &a.member_id, 1, vec![], tx);
+        let a = stable_alone(&mut g, t0);
         let mut b_rx = join(&mut g, t0, join_req("", &["range"]));
         g.tick(t0 + Duration::from_secs(31)); // A never rejoins
         let b = b_rx.try_recv().unwrap();
@@ -548,9 +552,7 @@ mod tests {
     fn dead_member_is_expired_by_its_session_during_a_rebalance() {
         let t0 = Instant::now();
         let mut g = Group::new();
-        let a = join(&mut g, t0, join_req("", &["range"])).try_recv().unwrap();
-        let (tx, _rx) = oneshot::channel();
-        g.sync(t0, &a.member_id, 1, vec![], tx);
+        let a = stable_alone(&mut g, t0);
         // A dies; B joins. A's 10 s session ends the wait, not the 30 s rebalance timeout.
         let mut b_rx = join(&mut g, t0, join_req("", &["range"]));
         g.tick(t0 + Duration::from_secs(9));

@@ -49,10 +49,7 @@ pub async fn handle(b: &Arc<Broker>, req: &Request) -> anyhow::Result<Outcome> {
                 match &info {
                     None if req.version >= 13 => Err(ApiError::new(ResponseError::UnknownTopicId, "unknown topic id")),
                     None => Err(ApiError::new(ResponseError::UnknownTopicOrPartition, "unknown topic")),
-                    Some(info) => match b.refuse_internal(&info.name, "producing to") {
-                        Ok(()) => queue(b, info, p.index, p.records).await,
-                        Err(e) => Err(e),
-                    },
+                    Some(info) => queue(b, info, p.index, p.records).await,
                 }
             };
             parts.push(match result {
@@ -110,6 +107,7 @@ fn error_response(index: i32, e: &ApiError) -> PartitionProduceResponse {
 type Queued = (Committed, i64, Arc<PartitionGroup>);
 
 async fn queue(b: &Broker, info: &chronik_cluster::metadata::TopicInfo, index: i32, records: Option<Bytes>) -> Result<Queued, ApiError> {
+    b.refuse_internal(&info.name, "producing to")?;
     let group = b.leader_partition(&info.name, index)?;
     let records = records.filter(|r| !r.is_empty()).ok_or_else(|| ApiError::new(ResponseError::CorruptMessage, "no record batch"))?;
     let settings = b.settings(info);

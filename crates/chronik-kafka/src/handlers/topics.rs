@@ -116,10 +116,11 @@ pub async fn delete_topics(b: &Arc<Broker>, req: &Request) -> anyhow::Result<Out
     for (name, id) in asked {
         let result = match &name {
             None => Err(ApiError::new(ResponseError::UnknownTopicId, "unknown topic id")),
-            Some(n) => match b.refuse_internal(n, "deleting") {
-                Ok(()) => b.node.propose_meta(MetaCommand::DeleteTopic { name: n.clone() }).await.map_err(ApiError::from),
-                Err(e) => Err(e),
-            },
+            Some(n) => async {
+                b.refuse_internal(n, "deleting")?;
+                b.node.propose_meta(MetaCommand::DeleteTopic { name: n.clone() }).await.map_err(ApiError::from)
+            }
+            .await,
         };
         let mut res = DeletableTopicResult::default()
             .with_name(name.clone().map(|n| TopicName(StrBytes::from_string(n))))
