@@ -86,6 +86,11 @@ pub const KEYS: &[Key] = &[
     ),
     key("cluster.storage.wal_sync_interval_ms", Kind::Int, "fdatasync interval in `periodic` mode."),
     key("cluster.storage.wal_segment_size", Kind::Int, "Size of each WAL segment file, in bytes (64 KiB to 2 GiB); segments are preallocated (or recycled) before use."),
+    key(
+        "cluster.storage.wal_page_cache_bytes",
+        Kind::Int,
+        "How much of the newest WAL data is left in the OS page cache. Older data of full segments is dropped from the page cache as the log grows, so new writes reuse memory rather than growing the cache; consumers reading further back read from disk. 0 leaves caching to the kernel, as Kafka does.",
+    ),
 ];
 
 pub fn find(path: &str) -> Option<&'static Key> {

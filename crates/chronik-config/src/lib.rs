@@ -187,10 +187,16 @@ pub struct StorageConfig {
     pub wal_sync_mode: WalSyncMode,
     pub wal_sync_interval_ms: u64,
     pub wal_segment_size: u64,
+    pub wal_page_cache_bytes: u64,
 }
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        StorageConfig { wal_sync_mode: WalSyncMode::Always, wal_sync_interval_ms: 100, wal_segment_size: 128 << 20 }
+        StorageConfig {
+            wal_sync_mode: WalSyncMode::Always,
+            wal_sync_interval_ms: 100,
+            wal_segment_size: 128 << 20,
+            wal_page_cache_bytes: 1 << 30,
+        }
     }
 }

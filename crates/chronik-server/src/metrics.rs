@@ -17,6 +17,7 @@ pub const METRICS: &[(&str, &str, &str)] = &[
     ("chronik_wal_segments", "gauge", "WAL segments holding the log, the active one included."),
     ("chronik_wal_spare_segments", "gauge", "Preallocated segments ready for use."),
     ("chronik_wal_segments_retired", "counter", "Segments retired by WAL garbage collection since start."),
+    ("chronik_wal_page_cache_dropped_bytes", "counter", "Bytes of full WAL segments dropped from the OS page cache (`wal_page_cache_bytes`)."),
     ("chronik_partitions", "gauge", "Partition replicas on this node."),
     ("chronik_partition_leader", "gauge", "1 when this node leads the partition."),
     ("chronik_partition_leader_epoch", "gauge", "The partition's Raft term (Kafka leader epoch)."),
@@ -52,6 +53,11 @@ pub fn render(node: &RaftNode) -> Result<String, std::fmt::Error> {
     registry.register("chronik_wal_segments", help("chronik_wal_segments"), gauge(w.live_segments as i64));
     registry.register("chronik_wal_spare_segments", help("chronik_wal_spare_segments"), gauge(w.spare_segments as i64));
     registry.register("chronik_wal_segments_retired", help("chronik_wal_segments_retired"), counter(w.segments_retired));
+    registry.register(
+        "chronik_wal_page_cache_dropped_bytes",
+        help("chronik_wal_page_cache_dropped_bytes"),
+        counter(w.cache_bytes_dropped),
+    );
 
     let groups = node.partition_groups();
     registry.register("chronik_partitions", help("chronik_partitions"), gauge(groups.len() as i64));

@@ -29,6 +29,7 @@ pub fn node_options(c: &Config) -> NodeOptions {
                 WalSyncMode::Always => SyncMode::Always,
                 WalSyncMode::Periodic => SyncMode::Periodic(Duration::from_millis(s.wal_sync_interval_ms)),
             },
+            page_cache_window: (s.wal_page_cache_bytes > 0).then_some(s.wal_page_cache_bytes),
             ..WalOptions::default()
         },
         raft: RaftSettings {

@@ -1,5 +1,6 @@
-//! The WAL's three threads: the syncer (group commit), the preparer (spare segments) and the
-//! garbage collector (retiring segments nothing needs).
+//! The WAL's threads: the syncer (group commit), the preparer (spare segments), the garbage
+//! collector (retiring segments nothing needs) and, when a page-cache window is set, the cache
+//! trimmer (`cache`).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -12,8 +13,11 @@ use crate::wal::{Inner, prepare_segment};
 
 pub(crate) fn spawn(inner: &Arc<Inner>) -> Result<Vec<JoinHandle<()>>> {
     let mut threads = Vec::new();
-    let jobs: [(&str, fn(Arc<Inner>)); 3] =
-        [("chronik-wal-sync", run_syncer), ("chronik-wal-prep", run_preparer), ("chronik-wal-gc", run_gc)];
+    let mut jobs: Vec<(&str, Box<dyn FnOnce(Arc<Inner>) + Send>)> =
+        vec![("chronik-wal-sync", Box::new(run_syncer)), ("chronik-wal-prep", Box::new(run_preparer)), ("chronik-wal-gc", Box::new(run_gc))];
+    if let Some(window) = inner.opts.page_cache_window {
+        jobs.push(("chronik-wal-cache", Box::new(move |inner| crate::cache::run_trimmer(inner, window))));
+    }
     for (name, job) in jobs {
         let inner = inner.clone();
         let t = std::thread::Builder::new()

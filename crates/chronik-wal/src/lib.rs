@@ -11,6 +11,7 @@
 //!   names the file and byte offset.
 
 mod background;
+mod cache;
 pub mod error;
 mod gc;
 pub mod index;

@@ -26,6 +26,9 @@ pub struct WalOptions {
     /// The oldest segment is retired by copying its live entries forward when they are at most
     /// this fraction of it; above that it waits for their owners to purge them.
     pub gc_rewrite_max_live_fraction: f64,
+    /// Bytes of the newest log data left in the OS page cache; older data of sealed segments is
+    /// dropped from it as the log grows (see `cache`). `None` leaves caching to the kernel.
+    pub page_cache_window: Option<u64>,
 }
 
 impl Default for WalOptions {
@@ -36,6 +39,7 @@ impl Default for WalOptions {
             spare_segments: 1,
             gc_interval: Duration::from_secs(1),
             gc_rewrite_max_live_fraction: 0.25,
+            page_cache_window: None,
         }
     }
 }

@@ -8,9 +8,10 @@ use std::os::unix::fs::FileExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
-use memmap2::Mmap;
+use memmap2::{Mmap, UncheckedAdvice};
 
 use crate::error::{RecordError, Result, WalError};
 use crate::record::{RECORD_HEADER_LEN, RecordHeader};
@@ -105,6 +106,8 @@ pub struct Segment {
     pub size: u64,
     file: File,
     map: Mmap,
+    /// Bytes from the start already dropped from the page cache (see `cache`).
+    cache_dropped_to: AtomicU64,
 }
 
 impl std::fmt::Debug for Segment {
@@ -136,7 +139,7 @@ impl Segment {
                 reason: format!("header says {size} bytes, file has {len}"),
             });
         }
-        Ok(Segment { seq, path: path.into(), size, file, map })
+        Ok(Segment { seq, path: path.into(), size, file, map, cache_dropped_to: AtomicU64::new(0) })
     }
 
     pub fn records_start(&self) -> u64 {
@@ -185,6 +188,30 @@ impl Segment {
 
     pub fn sync_data(&self) -> Result<()> {
         self.file.sync_data().map_err(|e| WalError::io(&self.path, e))
+    }
+
+    pub(crate) fn cache_dropped_to(&self) -> u64 {
+        self.cache_dropped_to.load(Ordering::Relaxed)
+    }
+
+    /// Drops bytes `from..to` from the page cache: unmaps them from this process (pages mapped
+    /// by a reader cannot be evicted) and evicts the file's cached pages. Only for durable bytes
+    /// that are never written again, so a later read faults the same bytes back in from the file.
+    pub(crate) fn drop_cached(&self, from: u64, to: u64) -> Result<()> {
+        debug_assert!(from <= to && to <= self.size);
+        let len = (to - from) as usize;
+        // SAFETY: MADV_DONTNEED on a shared, read-only file mapping only drops page-table
+        // entries; the next access reads the file's (unchanged) contents again. Readers holding
+        // slices of this range see the same bytes.
+        unsafe { self.map.unchecked_advise_range(UncheckedAdvice::DontNeed, from as usize, len) }
+            .map_err(|e| WalError::io(&self.path, e))?;
+        // SAFETY: plain syscall on a file descriptor we own.
+        let r = unsafe { libc::posix_fadvise(self.file.as_raw_fd(), from as i64, len as i64, libc::POSIX_FADV_DONTNEED) };
+        if r != 0 {
+            return Err(WalError::io(&self.path, std::io::Error::from_raw_os_error(r)));
+        }
+        self.cache_dropped_to.fetch_max(to, Ordering::Relaxed);
+        Ok(())
     }
 }
 

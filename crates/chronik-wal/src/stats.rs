@@ -14,6 +14,7 @@ pub(crate) struct Stats {
     pub segments_prepared: AtomicU64,
     pub segments_retired: AtomicU64,
     pub gc_rewritten_bytes: AtomicU64,
+    pub cache_bytes_dropped: AtomicU64,
 }
 
 impl Stats {
@@ -43,6 +44,8 @@ pub struct WalStats {
     pub segments_prepared: u64,
     pub segments_retired: u64,
     pub gc_rewritten_bytes: u64,
+    /// Bytes of sealed segments dropped from the page cache (`WalOptions::page_cache_window`).
+    pub cache_bytes_dropped: u64,
     /// Segments holding the log now, the active one included.
     pub live_segments: u64,
     pub spare_segments: u64,
@@ -64,6 +67,7 @@ impl crate::wal::Inner {
             segments_prepared: s.segments_prepared.load(Ordering::Relaxed),
             segments_retired: s.segments_retired.load(Ordering::Relaxed),
             gc_rewritten_bytes: s.gc_rewritten_bytes.load(Ordering::Relaxed),
+            cache_bytes_dropped: s.cache_bytes_dropped.load(Ordering::Relaxed),
             live_segments: self.segments.read().len() as u64,
             spare_segments: self.spares.lock().ready.len() as u64,
             groups: self.groups.read().len() as u64,

@@ -12,6 +12,7 @@ pub fn small_opts() -> WalOptions {
         spare_segments: 1,
         gc_interval: Duration::from_secs(3600),
         gc_rewrite_max_live_fraction: 0.25,
+        page_cache_window: None,
     }
 }
 
