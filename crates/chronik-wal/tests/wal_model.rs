@@ -41,11 +41,14 @@ impl GroupModel {
     }
 }
 
+/// With no page-cache window, so that every check reads all sealed segments back through the
+/// uncached read path.
 fn opts() -> WalOptions {
-    WalOptions { segment_size: 64 * 1024, ..common::small_opts() }
+    WalOptions { segment_size: 64 * 1024, page_cache_window: Some(0), ..common::small_opts() }
 }
 
 fn check(wal: &Wal, model: &HashMap<u64, GroupModel>) {
+    wal.trim_page_cache();
     for (g, m) in model {
         let info = wal.group_info(*g);
         let first = m.entries.keys().next().copied();
