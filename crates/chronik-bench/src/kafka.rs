@@ -1,7 +1,8 @@
 //! The broker as Kafka clients see it, with librdkafka's `rdkafka_performance` as the load
 //! generator (built from the source that ships in the rdkafka-sys crate, see
-//! scripts/bench-kafka.sh), broker and load generator on this machine, raw-disk figures from
-//! the same run beside the results.
+//! scripts/bench-kafka.sh) and, for the latency runs, a paced producer on the rdkafka crate
+//! (`load`); broker and load generators on this machine, raw-disk figures from the same run
+//! beside the results.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -29,6 +30,9 @@ pub struct KafkaArgs {
     /// Seconds of the latency run.
     #[arg(long, default_value_t = 10)]
     latency_seconds: u64,
+    /// The producer's linger.ms in the latency runs (peak and half peak).
+    #[arg(long, default_value_t = 0.5)]
+    latency_linger_ms: f64,
     /// Size of the topic read back in the fetch run.
     #[arg(long, default_value_t = 2048)]
     fetch_mib: u64,
@@ -77,17 +81,6 @@ fn start_server(args: &KafkaArgs) -> anyhow::Result<Server> {
 
 fn perf(args: &KafkaArgs, server: &Server, extra: &[&str]) -> anyhow::Result<String> {
     run_perf(Command::new(&args.perf), args, server, extra)
-}
-
-/// `perf` at the lowest CPU priority. rdkafka_performance paces a rate-limited producer by
-/// polling in a loop, which keeps a whole core busy; on a two-core machine shared with the
-/// broker that loop would otherwise take CPU time the broker needs. Nothing the producer does
-/// for a message is hidden by this: the message's clock starts when it is handed to librdkafka,
-/// so any delay in the (now low-priority) producer counts against the measured latency.
-fn perf_low_priority(args: &KafkaArgs, server: &Server, extra: &[&str]) -> anyhow::Result<String> {
-    let mut cmd = Command::new("nice");
-    cmd.args(["-n", "19"]).arg(&args.perf);
-    run_perf(cmd, args, server, extra)
 }
 
 fn run_perf(mut cmd: Command, args: &KafkaArgs, server: &Server, extra: &[&str]) -> anyhow::Result<String> {
@@ -142,29 +135,34 @@ fn run_in(args: &KafkaArgs) -> anyhow::Result<()> {
 
     // End-to-end latency at half the peak rate. Broker, producer and consumer share this
     // machine's two cores, so the peak is that of the whole pipeline: one producer and one
-    // consumer running together (the consumer's rate, counted from its first message), both in
-    // latency mode as in the measured run, which costs them CPU. Both runs use linger.ms=1:
-    // with the 5 ms linger of the throughput run the producer alone would hold a median message
-    // ~2.5 ms. In the latency run the producer stamps each message and the consumer records the
-    // difference (same clock) per message.
+    // consumer running together (the consumer's rate, counted from its first message), the
+    // producer stamping every message and the consumer recording each message's latency, as in
+    // the measured run. The producer is the paced one from `load`, unpaced for the peak.
     perf(args, &server, &["-P", "-t", "latency", "-s", "1024", "-a", "-1", "-c", "1"])?; // creates the topic
     // As many messages as the throughput run: a short burst (under a second) measures buffers
     // more than a rate the pipeline can keep up.
-    let peak_count = args.produce_messages.max(100_000).to_string();
-    let consumer = spawn_consumer(args, &server, &peak_count, &args.dir.join("peak-latency.txt"))?;
-    let out = perf(args, &server, &["-P", "-l", "-t", "latency", "-s", "1024", "-a", "-1", "-X", "linger.ms=1", "-c", &peak_count])?;
-    let producer_peak = figure(&out, "msgs/s").context(out)?;
+    let peak_count = args.produce_messages.max(100_000);
+    let load = |count, rate| crate::load::Load {
+        bootstrap: &server.bootstrap,
+        topic: "latency",
+        message_size: 1024,
+        linger_ms: args.latency_linger_ms,
+        count,
+        rate,
+    };
+    let consumer = spawn_consumer(args, &server, &peak_count.to_string(), &args.dir.join("peak-latency.txt"))?;
+    let producer_peak = crate::load::produce(&load(peak_count, None))?;
     let out = wait_consumer(consumer)?;
     let pipeline_peak = figure(&out, "msgs/s").context(out)?.min(producer_peak);
-    println!("produce_1k_linger1_msgs_per_sec={producer_peak:.0}");
-    println!("pipeline_1k_linger1_msgs_per_sec={pipeline_peak:.0}");
+    println!("latency_producer_linger_ms={}", args.latency_linger_ms);
+    println!("produce_1k_latency_mode_msgs_per_sec={producer_peak:.0}");
+    println!("pipeline_1k_latency_mode_msgs_per_sec={pipeline_peak:.0}");
     let rate = ((pipeline_peak / 2.0) as u64).max(1000);
-    let count = (rate * args.latency_seconds).to_string();
+    let count = rate * args.latency_seconds;
     let lat_file = args.dir.join("latency.txt");
-    let consumer = spawn_consumer(args, &server, &count, &lat_file)?;
-    perf_low_priority(args, &server, &[
-        "-P", "-l", "-t", "latency", "-s", "1024", "-a", "-1", "-X", "linger.ms=1", "-r", &rate.to_string(), "-c", &count,
-    ])?;
+    let consumer = spawn_consumer(args, &server, &count.to_string(), &lat_file)?;
+    let achieved = crate::load::produce(&load(count, Some(rate as f64)))?;
+    println!("e2e_latency_producer_achieved_msgs_per_sec={achieved:.0}");
     wait_consumer(consumer)?;
     let mut lat = Latencies::default();
     for line in std::fs::read_to_string(&lat_file).unwrap_or_default().lines() {

@@ -3,6 +3,7 @@
 
 mod disk;
 mod kafka;
+mod load;
 mod machine;
 mod raft;
 mod stats;
@@ -27,9 +28,14 @@ enum Command {
     Raft(raft::RaftArgs),
     /// 1,000 partitions in one standalone node: creation and restart time, memory, idle CPU.
     Partitions(raft::PartitionsArgs),
-    /// The broker with librdkafka's rdkafka_performance: produce throughput, end-to-end latency
-    /// at half the peak rate, fetch of a 2 GB topic (scripts/bench-kafka.sh runs it).
+    /// The broker with librdkafka's rdkafka_performance and a paced rdkafka-crate producer:
+    /// produce throughput, end-to-end latency at half the peak rate, fetch of a 2 GB topic
+    /// (scripts/bench-kafka.sh runs it).
     Kafka(kafka::KafkaArgs),
+    /// The paced producer of the latency runs, alone, against a running broker: stamped 1 KiB
+    /// messages at a fixed rate (for rdkafka_performance -C -l to measure); prints the rate
+    /// achieved.
+    Produce(load::ProduceArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -38,5 +44,6 @@ fn main() -> anyhow::Result<()> {
         Command::Raft(args) => raft::run(args),
         Command::Partitions(args) => raft::partitions(args),
         Command::Kafka(args) => kafka::run(args),
+        Command::Produce(args) => load::run(args),
     }
 }

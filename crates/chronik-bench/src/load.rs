@@ -1,0 +1,146 @@
+//! A load generator on the rdkafka crate for the latency runs: a producer that paces itself by
+//! sleeping, where rdkafka_performance's `-r` paces by polling in a loop that keeps a whole core
+//! busy (on two cores shared with the broker that loop, not the broker, would be measured).
+//!
+//! Messages carry rdkafka_performance's latency stamp (`LATENCY:<wall clock µs>`), taken as each
+//! message is handed to librdkafka, so its consumer (`-C -l`) measures produce-to-consume time.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context as _;
+use rdkafka::ClientConfig;
+use rdkafka::ClientContext;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::DeliveryResult;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ProducerContext};
+
+/// How long the producer sleeps between bursts: short against the linger, long enough that
+/// waking up costs little.
+const PACE_TICK: Duration = Duration::from_micros(200);
+
+pub struct Load<'a> {
+    pub bootstrap: &'a str,
+    pub topic: &'a str,
+    pub message_size: usize,
+    pub linger_ms: f64,
+    pub count: u64,
+    /// Messages per second; `None` sends as fast as librdkafka takes them.
+    pub rate: Option<f64>,
+}
+
+#[derive(Default)]
+struct Deliveries {
+    failed: AtomicU64,
+    first_error: std::sync::Mutex<Option<String>>,
+}
+
+struct Context(Arc<Deliveries>);
+
+impl ClientContext for Context {}
+
+impl ProducerContext for Context {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((e, _)) = result {
+            self.0.failed.fetch_add(1, Ordering::Relaxed);
+            self.0.first_error.lock().unwrap().get_or_insert_with(|| e.to_string());
+        }
+    }
+}
+
+/// Produces `load.count` stamped messages (acks=all) and waits for every delivery; returns the
+/// rate achieved, in messages per second, from the first send to the last delivery.
+pub fn produce(load: &Load<'_>) -> anyhow::Result<f64> {
+    let deliveries = Arc::new(Deliveries::default());
+    let producer: BaseProducer<Context> = ClientConfig::new()
+        .set("bootstrap.servers", load.bootstrap)
+        .set("acks", "all")
+        .set("linger.ms", load.linger_ms.to_string())
+        .create_with_context(Context(deliveries.clone()))
+        .context("creating the producer")?;
+    let mut payload = vec![0u8; load.message_size];
+    let started = Instant::now();
+    let mut sent = 0;
+    while sent < load.count {
+        let due = match load.rate {
+            Some(rate) => load.count.min((started.elapsed().as_secs_f64() * rate) as u64 + 1),
+            None => load.count,
+        };
+        while sent < due {
+            stamp(&mut payload);
+            match producer.send(BaseRecord::<(), [u8]>::to(load.topic).payload(&payload)) {
+                Ok(()) => sent += 1,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    producer.poll(Duration::from_millis(1));
+                }
+                Err((e, _)) => return Err(e).context("producing"),
+            }
+        }
+        producer.poll(Duration::ZERO);
+        if load.rate.is_some() {
+            std::thread::sleep(PACE_TICK);
+        }
+    }
+    producer.flush(Duration::from_secs(60)).context("waiting for deliveries")?;
+    let elapsed = started.elapsed().as_secs_f64();
+    let failed = deliveries.failed.load(Ordering::Relaxed);
+    anyhow::ensure!(
+        failed == 0,
+        "{failed} of {} messages failed; the first: {}",
+        load.count,
+        deliveries.first_error.lock().unwrap().as_deref().unwrap_or("?")
+    );
+    Ok(load.count as f64 / elapsed)
+}
+
+#[derive(clap::Args)]
+pub struct ProduceArgs {
+    #[arg(long)]
+    bootstrap: String,
+    #[arg(long)]
+    topic: String,
+    /// Messages per second; omitted, as fast as librdkafka takes them.
+    #[arg(long)]
+    rate: Option<f64>,
+    #[arg(long)]
+    count: u64,
+    #[arg(long, default_value_t = 0.5)]
+    linger_ms: f64,
+    #[arg(long, default_value_t = 1024)]
+    message_size: usize,
+}
+
+pub fn run(a: ProduceArgs) -> anyhow::Result<()> {
+    let load = Load {
+        bootstrap: &a.bootstrap,
+        topic: &a.topic,
+        message_size: a.message_size,
+        linger_ms: a.linger_ms,
+        count: a.count,
+        rate: a.rate,
+    };
+    println!("produced_msgs_per_sec={:.0}", produce(&load)?);
+    Ok(())
+}
+
+/// Writes rdkafka_performance's latency stamp at the start of `payload`, NUL-terminated.
+fn stamp(payload: &mut [u8]) {
+    let us = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros());
+    let text = format!("LATENCY:{us}\0");
+    let n = text.len().min(payload.len());
+    payload[..n].copy_from_slice(&text.as_bytes()[..n]);
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn stamp_is_what_rdkafka_performance_parses() {
+        let mut p = vec![7u8; 64];
+        super::stamp(&mut p);
+        let text = std::str::from_utf8(&p[..p.iter().position(|b| *b == 0).unwrap()]).unwrap();
+        let us: u64 = text.strip_prefix("LATENCY:").unwrap().parse().unwrap();
+        assert!(us > 1_700_000_000_000_000, "{text}");
+    }
+}
