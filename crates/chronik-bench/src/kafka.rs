@@ -4,6 +4,7 @@
 //! (`load`); broker and load generators on this machine, raw-disk figures from the same run
 //! beside the results.
 
+use std::io::Read;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -195,7 +196,7 @@ fn run_in(args: &KafkaArgs) -> anyhow::Result<()> {
 
 /// Starts a consumer of all 8 partitions of `latency` from the end, for `count` messages, in
 /// latency mode (one line per message in `latency_file`), and waits until it has joined.
-fn spawn_consumer(args: &KafkaArgs, server: &Server, count: &str, latency_file: &Path) -> anyhow::Result<Child> {
+fn spawn_consumer(args: &KafkaArgs, server: &Server, count: &str, latency_file: &Path) -> anyhow::Result<Consumer> {
     let mut cmd = Command::new(&args.perf);
     cmd.args(["-C", "-t", "latency", "-o", "end", "-c", count, "-b", &server.bootstrap, "-q"]);
     for p in 0..8 {
@@ -203,19 +204,36 @@ fn spawn_consumer(args: &KafkaArgs, server: &Server, count: &str, latency_file: 
     }
     cmd.arg("-l").arg("-A").arg(latency_file);
     let child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().with_context(|| format!("running {}", args.perf.display()))?;
+    let consumer = Consumer(child);
     std::thread::sleep(Duration::from_secs(2));
-    Ok(child)
+    Ok(consumer)
+}
+
+/// A consumer process, killed if the run fails before it is waited for.
+struct Consumer(Child);
+
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// Waits (at most a minute) for a consumer to finish; returns its output.
-fn wait_consumer(mut child: Child) -> anyhow::Result<String> {
+fn wait_consumer(mut consumer: Consumer) -> anyhow::Result<String> {
     let deadline = Instant::now() + Duration::from_secs(60);
-    while child.try_wait()?.is_none() && Instant::now() < deadline {
+    while consumer.0.try_wait()?.is_none() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
     }
-    let _ = child.kill();
-    let out = child.wait_with_output()?;
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
+    let _ = consumer.0.kill();
+    let mut out = String::new();
+    if let Some(mut p) = consumer.0.stdout.take() {
+        p.read_to_string(&mut out)?;
+    }
+    if let Some(mut p) = consumer.0.stderr.take() {
+        p.read_to_string(&mut out)?;
+    }
+    Ok(out)
 }
 
 fn lat_len(p: &Path) -> usize {

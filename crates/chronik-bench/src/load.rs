@@ -2,8 +2,11 @@
 //! sleeping, where rdkafka_performance's `-r` paces by polling in a loop that keeps a whole core
 //! busy (on two cores shared with the broker that loop, not the broker, would be measured).
 //!
-//! Messages carry rdkafka_performance's latency stamp (`LATENCY:<wall clock µs>`), taken as each
-//! message is handed to librdkafka, so its consumer (`-C -l`) measures produce-to-consume time.
+//! Messages carry rdkafka_performance's latency stamp (`LATENCY:<wall clock µs>`), so its
+//! consumer (`-C -l`) measures produce-to-consume time. A paced message is stamped with the time
+//! it was due, not the time it was sent: a producer that falls behind (starved of CPU, or held
+//! up by a full queue) sends late, and that lateness counts against the measured latency rather
+//! than being hidden by a fresh stamp.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -62,6 +65,7 @@ pub fn produce(load: &Load<'_>) -> anyhow::Result<f64> {
         .context("creating the producer")?;
     let mut payload = vec![0u8; load.message_size];
     let started = Instant::now();
+    let started_us = wall_clock_us();
     let mut sent = 0;
     while sent < load.count {
         let due = match load.rate {
@@ -69,7 +73,11 @@ pub fn produce(load: &Load<'_>) -> anyhow::Result<f64> {
             None => load.count,
         };
         while sent < due {
-            stamp(&mut payload);
+            let stamp_us = match load.rate {
+                Some(rate) => started_us + (sent as f64 * 1e6 / rate) as u64,
+                None => wall_clock_us(),
+            };
+            stamp(&mut payload, stamp_us);
             match producer.send(BaseRecord::<(), [u8]>::to(load.topic).payload(&payload)) {
                 Ok(()) => sent += 1,
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
@@ -125,12 +133,15 @@ pub fn run(a: ProduceArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn wall_clock_us() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
+}
+
 /// Writes rdkafka_performance's latency stamp at the start of `payload`, NUL-terminated.
-fn stamp(payload: &mut [u8]) {
-    let us = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros());
-    let text = format!("LATENCY:{us}\0");
-    let n = text.len().min(payload.len());
-    payload[..n].copy_from_slice(&text.as_bytes()[..n]);
+fn stamp(payload: &mut [u8], us: u64) {
+    use std::io::Write;
+    // A payload too short for the stamp gets as much of it as fits.
+    let _ = write!(std::io::Cursor::new(payload), "LATENCY:{us}\0");
 }
 
 #[cfg(test)]
@@ -138,9 +149,9 @@ mod tests {
     #[test]
     fn stamp_is_what_rdkafka_performance_parses() {
         let mut p = vec![7u8; 64];
-        super::stamp(&mut p);
+        super::stamp(&mut p, 1_764_300_000_123_456);
         let text = std::str::from_utf8(&p[..p.iter().position(|b| *b == 0).unwrap()]).unwrap();
-        let us: u64 = text.strip_prefix("LATENCY:").unwrap().parse().unwrap();
-        assert!(us > 1_700_000_000_000_000, "{text}");
+        assert_eq!(text, "LATENCY:1764300000123456");
+        assert_eq!(p[text.len() + 1..], [7u8; 64][text.len() + 1..], "nothing written past the stamp");
     }
 }

@@ -17,7 +17,7 @@ pub const METRICS: &[(&str, &str, &str)] = &[
     ("chronik_wal_segments", "gauge", "WAL segments holding the log, the active one included."),
     ("chronik_wal_spare_segments", "gauge", "Preallocated segments ready for use."),
     ("chronik_wal_segments_retired", "counter", "Segments retired by WAL garbage collection since start."),
-    ("chronik_wal_page_cache_dropped_bytes", "counter", "Bytes of full WAL segments dropped from the OS page cache (`wal_page_cache_bytes`)."),
+    ("chronik_wal_page_cache_dropped_bytes", "counter", "Bytes of full WAL segments the kernel was asked to drop from the page cache (`wal_page_cache_bytes`); a range dropped again counts again."),
     ("chronik_partitions", "gauge", "Partition replicas on this node."),
     ("chronik_partition_leader", "gauge", "1 when this node leads the partition."),
     ("chronik_partition_leader_epoch", "gauge", "The partition's Raft term (Kafka leader epoch)."),

@@ -7,20 +7,21 @@
 //! writing: measured here, 4 GiB written through a bounded page cache took 1.4 s of system time
 //! against 4.6-10.7 s through a growing one.
 //!
-//! Only sealed segments are trimmed: their bytes were made durable by the roll that sealed them,
-//! so the pages are clean and a later read simply faults them back in from the file.
+//! Only sealed segments are trimmed: their records were made durable by the roll that sealed
+//! them and are never written again, so a later read gets the same bytes from the file. (The
+//! footer may still be dirty; the kernel does not drop dirty pages.) Reads of dropped ranges use
+//! `pread` (`Segment::read_uncached`), and the pages they bring back are dropped at the next tick.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use crate::segment::Segment;
 use crate::wal::Inner;
 
 /// How often the trimmer looks at the log.
 const TICK: Duration = Duration::from_millis(100);
-/// How often everything behind the window is dropped again, for pages that readers of old data
-/// (a lagging consumer, recovery) have faulted back in since.
+/// How often everything behind the window is dropped again, for pages brought back through the
+/// mapping (record headers, the collector's scans).
 const FULL_PASS: Duration = Duration::from_secs(10);
 
 /// One range of a segment to drop from the page cache.
@@ -80,24 +81,34 @@ pub(crate) fn run_trimmer(inner: Arc<Inner>, window: u64) {
 
 pub(crate) fn trim(inner: &Inner, window: u64, full_pass: bool) {
     let active_pos = inner.writer.lock().pos;
-    let segments: Vec<Arc<Segment>> = {
+    let sealed: Vec<SealedSegment> = {
         let active = inner.active_seq.load(Ordering::Acquire);
-        inner.segments.read().range(..active).map(|(_, s)| s.clone()).collect()
+        let segments = inner.segments.read();
+        segments
+            .range(..active)
+            .enumerate()
+            .map(|(i, (_, s))| {
+                // Dropped again from the start: pages that uncached reads brought back (at
+                // once), or that anything else did (on a full pass). Full passes leave out the
+                // oldest segment: the collector scans it without the writer lock and then again
+                // with it, and a drop in between would have appends wait for the second scan
+                // to read it from disk.
+                let again = s.take_refilled() || (full_pass && i > 0);
+                SealedSegment { seq: s.seq, size: s.size, dropped_to: if again { 0 } else { s.cache_dropped_to() } }
+            })
+            .collect()
     };
-    let sealed: Vec<SealedSegment> = segments
-        .iter()
-        .map(|s| SealedSegment { seq: s.seq, size: s.size, dropped_to: if full_pass { 0 } else { s.cache_dropped_to() } })
-        .collect();
     for t in plan(&sealed, active_pos, window) {
-        let Some(segment) = segments.iter().find(|s| s.seq == t.seq) else { continue };
+        // Held only while it is trimmed: the collector recycles a segment's file only when
+        // nothing else holds the segment (otherwise it deletes the file).
+        let Some(segment) = inner.segments.read().get(&t.seq).cloned() else { continue };
         match segment.drop_cached(t.from, t.to) {
-            Ok(()) => inner.stats.cache_bytes_dropped.fetch_add(t.to - t.from, Ordering::Relaxed),
-            // Dropping cache is advice; failing to is no reason to stop the log.
-            Err(e) => {
-                tracing::debug!("WAL {}: dropping cached pages of segment {}: {e}", inner.dir.display(), t.seq);
-                0
+            Ok(()) => {
+                inner.stats.cache_bytes_dropped.fetch_add(t.to - t.from, Ordering::Relaxed);
             }
-        };
+            // Dropping cache is advice; failing to is no reason to stop the log.
+            Err(e) => tracing::debug!("WAL {}: dropping cached pages of segment {}: {e}", inner.dir.display(), t.seq),
+        }
     }
 }
 

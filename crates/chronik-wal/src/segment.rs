@@ -8,7 +8,7 @@ use std::os::unix::fs::FileExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use bytes::Bytes;
 use memmap2::{Mmap, UncheckedAdvice};
@@ -108,6 +108,8 @@ pub struct Segment {
     map: Mmap,
     /// Bytes from the start already dropped from the page cache (see `cache`).
     cache_dropped_to: AtomicU64,
+    /// Set by uncached reads, whose pages the trimmer then drops again.
+    cache_refilled: AtomicBool,
 }
 
 impl std::fmt::Debug for Segment {
@@ -139,7 +141,7 @@ impl Segment {
                 reason: format!("header says {size} bytes, file has {len}"),
             });
         }
-        Ok(Segment { seq, path: path.into(), size, file, map, cache_dropped_to: AtomicU64::new(0) })
+        Ok(Segment { seq, path: path.into(), size, file, map, cache_dropped_to: AtomicU64::new(0), cache_refilled: AtomicBool::new(false) })
     }
 
     pub fn records_start(&self) -> u64 {
@@ -196,7 +198,12 @@ impl Segment {
     pub(crate) fn read_uncached(&self, offset: u64, len: usize) -> Result<Bytes> {
         let mut buf = vec![0u8; len];
         self.file.read_exact_at(&mut buf, offset).map_err(|e| WalError::io(&self.path, e))?;
+        self.cache_refilled.store(true, Ordering::Relaxed);
         Ok(Bytes::from(buf))
+    }
+
+    pub(crate) fn take_refilled(&self) -> bool {
+        self.cache_refilled.swap(false, Ordering::Relaxed)
     }
 
     pub(crate) fn cache_dropped_to(&self) -> u64 {

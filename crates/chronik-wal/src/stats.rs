@@ -44,7 +44,8 @@ pub struct WalStats {
     pub segments_prepared: u64,
     pub segments_retired: u64,
     pub gc_rewritten_bytes: u64,
-    /// Bytes of sealed segments dropped from the page cache (`WalOptions::page_cache_window`).
+    /// Bytes of sealed segments the kernel was asked to drop from the page cache
+    /// (`WalOptions::page_cache_window`); a range dropped again counts again.
     pub cache_bytes_dropped: u64,
     /// Segments holding the log now, the active one included.
     pub live_segments: u64,

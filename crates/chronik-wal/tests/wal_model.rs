@@ -41,8 +41,8 @@ impl GroupModel {
     }
 }
 
-/// With no page-cache window, so that every check reads all sealed segments back through the
-/// uncached read path.
+/// With a page-cache window of 0, so that every check reads all sealed segments back through
+/// the uncached read path.
 fn opts() -> WalOptions {
     WalOptions { segment_size: 64 * 1024, page_cache_window: Some(0), ..common::small_opts() }
 }
