@@ -152,7 +152,7 @@ fn run_in(args: &KafkaArgs) -> anyhow::Result<()> {
         rate,
     };
     let consumer = spawn_consumer(args, &server, &peak_count.to_string(), &args.dir.join("peak-latency.txt"))?;
-    let producer_peak = crate::load::produce(&load(peak_count, None))?;
+    let producer_peak = crate::load::produce(&load(peak_count, None))?.rate;
     let out = wait_consumer(consumer)?;
     let pipeline_peak = figure(&out, "msgs/s").context(out)?.min(producer_peak);
     println!("latency_producer_linger_ms={}", args.latency_linger_ms);
@@ -162,8 +162,12 @@ fn run_in(args: &KafkaArgs) -> anyhow::Result<()> {
     let count = rate * args.latency_seconds;
     let lat_file = args.dir.join("latency.txt");
     let consumer = spawn_consumer(args, &server, &count.to_string(), &lat_file)?;
-    let achieved = crate::load::produce(&load(count, Some(rate as f64)))?;
-    println!("e2e_latency_producer_achieved_msgs_per_sec={achieved:.0}");
+    let mut paced = crate::load::produce(&load(count, Some(rate as f64)))?;
+    println!("e2e_latency_producer_achieved_msgs_per_sec={:.0}", paced.rate);
+    // Produce to acknowledgement, beside produce to consume: tells a slow broker or producer
+    // from a slow fetch path.
+    println!("e2e_latency_acked_p50_ms={:.3}", paced.acked.percentile_ms(50.0));
+    println!("e2e_latency_acked_p99_ms={:.3}", paced.acked.percentile_ms(99.0));
     wait_consumer(consumer)?;
     let mut lat = Latencies::default();
     for line in std::fs::read_to_string(&lat_file).unwrap_or_default().lines() {

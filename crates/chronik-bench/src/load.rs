@@ -19,6 +19,8 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::DeliveryResult;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ProducerContext};
 
+use crate::stats::Latencies;
+
 /// How long the producer sleeps between bursts: short against the linger, long enough that
 /// waking up costs little.
 const PACE_TICK: Duration = Duration::from_micros(200);
@@ -37,6 +39,8 @@ pub struct Load<'a> {
 struct Deliveries {
     failed: AtomicU64,
     first_error: std::sync::Mutex<Option<String>>,
+    /// Stamp to acknowledgement, per delivered message.
+    acked: std::sync::Mutex<Latencies>,
 }
 
 struct Context(Arc<Deliveries>);
@@ -44,18 +48,31 @@ struct Context(Arc<Deliveries>);
 impl ClientContext for Context {}
 
 impl ProducerContext for Context {
-    type DeliveryOpaque = ();
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        if let Err((e, _)) = result {
-            self.0.failed.fetch_add(1, Ordering::Relaxed);
-            self.0.first_error.lock().unwrap().get_or_insert_with(|| e.to_string());
+    /// The message's stamp, in µs.
+    type DeliveryOpaque = usize;
+    fn delivery(&self, result: &DeliveryResult<'_>, stamp_us: usize) {
+        match result {
+            Ok(_) => self.0.acked.lock().unwrap().push(wall_clock_us().saturating_sub(stamp_us as u64)),
+            Err((e, _)) => {
+                self.0.failed.fetch_add(1, Ordering::Relaxed);
+                self.0.first_error.lock().unwrap().get_or_insert_with(|| e.to_string());
+            }
         }
     }
 }
 
-/// Produces `load.count` stamped messages (acks=all) and waits for every delivery; returns the
-/// rate achieved, in messages per second, from the first send to the last delivery.
-pub fn produce(load: &Load<'_>) -> anyhow::Result<f64> {
+/// What a producer run achieved.
+pub struct Produced {
+    /// Messages per second, from the first send to the last delivery.
+    pub rate: f64,
+    /// Each message's time from its stamp to the broker's acknowledgement (acks=all).
+    pub acked: Latencies,
+    /// Paced: how late each burst was sent against when its first message was due.
+    pub send_lag: Latencies,
+}
+
+/// Produces `load.count` stamped messages (acks=all) and waits for every delivery.
+pub fn produce(load: &Load<'_>) -> anyhow::Result<Produced> {
     let deliveries = Arc::new(Deliveries::default());
     let producer: BaseProducer<Context> = ClientConfig::new()
         .set("bootstrap.servers", load.bootstrap)
@@ -66,19 +83,24 @@ pub fn produce(load: &Load<'_>) -> anyhow::Result<f64> {
     let mut payload = vec![0u8; load.message_size];
     let started = Instant::now();
     let started_us = wall_clock_us();
+    let mut send_lag = Latencies::default();
     let mut sent = 0;
     while sent < load.count {
         let due = match load.rate {
             Some(rate) => load.count.min((started.elapsed().as_secs_f64() * rate) as u64 + 1),
             None => load.count,
         };
+        if load.rate.is_some() && sent < due {
+            let due_us = started_us + (sent as f64 * 1e6 / load.rate.unwrap()) as u64;
+            send_lag.push(wall_clock_us().saturating_sub(due_us));
+        }
         while sent < due {
             let stamp_us = match load.rate {
                 Some(rate) => started_us + (sent as f64 * 1e6 / rate) as u64,
                 None => wall_clock_us(),
             };
             stamp(&mut payload, stamp_us);
-            match producer.send(BaseRecord::<(), [u8]>::to(load.topic).payload(&payload)) {
+            match producer.send(BaseRecord::<(), [u8], usize>::with_opaque_to(load.topic, stamp_us as usize).payload(&payload)) {
                 Ok(()) => sent += 1,
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
                     producer.poll(Duration::from_millis(1));
@@ -100,7 +122,8 @@ pub fn produce(load: &Load<'_>) -> anyhow::Result<f64> {
         load.count,
         deliveries.first_error.lock().unwrap().as_deref().unwrap_or("?")
     );
-    Ok(load.count as f64 / elapsed)
+    let acked = std::mem::take(&mut *deliveries.acked.lock().unwrap());
+    Ok(Produced { rate: load.count as f64 / elapsed, acked, send_lag })
 }
 
 #[derive(clap::Args)]
@@ -129,7 +152,12 @@ pub fn run(a: ProduceArgs) -> anyhow::Result<()> {
         count: a.count,
         rate: a.rate,
     };
-    println!("produced_msgs_per_sec={:.0}", produce(&load)?);
+    let mut p = produce(&load)?;
+    println!("produced_msgs_per_sec={:.0}", p.rate);
+    println!("acked_p50_ms={:.3}", p.acked.percentile_ms(50.0));
+    println!("acked_p99_ms={:.3}", p.acked.percentile_ms(99.0));
+    println!("send_lag_p99_ms={:.3}", p.send_lag.percentile_ms(99.0));
+    println!("send_lag_max_ms={:.3}", p.send_lag.percentile_ms(100.0));
     Ok(())
 }
 
