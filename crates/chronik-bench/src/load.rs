@@ -90,15 +90,13 @@ pub fn produce(load: &Load<'_>) -> anyhow::Result<Produced> {
             Some(rate) => load.count.min((started.elapsed().as_secs_f64() * rate) as u64 + 1),
             None => load.count,
         };
-        if load.rate.is_some() && sent < due {
-            let due_us = started_us + (sent as f64 * 1e6 / load.rate.unwrap()) as u64;
-            send_lag.push(wall_clock_us().saturating_sub(due_us));
+        // When message `n` is due, in wall-clock µs (paced runs only).
+        let due_us = |n: u64| load.rate.map(|rate| started_us + (n as f64 * 1e6 / rate) as u64);
+        if let (Some(first_due), true) = (due_us(sent), sent < due) {
+            send_lag.push(wall_clock_us().saturating_sub(first_due));
         }
         while sent < due {
-            let stamp_us = match load.rate {
-                Some(rate) => started_us + (sent as f64 * 1e6 / rate) as u64,
-                None => wall_clock_us(),
-            };
+            let stamp_us = due_us(sent).unwrap_or_else(wall_clock_us);
             stamp(&mut payload, stamp_us);
             match producer.send(BaseRecord::<(), [u8], usize>::with_opaque_to(load.topic, stamp_us as usize).payload(&payload)) {
                 Ok(()) => sent += 1,
