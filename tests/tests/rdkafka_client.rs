@@ -1,6 +1,7 @@
 //! The rdkafka crate (librdkafka built from source) against the real binary: admin topic
 //! creation, produce with every codec (keys, values, headers, timestamps), restart, consume
-//! and compare every field, list offsets by time, delete records, alter and read a config.
+//! and compare every field, list offsets by time, delete records, alter and read a config; and
+//! records the broker has dropped from the page cache read back intact.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -172,4 +173,60 @@ async fn list_offsets_by_time_on_a_log_append_time_topic() {
     times.add_partition_offset("append-time", 0, Offset::Offset(hour_ago + 1_800_000)).unwrap();
     let found = consumer.offsets_for_times(times, Duration::from_secs(10)).unwrap();
     assert_eq!(found.elements()[0].offset(), Offset::Offset(0), "the first record appended after that time");
+}
+
+/// With a page-cache window far smaller than the log, the broker drops old segments from the
+/// page cache and serves them with `pread`: a consumer from the beginning still gets every
+/// record, byte for byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_outside_the_page_cache_window_read_back() {
+    let broker = Broker::start(&[
+        ("CHRONIK_WAL_SEGMENT_SIZE", "1048576"),
+        ("CHRONIK_MESSAGE_MAX_BYTES", "262144"),
+        ("CHRONIK_WAL_PAGE_CACHE_BYTES", "1048576"),
+    ]);
+    // Batches stay under the broker's message size limit (a quarter of a segment here).
+    let producer: FutureProducer =
+        config(&broker.bootstrap()).set("acks", "all").set("linger.ms", "2").set("batch.size", "100000").create().unwrap();
+    let value = |i: usize| format!("record-{i}-{}", "v".repeat(4000 + i % 50)).into_bytes();
+    const COUNT: usize = 2500; // about 10 MB: ten segments, eight of them behind the window
+    let mut pending = Vec::new();
+    for i in 0..COUNT {
+        let producer = producer.clone();
+        pending.push(async move {
+            let v = value(i);
+            producer.send(FutureRecord::<(), _>::to("cold").payload(&v), Duration::from_secs(30)).await.map(|d| d.offset).map_err(|(e, _)| e)
+        });
+    }
+    let offsets: Vec<i64> = futures::future::join_all(pending).await.into_iter().map(|r| r.expect("acknowledged")).collect();
+    assert_eq!(offsets, (0..COUNT as i64).collect::<Vec<_>>(), "one partition, offsets in send order");
+
+    let dropped = || {
+        let (_, metrics) = chronik_tests::http_get(&broker.admin_url("/metrics"));
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("chronik_wal_page_cache_dropped_bytes_total "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while dropped() < 4e6 {
+        assert!(std::time::Instant::now() < deadline, "the broker dropped only {} bytes from the page cache", dropped());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let consumer: BaseConsumer = config(&broker.bootstrap()).set("group.id", "cold-reader").create().unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset("cold", 0, Offset::Beginning).unwrap();
+    consumer.assign(&tpl).unwrap();
+    let mut next = 0usize;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while next < COUNT {
+        assert!(std::time::Instant::now() < deadline, "consumed only {next} of {COUNT}");
+        let Some(m) = consumer.poll(Duration::from_millis(500)) else { continue };
+        let m = m.unwrap();
+        assert_eq!(m.offset(), next as i64);
+        assert_eq!(m.payload(), Some(&value(next)[..]), "record {next}");
+        next += 1;
+    }
 }
