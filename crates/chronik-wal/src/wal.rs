@@ -432,6 +432,13 @@ impl Inner {
             });
         }
         let payload_at = loc.offset + RECORD_HEADER_LEN as u64;
+        if payload_at + h.payload_len as u64 > seg.records_limit() {
+            return Err(WalError::Corrupt {
+                path: seg.path.clone(),
+                offset: loc.offset,
+                reason: format!("record of {} bytes runs past the segment's end", h.payload_len),
+            });
+        }
         let payload = if uncached {
             seg.read_uncached(payload_at, h.payload_len as usize)?
         } else {

@@ -73,3 +73,22 @@ fn without_a_window_nothing_is_dropped() {
     let (resident, pages) = resident_pages(oldest);
     assert!(resident > pages / 2, "only {resident} of {pages} pages cached");
 }
+
+#[test]
+fn a_record_length_damaged_on_disk_is_a_corrupt_error_not_a_huge_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = WalOptions { page_cache_window: Some(0), ..small_opts() };
+    let (wal, _) = Wal::open(dir.path(), opts).unwrap();
+    for chunk in 0..10u64 {
+        append_durable(&wal, 1, chunk * 50 + 1..chunk * 50 + 51, 1000);
+    }
+    wal.trim_page_cache();
+    // The first record of the oldest segment: its payload length (header bytes 12..16) becomes
+    // 4 GiB - 1, as a damaged disk might return it.
+    let oldest = &segment_files(dir.path())[0];
+    let file = std::fs::OpenOptions::new().write(true).open(oldest).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&file, &u32::MAX.to_le_bytes(), chronik_wal::segment::SEGMENT_HEADER_LEN + 12).unwrap();
+    let err = wal.read(1, 1).expect_err("a damaged length is refused");
+    assert!(matches!(err, chronik_wal::WalError::Corrupt { .. }), "{err}");
+    assert!(err.to_string().contains("past the segment's end"), "{err}");
+}
