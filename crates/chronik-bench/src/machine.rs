@@ -41,10 +41,10 @@ fn filesystem_of(dir: &Path) -> String {
 /// Writes to `gib` GiB of fresh memory, then frees it; returns the seconds that took.
 ///
 /// On a virtual machine whose memory the host backs lazily (as here), the first write to each
-/// guest page traps to the host: measured here at about 3 s of system time per GiB. The page
-/// cache of a broker writing at hundreds of MB/s keeps reaching for untouched pages, and that
-/// cost lands inside its `pwritev` calls. Touching the memory first measures the broker rather
-/// than the hypervisor's first-touch cost; both figures are in docs/BENCHMARKS.md.
+/// guest page traps to the host: measured here at about 3 s of system time per GiB. Touching
+/// the memory first spares the broker that cost, but only for a while: this VM's kernel hands
+/// free memory back to the host, and memory freed 5 s earlier measured as costly as untouched
+/// memory (docs/BENCHMARKS.md).
 pub fn prewarm_memory(gib: u64) -> f64 {
     let started = std::time::Instant::now();
     let mut chunks = Vec::new();

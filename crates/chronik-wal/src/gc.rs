@@ -3,13 +3,15 @@
 //! or once the few that are (at most `gc_rewrite_max_live_fraction` of it) have been copied
 //! forward; the newest purge and state records of each group are copied forward too.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
+use parking_lot::RwLock;
 
 use crate::error::{Result, WalError};
-use crate::index::{Loc, LogPos};
+use crate::index::{GroupIndex, Loc, LogPos};
 use crate::record::{RECORD_HEADER_LEN, RecordHeader, RecordType};
 use crate::segment::Segment;
 use crate::wal::{Inner, retire_file};
@@ -54,13 +56,13 @@ fn copy_forward(inner: &Inner, oldest: &Arc<Segment>) -> Result<bool> {
         return Ok(false);
     }
     let max_live = inner.opts.gc_rewrite_max_live_fraction * oldest.size as f64;
-    if live_entries(inner, oldest).1 as f64 > max_live {
+    if live_entries(&inner.groups.read().clone(), oldest).1 as f64 > max_live {
         *inner.gc_too_live.lock() = Some((oldest.seq, changes));
         return Ok(false);
     }
     let mut w = inner.writer.lock();
     let groups = inner.groups.read().clone();
-    let (mut carry, live_bytes) = live_entries(inner, oldest);
+    let (mut carry, live_bytes) = live_entries(&groups, oldest);
     for (group, handle) in &groups {
         let group = *group;
         let g = handle.read();
@@ -140,8 +142,7 @@ fn copy_forward(inner: &Inner, oldest: &Arc<Segment>) -> Result<bool> {
 /// The entries of `oldest` that are still live, and their total size. An entry is live if its
 /// group's index still points at it (a purged, truncated or already-copied entry points
 /// elsewhere or nowhere).
-fn live_entries(inner: &Inner, oldest: &Segment) -> (Vec<Carry>, u64) {
-    let groups = inner.groups.read().clone();
+fn live_entries(groups: &HashMap<u64, Arc<RwLock<GroupIndex>>>, oldest: &Segment) -> (Vec<Carry>, u64) {
     let mut carry = Vec::new();
     let mut live_bytes = 0u64;
     let mut offset = oldest.records_start();

@@ -108,7 +108,6 @@ pub struct Group {
     pub protocol: Option<String>,
     pub leader: Option<String>,
     pub members: BTreeMap<String, Member>,
-    /// Ids handed out by MEMBER_ID_REQUIRED, not yet joined.
     /// Member ids handed out with MEMBER_ID_REQUIRED, each with when it lapses unused.
     pending_ids: HashMap<String, Instant>,
     joining: BTreeMap<String, oneshot::Sender<JoinResult>>,
@@ -422,6 +421,15 @@ mod tests {
         rx
     }
 
+    /// A first JoinGroup that requires a known member id: returns the request (to rejoin with
+    /// once the id is filled in) and the MEMBER_ID_REQUIRED answer carrying that id.
+    fn ask_for_member_id(g: &mut Group, now: Instant) -> (JoinRequest, JoinResult) {
+        let mut req = join_req("", &["range"]);
+        req.require_known_member_id = true;
+        let first = join(g, now, req.clone()).try_recv().unwrap();
+        (req, first)
+    }
+
     /// A group whose one member has joined and synced (generation 1); returns its join result.
     fn stable_alone(g: &mut Group, now: Instant) -> JoinResult {
         let a = join(g, now, join_req("", &["range"])).try_recv().unwrap();
@@ -474,9 +482,7 @@ mod tests {
     fn member_id_required_then_rejoin() {
         let now = Instant::now();
         let mut g = Group::new();
-        let mut req = join_req("", &["range"]);
-        req.require_known_member_id = true;
-        let first = join(&mut g, now, req.clone()).try_recv().unwrap();
+        let (mut req, first) = ask_for_member_id(&mut g, now);
         assert_eq!(first.error, Some(GroupError::MemberIdRequired));
         req.member_id = first.member_id.clone();
         let second = join(&mut g, now, req).try_recv().unwrap();
@@ -490,17 +496,14 @@ mod tests {
     fn handed_out_member_id_keeps_the_group_until_it_lapses() {
         let now = Instant::now();
         let mut g = Group::new();
-        let mut req = join_req("", &["range"]);
-        req.require_known_member_id = true;
-        let first = join(&mut g, now, req.clone()).try_recv().unwrap();
+        let (mut req, first) = ask_for_member_id(&mut g, now);
         g.tick(now + Duration::from_secs(1));
         assert!(!g.is_empty(), "the client is about to rejoin with its id");
         req.member_id = first.member_id;
         assert_eq!(join(&mut g, now + Duration::from_secs(1), req.clone()).try_recv().unwrap().error, None);
         // An id never used lapses with the session timeout it was asked with.
         let mut other = Group::new();
-        req.member_id = String::new();
-        join(&mut other, now, req);
+        ask_for_member_id(&mut other, now);
         other.tick(now + Duration::from_secs(11));
         assert!(other.is_empty());
     }
@@ -509,7 +512,7 @@ mod tests {
     fn absent_member_is_dropped_at_the_rebalance_deadline_and_sessions_expire() {
         let t0 = Instant::now();
         let mut g = Group::new();
-        let a = stable_alone(&mut g, t0);
+        stable_alone(&mut g, t0);
         let mut b_rx = join(&mut g, t0, join_req("", &["range"]));
         g.tick(t0 + Duration::from_secs(31)); // A never rejoins
         let b = b_rx.try_recv().unwrap();
@@ -552,7 +555,7 @@ mod tests {
     fn dead_member_is_expired_by_its_session_during_a_rebalance() {
         let t0 = Instant::now();
         let mut g = Group::new();
-        let a = stable_alone(&mut g, t0);
+        stable_alone(&mut g, t0);
         // A dies; B joins. A's 10 s session ends the wait, not the 30 s rebalance timeout.
         let mut b_rx = join(&mut g, t0, join_req("", &["range"]));
         g.tick(t0 + Duration::from_secs(9));
