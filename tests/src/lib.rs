@@ -103,7 +103,9 @@ impl Broker {
                 eprintln!("chronik-server exited early: {status}");
                 return false;
             }
-            if self.log_text().contains("chronik-server ready") && TcpStream::connect(("127.0.0.1", self.kafka_port)).is_ok() {
+            if self.log_text().contains("chronik-server ready")
+                && TcpStream::connect(("127.0.0.1", self.kafka_port)).is_ok()
+            {
                 return true;
             }
             std::thread::sleep(Duration::from_millis(50));

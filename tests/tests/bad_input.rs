@@ -10,8 +10,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 use chronik_tests::Broker;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, ApiVersionsResponse, MetadataRequest, MetadataResponse, ProduceRequest, ProduceResponse, RequestHeader,
-    TopicName,
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, MetadataRequest, MetadataResponse, ProduceRequest,
+    ProduceResponse, RequestHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
 use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
@@ -80,7 +80,8 @@ fn batch(value: &[u8]) -> Bytes {
         headers: Default::default(),
     };
     let mut b = BytesMut::new();
-    RecordBatchEncoder::encode(&mut b, [&r], &RecordEncodeOptions { version: 2, compression: Compression::None }).unwrap();
+    RecordBatchEncoder::encode(&mut b, [&r], &RecordEncodeOptions { version: 2, compression: Compression::None })
+        .unwrap();
     b.freeze()
 }
 
@@ -121,16 +122,14 @@ fn hostile_frames_close_only_their_connection() {
             f[6..8].copy_from_slice(&99i16.to_be_bytes());
             f
         }),
-        (
-            "body cut short",
-            {
-                let mut f = frame(ApiKey::Metadata, 9, 1, &MetadataRequest::default().with_topics(Some(vec![Default::default()])));
-                let n = f.len() - 3;
-                f.truncate(n);
-                f[0..4].copy_from_slice(&((n - 4) as i32).to_be_bytes());
-                f
-            },
-        ),
+        ("body cut short", {
+            let mut f =
+                frame(ApiKey::Metadata, 9, 1, &MetadataRequest::default().with_topics(Some(vec![Default::default()])));
+            let n = f.len() - 3;
+            f.truncate(n);
+            f[0..4].copy_from_slice(&((n - 4) as i32).to_be_bytes());
+            f
+        }),
         (
             // Metadata v4 (header v1): client id null, then a topics array claiming 2^31-1
             // entries (over 100 GiB if reserved up front) and 3 bytes of them.
@@ -207,7 +206,11 @@ fn bad_batches_get_errors_and_data_stays_readable() {
         AlterConfigsResource::default()
             .with_resource_type(2)
             .with_resource_name(StrBytes::from_static_str("__consumer_offsets"))
-            .with_configs(vec![AlterableConfig::default().with_name(StrBytes::from_static_str("retention.ms")).with_value(Some(StrBytes::from_static_str("1")))]),
+            .with_configs(vec![
+                AlterableConfig::default()
+                    .with_name(StrBytes::from_static_str("retention.ms"))
+                    .with_value(Some(StrBytes::from_static_str("1"))),
+            ]),
     ]);
     s.write_all(&frame(ApiKey::AlterConfigs, 1, 14, &alter)).unwrap();
     let (got, mut body) = read_response(&mut s).expect("alter configs answered");
@@ -248,15 +251,26 @@ fn bad_batches_get_errors_and_data_stays_readable() {
     let r = produce(&mut s, "bad", batch(&vec![1u8; 200_000]), 5);
     assert_eq!(r.responses[0].partition_responses[0].error_code, 10, "MESSAGE_TOO_LARGE");
     // Not a record batch at all.
-    let r = produce(&mut s, "bad", Bytes::from_static(b"definitely not a batch, but long enough to have a header......."), 6);
+    let r = produce(
+        &mut s,
+        "bad",
+        Bytes::from_static(b"definitely not a batch, but long enough to have a header......."),
+        6,
+    );
     assert_ne!(r.responses[0].partition_responses[0].error_code, 0);
     // What was acknowledged is still there, and only that.
     let mut c = connect(&b);
-    let fetch = kafka_protocol::messages::FetchRequest::default().with_max_wait_ms(100).with_max_bytes(1 << 20).with_topics(vec![
-        kafka_protocol::messages::fetch_request::FetchTopic::default()
-            .with_topic(TopicName(StrBytes::from_static_str("bad")))
-            .with_partitions(vec![kafka_protocol::messages::fetch_request::FetchPartition::default().with_partition_max_bytes(1 << 20)]),
-    ]);
+    let fetch = kafka_protocol::messages::FetchRequest::default()
+        .with_max_wait_ms(100)
+        .with_max_bytes(1 << 20)
+        .with_topics(vec![
+            kafka_protocol::messages::fetch_request::FetchTopic::default()
+                .with_topic(TopicName(StrBytes::from_static_str("bad")))
+                .with_partitions(vec![
+                    kafka_protocol::messages::fetch_request::FetchPartition::default()
+                        .with_partition_max_bytes(1 << 20),
+                ]),
+        ]);
     c.write_all(&frame(ApiKey::Fetch, 11, 9, &fetch)).unwrap();
     let (_, mut resp) = read_response(&mut c).unwrap();
     let _ = resp.split_to(4);

@@ -34,11 +34,14 @@ struct Rec {
 #[test]
 fn kcat_end_to_end() {
     let mut broker = Broker::start(&[("CHRONIK_NUM_PARTITIONS", "3")]);
-    let meta = run_client({
-        let mut c = kcat(&broker);
-        c.args(["-L", "-J"]);
-        c
-    }, "kcat -L");
+    let meta = run_client(
+        {
+            let mut c = kcat(&broker);
+            c.args(["-L", "-J"]);
+            c
+        },
+        "kcat -L",
+    );
     let meta = String::from_utf8_lossy(&meta.stdout);
     assert!(meta.contains("\"brokers\""), "{meta}");
 
@@ -53,7 +56,11 @@ fn kcat_end_to_end() {
             let mut input = String::new();
             for i in 0..10 {
                 let n = (c * 3 + p as usize) * 10 + i;
-                let rec = Rec { key: format!("key-{n}"), value: format!("value-{n}-{codec}"), headers: format!("codec={codec}") };
+                let rec = Rec {
+                    key: format!("key-{n}"),
+                    value: format!("value-{n}-{codec}"),
+                    headers: format!("codec={codec}"),
+                };
                 input.push_str(&format!("{}:{}\n", rec.key, rec.value));
                 let nth = sent.keys().filter(|(q, _)| *q == p).count();
                 sent.insert((p, nth), rec);
@@ -75,11 +82,14 @@ fn kcat_end_to_end() {
     broker.restart();
 
     for p in 0..3 {
-        let out = run_client({
-            let mut c = kcat(&broker);
-            c.args(["-C", "-t", TOPIC, "-p", &p.to_string(), "-o", "beginning", "-e", "-f", "%o|%k|%s|%h|%T\\n"]);
-            c
-        }, "kcat -C");
+        let out = run_client(
+            {
+                let mut c = kcat(&broker);
+                c.args(["-C", "-t", TOPIC, "-p", &p.to_string(), "-o", "beginning", "-e", "-f", "%o|%k|%s|%h|%T\\n"]);
+                c
+            },
+            "kcat -C",
+        );
         let text = String::from_utf8_lossy(&out.stdout);
         let lines: Vec<&str> = text.lines().filter(|l| !l.is_empty()).collect();
         assert_eq!(lines.len(), 50, "partition {p}: {text}");
@@ -95,13 +105,21 @@ fn kcat_end_to_end() {
 
     // List offsets by time: each codec's records start after its boundary timestamp.
     for (c, ts) in boundaries.iter().enumerate() {
-        let out = run_client({
-            let mut k = kcat(&broker);
-            k.args(["-Q", "-t", &format!("{TOPIC}:1:{ts}")]);
-            k
-        }, "kcat -Q");
+        let out = run_client(
+            {
+                let mut k = kcat(&broker);
+                k.args(["-Q", "-t", &format!("{TOPIC}:1:{ts}")]);
+                k
+            },
+            "kcat -Q",
+        );
         let text = String::from_utf8_lossy(&out.stdout);
-        let offset: i64 = text.split("offset").nth(1).and_then(|s| s.trim().split_whitespace().next()).and_then(|s| s.parse().ok()).unwrap_or(-99);
+        let offset: i64 = text
+            .split("offset")
+            .nth(1)
+            .and_then(|s| s.trim().split_whitespace().next())
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(-99);
         assert_eq!(offset, c as i64 * 10, "offset for timestamp of codec {}: {text}", CODECS[c]);
     }
 }

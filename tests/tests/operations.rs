@@ -14,25 +14,43 @@ use rdkafka::{Offset, TopicPartitionList};
 
 fn cli(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(server_bin()).args(args).env_clear().output().unwrap();
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
 }
 
 #[test]
 fn validate_config_reports_every_problem_with_lines() {
     let dir = tempfile::tempdir().unwrap();
     let good = dir.path().join("good.toml");
-    std::fs::write(&good, "data_dir = \"/tmp/x\"\n[cluster]\nenabled = true\nnode_id = 2\nseed_nodes = [\"1@node1:9093\"]\n").unwrap();
+    std::fs::write(
+        &good,
+        "data_dir = \"/tmp/x\"\n[cluster]\nenabled = true\nnode_id = 2\nseed_nodes = [\"1@node1:9093\"]\n",
+    )
+    .unwrap();
     let (code, out, _) = cli(&["validate-config", good.to_str().unwrap()]);
     assert_eq!(code, 0, "{out}");
     let bad = dir.path().join("bad.toml");
-    std::fs::write(&bad, "kafka_addr = \"nowhere\"\nbogus = 1\n[cluster]\nnode_id = 0\nseed_nodes = [\"node1:9093\"]\n[cluster.raft]\nheartbeat_interval_ms = 900\nelection_timeout_ms = 500\n").unwrap();
+    std::fs::write(
+        &bad,
+        "kafka_addr = \"nowhere\"\nbogus = 1\n[cluster]\nnode_id = 0\nseed_nodes = \
+        [\"node1:9093\"]\n[cluster.raft]\nheartbeat_interval_ms = 900\nelection_timeout_ms = 500\n",
+    )
+    .unwrap();
     let (code, _, err) = cli(&["validate-config", bad.to_str().unwrap()]);
     assert_eq!(code, 1);
     for expected in ["bad.toml:2: bogus: unknown key"] {
         assert!(err.contains(expected), "{expected} in:\n{err}");
     }
     // Unknown keys stop before value checks; fix it and every remaining problem is listed.
-    std::fs::write(&bad, "kafka_addr = \"nowhere\"\n[cluster]\nnode_id = 0\nseed_nodes = [\"node1:9093\"]\n[cluster.raft]\nheartbeat_interval_ms = 900\nelection_timeout_ms = 500\n").unwrap();
+    std::fs::write(
+        &bad,
+        "kafka_addr = \"nowhere\"\n[cluster]\nnode_id = 0\nseed_nodes = [\"node1:9093\"]\n\
+        [cluster.raft]\nheartbeat_interval_ms = 900\nelection_timeout_ms = 500\n",
+    )
+    .unwrap();
     let (code, _, err) = cli(&["validate-config", bad.to_str().unwrap()]);
     assert_eq!(code, 1);
     for expected in [
@@ -53,7 +71,8 @@ fn validate_config_reports_every_problem_with_lines() {
 fn modes_refuse_the_wrong_config() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("c.toml");
-    std::fs::write(&cfg, format!("data_dir = \"{}\"\n[cluster]\nenabled = true\n", dir.path().join("d").display())).unwrap();
+    std::fs::write(&cfg, format!("data_dir = \"{}\"\n[cluster]\nenabled = true\n", dir.path().join("d").display()))
+        .unwrap();
     let (code, _, err) = cli(&["-c", cfg.to_str().unwrap()]);
     assert_eq!(code, 1);
     assert!(err.contains("chronik-server cluster"), "{err}");
@@ -85,7 +104,10 @@ fn admin_api_and_wal_tools_on_a_real_node() {
     let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", b.bootstrap()).create().unwrap();
     tokio::runtime::Runtime::new().unwrap().block_on(async {
         for i in 0..20 {
-            producer.send(FutureRecord::<(), _>::to("walcheck").payload(&format!("v{i}")), Duration::from_secs(10)).await.unwrap();
+            producer
+                .send(FutureRecord::<(), _>::to("walcheck").payload(&format!("v{i}")), Duration::from_secs(10))
+                .await
+                .unwrap();
         }
     });
     drop(producer);
@@ -104,7 +126,11 @@ fn admin_api_and_wal_tools_on_a_real_node() {
     // Damage a sealed segment: wal-verify names file and offset and exits 1; the broker refuses
     // to start rather than serve a silently shortened log.
     let wal = data.join("wal");
-    let mut segs: Vec<_> = std::fs::read_dir(&wal).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|x| x == "seg")).collect();
+    let mut segs: Vec<_> = std::fs::read_dir(&wal)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .collect();
     segs.sort();
     let first = &segs[0];
     let mut bytes = std::fs::read(first).unwrap();
@@ -147,7 +173,12 @@ async fn kill_9_under_load_loses_no_acknowledged_record() {
                     let p = p.clone();
                     let value = format!("round{round}-msg{i}");
                     async move {
-                        let r = p.send(FutureRecord::<(), _>::to("crashy").partition((i % 8) as i32).payload(&value), Duration::from_secs(5)).await;
+                        let r = p
+                            .send(
+                                FutureRecord::<(), _>::to("crashy").partition((i % 8) as i32).payload(&value),
+                                Duration::from_secs(5),
+                            )
+                            .await;
                         (r.ok().map(|d| (d.partition, d.offset)), value)
                     }
                 })
@@ -172,7 +203,8 @@ async fn kill_9_under_load_loses_no_acknowledged_record() {
     }
     let acked = acked.lock().unwrap().clone();
     assert!(acked.len() > 3000, "only {} acknowledged", acked.len());
-    let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", b.bootstrap()).set("group.id", "crash-check").create().unwrap();
+    let consumer: BaseConsumer =
+        ClientConfig::new().set("bootstrap.servers", b.bootstrap()).set("group.id", "crash-check").create().unwrap();
     let mut tpl = TopicPartitionList::new();
     for p in 0..8 {
         tpl.add_partition_offset("crashy", p, Offset::Beginning).unwrap();
@@ -202,7 +234,8 @@ async fn kill_9_under_load_loses_no_acknowledged_record() {
 #[test]
 fn full_disk_refuses_produce_then_recovers() {
     let mnt = tempfile::tempdir().unwrap();
-    let status = Command::new("mount").args(["-t", "tmpfs", "-o", "size=48m", "tmpfs"]).arg(mnt.path()).status().unwrap();
+    let status =
+        Command::new("mount").args(["-t", "tmpfs", "-o", "size=48m", "tmpfs"]).arg(mnt.path()).status().unwrap();
     assert!(status.success(), "mounting a tmpfs needs root (CI runs as root)");
     struct Unmount(std::path::PathBuf);
     impl Drop for Unmount {
@@ -248,7 +281,8 @@ fn full_disk_refuses_produce_then_recovers() {
         assert!(Instant::now() < deadline, "produce did not recover: {r:?}");
         std::thread::sleep(Duration::from_millis(200));
     }
-    let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", b.bootstrap()).set("group.id", "full-check").create().unwrap();
+    let consumer: BaseConsumer =
+        ClientConfig::new().set("bootstrap.servers", b.bootstrap()).set("group.id", "full-check").create().unwrap();
     let (low, high) = consumer.fetch_watermarks("full", 0, Duration::from_secs(10)).unwrap();
     assert_eq!((low, high), (0, acked), "every acknowledged record is there");
     let mut tpl = TopicPartitionList::new();

@@ -38,15 +38,20 @@ async fn rdkafka_end_to_end() {
     let mut broker = Broker::start(&[]);
     let admin: AdminClient<DefaultClientContext> = config(&broker.bootstrap()).create().unwrap();
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-    let created = admin.create_topics(&[NewTopic::new(TOPIC, PARTITIONS, TopicReplication::Fixed(1))], &opts).await.unwrap();
+    let created =
+        admin.create_topics(&[NewTopic::new(TOPIC, PARTITIONS, TopicReplication::Fixed(1))], &opts).await.unwrap();
     assert!(created[0].is_ok(), "{created:?}");
 
     // Produce with every codec; remember what was acknowledged where.
     let base_ts = 1_700_000_000_000i64;
     let mut acked: BTreeMap<(i32, i64), Sent> = BTreeMap::new();
     for (c, codec) in ["none", "gzip", "snappy", "lz4", "zstd"].iter().enumerate() {
-        let producer: FutureProducer =
-            config(&broker.bootstrap()).set("compression.type", *codec).set("linger.ms", "5").set("acks", "all").create().unwrap();
+        let producer: FutureProducer = config(&broker.bootstrap())
+            .set("compression.type", *codec)
+            .set("linger.ms", "5")
+            .set("acks", "all")
+            .create()
+            .unwrap();
         let mut pending = Vec::new();
         for i in 0..PER_CODEC {
             let n = c * PER_CODEC + i;
@@ -82,7 +87,8 @@ async fn rdkafka_end_to_end() {
     broker.restart();
 
     // Consume everything back from the beginning and compare every field.
-    let consumer: BaseConsumer = config(&broker.bootstrap()).set("enable.auto.commit", "false").set("group.id", "rd-check").create().unwrap();
+    let consumer: BaseConsumer =
+        config(&broker.bootstrap()).set("enable.auto.commit", "false").set("group.id", "rd-check").create().unwrap();
     let mut tpl = TopicPartitionList::new();
     for p in 0..PARTITIONS {
         tpl.add_partition_offset(TOPIC, p, Offset::Beginning).unwrap();
@@ -121,7 +127,12 @@ async fn rdkafka_end_to_end() {
     let mut times = TopicPartitionList::new();
     times.add_partition_offset(TOPIC, probe_p, Offset::Offset(probe_ts)).unwrap();
     let found = consumer.offsets_for_times(times, Duration::from_secs(10)).unwrap();
-    let expected = acked.iter().filter(|((p, _), s)| *p == probe_p && s.timestamp >= probe_ts).map(|((_, o), _)| *o).min().unwrap();
+    let expected = acked
+        .iter()
+        .filter(|((p, _), s)| *p == probe_p && s.timestamp >= probe_ts)
+        .map(|((_, o), _)| *o)
+        .min()
+        .unwrap();
     assert_eq!(found.elements()[0].offset(), Offset::Offset(expected));
 
     // Delete records below offset 10 of partition 0; the low watermark moves.
@@ -148,7 +159,11 @@ async fn rdkafka_end_to_end() {
     let described = admin.describe_configs(&[ResourceSpecifier::Topic(TOPIC)], &opts).await.unwrap();
     let resource = described[0].as_ref().unwrap();
     assert_eq!(resource.get("cleanup.policy").and_then(|e| e.value.clone()).as_deref(), Some("delete"));
-    assert_eq!(resource.get("retention.ms").and_then(|e| e.value.clone()).as_deref(), Some("3600000"), "a refused change changes nothing");
+    assert_eq!(
+        resource.get("retention.ms").and_then(|e| e.value.clone()).as_deref(),
+        Some("3600000"),
+        "a refused change changes nothing"
+    );
 }
 
 /// On a LogAppendTime topic the broker's clock is every record's timestamp: a lookup by time
@@ -158,10 +173,12 @@ async fn list_offsets_by_time_on_a_log_append_time_topic() {
     let broker = Broker::start(&[]);
     let admin: AdminClient<DefaultClientContext> = config(&broker.bootstrap()).create().unwrap();
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-    let topic = NewTopic::new("append-time", 1, TopicReplication::Fixed(1)).set("message.timestamp.type", "LogAppendTime");
+    let topic =
+        NewTopic::new("append-time", 1, TopicReplication::Fixed(1)).set("message.timestamp.type", "LogAppendTime");
     assert!(admin.create_topics(&[topic], &opts).await.unwrap()[0].is_ok());
     let producer: FutureProducer = config(&broker.bootstrap()).set("acks", "all").create().unwrap();
-    let hour_ago = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64 - 3_600_000;
+    let hour_ago =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64 - 3_600_000;
     for i in 0..3 {
         let value = format!("v{i}");
         let record = FutureRecord::<(), _>::to("append-time").payload(&value).timestamp(hour_ago);
@@ -186,8 +203,12 @@ async fn records_outside_the_page_cache_window_read_back() {
         ("CHRONIK_WAL_PAGE_CACHE_BYTES", "1048576"),
     ]);
     // Batches stay under the broker's message size limit (a quarter of a segment here).
-    let producer: FutureProducer =
-        config(&broker.bootstrap()).set("acks", "all").set("linger.ms", "2").set("batch.size", "100000").create().unwrap();
+    let producer: FutureProducer = config(&broker.bootstrap())
+        .set("acks", "all")
+        .set("linger.ms", "2")
+        .set("batch.size", "100000")
+        .create()
+        .unwrap();
     let value = |i: usize| format!("record-{i}-{}", "v".repeat(4000 + i % 50)).into_bytes();
     const COUNT: usize = 2500; // about 10 MB: ten segments, eight of them behind the window
     let mut pending = Vec::new();
@@ -195,10 +216,15 @@ async fn records_outside_the_page_cache_window_read_back() {
         let producer = producer.clone();
         pending.push(async move {
             let v = value(i);
-            producer.send(FutureRecord::<(), _>::to("cold").payload(&v), Duration::from_secs(30)).await.map(|d| d.offset).map_err(|(e, _)| e)
+            producer
+                .send(FutureRecord::<(), _>::to("cold").payload(&v), Duration::from_secs(30))
+                .await
+                .map(|d| d.offset)
+                .map_err(|(e, _)| e)
         });
     }
-    let offsets: Vec<i64> = futures::future::join_all(pending).await.into_iter().map(|r| r.expect("acknowledged")).collect();
+    let offsets: Vec<i64> =
+        futures::future::join_all(pending).await.into_iter().map(|r| r.expect("acknowledged")).collect();
     assert_eq!(offsets, (0..COUNT as i64).collect::<Vec<_>>(), "one partition, offsets in send order");
 
     let dropped = || {
@@ -211,7 +237,11 @@ async fn records_outside_the_page_cache_window_read_back() {
     };
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while dropped() < 4e6 {
-        assert!(std::time::Instant::now() < deadline, "the broker dropped only {} bytes from the page cache", dropped());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the broker dropped only {} bytes from the page cache",
+            dropped()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 

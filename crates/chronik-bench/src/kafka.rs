@@ -183,10 +183,31 @@ fn run_in(args: &KafkaArgs) -> anyhow::Result<()> {
     // Fetch: fill one partition with about fetch_mib of 1 KiB records, then read it all back
     // from the beginning with one consumer.
     let fetch_count = (args.fetch_mib << 20) / 1024;
-    perf(args, &server, &[
-        "-P", "-t", "fetch", "-p", "0", "-s", "1024", "-a", "1", "-X", "linger.ms=20", "-X", "batch.size=1000000", "-c", &fetch_count.to_string(),
-    ])?;
-    for (label, extra) in [("default", vec![]), ("max_fetch_16mib", vec!["-X", "fetch.message.max.bytes=16777216", "-X", "fetch.max.bytes=67108864"])] {
+    perf(
+        args,
+        &server,
+        &[
+            "-P",
+            "-t",
+            "fetch",
+            "-p",
+            "0",
+            "-s",
+            "1024",
+            "-a",
+            "1",
+            "-X",
+            "linger.ms=20",
+            "-X",
+            "batch.size=1000000",
+            "-c",
+            &fetch_count.to_string(),
+        ],
+    )?;
+    for (label, extra) in [
+        ("default", vec![]),
+        ("max_fetch_16mib", vec!["-X", "fetch.message.max.bytes=16777216", "-X", "fetch.max.bytes=67108864"]),
+    ] {
         let mut a = vec!["-C", "-t", "fetch", "-p", "0", "-o", "beginning"];
         let c = fetch_count.to_string();
         a.extend(["-c", &c]);
@@ -207,7 +228,11 @@ fn spawn_consumer(args: &KafkaArgs, server: &Server, count: &str, latency_file: 
         cmd.args(["-p", &p.to_string()]);
     }
     cmd.arg("-l").arg("-A").arg(latency_file);
-    let child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().with_context(|| format!("running {}", args.perf.display()))?;
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("running {}", args.perf.display()))?;
     let consumer = Consumer(child);
     std::thread::sleep(Duration::from_secs(2));
     Ok(consumer)
@@ -250,7 +275,8 @@ mod tests {
 
     #[test]
     fn parses_rdkafka_performance_summaries() {
-        let produced = "% 3000000 messages produced (3072000000 bytes), 3000000 delivered (offset 0, 0 failed) in 9000ms: 333333 msgs/s and 341.33 MB/s, 0 produce failures, 0 in queue, no compression";
+        let produced = "% 3000000 messages produced (3072000000 bytes), 3000000 delivered (offset 0, 0 failed) in \
+            9000ms: 333333 msgs/s and 341.33 MB/s, 0 produce failures, 0 in queue, no compression";
         assert_eq!(figure(produced, "MB/s"), Some(341.33));
         assert_eq!(figure(produced, "msgs/s"), Some(333333.0));
         let consumed = "% 2097152 messages (2147483648 bytes) consumed in 1500ms: 1398101 msgs/s (1431.66 MB/s)";

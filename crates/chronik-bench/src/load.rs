@@ -98,7 +98,9 @@ pub fn produce(load: &Load<'_>) -> anyhow::Result<Produced> {
         while sent < due {
             let stamp_us = due_us(sent).unwrap_or_else(wall_clock_us);
             stamp(&mut payload, stamp_us);
-            match producer.send(BaseRecord::<(), [u8], usize>::with_opaque_to(load.topic, stamp_us as usize).payload(&payload)) {
+            match producer
+                .send(BaseRecord::<(), [u8], usize>::with_opaque_to(load.topic, stamp_us as usize).payload(&payload))
+            {
                 Ok(()) => sent += 1,
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
                     producer.poll(Duration::from_millis(1));

@@ -38,7 +38,12 @@ fn node_options(dir: &std::path::Path, segment_mib: u64) -> NodeOptions {
         node_id: 1,
         raft_addr: "127.0.0.1:9093".into(),
         kafka_addr: "127.0.0.1:9092".into(),
-        wal: WalOptions { segment_size: segment_mib << 20, sync_mode: SyncMode::Always, spare_segments: 2, ..WalOptions::default() },
+        wal: WalOptions {
+            segment_size: segment_mib << 20,
+            sync_mode: SyncMode::Always,
+            spare_segments: 2,
+            ..WalOptions::default()
+        },
         raft: RaftSettings {
             heartbeat_interval_ms: 100,
             election_timeout_ms: 500,
@@ -77,7 +82,13 @@ async fn create_topic_with(
     partitions: u32,
     configs: std::collections::BTreeMap<String, String>,
 ) -> anyhow::Result<()> {
-    node.propose_meta(MetaCommand::CreateTopic { name: name.into(), topic_id: uuid::Uuid::new_v4(), partitions, replication_factor: 1, configs })
+    node.propose_meta(MetaCommand::CreateTopic {
+        name: name.into(),
+        topic_id: uuid::Uuid::new_v4(),
+        partitions,
+        replication_factor: 1,
+        configs,
+    })
     .await?;
     anyhow::ensure!(node.wait_for_topic(name, Duration::from_secs(120)).await, "{name} did not get leaders");
     Ok(())
@@ -95,7 +106,10 @@ fn run_in(args: &RaftArgs) -> anyhow::Result<()> {
         println!("{k}={v}");
     }
     let w = &args.wal;
-    println!("raft_config=writers:{} partitions:{} window:{} entry:16KiB sync:always", w.appenders, args.partitions, w.window);
+    println!(
+        "raft_config=writers:{} partitions:{} window:{} entry:16KiB sync:always",
+        w.appenders, args.partitions, w.window
+    );
     let bare = crate::wal::wal_run(w, 16 * 1024)?;
     println!("wal_16k_mbps={:.0}", bare.mbps);
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
@@ -112,12 +126,19 @@ async fn raft_throughput(args: &RaftArgs) -> anyhow::Result<(f64, Latencies)> {
     let node = RaftNode::start(node_options(&dir, args.wal.segment_mib)).await?;
     // Retention keeps about 32 MiB per partition, so WAL segments are recycled as in a broker
     // that has been running for a while (the WAL figure is measured the same way).
-    let retention =
-        if args.wal.no_retention { Default::default() } else { [("retention.bytes".to_string(), (32u64 << 20).to_string())].into() };
+    let retention = if args.wal.no_retention {
+        Default::default()
+    } else {
+        [("retention.bytes".to_string(), (32u64 << 20).to_string())].into()
+    };
     create_topic_with(&node, "bench", args.partitions, retention).await?;
     let retention_node = node.clone();
     let retention_task = tokio::spawn(async move {
-        let defaults = chronik_cluster::topic_config::TopicDefaults { retention_ms: -1, retention_bytes: -1, max_message_bytes: 1 << 20 };
+        let defaults = chronik_cluster::topic_config::TopicDefaults {
+            retention_ms: -1,
+            retention_bytes: -1,
+            max_message_bytes: 1 << 20,
+        };
         loop {
             tokio::time::sleep(Duration::from_millis(250)).await;
             retention_node.enforce_retention(&defaults, 0).await;
@@ -130,7 +151,8 @@ async fn raft_throughput(args: &RaftArgs) -> anyhow::Result<(f64, Latencies)> {
     let mut writers = Vec::new();
     for w in 0..args.wal.appenders {
         let g = node.partition("bench", (w as u32 % args.partitions) as i32).expect("partition is local");
-        let (batch, measuring, stop, done, window) = (batch.clone(), measuring.clone(), stop.clone(), done.clone(), args.wal.window);
+        let (batch, measuring, stop, done, window) =
+            (batch.clone(), measuring.clone(), stop.clone(), done.clone(), args.wal.window);
         writers.push(tokio::spawn(async move {
             let mut lat = Latencies::default();
             let mut inflight = std::collections::VecDeque::new();
@@ -212,7 +234,10 @@ fn partitions_in(args: &PartitionsArgs) -> anyhow::Result<()> {
         let rss_after = rss_bytes();
         println!("rss_mib_before={:.1}", rss_before as f64 / 1048576.0);
         println!("rss_mib_after={:.1}", rss_after as f64 / 1048576.0);
-        println!("rss_kib_per_partition={:.0}", (rss_after.saturating_sub(rss_before)) as f64 / 1024.0 / args.count as f64);
+        println!(
+            "rss_kib_per_partition={:.0}",
+            (rss_after.saturating_sub(rss_before)) as f64 / 1024.0 / args.count as f64
+        );
         let cpu0 = cpu_seconds();
         let t0 = Instant::now();
         tokio::time::sleep(Duration::from_secs(args.idle_seconds)).await;
@@ -222,7 +247,10 @@ fn partitions_in(args: &PartitionsArgs) -> anyhow::Result<()> {
         let started = Instant::now();
         let node = RaftNode::start(node_options(&dir, 64)).await?;
         for t in 0..topics {
-            anyhow::ensure!(node.wait_for_topic(&format!("t{t}"), Duration::from_secs(120)).await, "restart: t{t} has no leaders");
+            anyhow::ensure!(
+                node.wait_for_topic(&format!("t{t}"), Duration::from_secs(120)).await,
+                "restart: t{t} has no leaders"
+            );
         }
         println!("restart_seconds={:.2}", started.elapsed().as_secs_f64());
         node.shutdown().await?;

@@ -212,4 +212,3 @@ async fn log_driver(wal: Arc<Wal>, log: u64, mut rx: mpsc::UnboundedReceiver<Sub
         }
     }
 }
-

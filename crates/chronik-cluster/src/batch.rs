@@ -209,8 +209,16 @@ pub(crate) mod tests {
             ("two batches", two, Ok(2)),
             ("empty", vec![], Err(BatchError::Empty)),
             ("short header", good[..40].to_vec(), Err(BatchError::Truncated { have: 40, need: 61 })),
-            ("length past end", [good.clone(), good[..20].to_vec()].concat(), Err(BatchError::Truncated { have: 20, need: 61 })),
-            ("wrong crc", bad_crc, Err(BatchError::CrcMismatch { stored: BatchHeader::parse(&good).unwrap().crc, computed: 0 })),
+            (
+                "length past end",
+                [good.clone(), good[..20].to_vec()].concat(),
+                Err(BatchError::Truncated { have: 20, need: 61 }),
+            ),
+            (
+                "wrong crc",
+                bad_crc,
+                Err(BatchError::CrcMismatch { stored: BatchHeader::parse(&good).unwrap().crc, computed: 0 }),
+            ),
             ("magic v1", bad_magic, Err(BatchError::UnsupportedMagic(1))),
             ("tiny length", bad_len, Err(BatchError::BadLength(5))),
         ];

@@ -174,7 +174,14 @@ mod tests {
         let enc = encode(&entry, Some(100)).unwrap();
         assert_eq!(
             enc.offsets,
-            Some(EntryOffsets { raft_index: 42, base_offset: 100, last_offset: 104, max_timestamp: 20, bytes: 122, epoch: 7 })
+            Some(EntryOffsets {
+                raft_index: 42,
+                base_offset: 100,
+                last_offset: 104,
+                max_timestamp: 20,
+                bytes: 122,
+                epoch: 7
+            })
         );
         let v = view(&enc);
         let stored = stored_records(&v).unwrap();

@@ -36,7 +36,11 @@ impl GuardProducer {
         ProducerState {
             epoch: self.epoch,
             last_seq: self.last_seq,
-            recent: self.recent.iter().map(|(f, l, _)| BatchSeq { first_seq: *f, last_seq: *l, base_offset: 0 }).collect(),
+            recent: self
+                .recent
+                .iter()
+                .map(|(f, l, _)| BatchSeq { first_seq: *f, last_seq: *l, base_offset: 0 })
+                .collect(),
         }
     }
 }

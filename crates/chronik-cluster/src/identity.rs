@@ -91,7 +91,12 @@ impl NodeIdentity {
     pub fn load_or_create(data_dir: &Path, node_id: u64) -> Result<(NodeIdentity, bool), IdentityError> {
         match NodeIdentity::read(data_dir)? {
             Some(id) if id.node_id == node_id => Ok((id, false)),
-            Some(id) => Err(IdentityError::OtherNode { dir: data_dir.into(), found: id.node_id, wanted: node_id, cluster: id.cluster_id }),
+            Some(id) => Err(IdentityError::OtherNode {
+                dir: data_dir.into(),
+                found: id.node_id,
+                wanted: node_id,
+                cluster: id.cluster_id,
+            }),
             None => {
                 let id = NodeIdentity { cluster_id: Uuid::new_v4(), node_id };
                 id.write(data_dir)?;

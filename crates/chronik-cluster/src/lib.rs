@@ -5,8 +5,8 @@
 
 pub mod batch;
 pub mod codec;
-pub mod identity;
 pub mod idempotence;
+pub mod identity;
 pub mod metadata;
 pub mod network;
 pub mod offsets;

@@ -54,14 +54,33 @@ pub struct MetadataState {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MetaCommand {
-    InitCluster { cluster_id: Uuid },
+    InitCluster {
+        cluster_id: Uuid,
+    },
     RegisterNode(NodeInfo),
-    CreateTopic { name: String, topic_id: Uuid, partitions: u32, replication_factor: u32, configs: BTreeMap<String, String> },
-    DeleteTopic { name: String },
-    CreatePartitions { name: String, total: u32 },
-    AlterTopicConfigs { name: String, set: BTreeMap<String, String>, delete: Vec<String> },
+    CreateTopic {
+        name: String,
+        topic_id: Uuid,
+        partitions: u32,
+        replication_factor: u32,
+        configs: BTreeMap<String, String>,
+    },
+    DeleteTopic {
+        name: String,
+    },
+    CreatePartitions {
+        name: String,
+        total: u32,
+    },
+    AlterTopicConfigs {
+        name: String,
+        set: BTreeMap<String, String>,
+        delete: Vec<String>,
+    },
     /// Reserves `count` producer ids for one node to hand out.
-    AllocateProducerIds { count: u32 },
+    AllocateProducerIds {
+        count: u32,
+    },
 }
 
 impl std::fmt::Display for MetaCommand {
@@ -100,7 +119,9 @@ pub enum MetaError {
 pub enum MetaResponse {
     Done,
     /// The first of the producer ids reserved by `AllocateProducerIds`.
-    ProducerIds { start: i64 },
+    ProducerIds {
+        start: i64,
+    },
     Rejected(MetaError),
 }
 
@@ -137,7 +158,9 @@ impl MetadataState {
 
     /// Every partition group assigned to `node`, with its topic name.
     pub fn partitions_of(&self, node: u64) -> impl Iterator<Item = (&TopicInfo, &PartitionInfo)> {
-        self.topics.values().flat_map(move |t| t.partitions.iter().filter(move |p| p.replicas.contains(&node)).map(move |p| (t, p)))
+        self.topics
+            .values()
+            .flat_map(move |t| t.partitions.iter().filter(move |p| p.replicas.contains(&node)).map(move |p| (t, p)))
     }
 
     /// Applies `cmd`; a rejected command changes nothing.
@@ -274,25 +297,56 @@ mod tests {
         let ok = MetaResponse::Done;
         let cases: Vec<(&str, Vec<MetaCommand>, MetaResponse)> = vec![
             ("create", vec![node(1), create("t", 3, 1)], ok.clone()),
-            ("duplicate", vec![node(1), create("t", 1, 1), create("t", 1, 1)], MetaResponse::Rejected(MetaError::TopicExists("t".into()))),
+            (
+                "duplicate",
+                vec![node(1), create("t", 1, 1), create("t", 1, 1)],
+                MetaResponse::Rejected(MetaError::TopicExists("t".into())),
+            ),
             (
                 "rf above nodes",
                 vec![node(1), create("t", 1, 3)],
                 MetaResponse::Rejected(MetaError::InvalidReplicationFactor { requested: 3, available: 1 }),
             ),
-            ("zero partitions", vec![node(1), create("t", 0, 1)], MetaResponse::Rejected(MetaError::InvalidPartitions("0 is outside 1..=10000".into()))),
-            ("bad name", vec![node(1), create("a/b", 1, 1)], MetaResponse::Rejected(MetaError::InvalidTopicName { name: "a/b".into(), reason: "only ASCII letters, digits, '.', '_' and '-' are allowed".into() })),
-            ("delete unknown", vec![MetaCommand::DeleteTopic { name: "x".into() }], MetaResponse::Rejected(MetaError::UnknownTopic("x".into()))),
-            ("grow", vec![node(1), create("t", 1, 1), MetaCommand::CreatePartitions { name: "t".into(), total: 4 }], ok.clone()),
+            (
+                "zero partitions",
+                vec![node(1), create("t", 0, 1)],
+                MetaResponse::Rejected(MetaError::InvalidPartitions("0 is outside 1..=10000".into())),
+            ),
+            (
+                "bad name",
+                vec![node(1), create("a/b", 1, 1)],
+                MetaResponse::Rejected(MetaError::InvalidTopicName {
+                    name: "a/b".into(),
+                    reason: "only ASCII letters, digits, '.', '_' and '-' are allowed".into(),
+                }),
+            ),
+            (
+                "delete unknown",
+                vec![MetaCommand::DeleteTopic { name: "x".into() }],
+                MetaResponse::Rejected(MetaError::UnknownTopic("x".into())),
+            ),
+            (
+                "grow",
+                vec![node(1), create("t", 1, 1), MetaCommand::CreatePartitions { name: "t".into(), total: 4 }],
+                ok.clone(),
+            ),
             (
                 "shrink refused",
                 vec![node(1), create("t", 2, 1), MetaCommand::CreatePartitions { name: "t".into(), total: 2 }],
-                MetaResponse::Rejected(MetaError::InvalidPartitions("topic 't' has 2 partitions; the new count must be larger (got 2)".into())),
+                MetaResponse::Rejected(MetaError::InvalidPartitions(
+                    "topic 't' has 2 partitions; the new count must be larger (got 2)".into(),
+                )),
             ),
             (
                 "other cluster",
-                vec![MetaCommand::InitCluster { cluster_id: Uuid::from_u128(1) }, MetaCommand::InitCluster { cluster_id: Uuid::from_u128(2) }],
-                MetaResponse::Rejected(MetaError::ClusterIdMismatch { existing: Uuid::from_u128(1), proposed: Uuid::from_u128(2) }),
+                vec![
+                    MetaCommand::InitCluster { cluster_id: Uuid::from_u128(1) },
+                    MetaCommand::InitCluster { cluster_id: Uuid::from_u128(2) },
+                ],
+                MetaResponse::Rejected(MetaError::ClusterIdMismatch {
+                    existing: Uuid::from_u128(1),
+                    proposed: Uuid::from_u128(2),
+                }),
             ),
         ];
         for (name, cmds, expected) in cases {

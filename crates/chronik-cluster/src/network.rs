@@ -46,7 +46,11 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         Err(RPCError::Unreachable(self.unreachable()))
     }
 
-    async fn vote(&mut self, _rpc: VoteRequest<TypeConfig>, _option: RPCOption) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+    async fn vote(
+        &mut self,
+        _rpc: VoteRequest<TypeConfig>,
+        _option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
         Err(RPCError::Unreachable(self.unreachable()))
     }
 

@@ -131,7 +131,14 @@ mod tests {
     use super::*;
 
     fn entry(raft_index: u64, base: u64, count: u64, ts: i64) -> EntryOffsets {
-        EntryOffsets { raft_index, base_offset: base, last_offset: base + count - 1, max_timestamp: ts, bytes: 100, epoch: 1 }
+        EntryOffsets {
+            raft_index,
+            base_offset: base,
+            last_offset: base + count - 1,
+            max_timestamp: ts,
+            bytes: 100,
+            epoch: 1,
+        }
     }
 
     fn index() -> OffsetIndex {
@@ -159,10 +166,31 @@ mod tests {
     fn epoch_ends() {
         let mut idx = OffsetIndex::starting_at(0);
         for (i, (base, epoch)) in [(0, 1), (5, 1), (6, 3), (10, 4)].into_iter().enumerate() {
-            idx.push(EntryOffsets { raft_index: i as u64 + 1, base_offset: base, last_offset: base + if base == 0 { 4 } else if base == 5 { 0 } else { 3 }, max_timestamp: 0, bytes: 1, epoch });
+            idx.push(EntryOffsets {
+                raft_index: i as u64 + 1,
+                base_offset: base,
+                last_offset: base
+                    + if base == 0 {
+                        4
+                    } else if base == 5 {
+                        0
+                    } else {
+                        3
+                    },
+                max_timestamp: 0,
+                bytes: 1,
+                epoch,
+            });
         }
         // (requested epoch, expected (epoch found, end offset))
-        for (asked, expected) in [(0, None), (1, Some((1, 6))), (2, Some((1, 6))), (3, Some((3, 10))), (4, Some((4, 14))), (9, Some((4, 14)))] {
+        for (asked, expected) in [
+            (0, None),
+            (1, Some((1, 6))),
+            (2, Some((1, 6))),
+            (3, Some((3, 10))),
+            (4, Some((4, 14))),
+            (9, Some((4, 14))),
+        ] {
             assert_eq!(idx.epoch_end(asked), expected, "epoch {asked}");
         }
     }

@@ -12,9 +12,9 @@ use parking_lot::RwLock;
 use tokio::sync::watch;
 
 use crate::batch;
-use crate::retention;
 use crate::codec;
 use crate::offsets::{EntryOffsets, OffsetIndex};
+use crate::retention;
 use crate::types::GroupId;
 
 /// Record batches read for a fetch.
@@ -45,7 +45,12 @@ pub struct PartitionLog {
 impl PartitionLog {
     /// Rebuilds the offset index from the group's entries in the WAL. `snapshot_next_offset` is
     /// the next offset recorded by the latest snapshot: the front when the log holds no data.
-    pub fn recover(wal: Arc<Wal>, group: GroupId, snapshot_next_offset: u64, snapshot_log_start: u64) -> io::Result<Arc<Self>> {
+    pub fn recover(
+        wal: Arc<Wal>,
+        group: GroupId,
+        snapshot_next_offset: u64,
+        snapshot_log_start: u64,
+    ) -> io::Result<Arc<Self>> {
         let mut index: Option<OffsetIndex> = None;
         if let Some(info) = wal.group_info(group) {
             if let (Some(first), Some(last)) = (info.first_index, info.last) {
@@ -84,8 +89,15 @@ impl PartitionLog {
             }
         }
         let index = index.unwrap_or_else(|| OffsetIndex::starting_at(snapshot_next_offset));
-        let (high_watermark, _) = watch::channel(snapshot_next_offset.max(index.front_offset()).min(index.next_offset()));
-        Ok(Arc::new(PartitionLog { group, wal, index: RwLock::new(index), high_watermark, log_start: AtomicU64::new(snapshot_log_start) }))
+        let (high_watermark, _) =
+            watch::channel(snapshot_next_offset.max(index.front_offset()).min(index.next_offset()));
+        Ok(Arc::new(PartitionLog {
+            group,
+            wal,
+            index: RwLock::new(index),
+            high_watermark,
+            log_start: AtomicU64::new(snapshot_log_start),
+        }))
     }
 
     /// Offset after the last committed (and applied) record: consumers read below it.
@@ -178,13 +190,13 @@ impl PartitionLog {
         let hw = self.high_watermark();
         let start = self.log_start_offset();
         let index = self.index.read();
-        index
-            .iter()
-            .filter(|e| e.last_offset >= start && e.last_offset < hw)
-            .fold(None, |best: Option<EntryOffsets>, e| match best {
+        index.iter().filter(|e| e.last_offset >= start && e.last_offset < hw).fold(
+            None,
+            |best: Option<EntryOffsets>, e| match best {
                 Some(b) if b.max_timestamp >= e.max_timestamp => Some(b),
                 _ => Some(*e),
-            })
+            },
+        )
     }
 
     /// (largest epoch <= `epoch` in the log, offset where the next epoch starts or the log end).
@@ -229,7 +241,13 @@ mod tests {
             let entry = Entry { log_id: log_id(1, 1, i), payload: EntryPayload::Normal(Command::Produce { records }) };
             let enc = codec::encode(&entry, Some(next_offset)).unwrap();
             let parts = enc.payload_parts();
-            let e = AppendEntry { index: enc.index, term: enc.term, leader_id: enc.leader_id, entry_kind: enc.kind, payload: &parts };
+            let e = AppendEntry {
+                index: enc.index,
+                term: enc.term,
+                leader_id: enc.leader_id,
+                entry_kind: enc.kind,
+                payload: &parts,
+            };
             wal.append(7, &[e], None).unwrap();
         }
         PartitionLog::recover(wal, 7, 0, 0).unwrap()

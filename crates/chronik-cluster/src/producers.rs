@@ -29,8 +29,12 @@ pub enum Check {
     Accept,
     /// The same batch was already appended (a retry): answer with its offsets.
     Duplicate,
-    OutOfOrder { expected: i32 },
-    StaleEpoch { current: i16 },
+    OutOfOrder {
+        expected: i32,
+    },
+    StaleEpoch {
+        current: i16,
+    },
 }
 
 /// The sequence number after `seq` (sequences wrap at i32::MAX, as in Kafka).

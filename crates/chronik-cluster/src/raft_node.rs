@@ -21,10 +21,10 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
+use crate::idempotence::IdempotenceGuard;
 use crate::identity::{IdentityError, NodeIdentity};
 use crate::metadata::{META_GROUP, MetaCommand, MetaError, MetaResponse, MetadataState, NodeInfo, TopicInfo};
 use crate::network::NetworkFactory;
-use crate::idempotence::IdempotenceGuard;
 use crate::partition_log::PartitionLog;
 use crate::raft_storage::LogStore;
 use crate::state_machine::{MetadataStateMachine, PartitionStateMachine};
@@ -100,7 +100,8 @@ pub struct PendingAppend {
 impl PendingAppend {
     /// Waits until the entry is committed and applied; returns (base offset, last offset).
     pub async fn committed(self) -> Result<(u64, u64), NodeError> {
-        let result = self.rx.await.map_err(|_| NodeError::GroupStopped { group: self.group, reason: "shut down".into() })?;
+        let result =
+            self.rx.await.map_err(|_| NodeError::GroupStopped { group: self.group, reason: "shut down".into() })?;
         match result {
             Ok(r) => match r.data {
                 Response::Produced { base_offset, last_offset } => Ok((base_offset, last_offset)),
@@ -162,7 +163,10 @@ impl PartitionGroup {
             index.iter().take_while(|e| e.last_offset < start).last().map(|e| e.raft_index)
         };
         let Some(upto) = upto else { return Ok(()) };
-        let stopped = |e: openraft::errors::Fatal<TypeConfig>| NodeError::GroupStopped { group: self.group, reason: e.to_string() };
+        let stopped = |e: openraft::errors::Fatal<TypeConfig>| NodeError::GroupStopped {
+            group: self.group,
+            reason: e.to_string(),
+        };
         let m = self.raft.metrics().borrow_watched().clone();
         if m.snapshot.is_none_or(|s| s.index < upto) {
             self.raft.trigger().snapshot().await.map_err(stopped)?;
@@ -221,7 +225,12 @@ pub struct RaftNode {
     _lock: File,
 }
 
-fn raft_config(s: &RaftSettings, snapshot: SnapshotPolicy, keep: u64, name: &str) -> Result<Arc<RaftConfig>, NodeError> {
+fn raft_config(
+    s: &RaftSettings,
+    snapshot: SnapshotPolicy,
+    keep: u64,
+    name: &str,
+) -> Result<Arc<RaftConfig>, NodeError> {
     let c = RaftConfig {
         cluster_name: name.into(),
         heartbeat_interval: s.heartbeat_interval_ms,
@@ -250,7 +259,8 @@ impl RaftNode {
     /// Opens the data directory and starts every group this node holds. On first start the node
     /// bootstraps a new cluster of one.
     pub async fn start(opts: NodeOptions) -> Result<Arc<RaftNode>, NodeError> {
-        std::fs::create_dir_all(&opts.data_dir).map_err(|e| NodeError::Io(format!("{}: {e}", opts.data_dir.display())))?;
+        std::fs::create_dir_all(&opts.data_dir)
+            .map_err(|e| NodeError::Io(format!("{}: {e}", opts.data_dir.display())))?;
         let lock = lock_data_dir(&opts.data_dir)?;
         let wal_dir = opts.data_dir.join("wal");
         let has_wal = std::fs::read_dir(&wal_dir).map(|mut d| d.next().is_some()).unwrap_or(false);
@@ -273,18 +283,24 @@ impl RaftNode {
         );
         let wal = Arc::new(wal);
 
-        let meta_config =
-            raft_config(&opts.raft, SnapshotPolicy::LogsSinceLast(opts.raft.snapshot_threshold), opts.raft.compaction_retain_entries, "chronik-meta")?;
+        let meta_config = raft_config(
+            &opts.raft,
+            SnapshotPolicy::LogsSinceLast(opts.raft.snapshot_threshold),
+            opts.raft.compaction_retain_entries,
+            "chronik-meta",
+        )?;
         // Partition snapshots are tiny; taking them often bounds re-apply at restart. The log is
         // the partition's data, so it is never purged behind a snapshot (only by retention).
-        let partition_config = raft_config(&opts.raft, SnapshotPolicy::LogsSinceLast(10_000), u64::MAX, "chronik-partition")?;
+        let partition_config =
+            raft_config(&opts.raft, SnapshotPolicy::LogsSinceLast(10_000), u64::MAX, "chronik-partition")?;
 
         let sm = MetadataStateMachine::new(wal.clone());
         let meta_view = sm.view();
         let meta_version = sm.subscribe();
-        let meta = Raft::new(opts.node_id, meta_config, NetworkFactory, LogStore::new(wal.clone(), META_GROUP, None), sm)
-            .await
-            .map_err(|e| NodeError::GroupStopped { group: META_GROUP, reason: e.to_string() })?;
+        let meta =
+            Raft::new(opts.node_id, meta_config, NetworkFactory, LogStore::new(wal.clone(), META_GROUP, None), sm)
+                .await
+                .map_err(|e| NodeError::GroupStopped { group: META_GROUP, reason: e.to_string() })?;
         let node = Arc::new(RaftNode {
             node_id: opts.node_id,
             identity,
@@ -312,14 +328,23 @@ impl RaftNode {
                 node.reconcile().await;
             }
         }));
-        tracing::info!(node = node.node_id, cluster = %node.identity.cluster_id, partitions = node.partitions.read().len(), "node started in {:?}", started.elapsed());
+        tracing::info!(
+            node = node.node_id,
+            cluster = %node.identity.cluster_id,
+            partitions = node.partitions.read().len(),
+            "node started in {:?}",
+            started.elapsed()
+        );
         Ok(node)
     }
 
     /// Makes sure the metadata group has a leader, belongs to this node's cluster, and knows
     /// this node's current addresses.
     async fn bootstrap_metadata(&self) -> Result<(), NodeError> {
-        let stopped = |e: openraft::errors::Fatal<TypeConfig>| NodeError::GroupStopped { group: META_GROUP, reason: e.to_string() };
+        let stopped = |e: openraft::errors::Fatal<TypeConfig>| NodeError::GroupStopped {
+            group: META_GROUP,
+            reason: e.to_string(),
+        };
         if !self.meta.is_initialized().await.map_err(stopped)? {
             let members = BTreeMap::from([(self.node_id, BasicNode::new(&self.opts.raft_addr))]);
             if let Err(e) = self.meta.initialize(members).await {
@@ -342,7 +367,11 @@ impl RaftNode {
             Some(_) => {}
             None => self.propose_meta(MetaCommand::InitCluster { cluster_id: self.identity.cluster_id }).await?,
         }
-        let me = NodeInfo { id: self.node_id, raft_addr: self.opts.raft_addr.clone(), kafka_addr: self.opts.kafka_addr.clone() };
+        let me = NodeInfo {
+            id: self.node_id,
+            raft_addr: self.opts.raft_addr.clone(),
+            kafka_addr: self.opts.kafka_addr.clone(),
+        };
         if state.nodes.get(&self.node_id) != Some(&me) {
             self.propose_meta(MetaCommand::RegisterNode(me)).await?;
         }
@@ -417,9 +446,9 @@ impl RaftNode {
         loop {
             let ready = self.with_metadata(|m| {
                 m.topic(topic).map(|t| {
-                    t.partitions.iter().all(|p| {
-                        self.partition(topic, p.partition).is_some_and(|g| g.leadership().1.is_some())
-                    })
+                    t.partitions
+                        .iter()
+                        .all(|p| self.partition(topic, p.partition).is_some_and(|g| g.leadership().1.is_some()))
                 })
             });
             if ready != Some(false) {
@@ -457,7 +486,13 @@ impl RaftNode {
         }
     }
 
-    async fn start_partition(&self, topic: &TopicInfo, partition: i32, group: GroupId, replicas: &[NodeId]) -> Result<Arc<PartitionGroup>, NodeError> {
+    async fn start_partition(
+        &self,
+        topic: &TopicInfo,
+        partition: i32,
+        group: GroupId,
+        replicas: &[NodeId],
+    ) -> Result<Arc<PartitionGroup>, NodeError> {
         let io = |e: std::io::Error| NodeError::Io(format!("partition {}-{partition}: {e}", topic.name));
         let snap = PartitionStateMachine::stored_snapshot(&self.wal, group).map_err(io)?;
         let log = PartitionLog::recover(self.wal.clone(), group, snap.next_offset, snap.log_start).map_err(io)?;
@@ -508,7 +543,8 @@ impl RaftNode {
     /// no topic holds was deleted for good.
     fn drop_orphaned_groups(&self) {
         let (allocated_below, held) = self.with_metadata(|m| {
-            let held: std::collections::HashSet<GroupId> = m.topics.values().flat_map(|t| t.partitions.iter().map(|p| p.group)).collect();
+            let held: std::collections::HashSet<GroupId> =
+                m.topics.values().flat_map(|t| t.partitions.iter().map(|p| p.group)).collect();
             (m.next_group_id, held)
         });
         let running: std::collections::HashSet<GroupId> = self.partitions.read().keys().copied().collect();
@@ -541,7 +577,8 @@ impl RaftNode {
         let mut moved = Vec::new();
         for g in self.partition_groups() {
             if g.is_leader(self.node_id) {
-                let Some(settings) = self.with_metadata(|m| m.topic(&g.topic).map(|t| TopicSettings::resolve(defaults, &t.configs)))
+                let Some(settings) =
+                    self.with_metadata(|m| m.topic(&g.topic).map(|t| TopicSettings::resolve(defaults, &t.configs)))
                 else {
                     continue;
                 };

@@ -77,7 +77,10 @@ impl LogStore {
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {
-    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(&mut self, range: RB) -> io::Result<Vec<Entry>> {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> io::Result<Vec<Entry>> {
         let (start, end) = self.bounds(range);
         self.read(start, end, usize::MAX)
     }
@@ -146,7 +149,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let appends: Vec<AppendEntry<'_>> = encoded
             .iter()
             .zip(&parts)
-            .map(|(e, p)| AppendEntry { index: e.index, term: e.term, leader_id: e.leader_id, entry_kind: e.kind, payload: p })
+            .map(|(e, p)| AppendEntry {
+                index: e.index,
+                term: e.term,
+                leader_id: e.leader_id,
+                entry_kind: e.kind,
+                payload: p,
+            })
             .collect();
         self.wal
             .append(self.group, &appends, Some(Box::new(move |r| callback.io_completed(r.map_err(wal_io)))))

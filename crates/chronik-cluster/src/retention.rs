@@ -45,7 +45,14 @@ mod tests {
     use super::*;
 
     fn e(base: u64, ts: i64, bytes: u64) -> EntryOffsets {
-        EntryOffsets { raft_index: base + 1, base_offset: base, last_offset: base + 9, max_timestamp: ts, bytes, epoch: 1 }
+        EntryOffsets {
+            raft_index: base + 1,
+            base_offset: base,
+            last_offset: base + 9,
+            max_timestamp: ts,
+            bytes,
+            epoch: 1,
+        }
     }
 
     #[test]

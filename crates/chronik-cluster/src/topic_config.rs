@@ -74,7 +74,8 @@ pub fn validate(key: &str, value: &str) -> Result<(), String> {
 
 impl TopicSettings {
     pub fn resolve(defaults: &TopicDefaults, overrides: &BTreeMap<String, String>) -> TopicSettings {
-        let int = |key: &str, default: i64| overrides.get(key).and_then(|v| v.trim().parse::<i64>().ok()).unwrap_or(default);
+        let int =
+            |key: &str, default: i64| overrides.get(key).and_then(|v| v.trim().parse::<i64>().ok()).unwrap_or(default);
         TopicSettings {
             retention_ms: int(RETENTION_MS, defaults.retention_ms),
             retention_bytes: int(RETENTION_BYTES, defaults.retention_bytes),
@@ -136,7 +137,8 @@ mod tests {
     fn overrides_beat_defaults() {
         let d = TopicDefaults { retention_ms: 1000, retention_bytes: -1, max_message_bytes: 100 };
         let o: BTreeMap<String, String> =
-            [(RETENTION_BYTES.to_string(), "5".to_string()), (TIMESTAMP_TYPE.to_string(), "LogAppendTime".to_string())].into();
+            [(RETENTION_BYTES.to_string(), "5".to_string()), (TIMESTAMP_TYPE.to_string(), "LogAppendTime".to_string())]
+                .into();
         let s = TopicSettings::resolve(&d, &o);
         assert_eq!((s.retention_ms, s.retention_bytes, s.max_message_bytes), (1000, 5, 100));
         assert_eq!(s.timestamp_type, TimestampType::LogAppendTime);

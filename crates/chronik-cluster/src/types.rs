@@ -39,8 +39,13 @@ pub enum Response {
     /// Blank and membership entries.
     #[default]
     None,
-    Produced { base_offset: u64, last_offset: u64 },
-    LogStart { offset: u64 },
+    Produced {
+        base_offset: u64,
+        last_offset: u64,
+    },
+    LogStart {
+        offset: u64,
+    },
     Meta(MetaResponse),
     /// The command could not be applied by this group (e.g. a metadata command in a partition).
     Invalid(String),

@@ -42,7 +42,11 @@ fn crash_child_writer() {
             tasks.push(tokio::spawn(async move {
                 for seq in 0u64.. {
                     let records = 1 + (seq % 5) as i32;
-                    let b = batch(records, seq as i64, format!("run{run}-p{p}-seq{seq}-{}", "x".repeat((seq % 300) as usize)).as_bytes());
+                    let b = batch(
+                        records,
+                        seq as i64,
+                        format!("run{run}-p{p}-seq{seq}-{}", "x".repeat((seq % 300) as usize)).as_bytes(),
+                    );
                     let (base, _) = g.append(b).await.unwrap();
                     println!("ack {p} {base} {run} {seq}");
                 }
@@ -77,9 +81,14 @@ async fn kill_9_keeps_every_acknowledged_write() {
             if f.first() != Some(&"ack") {
                 continue;
             }
-            let (p, base, r, seq): (i32, u64, u64, u64) = (f[1].parse().unwrap(), f[2].parse().unwrap(), f[3].parse().unwrap(), f[4].parse().unwrap());
+            let (p, base, r, seq): (i32, u64, u64, u64) =
+                (f[1].parse().unwrap(), f[2].parse().unwrap(), f[3].parse().unwrap(), f[4].parse().unwrap());
             let records = 1 + (seq % 5) as i32;
-            let b = batch(records, seq as i64, format!("run{r}-p{p}-seq{seq}-{}", "x".repeat((seq % 300) as usize)).as_bytes());
+            let b = batch(
+                records,
+                seq as i64,
+                format!("run{r}-p{p}-seq{seq}-{}", "x".repeat((seq % 300) as usize)).as_bytes(),
+            );
             acked.insert((p, base), b);
             seen += 1;
             if seen >= kill_after {
@@ -94,12 +103,17 @@ async fn kill_9_keeps_every_acknowledged_write() {
         assert!(node.wait_for_topic("t", Duration::from_secs(20)).await);
         for p in 0..PARTITIONS {
             let g = node.partition("t", p).unwrap();
-            let max_acked = acked.range((p, 0)..(p + 1, 0)).next_back().map(|((_, base), b)| {
-                base + batch::BatchHeader::parse(b).unwrap().last_offset_delta as u64 + 1
-            });
+            let max_acked = acked
+                .range((p, 0)..(p + 1, 0))
+                .next_back()
+                .map(|((_, base), b)| base + batch::BatchHeader::parse(b).unwrap().last_offset_delta as u64 + 1);
             let deadline = Instant::now() + Duration::from_secs(20);
             while g.log.high_watermark() < max_acked.unwrap_or(0) {
-                assert!(Instant::now() < deadline, "run {run} partition {p}: high watermark {} below acknowledged {max_acked:?}", g.log.high_watermark());
+                assert!(
+                    Instant::now() < deadline,
+                    "run {run} partition {p}: high watermark {} below acknowledged {max_acked:?}",
+                    g.log.high_watermark()
+                );
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
             // Everything up to the high watermark: contiguous, valid batches.
@@ -115,7 +129,9 @@ async fn kill_9_keeps_every_acknowledged_write() {
             }
             assert_eq!(next, g.log.high_watermark(), "nothing above the high watermark is served");
             for ((_, base), sent) in acked.range((p, 0)..(p + 1, 0)) {
-                let got = stored.get(base).unwrap_or_else(|| panic!("run {run}: acknowledged batch at {p}/{base} is missing"));
+                let got = stored
+                    .get(base)
+                    .unwrap_or_else(|| panic!("run {run}: acknowledged batch at {p}/{base} is missing"));
                 assert!(same_batch(got, sent, *base), "run {run}: batch at {p}/{base} differs");
             }
         }

@@ -32,7 +32,8 @@ struct PartitionStores;
 impl StoreBuilder<TypeConfig, LogStore, PartitionStateMachine, TempDir> for PartitionStores {
     async fn build(&self) -> Result<(TempDir, LogStore, PartitionStateMachine), StorageError<TypeConfig>> {
         let (dir, wal) = open_wal()?;
-        let log = PartitionLog::recover(wal.clone(), 7, 0, 0).map_err(|e| StorageError::read(TypeConfig::err_from_error(&e)))?;
+        let log = PartitionLog::recover(wal.clone(), 7, 0, 0)
+            .map_err(|e| StorageError::read(TypeConfig::err_from_error(&e)))?;
         Ok((dir, LogStore::new(wal.clone(), 7, Some(log.clone())), PartitionStateMachine::new(wal, 7, log)))
     }
 }

@@ -51,17 +51,50 @@ pub const KEYS: &[Key] = &[
         doc: "Address (host:port) given to clients in Metadata responses.",
     },
     key("admin_addr", Kind::Str, "Address the admin HTTP API binds (ip:port)."),
-    key("log_level", Kind::Str, "Log filter (`error`, `warn`, `info`, `debug`, `trace`, or a tracing filter such as `chronik=debug`)."),
-    key("kafka.auto_create_topics", Kind::Bool, "Create a topic when a client asks for metadata of an unknown topic (as Kafka: a produce to it first gets UNKNOWN_TOPIC_OR_PARTITION, and the client's metadata refresh creates it)."),
-    key("kafka.num_partitions", Kind::Int, "Partitions of an auto-created topic, and of CreateTopics requests that leave the count to the broker."),
-    key("kafka.default_replication_factor", Kind::Int, "Replication factor of auto-created topics and of CreateTopics requests that leave it to the broker."),
-    key("kafka.max_partitions", Kind::Int, "Most partitions the cluster may hold in total (each is a Raft group); creations beyond it are refused."),
-    key("kafka.max_request_size", Kind::Int, "Largest Kafka request frame accepted, in bytes; a larger one closes the connection."),
-    key("kafka.message_max_bytes", Kind::Int, "Default `max.message.bytes` of topics: the largest record batch accepted."),
+    key(
+        "log_level",
+        Kind::Str,
+        "Log filter (`error`, `warn`, `info`, `debug`, `trace`, or a tracing filter such as `chronik=debug`).",
+    ),
+    key(
+        "kafka.auto_create_topics",
+        Kind::Bool,
+        "Create a topic when a client asks for metadata of an unknown topic (as Kafka: a produce to it first gets \
+            UNKNOWN_TOPIC_OR_PARTITION, and the client's metadata refresh creates it).",
+    ),
+    key(
+        "kafka.num_partitions",
+        Kind::Int,
+        "Partitions of an auto-created topic, and of CreateTopics requests that leave the count to the broker.",
+    ),
+    key(
+        "kafka.default_replication_factor",
+        Kind::Int,
+        "Replication factor of auto-created topics and of CreateTopics requests that leave it to the broker.",
+    ),
+    key(
+        "kafka.max_partitions",
+        Kind::Int,
+        "Most partitions the cluster may hold in total (each is a Raft group); creations beyond it are refused.",
+    ),
+    key(
+        "kafka.max_request_size",
+        Kind::Int,
+        "Largest Kafka request frame accepted, in bytes; a larger one closes the connection.",
+    ),
+    key(
+        "kafka.message_max_bytes",
+        Kind::Int,
+        "Default `max.message.bytes` of topics: the largest record batch accepted.",
+    ),
     key("kafka.log_retention_ms", Kind::Int, "Default `retention.ms` of topics; -1 keeps data forever."),
     key("kafka.log_retention_bytes", Kind::Int, "Default `retention.bytes` of each partition; -1 means no size limit."),
     key("kafka.retention_check_interval_ms", Kind::Int, "How often retention is applied to every partition."),
-    key("cluster.enabled", Kind::Bool, "Must be true for `chronik-server cluster`; a standalone node refuses a config that sets it."),
+    key(
+        "cluster.enabled",
+        Kind::Bool,
+        "Must be true for `chronik-server cluster`; a standalone node refuses a config that sets it.",
+    ),
     key("cluster.node_id", Kind::Int, "This node's id, 1-65535. Never reuse the id of a removed node."),
     key("cluster.node_addr", Kind::Str, "Address the Raft listener binds (ip:port)."),
     Key {
@@ -70,26 +103,52 @@ pub const KEYS: &[Key] = &[
         default_note: Some("the value of `node_addr`"),
         doc: "Address (host:port) other nodes use to reach this node's Raft listener.",
     },
-    key("cluster.seed_nodes", Kind::StrList, "Nodes to join through, as `id@host:port`; empty makes this node bootstrap a new cluster."),
-    key("cluster.raft.election_timeout_ms", Kind::Int, "Minimum Raft election timeout (the maximum is twice this). Must exceed the heartbeat interval."),
+    key(
+        "cluster.seed_nodes",
+        Kind::StrList,
+        "Nodes to join through, as `id@host:port`; empty makes this node bootstrap a new cluster.",
+    ),
+    key(
+        "cluster.raft.election_timeout_ms",
+        Kind::Int,
+        "Minimum Raft election timeout (the maximum is twice this). Must exceed the heartbeat interval.",
+    ),
     key("cluster.raft.heartbeat_interval_ms", Kind::Int, "Raft heartbeat interval."),
     key("cluster.raft.max_payload_entries", Kind::Int, "Most log entries sent in one replication request."),
-    key("cluster.raft.snapshot_threshold", Kind::Int, "Metadata-log entries after which the metadata group takes a snapshot."),
-    key("cluster.raft.compaction_retain_entries", Kind::Int, "Metadata-log entries kept behind a snapshot when the metadata log is compacted."),
+    key(
+        "cluster.raft.snapshot_threshold",
+        Kind::Int,
+        "Metadata-log entries after which the metadata group takes a snapshot.",
+    ),
+    key(
+        "cluster.raft.compaction_retain_entries",
+        Kind::Int,
+        "Metadata-log entries kept behind a snapshot when the metadata log is compacted.",
+    ),
     key("cluster.network.max_message_size", Kind::Int, "Largest Raft network message, in bytes."),
     key("cluster.network.connect_timeout_ms", Kind::Int, "Timeout for connecting to a peer."),
     key("cluster.network.request_timeout_ms", Kind::Int, "Timeout for a Raft request to a peer."),
     key(
         "cluster.storage.wal_sync_mode",
         Kind::Enum(&["always", "periodic"]),
-        "`always`: a write counts as durable only after an fdatasync covering it (shared by all concurrent writes). `periodic`: durable once written to the OS, with an fdatasync every `wal_sync_interval_ms` (a power loss can lose that window; a process crash loses nothing).",
+        "`always`: a write counts as durable only after an fdatasync covering it (shared by all concurrent \
+            writes). `periodic`: durable once written to the OS, with an fdatasync every `wal_sync_interval_ms` (a \
+            power loss can lose that window; a process crash loses nothing).",
     ),
     key("cluster.storage.wal_sync_interval_ms", Kind::Int, "fdatasync interval in `periodic` mode."),
-    key("cluster.storage.wal_segment_size", Kind::Int, "Size of each WAL segment file, in bytes (64 KiB to 2 GiB); segments are preallocated (or recycled) before use."),
+    key(
+        "cluster.storage.wal_segment_size",
+        Kind::Int,
+        "Size of each WAL segment file, in bytes (64 KiB to 2 GiB); segments are preallocated (or recycled) before \
+            use.",
+    ),
     key(
         "cluster.storage.wal_page_cache_bytes",
         Kind::Int,
-        "How much of the newest WAL data is left in the OS page cache. Older data of full segments is dropped from the page cache as the log grows, so new writes reuse memory rather than growing the cache; consumers reading further back read from disk (with `pread`, which reads ahead). 0 leaves caching to the kernel, as Kafka does.",
+        "How much of the newest WAL data is left in the OS page cache. Older data of full segments is dropped from \
+            the page cache as the log grows, so new writes reuse memory rather than growing the cache; consumers \
+            reading further back read from disk (with `pread`, which reads ahead). 0 leaves caching to the kernel, \
+            as Kafka does.",
     ),
 ];
 
@@ -119,7 +178,9 @@ pub fn reference_markdown() -> String {
             None => format!("`{}`", default_text(key).replace('|', "\\|")),
         };
         let kind = match key.kind {
-            Kind::Enum(options) => format!(" One of: {}.", options.iter().map(|o| format!("`{o}`")).collect::<Vec<_>>().join(", ")),
+            Kind::Enum(options) => {
+                format!(" One of: {}.", options.iter().map(|o| format!("`{o}`")).collect::<Vec<_>>().join(", "))
+            }
             Kind::StrList => " In the environment: comma-separated.".to_string(),
             _ => String::new(),
         };

@@ -4,9 +4,9 @@ use std::path::{Path, PathBuf};
 
 use toml::{Table, Value};
 
+use crate::Config;
 use crate::error::{ConfigError, ConfigErrors, Origin};
 use crate::keys::{KEYS, Kind, SECTIONS};
-use crate::Config;
 
 /// Which file to read: `-c FILE`, else `CHRONIK_CONFIG`, else `./chronik.toml` or
 /// `/etc/chronik/chronik.toml` if present, else none (defaults and environment only).
@@ -41,7 +41,9 @@ pub fn load(path: Option<&Path>, env: &dyn Fn(&str) -> Option<String>) -> Result
         None => Origin::Default,
     };
 
-    check_keys(&table, "", &mut |key, message| errors.push(ConfigError { key: Some(key.into()), origin: file_origin(key), message }));
+    check_keys(&table, "", &mut |key, message| {
+        errors.push(ConfigError { key: Some(key.into()), origin: file_origin(key), message })
+    });
     let mut from_env = Vec::new();
     for key in KEYS {
         let var = key.env_var();
@@ -51,7 +53,9 @@ pub fn load(path: Option<&Path>, env: &dyn Fn(&str) -> Option<String>) -> Result
                     set_path(&mut table, key.path, v);
                     from_env.push((key.path, var));
                 }
-                Err(message) => errors.push(ConfigError { key: Some(key.path.into()), origin: Origin::Env(var), message }),
+                Err(message) => {
+                    errors.push(ConfigError { key: Some(key.path.into()), origin: Origin::Env(var), message })
+                }
             },
             None => {}
         }
@@ -98,8 +102,11 @@ impl Config {
 
 fn read_file(path: &Path) -> Result<(String, Table), ConfigError> {
     let origin = Origin::File { path: path.to_path_buf(), line: None };
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| ConfigError { key: None, origin: origin.clone(), message: format!("cannot read config file: {e}") })?;
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        key: None,
+        origin: origin.clone(),
+        message: format!("cannot read config file: {e}"),
+    })?;
     let table = text.parse::<Table>().map_err(|e| {
         let line = e.span().map(|s| text[..s.start].lines().count().max(1));
         ConfigError {

@@ -19,7 +19,9 @@ fn check_listen(s: &str) -> Result<(), String> {
 }
 
 pub(crate) fn validate(c: &Config, report: &mut dyn FnMut(&str, String)) {
-    for (key, value) in [("kafka_addr", &c.kafka_addr), ("admin_addr", &c.admin_addr), ("cluster.node_addr", &c.cluster.node_addr)] {
+    for (key, value) in
+        [("kafka_addr", &c.kafka_addr), ("admin_addr", &c.admin_addr), ("cluster.node_addr", &c.cluster.node_addr)]
+    {
         if let Err(e) = check_listen(value) {
             report(key, e);
         }
@@ -33,7 +35,10 @@ pub(crate) fn validate(c: &Config, report: &mut dyn FnMut(&str, String)) {
         // Clients are told to connect where the broker listens; "all interfaces" is no address.
         None if c.kafka_addr.parse::<SocketAddr>().is_ok_and(|a| a.ip().is_unspecified()) => report(
             "kafka_addr",
-            format!("`{}` listens on all interfaces, which clients cannot connect to: set advertised_kafka_addr", c.kafka_addr),
+            format!(
+                "`{}` listens on all interfaces, which clients cannot connect to: set advertised_kafka_addr",
+                c.kafka_addr
+            ),
         ),
         None => {}
     }
@@ -98,7 +103,10 @@ pub(crate) fn validate(c: &Config, report: &mut dyn FnMut(&str, String)) {
             format!("must be above zero and at most half of wal_segment_size ({})", seg / 2),
         );
     }
-    for (key, v) in [("kafka.log_retention_ms", c.kafka.log_retention_ms), ("kafka.log_retention_bytes", c.kafka.log_retention_bytes)] {
+    for (key, v) in [
+        ("kafka.log_retention_ms", c.kafka.log_retention_ms),
+        ("kafka.log_retention_bytes", c.kafka.log_retention_bytes),
+    ] {
         if v < -1 || v == 0 {
             report(key, format!("must be -1 (unlimited) or above zero (got {v})"));
         }

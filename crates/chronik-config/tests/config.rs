@@ -25,19 +25,24 @@ fn defaults_without_file_or_env() {
 #[test]
 fn seed_document_example_loads() {
     let c = load_str(
-        "[cluster]\nenabled = true\nnode_id = 3\nnode_addr = \"0.0.0.0:9093\"\nadvertised_node_addr = \"node3:9093\"\nseed_nodes = [\"1@node1:9093\", \"2@node2:9093\"]\n",
+        "[cluster]\nenabled = true\nnode_id = 3\nnode_addr = \"0.0.0.0:9093\"\nadvertised_node_addr = \
+            \"node3:9093\"\nseed_nodes = [\"1@node1:9093\", \"2@node2:9093\"]\n",
         &[],
     )
     .unwrap();
     assert!(c.cluster.enabled);
     assert_eq!(c.cluster.node_id, 3);
-    assert_eq!(c.cluster.seeds().iter().map(|s| (s.id, s.addr.as_str())).collect::<Vec<_>>(), vec![(1, "node1:9093"), (2, "node2:9093")]);
+    assert_eq!(
+        c.cluster.seeds().iter().map(|s| (s.id, s.addr.as_str())).collect::<Vec<_>>(),
+        vec![(1, "node1:9093"), (2, "node2:9093")]
+    );
 }
 
 #[test]
 fn env_overrides_file_overrides_defaults() {
     let c = load_str(
-        "kafka_addr = \"127.0.0.1:1111\"\ndata_dir = \"/from/file\"\n[cluster.raft]\nelection_timeout_ms = 900\n[cluster.storage]\nwal_sync_mode = \"always\"\n",
+        "kafka_addr = \"127.0.0.1:1111\"\ndata_dir = \"/from/file\"\n[cluster.raft]\nelection_timeout_ms = 900\n\
+            [cluster.storage]\nwal_sync_mode = \"always\"\n",
         &[
             ("CHRONIK_KAFKA_ADDR", "127.0.0.1:2222"),
             ("CHRONIK_SEED_NODES", "1@a:9093, 2@b:9093"),
@@ -63,32 +68,111 @@ fn validation_errors_name_key_and_line() {
     type Case<'a> = (&'a str, &'a str, Vec<(&'a str, &'a str)>, Vec<(&'a str, &'a str, &'a str)>);
     let cases: Vec<Case<'_>> = vec![
         ("unknown top-level key", "kafka_adr = \"x\"\n", vec![], vec![("kafka_adr", "line 1", "unknown key")]),
-        ("unknown key in section", "[cluster]\nenabled = true\nnode = 1\n", vec![], vec![("cluster.node", "line 3", "unknown key")]),
-        ("node id zero", "[cluster]\nnode_id = 0\n", vec![], vec![("cluster.node_id", "line 2", "between 1 and 65535")]),
-        ("node id too big", "[cluster]\nnode_id = 70000\n", vec![], vec![("cluster.node_id", "line 2", "between 1 and 65535")]),
+        (
+            "unknown key in section",
+            "[cluster]\nenabled = true\nnode = 1\n",
+            vec![],
+            vec![("cluster.node", "line 3", "unknown key")],
+        ),
+        (
+            "node id zero",
+            "[cluster]\nnode_id = 0\n",
+            vec![],
+            vec![("cluster.node_id", "line 2", "between 1 and 65535")],
+        ),
+        (
+            "node id too big",
+            "[cluster]\nnode_id = 70000\n",
+            vec![],
+            vec![("cluster.node_id", "line 2", "between 1 and 65535")],
+        ),
         (
             "heartbeat not below election timeout",
             "[cluster.raft]\nelection_timeout_ms = 100\nheartbeat_interval_ms = 100\n",
             vec![],
             vec![("cluster.raft.heartbeat_interval_ms", "line 3", "below election_timeout_ms")],
         ),
-        ("seed without id", "[cluster]\nseed_nodes = [\"node1:9093\"]\n", vec![], vec![("cluster.seed_nodes", "line 2", "id@host:port")]),
-        ("seed with bad port", "[cluster]\nseed_nodes = [\"1@node1:99999\"]\n", vec![], vec![("cluster.seed_nodes", "line 2", "port")]),
-        ("unparseable listen address", "kafka_addr = \"localhost\"\n", vec![], vec![("kafka_addr", "line 1", "ip:port")]),
-        ("wrong type", "[cluster]\nnode_id = \"one\"\n", vec![], vec![("cluster.node_id", "line 2", "expected an integer")]),
-        ("bad enum", "[cluster.storage]\nwal_sync_mode = \"sometimes\"\n", vec![], vec![("cluster.storage.wal_sync_mode", "line 2", "always, periodic")]),
-        ("bad env value", "", vec![("CHRONIK_NODE_ID", "x")], vec![("cluster.node_id", "CHRONIK_NODE_ID", "not an integer")]),
-        ("env value fails validation", "", vec![("CHRONIK_NODE_ID", "0")], vec![("cluster.node_id", "CHRONIK_NODE_ID", "between 1 and 65535")]),
-        ("section that is not a table, overridden by env", "kafka = 1\n", vec![("CHRONIK_NUM_PARTITIONS", "3")], vec![("kafka", "line 1", "table")]),
-        ("all interfaces, nothing advertised", "kafka_addr = \"0.0.0.0:9092\"\n", vec![], vec![("kafka_addr", "line 1", "advertised_kafka_addr")]),
-        ("more partitions per topic than in all", "[kafka]\nnum_partitions = 20\nmax_partitions = 10\n", vec![], vec![("kafka.num_partitions", "line 2", "max_partitions")]),
-        ("negative count", "[kafka]\nnum_partitions = -1\n", vec![], vec![("kafka.num_partitions", "line 2", "integer `-1`")]),
-        ("out of range from env", "", vec![("CHRONIK_NUM_PARTITIONS", "-3")], vec![("kafka.num_partitions", "CHRONIK_NUM_PARTITIONS", "integer `-3`")]),
+        (
+            "seed without id",
+            "[cluster]\nseed_nodes = [\"node1:9093\"]\n",
+            vec![],
+            vec![("cluster.seed_nodes", "line 2", "id@host:port")],
+        ),
+        (
+            "seed with bad port",
+            "[cluster]\nseed_nodes = [\"1@node1:99999\"]\n",
+            vec![],
+            vec![("cluster.seed_nodes", "line 2", "port")],
+        ),
+        (
+            "unparseable listen address",
+            "kafka_addr = \"localhost\"\n",
+            vec![],
+            vec![("kafka_addr", "line 1", "ip:port")],
+        ),
+        (
+            "wrong type",
+            "[cluster]\nnode_id = \"one\"\n",
+            vec![],
+            vec![("cluster.node_id", "line 2", "expected an integer")],
+        ),
+        (
+            "bad enum",
+            "[cluster.storage]\nwal_sync_mode = \"sometimes\"\n",
+            vec![],
+            vec![("cluster.storage.wal_sync_mode", "line 2", "always, periodic")],
+        ),
+        (
+            "bad env value",
+            "",
+            vec![("CHRONIK_NODE_ID", "x")],
+            vec![("cluster.node_id", "CHRONIK_NODE_ID", "not an integer")],
+        ),
+        (
+            "env value fails validation",
+            "",
+            vec![("CHRONIK_NODE_ID", "0")],
+            vec![("cluster.node_id", "CHRONIK_NODE_ID", "between 1 and 65535")],
+        ),
+        (
+            "section that is not a table, overridden by env",
+            "kafka = 1\n",
+            vec![("CHRONIK_NUM_PARTITIONS", "3")],
+            vec![("kafka", "line 1", "table")],
+        ),
+        (
+            "all interfaces, nothing advertised",
+            "kafka_addr = \"0.0.0.0:9092\"\n",
+            vec![],
+            vec![("kafka_addr", "line 1", "advertised_kafka_addr")],
+        ),
+        (
+            "more partitions per topic than in all",
+            "[kafka]\nnum_partitions = 20\nmax_partitions = 10\n",
+            vec![],
+            vec![("kafka.num_partitions", "line 2", "max_partitions")],
+        ),
+        (
+            "negative count",
+            "[kafka]\nnum_partitions = -1\n",
+            vec![],
+            vec![("kafka.num_partitions", "line 2", "integer `-1`")],
+        ),
+        (
+            "out of range from env",
+            "",
+            vec![("CHRONIK_NUM_PARTITIONS", "-3")],
+            vec![("kafka.num_partitions", "CHRONIK_NUM_PARTITIONS", "integer `-3`")],
+        ),
         (
             "several at once",
             "kafka_addr = \"nope\"\n[cluster]\nnode_id = 0\nseed_nodes = [\"x\"]\n",
             vec![],
-            vec![("kafka_addr", "line 1", "ip:port"), ("cluster.node_id", "line 3", "between"), ("cluster.seed_nodes", "line 4", "id@host:port")],
+            vec![
+                ("kafka_addr", "line 1", "ip:port"),
+                ("cluster.node_id", "line 3", "between"),
+                ("cluster.seed_nodes", "line 4", "id@host:port"),
+            ],
         ),
     ];
     for (name, file, env, expected) in cases {
@@ -98,7 +182,9 @@ fn validation_errors_name_key_and_line() {
             assert_eq!(e.key.as_deref(), Some(*key), "{name}");
             let shown = e.to_string();
             match &e.origin {
-                Origin::File { line, .. } => assert_eq!(format!("line {}", line.unwrap_or(0)), *place, "{name}: {shown}"),
+                Origin::File { line, .. } => {
+                    assert_eq!(format!("line {}", line.unwrap_or(0)), *place, "{name}: {shown}")
+                }
                 Origin::Env(var) => assert_eq!(var, place, "{name}"),
                 Origin::Default => panic!("{name}: error without origin: {shown}"),
             }
@@ -122,13 +208,18 @@ fn key_table_matches_config_struct() {
         if let toml::Value::Table(t) = v {
             for (k, v) in t {
                 let p = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
-                if v.is_table() { leaves(v, &p, out) } else { out.insert(p); }
+                if v.is_table() {
+                    leaves(v, &p, out)
+                } else {
+                    out.insert(p);
+                }
             }
         }
     }
     let mut fields = BTreeSet::new();
     leaves(&toml::Value::try_from(Config::default()).unwrap(), "", &mut fields);
-    let documented: BTreeSet<String> = KEYS.iter().filter(|k| k.default_note.is_none()).map(|k| k.path.to_string()).collect();
+    let documented: BTreeSet<String> =
+        KEYS.iter().filter(|k| k.default_note.is_none()).map(|k| k.path.to_string()).collect();
     assert_eq!(fields, documented);
     let names: BTreeSet<&str> = KEYS.iter().map(|k| k.name()).collect();
     assert_eq!(names.len(), KEYS.len(), "key names must be unique across sections (they name the env vars)");
@@ -154,7 +245,8 @@ fn configuration_doc_matches_code() {
     assert_eq!(
         &doc[start..stop],
         generated,
-        "docs/CONFIGURATION.md is out of date; regenerate with CHRONIK_UPDATE_DOCS=1 cargo test -p chronik-config --test config"
+        "docs/CONFIGURATION.md is out of date; regenerate with CHRONIK_UPDATE_DOCS=1 cargo test -p chronik-config \
+            --test config"
     );
 }
 

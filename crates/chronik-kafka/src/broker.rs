@@ -83,7 +83,10 @@ impl Broker {
     /// its records must stay decodable and its history complete, or committed offsets are lost.
     pub fn refuse_internal(&self, topic: &str, what: &str) -> Result<(), ApiError> {
         if topic == crate::groups::OFFSETS_TOPIC {
-            return Err(ApiError::new(ResponseError::InvalidTopicException, format!("{what} {topic} is not allowed: the broker keeps it")));
+            return Err(ApiError::new(
+                ResponseError::InvalidTopicException,
+                format!("{what} {topic} is not allowed: the broker keeps it"),
+            ));
         }
         Ok(())
     }
@@ -141,7 +144,8 @@ impl Broker {
             ));
         }
         for (k, v) in &t.configs {
-            chronik_cluster::topic_config::validate(k, v).map_err(|m| ApiError::new(ResponseError::InvalidConfig, m))?;
+            chronik_cluster::topic_config::validate(k, v)
+                .map_err(|m| ApiError::new(ResponseError::InvalidConfig, m))?;
         }
         Ok(())
     }
@@ -152,7 +156,10 @@ impl Broker {
         if existing.saturating_add(more) > self.config.max_partitions {
             return Err(ApiError::new(
                 ResponseError::InvalidPartitions,
-                format!("{more} more partitions would exceed max_partitions ({}; {existing} exist)", self.config.max_partitions),
+                format!(
+                    "{more} more partitions would exceed max_partitions ({}; {existing} exist)",
+                    self.config.max_partitions
+                ),
             ));
         }
         Ok(())
@@ -172,7 +179,8 @@ impl Broker {
             })
             .await?;
         self.node.wait_for_topic(&t.name, timeout).await;
-        self.topic(&t.name).ok_or_else(|| ApiError::new(ResponseError::UnknownTopicOrPartition, "topic vanished after creation"))
+        self.topic(&t.name)
+            .ok_or_else(|| ApiError::new(ResponseError::UnknownTopicOrPartition, "topic vanished after creation"))
     }
 
     /// Creates `name` with the broker defaults (Metadata auto-creation).

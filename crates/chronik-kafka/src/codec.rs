@@ -61,11 +61,20 @@ pub fn decode<T: Decodable>(body: &Bytes, version: i16) -> anyhow::Result<T> {
 }
 
 /// Encodes a response frame: length prefix, response header, body.
-pub fn encode_response<R: Encodable + HeaderVersion>(correlation_id: i32, version: i16, body: &R) -> anyhow::Result<Bytes> {
+pub fn encode_response<R: Encodable + HeaderVersion>(
+    correlation_id: i32,
+    version: i16,
+    body: &R,
+) -> anyhow::Result<Bytes> {
     encode_with_header_version(correlation_id, R::header_version(version), version, body)
 }
 
-pub fn encode_with_header_version<R: Encodable>(correlation_id: i32, header_version: i16, version: i16, body: &R) -> anyhow::Result<Bytes> {
+pub fn encode_with_header_version<R: Encodable>(
+    correlation_id: i32,
+    header_version: i16,
+    version: i16,
+    body: &R,
+) -> anyhow::Result<Bytes> {
     let header = ResponseHeader::default().with_correlation_id(correlation_id);
     let size = header.compute_size(header_version)? + body.compute_size(version)?;
     let mut out = BytesMut::with_capacity(4 + size);

@@ -84,7 +84,11 @@ fn next_frame(buf: &mut BytesMut, max: usize) -> std::io::Result<Option<Bytes>> 
     Ok(Some(buf.split_to(len).freeze()))
 }
 
-async fn serve_connection(stream: TcpStream, broker: Arc<Broker>, mut stop: watch::Receiver<bool>) -> std::io::Result<()> {
+async fn serve_connection(
+    stream: TcpStream,
+    broker: Arc<Broker>,
+    mut stop: watch::Receiver<bool>,
+) -> std::io::Result<()> {
     let (mut rd, mut wr) = stream.into_split();
     let mut buf = BytesMut::with_capacity(64 * 1024);
     let mut in_flight: FuturesOrdered<BoxFuture<'static, Option<Bytes>>> = FuturesOrdered::new();

@@ -9,7 +9,12 @@ pub const SUPPORTED: &[(ApiKey, i16, i16, &str)] = &[
     (ApiKey::Produce, 3, 13, "acks 0/1/-1; CRC-32C checked; batches stored as sent (offsets and leader epoch stamped)"),
     (ApiKey::Fetch, 4, 18, "long poll (max_wait_ms/min_bytes), max_bytes limits, never above the high watermark"),
     (ApiKey::ListOffsets, 1, 7, "earliest (-2), latest (-1), max timestamp (-3), by timestamp"),
-    (ApiKey::Metadata, 0, 12, "brokers, partition leaders (Raft), leader epochs (Raft terms), topic ids, auto-creation"),
+    (
+        ApiKey::Metadata,
+        0,
+        12,
+        "brokers, partition leaders (Raft), leader epochs (Raft terms), topic ids, auto-creation",
+    ),
     (ApiKey::OffsetCommit, 2, 9, "consumer group offsets, kept in the group coordinator"),
     (ApiKey::OffsetFetch, 1, 9, "committed offsets of a group"),
     (ApiKey::FindCoordinator, 0, 6, "this node coordinates every group"),
@@ -23,7 +28,12 @@ pub const SUPPORTED: &[(ApiKey, i16, i16, &str)] = &[
     (ApiKey::CreateTopics, 2, 7, "validate_only, configs, replication factor checked against live nodes"),
     (ApiKey::DeleteTopics, 1, 6, "by name or topic id"),
     (ApiKey::DeleteRecords, 0, 2, "moves the log start offset through Raft"),
-    (ApiKey::InitProducerId, 0, 5, "idempotent producers (ids reserved through the metadata group); transactions are refused"),
+    (
+        ApiKey::InitProducerId,
+        0,
+        5,
+        "idempotent producers (ids reserved through the metadata group); transactions are refused",
+    ),
     (ApiKey::OffsetForLeaderEpoch, 2, 4, "end offset of a leader epoch (Raft term)"),
     (ApiKey::DescribeConfigs, 1, 4, "topic configs (effective values, overrides marked) and broker configs"),
     (ApiKey::AlterConfigs, 0, 2, "topic configs; replaces the topic's overrides"),
@@ -45,7 +55,9 @@ pub fn is_supported(key: ApiKey, version: i16) -> bool {
 pub fn api_versions() -> Vec<ApiVersion> {
     SUPPORTED
         .iter()
-        .map(|(k, min, max, _)| ApiVersion::default().with_api_key(*k as i16).with_min_version(*min).with_max_version(*max))
+        .map(|(k, min, max, _)| {
+            ApiVersion::default().with_api_key(*k as i16).with_min_version(*min).with_max_version(*max)
+        })
         .collect()
 }
 

@@ -21,7 +21,13 @@ async fn broker(dir: &std::path::Path) -> Arc<Broker> {
         raft_addr: "127.0.0.1:9093".into(),
         kafka_addr: "127.0.0.1:9092".into(),
         wal: chronik_wal::WalOptions { segment_size: 1 << 20, ..Default::default() },
-        raft: RaftSettings { heartbeat_interval_ms: 50, election_timeout_ms: 200, max_payload_entries: 300, snapshot_threshold: 1000, compaction_retain_entries: 100 },
+        raft: RaftSettings {
+            heartbeat_interval_ms: 50,
+            election_timeout_ms: 200,
+            max_payload_entries: 300,
+            snapshot_threshold: 1000,
+            compaction_retain_entries: 100,
+        },
     })
     .await
     .unwrap();
@@ -106,7 +112,8 @@ async fn every_advertised_version_is_served() {
             let _len = bytes.split_to(4);
             let header = ResponseHeader::decode(&mut bytes, key.response_header_version(v)).unwrap();
             assert_eq!(header.correlation_id, v as i32, "{key:?} v{v}");
-            ResponseKind::decode(*key, &mut bytes, v).unwrap_or_else(|e| panic!("{key:?} v{v} response does not decode: {e}"));
+            ResponseKind::decode(*key, &mut bytes, v)
+                .unwrap_or_else(|e| panic!("{key:?} v{v} response does not decode: {e}"));
             served += 1;
         }
     }
@@ -151,5 +158,9 @@ fn kafka_api_doc_matches_the_table() {
         std::fs::write(&path, format!("{}{}{}", &doc[..start], table, &doc[stop..])).unwrap();
         return;
     }
-    assert_eq!(&doc[start..stop], table, "docs/KAFKA_API.md is stale; regenerate with CHRONIK_UPDATE_DOCS=1 cargo test -p chronik-kafka --test api_table");
+    assert_eq!(
+        &doc[start..stop],
+        table,
+        "docs/KAFKA_API.md is stale; regenerate with CHRONIK_UPDATE_DOCS=1 cargo test -p chronik-kafka --test api_table"
+    );
 }

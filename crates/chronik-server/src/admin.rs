@@ -148,7 +148,10 @@ async fn topics(State(s): State<AdminState>) -> Json<Vec<TopicView>> {
 
 async fn prometheus(State(s): State<AdminState>) -> Response {
     match metrics::render(&s.node) {
-        Ok(text) => ([(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text).into_response(),
+        Ok(text) => {
+            ([(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text)
+                .into_response()
+        }
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
 }

@@ -30,7 +30,11 @@ pub fn dump(path: &Path, json: bool) -> anyhow::Result<()> {
             segment.records,
             if segment.sealed { "sealed" } else { "unsealed" }
         );
-        let _ = writeln!(out, "{:>10} {:<13} {:>8} {:>12} {:>8} {:>6} {:>4} {:>9}", "offset", "type", "group", "index", "term", "leader", "kind", "bytes");
+        let _ = writeln!(
+            out,
+            "{:>10} {:<13} {:>8} {:>12} {:>8} {:>6} {:>4} {:>9}",
+            "offset", "type", "group", "index", "term", "leader", "kind", "bytes"
+        );
         for r in records {
             let _ = writeln!(
                 out,
@@ -68,7 +72,12 @@ pub fn verify(path: &Path, json: bool) -> anyhow::Result<i32> {
         println!("CORRUPT: {} at byte {}: {}", p.path.display(), p.offset, p.reason);
     }
     if let Some(t) = &report.torn_tail {
-        println!("torn tail: {} at byte {}: {} (recovery truncates the log here)", t.path.display(), t.offset, t.reason);
+        println!(
+            "torn tail: {} at byte {}: {} (recovery truncates the log here)",
+            t.path.display(),
+            t.offset,
+            t.reason
+        );
     }
     if code == 0 {
         println!("OK");
@@ -83,7 +92,10 @@ pub fn stats(path: &Path, json: bool) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&s)?);
         return Ok(());
     }
-    println!("segments: {} ({} sealed), {} retired files awaiting reuse", s.segments, s.sealed_segments, s.retired_files);
+    println!(
+        "segments: {} ({} sealed), {} retired files awaiting reuse",
+        s.segments, s.sealed_segments, s.retired_files
+    );
     println!("disk bytes: {}, record bytes: {}", s.disk_bytes, s.record_bytes);
     for (t, n) in &s.records_by_type {
         println!("records {t}: {n}");

@@ -6,6 +6,8 @@ use tracing_subscriber::EnvFilter;
 /// filter names it.
 pub fn init(level: &str) {
     let directives = if level.contains("openraft") { level.to_string() } else { format!("{level},openraft=error") };
-    let filter = EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new(&directives)).unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&directives))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }

@@ -56,18 +56,22 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         },
         Command::Standalone | Command::Cluster => {
             let path = chronik_config::resolve_config_path(cli.config.as_deref(), &|k| std::env::var(k).ok());
-            let config = chronik_config::load_from_env(path.as_deref()).map_err(|e| anyhow::anyhow!("invalid configuration:\n{e}"))?;
+            let config = chronik_config::load_from_env(path.as_deref())
+                .map_err(|e| anyhow::anyhow!("invalid configuration:\n{e}"))?;
             logging::init(&config.log_level);
             let clustered = matches!(command, Command::Cluster);
             if clustered && !config.cluster.enabled {
-                anyhow::bail!("`chronik-server cluster` needs `[cluster] enabled = true` in the config (or CHRONIK_ENABLED=true)");
+                anyhow::bail!(
+                    "`chronik-server cluster` needs `[cluster] enabled = true` in the config (or CHRONIK_ENABLED=true)"
+                );
             }
             if !clustered && config.cluster.enabled {
                 anyhow::bail!("the config enables [cluster]; start it with `chronik-server cluster`");
             }
             if clustered {
                 anyhow::bail!(
-                    "clustered mode is not supported yet: this build runs standalone only (`chronik-server` without `cluster`)"
+                    "clustered mode is not supported yet: this build runs standalone only (`chronik-server` \
+                        without `cluster`)"
                 );
             }
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("chronik").build()?;

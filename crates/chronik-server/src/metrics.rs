@@ -17,7 +17,12 @@ pub const METRICS: &[(&str, &str, &str)] = &[
     ("chronik_wal_segments", "gauge", "WAL segments holding the log, the active one included."),
     ("chronik_wal_spare_segments", "gauge", "Preallocated segments ready for use."),
     ("chronik_wal_segments_retired", "counter", "Segments retired by WAL garbage collection since start."),
-    ("chronik_wal_page_cache_dropped_bytes", "counter", "Bytes of full WAL segments the kernel was asked to drop from the page cache (`wal_page_cache_bytes`); a range dropped again counts again."),
+    (
+        "chronik_wal_page_cache_dropped_bytes",
+        "counter",
+        "Bytes of full WAL segments the kernel was asked to drop from the page cache (`wal_page_cache_bytes`); a \
+            range dropped again counts again.",
+    ),
     ("chronik_partitions", "gauge", "Partition replicas on this node."),
     ("chronik_partition_leader", "gauge", "1 when this node leads the partition."),
     ("chronik_partition_leader_epoch", "gauge", "The partition's Raft term (Kafka leader epoch)."),
@@ -52,7 +57,11 @@ pub fn render(node: &RaftNode) -> Result<String, std::fmt::Error> {
     registry.register("chronik_wal_sync_seconds", help("chronik_wal_sync_seconds"), secs);
     registry.register("chronik_wal_segments", help("chronik_wal_segments"), gauge(w.live_segments as i64));
     registry.register("chronik_wal_spare_segments", help("chronik_wal_spare_segments"), gauge(w.spare_segments as i64));
-    registry.register("chronik_wal_segments_retired", help("chronik_wal_segments_retired"), counter(w.segments_retired));
+    registry.register(
+        "chronik_wal_segments_retired",
+        help("chronik_wal_segments_retired"),
+        counter(w.segments_retired),
+    );
     registry.register(
         "chronik_wal_page_cache_dropped_bytes",
         help("chronik_wal_page_cache_dropped_bytes"),
@@ -115,7 +124,11 @@ mod tests {
             std::fs::write(&path, format!("{}{}{}", &doc[..start], reference_markdown(), &doc[stop..])).unwrap();
             return;
         }
-        assert_eq!(&doc[start..stop], reference_markdown(), "docs/METRICS.md is stale; regenerate with CHRONIK_UPDATE_DOCS=1");
+        assert_eq!(
+            &doc[start..stop],
+            reference_markdown(),
+            "docs/METRICS.md is stale; regenerate with CHRONIK_UPDATE_DOCS=1"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -136,8 +149,11 @@ mod tests {
         .unwrap();
         assert!(node.wait_for_topic("m", std::time::Duration::from_secs(10)).await);
         let text = render(&node).unwrap();
-        let exported: std::collections::BTreeSet<String> =
-            text.lines().filter_map(|l| l.strip_prefix("# TYPE ")).map(|l| l.split_whitespace().next().unwrap().to_string()).collect();
+        let exported: std::collections::BTreeSet<String> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .map(|l| l.split_whitespace().next().unwrap().to_string())
+            .collect();
         let listed: std::collections::BTreeSet<String> = METRICS.iter().map(|(n, ..)| n.to_string()).collect();
         assert_eq!(exported, listed);
         assert!(text.contains("chronik_partition_high_watermark{topic=\"m\",partition=\"0\"} 0"), "{text}");

@@ -52,10 +52,15 @@ pub fn topic_defaults(c: &Config) -> TopicDefaults {
 
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     // Bind first: a port conflict should fail before any data is touched.
-    let kafka = TcpListener::bind(&config.kafka_addr).await.with_context(|| format!("binding kafka_addr {}", config.kafka_addr))?;
-    let admin = TcpListener::bind(&config.admin_addr).await.with_context(|| format!("binding admin_addr {}", config.admin_addr))?;
+    let kafka = TcpListener::bind(&config.kafka_addr)
+        .await
+        .with_context(|| format!("binding kafka_addr {}", config.kafka_addr))?;
+    let admin = TcpListener::bind(&config.admin_addr)
+        .await
+        .with_context(|| format!("binding admin_addr {}", config.admin_addr))?;
     let node = RaftNode::start(node_options(&config)).await.context("starting the node")?;
-    let groups = GroupCoordinator::start(&node).await.map_err(|e| anyhow::anyhow!("starting the group coordinator: {e}"))?;
+    let groups =
+        GroupCoordinator::start(&node).await.map_err(|e| anyhow::anyhow!("starting the group coordinator: {e}"))?;
     let broker = Arc::new(Broker {
         node: node.clone(),
         groups,
@@ -81,8 +86,17 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         let _ = rx.wait_for(|s| *s).await;
     };
     let kafka_task = tokio::spawn(chronik_kafka::server::serve(kafka, broker.clone(), stopped(stop_rx.clone())));
-    let admin_task = tokio::spawn(crate::admin::serve(admin, crate::admin::AdminState::new(node.clone(), &config), stopped(stop_rx.clone())));
-    let retention_task = tokio::spawn(retention_loop(node.clone(), topic_defaults(&config), config.kafka.retention_check_interval_ms, stop_rx.clone()));
+    let admin_task = tokio::spawn(crate::admin::serve(
+        admin,
+        crate::admin::AdminState::new(node.clone(), &config),
+        stopped(stop_rx.clone()),
+    ));
+    let retention_task = tokio::spawn(retention_loop(
+        node.clone(),
+        topic_defaults(&config),
+        config.kafka.retention_check_interval_ms,
+        stop_rx.clone(),
+    ));
 
     shutdown.await;
     let _ = stop_tx.send(true);
@@ -101,7 +115,10 @@ async fn retention_loop(node: Arc<RaftNode>, defaults: TopicDefaults, every_ms: 
     loop {
         tokio::select! {
             _ = tick.tick() => {
-                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_millis() as i64)
+                    .unwrap_or(0);
                 for (topic, partition, start) in node.enforce_retention(&defaults, now).await {
                     tracing::info!(%topic, partition, log_start = start, "retention moved the log start");
                 }

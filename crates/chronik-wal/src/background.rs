@@ -13,8 +13,11 @@ use crate::wal::{Inner, prepare_segment};
 
 pub(crate) fn spawn(inner: &Arc<Inner>) -> Result<Vec<JoinHandle<()>>> {
     let mut threads = Vec::new();
-    let mut jobs: Vec<(&str, Box<dyn FnOnce(Arc<Inner>) + Send>)> =
-        vec![("chronik-wal-sync", Box::new(run_syncer)), ("chronik-wal-prep", Box::new(run_preparer)), ("chronik-wal-gc", Box::new(run_gc))];
+    let mut jobs: Vec<(&str, Box<dyn FnOnce(Arc<Inner>) + Send>)> = vec![
+        ("chronik-wal-sync", Box::new(run_syncer)),
+        ("chronik-wal-prep", Box::new(run_preparer)),
+        ("chronik-wal-gc", Box::new(run_gc)),
+    ];
     if let Some(window) = inner.opts.page_cache_window {
         jobs.push(("chronik-wal-cache", Box::new(move |inner| crate::cache::run_trimmer(inner, window))));
     }
@@ -40,7 +43,10 @@ impl Inner {
                 self.fail_writer(&mut w, &e);
                 return Err(e);
             }
-            if w.written_lsn == self.durable_lsn.load(Ordering::Acquire) && w.unsynced_footers.is_empty() && w.waiters.is_empty() {
+            if w.written_lsn == self.durable_lsn.load(Ordering::Acquire)
+                && w.unsynced_footers.is_empty()
+                && w.waiters.is_empty()
+            {
                 return Ok(false);
             }
             let target = w.written_lsn;

@@ -109,7 +109,6 @@ impl GroupIndex {
         self.locs.truncate(keep as usize);
     }
 
-
     /// Drops every entry at or below `upto.index` and remembers `upto` as the last purged id.
     pub fn purge(&mut self, upto: LogPos, record_segment: u64) {
         if self.last_purged.is_some_and(|p| p.index > upto.index) {

@@ -81,11 +81,23 @@ pub fn scan_segment(path: &Path, mut visit: impl FnMut(u64, &RecordHeader)) -> R
             corruption = Some(Problem {
                 path: path.into(),
                 offset,
-                reason: format!("footer says {} records ending at {}, found {records} ending at {offset}", s.records, s.end),
+                reason: format!(
+                    "footer says {} records ending at {}, found {records} ending at {offset}",
+                    s.records, s.end
+                ),
             });
         }
     }
-    Ok(SegmentReport { seq: seg.seq, path: path.into(), size: seg.size, sealed: seal.is_some(), records, end: offset, tail, corruption })
+    Ok(SegmentReport {
+        seq: seg.seq,
+        path: path.into(),
+        size: seg.size,
+        sealed: seal.is_some(),
+        records,
+        end: offset,
+        tail,
+        corruption,
+    })
 }
 
 /// Every record of every segment, in log order.
@@ -150,7 +162,8 @@ pub fn verify(dir: &Path) -> Result<VerifyReport> {
     if problems.is_empty() {
         match recovery::recover(&listing, false) {
             Ok(r) => {
-                torn_tail = r.torn_tail.map(|t| Problem { path: t.path, offset: t.offset, reason: t.reason.to_string() });
+                torn_tail =
+                    r.torn_tail.map(|t| Problem { path: t.path, offset: t.offset, reason: t.reason.to_string() });
             }
             Err(e) => problems.push(problem_of(dir, e)),
         }

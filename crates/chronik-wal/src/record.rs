@@ -198,11 +198,56 @@ mod tests {
             ("short", good[..20].to_vec(), 9, |e| matches!(e, RecordError::Truncated)),
             ("short payload", good[..50].to_vec(), 9, |e| matches!(e, RecordError::Truncated)),
             ("zeroes", vec![0; 64], 9, |e| matches!(e, RecordError::Zeroes)),
-            ("payload bit flip", { let mut b = good.clone(); b[50] ^= 1; b }, 9, |e| matches!(e, RecordError::BadChecksum { .. })),
-            ("term bit flip", { let mut b = good.clone(); b[25] ^= 0x80; b }, 9, |e| matches!(e, RecordError::BadChecksum { .. })),
-            ("type bit flip", { let mut b = good.clone(); b[5] ^= 0x40; b }, 9, |e| matches!(e, RecordError::BadChecksum { .. })),
-            ("magic", { let mut b = good.clone(); b[0] = b'X'; b }, 9, |e| matches!(e, RecordError::BadMagic)),
-            ("version", { let mut b = good.clone(); b[4] = 2; b }, 9, |e| matches!(e, RecordError::UnknownVersion(2))),
+            (
+                "payload bit flip",
+                {
+                    let mut b = good.clone();
+                    b[50] ^= 1;
+                    b
+                },
+                9,
+                |e| matches!(e, RecordError::BadChecksum { .. }),
+            ),
+            (
+                "term bit flip",
+                {
+                    let mut b = good.clone();
+                    b[25] ^= 0x80;
+                    b
+                },
+                9,
+                |e| matches!(e, RecordError::BadChecksum { .. }),
+            ),
+            (
+                "type bit flip",
+                {
+                    let mut b = good.clone();
+                    b[5] ^= 0x40;
+                    b
+                },
+                9,
+                |e| matches!(e, RecordError::BadChecksum { .. }),
+            ),
+            (
+                "magic",
+                {
+                    let mut b = good.clone();
+                    b[0] = b'X';
+                    b
+                },
+                9,
+                |e| matches!(e, RecordError::BadMagic),
+            ),
+            (
+                "version",
+                {
+                    let mut b = good.clone();
+                    b[4] = 2;
+                    b
+                },
+                9,
+                |e| matches!(e, RecordError::UnknownVersion(2)),
+            ),
         ];
         for (name, buf, seq, expect) in cases {
             let err = RecordHeader::decode(&buf, seq).expect_err(name);

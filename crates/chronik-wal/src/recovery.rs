@@ -121,7 +121,10 @@ pub fn recover(listing: &DirListing, writable: bool) -> Result<Recovered> {
                 return Err(corrupt(
                     path,
                     offset,
-                    format!("footer says {} records ending at {}, found {records} ending at {offset}", seal.records, seal.end),
+                    format!(
+                        "footer says {} records ending at {}, found {records} ending at {offset}",
+                        seal.records, seal.end
+                    ),
                 ));
             }
         } else {
@@ -284,12 +287,20 @@ mod tests {
             ("truncate everything", vec![(Entry, 0), (Entry, 1), (Truncate, 0)], Ok(None)),
             ("purge beyond end then append", vec![(Entry, 1), (Purge, 9), (Entry, 10)], Ok(Some((10, 10)))),
             ("append not after purge", vec![(Purge, 9), (Entry, 12)], Err(())),
-            ("copies after later entries", vec![(Entry, 4), (Entry, 5), (EntryRewrite, 2), (EntryRewrite, 3)], Ok(Some((2, 5)))),
+            (
+                "copies after later entries",
+                vec![(Entry, 4), (Entry, 5), (EntryRewrite, 2), (EntryRewrite, 3)],
+                Ok(Some((2, 5))),
+            ),
             ("copies then append", vec![(Truncate, 3), (EntryRewrite, 2), (Purge, 1), (Entry, 3)], Ok(Some((2, 3)))),
             ("copy of a later-truncated entry", vec![(Entry, 1), (EntryRewrite, 1), (Truncate, 1)], Ok(None)),
             ("copy below purge ignored", vec![(Purge, 5), (EntryRewrite, 3)], Ok(None)),
             ("copies leave a hole", vec![(Entry, 5), (EntryRewrite, 2)], Err(())),
-            ("older purge copied after newer", vec![(Entry, 1), (Entry, 2), (Entry, 3), (Purge, 2), (Purge, 1)], Ok(Some((3, 3)))),
+            (
+                "older purge copied after newer",
+                vec![(Entry, 1), (Entry, 2), (Entry, 3), (Purge, 2), (Purge, 1)],
+                Ok(Some((3, 3))),
+            ),
         ];
         for (name, records, expected) in cases {
             let mut g = RecoveringGroup::default();

@@ -124,7 +124,11 @@ impl Segment {
         let file = OpenOptions::new().read(true).write(writable).open(path).map_err(|e| WalError::io(path, e))?;
         let len = file.metadata().map_err(|e| WalError::io(path, e))?.len();
         if len < MIN_SEGMENT_SIZE {
-            return Err(WalError::Corrupt { path: path.into(), offset: 0, reason: format!("segment is only {len} bytes") });
+            return Err(WalError::Corrupt {
+                path: path.into(),
+                offset: 0,
+                reason: format!("segment is only {len} bytes"),
+            });
         }
         // SAFETY: the mapping is read-only and the file is never truncated while mapped; writers
         // only fill bytes beyond what readers have been told about.
@@ -141,7 +145,15 @@ impl Segment {
                 reason: format!("header says {size} bytes, file has {len}"),
             });
         }
-        Ok(Segment { seq, path: path.into(), size, file, map, cache_dropped_to: AtomicU64::new(0), cache_refilled: AtomicBool::new(false) })
+        Ok(Segment {
+            seq,
+            path: path.into(),
+            size,
+            file,
+            map,
+            cache_dropped_to: AtomicU64::new(0),
+            cache_refilled: AtomicBool::new(false),
+        })
     }
 
     pub fn records_start(&self) -> u64 {
@@ -222,7 +234,8 @@ impl Segment {
         unsafe { self.map.unchecked_advise_range(UncheckedAdvice::DontNeed, from as usize, len) }
             .map_err(|e| WalError::io(&self.path, e))?;
         // SAFETY: plain syscall on a file descriptor we own.
-        let r = unsafe { libc::posix_fadvise(self.file.as_raw_fd(), from as i64, len as i64, libc::POSIX_FADV_DONTNEED) };
+        let r =
+            unsafe { libc::posix_fadvise(self.file.as_raw_fd(), from as i64, len as i64, libc::POSIX_FADV_DONTNEED) };
         if r != 0 {
             return Err(WalError::io(&self.path, std::io::Error::from_raw_os_error(r)));
         }
@@ -246,8 +259,11 @@ impl AsRef<[u8]> for SegmentSlice {
 /// `pwritev` until every byte is written.
 fn write_all_vectored_at(file: &File, bufs: &[IoSlice<'_>], mut offset: u64) -> std::io::Result<()> {
     // Copy the slice descriptors so partial writes can advance them.
-    let mut iov: Vec<libc::iovec> =
-        bufs.iter().filter(|b| !b.is_empty()).map(|b| libc::iovec { iov_base: b.as_ptr() as *mut _, iov_len: b.len() }).collect();
+    let mut iov: Vec<libc::iovec> = bufs
+        .iter()
+        .filter(|b| !b.is_empty())
+        .map(|b| libc::iovec { iov_base: b.as_ptr() as *mut _, iov_len: b.len() })
+        .collect();
     let mut first = 0;
     while first < iov.len() {
         let count = (iov.len() - first).min(libc::UIO_MAXIOV as usize);

@@ -119,10 +119,22 @@ impl Wal {
             tracing::warn!("{w}");
         }
         if let Some(t) = &recovered.torn_tail {
-            tracing::warn!(path = %t.path.display(), offset = t.offset, reason = %t.reason, "WAL valid prefix ends before the segment's end; the rest is discarded");
+            tracing::warn!(path = %t.path.display(), offset = t.offset, reason = %t.reason, "WAL valid prefix ends \
+                before the segment's end; the rest is discarded");
         }
-        let Recovered { segments, last_end, last_records, groups, torn_tail, discarded, max_seq, records, warnings, dropped_groups, .. } =
-            recovered;
+        let Recovered {
+            segments,
+            last_end,
+            last_records,
+            groups,
+            torn_tail,
+            discarded,
+            max_seq,
+            records,
+            warnings,
+            dropped_groups,
+            ..
+        } = recovered;
 
         // The previous active segment is sealed where its valid prefix ends, so no byte after
         // that point can ever be mistaken for a record.
@@ -205,7 +217,10 @@ impl Wal {
     /// Drops every entry of `group` at or above `index` (Raft conflict resolution). Durable with
     /// the next sync round.
     pub fn truncate_from(&self, group: u64, index: u64) -> Result<()> {
-        self.inner.write(&[PendingRecord::control(RecordType::Truncate, group, 0, LogPos { index, term: 0, leader_id: 0 })], None)
+        self.inner.write(
+            &[PendingRecord::control(RecordType::Truncate, group, 0, LogPos { index, term: 0, leader_id: 0 })],
+            None,
+        )
     }
 
     /// Drops every entry of `group` at or below `upto.index`, remembering `upto` as the last
@@ -237,7 +252,10 @@ impl Wal {
 
     /// Forgets `group` entirely (a deleted partition). Group ids must never be reused.
     pub fn drop_group(&self, group: u64) -> Result<()> {
-        self.inner.write(&[PendingRecord::control(RecordType::DropGroup, group, 0, LogPos { index: 0, term: 0, leader_id: 0 })], None)?;
+        self.inner.write(
+            &[PendingRecord::control(RecordType::DropGroup, group, 0, LogPos { index: 0, term: 0, leader_id: 0 })],
+            None,
+        )?;
         self.inner.request_gc();
         Ok(())
     }
@@ -403,20 +421,28 @@ impl Inner {
     }
 
     fn segment(&self, group: u64, seq: u64) -> Result<Arc<Segment>> {
-        self.segments.read().get(&seq).cloned().ok_or_else(|| WalError::Group {
-            group,
-            reason: format!("segment {seq} was retired while being read"),
-        })
+        self.segments
+            .read()
+            .get(&seq)
+            .cloned()
+            .ok_or_else(|| WalError::Group { group, reason: format!("segment {seq} was retired while being read") })
     }
 
     fn header_at(&self, group: u64, loc: crate::index::Loc) -> Result<RecordHeader> {
         let seg = self.segment(group, loc.segment)?;
-        seg.record_at(loc.offset)
-            .map_err(|e| WalError::Corrupt { path: seg.path.clone(), offset: loc.offset, reason: e.to_string() })
+        seg.record_at(loc.offset).map_err(|e| WalError::Corrupt {
+            path: seg.path.clone(),
+            offset: loc.offset,
+            reason: e.to_string(),
+        })
     }
 
     fn read_at(&self, group: u64, index: u64, loc: crate::index::Loc, seg: &Arc<Segment>) -> Result<EntryView> {
-        let unreadable = || WalError::Corrupt { path: seg.path.clone(), offset: loc.offset, reason: "unreadable record header".into() };
+        let unreadable = || WalError::Corrupt {
+            path: seg.path.clone(),
+            offset: loc.offset,
+            reason: "unreadable record header".into(),
+        };
         let uncached = loc.offset < seg.cache_dropped_to();
         let h = if uncached {
             let header = seg.read_uncached(loc.offset, RECORD_HEADER_LEN)?;
@@ -428,7 +454,10 @@ impl Inner {
             return Err(WalError::Corrupt {
                 path: seg.path.clone(),
                 offset: loc.offset,
-                reason: format!("index points at group {} entry {}, wanted group {group} entry {index}", h.group, h.index),
+                reason: format!(
+                    "index points at group {} entry {}, wanted group {group} entry {index}",
+                    h.group, h.index
+                ),
             });
         }
         let payload_at = loc.offset + RECORD_HEADER_LEN as u64;

@@ -78,7 +78,12 @@ impl<'a> PendingRecord<'a> {
             return Err(WalError::RecordTooLarge { len: payload_len, max: u32::MAX as usize });
         }
         let payload_crc = payload.iter().fold(0, |crc, p| crc32c::crc32c_append(crc, p));
-        Ok(PendingRecord { header: RecordHeader { payload_len: payload_len as u32, ..header }, payload, payload_len, payload_crc })
+        Ok(PendingRecord {
+            header: RecordHeader { payload_len: payload_len as u32, ..header },
+            payload,
+            payload_len,
+            payload_crc,
+        })
     }
 
     pub fn control(record_type: RecordType, group: u64, key: u8, pos: LogPos) -> PendingRecord<'static> {
@@ -134,7 +139,10 @@ impl Inner {
             return fail(WalError::Closed, on_durable);
         }
         if let Some(r) = records.iter().find(|r| r.len() > self.max_record_len()) {
-            return fail(WalError::RecordTooLarge { len: r.len() as usize, max: self.max_record_len() as usize }, on_durable);
+            return fail(
+                WalError::RecordTooLarge { len: r.len() as usize, max: self.max_record_len() as usize },
+                on_durable,
+            );
         }
         let groups = match self.check_and_resolve(records) {
             Ok(g) => g,
@@ -168,7 +176,8 @@ impl Inner {
             }
             let chunk = &records[i..i + n];
             let seq = w.active.seq;
-            let headers: Vec<[u8; RECORD_HEADER_LEN]> = chunk.iter().map(|r| r.header.encode(seq, r.payload_crc)).collect();
+            let headers: Vec<[u8; RECORD_HEADER_LEN]> =
+                chunk.iter().map(|r| r.header.encode(seq, r.payload_crc)).collect();
             let mut iov = Vec::with_capacity(n * 2);
             for (h, r) in headers.iter().zip(chunk) {
                 iov.push(IoSlice::new(h));
@@ -212,7 +221,10 @@ impl Inner {
             let g = r.header.group;
             if !handles.contains_key(&g) {
                 if self.dropped.lock().contains(&g) {
-                    return Err(WalError::Group { group: g, reason: "the group was dropped (group ids are never reused)".into() });
+                    return Err(WalError::Group {
+                        group: g,
+                        reason: "the group was dropped (group ids are never reused)".into(),
+                    });
                 }
                 let existing = self.groups.read().get(&g).cloned();
                 let handle = match existing {
@@ -247,7 +259,13 @@ impl Inner {
         Ok(handles)
     }
 
-    fn publish(&self, groups: &HashMap<u64, Arc<RwLock<GroupIndex>>>, segment: &Arc<Segment>, r: &PendingRecord<'_>, loc: Loc) {
+    fn publish(
+        &self,
+        groups: &HashMap<u64, Arc<RwLock<GroupIndex>>>,
+        segment: &Arc<Segment>,
+        r: &PendingRecord<'_>,
+        loc: Loc,
+    ) {
         let h = &r.header;
         let handle = &groups[&h.group];
         match h.record_type {

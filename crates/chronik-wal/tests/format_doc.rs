@@ -69,7 +69,15 @@ fn record_layout_matches_document() {
     let h = RecordHeader::decode(&rec, seq).expect("record built from the document decodes");
     assert_eq!(
         h,
-        RecordHeader { record_type: RecordType::Entry, entry_kind: 1, payload_len: payload.len() as u32, group: 42, term: 5, index: 1000, leader_id: 3 }
+        RecordHeader {
+            record_type: RecordType::Entry,
+            entry_kind: 1,
+            payload_len: payload.len() as u32,
+            group: 42,
+            term: 5,
+            index: 1000,
+            leader_id: 3
+        }
     );
     assert!(RecordHeader::decode(&rec, seq + 1).is_err(), "the CRC is seeded with the segment seq");
 }

@@ -29,7 +29,9 @@ fn rejects_non_contiguous_appends() {
     let wal = open(dir.path());
     append_durable(&wal, 1, 5..7, 10);
     let p = payload(1, 9, 10);
-    let err = wal.append(1, &[AppendEntry { index: 9, term: 1, leader_id: 1, entry_kind: 1, payload: &[&p[..]] }], None).unwrap_err();
+    let err = wal
+        .append(1, &[AppendEntry { index: 9, term: 1, leader_id: 1, entry_kind: 1, payload: &[&p[..]] }], None)
+        .unwrap_err();
     assert!(matches!(err, WalError::Group { group: 1, .. }), "{err}");
     // Nothing was written: the next index is still 7.
     append_durable(&wal, 1, 7..8, 10);
@@ -162,7 +164,8 @@ fn dropped_group_is_forgotten() {
     assert!(wal.read(4, 1).unwrap().is_none());
     // Its id is never used again: recovery would take a later record of it for corruption.
     let p = payload(4, 1, 10);
-    let refused = wal.append(4, &[AppendEntry { index: 1, term: 1, leader_id: 1, entry_kind: 1, payload: &[&p[..]] }], None);
+    let refused =
+        wal.append(4, &[AppendEntry { index: 1, term: 1, leader_id: 1, entry_kind: 1, payload: &[&p[..]] }], None);
     assert!(refused.is_err_and(|e| e.to_string().contains("dropped")));
     drop(wal);
     assert_eq!(open(dir.path()).groups(), vec![5], "the log still opens");
@@ -173,7 +176,9 @@ fn oversized_record_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let wal = open(dir.path());
     let big = vec![0u8; 300 * 1024];
-    let err = wal.append(1, &[AppendEntry { index: 1, term: 1, leader_id: 1, entry_kind: 1, payload: &[&big[..]] }], None).unwrap_err();
+    let err = wal
+        .append(1, &[AppendEntry { index: 1, term: 1, leader_id: 1, entry_kind: 1, payload: &[&big[..]] }], None)
+        .unwrap_err();
     assert!(matches!(err, WalError::RecordTooLarge { .. }), "{err}");
     append_durable(&wal, 1, 1..2, 10);
 }

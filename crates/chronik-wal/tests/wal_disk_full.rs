@@ -31,7 +31,11 @@ fn mount_tmpfs(dir: &Path, size: &str) -> Mount {
 fn try_append(wal: &chronik_wal::Wal, index: u64) -> Result<(), WalError> {
     let p = payload(1, index, 4000);
     let (tx, rx) = std::sync::mpsc::channel();
-    wal.append(1, &[AppendEntry { index, term: 1, leader_id: 1, entry_kind: 1, payload: &[&p[..]] }], Some(Box::new(move |r| tx.send(r).unwrap())))?;
+    wal.append(
+        1,
+        &[AppendEntry { index, term: 1, leader_id: 1, entry_kind: 1, payload: &[&p[..]] }],
+        Some(Box::new(move |r| tx.send(r).unwrap())),
+    )?;
     rx.recv_timeout(Duration::from_secs(10)).unwrap()
 }
 
@@ -63,17 +67,24 @@ fn full_disk_fails_appends_cleanly_and_recovers() {
     // entries would still fit in the active segment, but none of them may be left behind.
     let small = [7u8; 1];
     let parts = [&small[..]];
-    let batch: Vec<AppendEntry<'_>> =
-        (1..=200).map(|i| AppendEntry { index: acknowledged + i, term: 1, leader_id: 1, entry_kind: 1, payload: &parts }).collect();
+    let batch: Vec<AppendEntry<'_>> = (1..=200)
+        .map(|i| AppendEntry { index: acknowledged + i, term: 1, leader_id: 1, entry_kind: 1, payload: &parts })
+        .collect();
     assert!(wal.append(1, &batch, None).is_err(), "an append needing a new segment fails while the disk is full");
-    assert_eq!(wal.group_info(1).unwrap().last.map(|p| p.index), Some(acknowledged), "nothing of the failed append is in the log");
+    assert_eq!(
+        wal.group_info(1).unwrap().last.map(|p| p.index),
+        Some(acknowledged),
+        "nothing of the failed append is in the log"
+    );
 
     std::fs::remove_file(&filler).unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         match try_append(&wal, acknowledged + 1) {
             Ok(()) => break,
-            Err(WalError::DiskFull { .. }) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+            Err(WalError::DiskFull { .. }) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50))
+            }
             Err(e) => panic!("appends did not resume after space was freed: {e}"),
         }
     }

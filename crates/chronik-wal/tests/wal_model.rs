@@ -19,7 +19,8 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        6 => (0..3u64, 1..20u64, prop_oneof![0..64usize, 500..9000usize]).prop_map(|(group, count, len)| Op::Append { group, count, len }),
+        6 => (0..3u64, 1..20u64, prop_oneof![0..64usize, 500..9000usize])
+            .prop_map(|(group, count, len)| Op::Append { group, count, len }),
         1 => (0..3u64, 0.0..1.0f64).prop_map(|(group, keep_fraction)| Op::Truncate { group, keep_fraction }),
         2 => (0..3u64, 0.0..1.2f64).prop_map(|(group, fraction)| Op::Purge { group, fraction }),
         1 => (0..3u64, 1..3u8, any::<u8>()).prop_map(|(group, key, value)| Op::SetState { group, key, value }),
@@ -85,7 +86,13 @@ proptest! {
                         .collect();
                     let slices: Vec<&[u8]> = payloads.iter().map(|p| &p[..]).collect();
                     let entries: Vec<AppendEntry<'_>> = slices.iter().enumerate()
-                        .map(|(k, p)| AppendEntry { index: start + k as u64, term: 1, leader_id: 1, entry_kind: 1, payload: std::slice::from_ref(p) })
+                        .map(|(k, p)| AppendEntry {
+                            index: start + k as u64,
+                            term: 1,
+                            leader_id: 1,
+                            entry_kind: 1,
+                            payload: std::slice::from_ref(p),
+                        })
                         .collect();
                     wal.append(group, &entries, None).unwrap();
                     for (k, p) in payloads.into_iter().enumerate() {
@@ -94,14 +101,18 @@ proptest! {
                 }
                 Op::Truncate { group, keep_fraction } => {
                     let m = model.entry(group).or_default();
-                    let (Some(&first), Some(&last)) = (m.entries.keys().next(), m.entries.keys().next_back()) else { continue };
+                    let (Some(&first), Some(&last)) = (m.entries.keys().next(), m.entries.keys().next_back()) else {
+                        continue;
+                    };
                     let after = first + ((last - first) as f64 * keep_fraction) as u64;
                     wal.truncate_from(group, after + 1).unwrap();
                     m.entries.retain(|i, _| *i <= after);
                 }
                 Op::Purge { group, fraction } => {
                     let m = model.entry(group).or_default();
-                    let (Some(&first), Some(&last)) = (m.entries.keys().next(), m.entries.keys().next_back()) else { continue };
+                    let (Some(&first), Some(&last)) = (m.entries.keys().next(), m.entries.keys().next_back()) else {
+                        continue;
+                    };
                     let upto = first + ((last - first + 1) as f64 * fraction) as u64;
                     if m.last_purged.is_some_and(|p| upto <= p) { continue }
                     wal.purge(group, LogPos { index: upto, term: 1, leader_id: 1 }).unwrap();

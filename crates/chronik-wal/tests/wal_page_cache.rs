@@ -87,7 +87,12 @@ fn a_record_length_damaged_on_disk_is_a_corrupt_error_not_a_huge_read() {
     // 4 GiB - 1, as a damaged disk might return it.
     let oldest = &segment_files(dir.path())[0];
     let file = std::fs::OpenOptions::new().write(true).open(oldest).unwrap();
-    std::os::unix::fs::FileExt::write_all_at(&file, &u32::MAX.to_le_bytes(), chronik_wal::segment::SEGMENT_HEADER_LEN + 12).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(
+        &file,
+        &u32::MAX.to_le_bytes(),
+        chronik_wal::segment::SEGMENT_HEADER_LEN + 12,
+    )
+    .unwrap();
     let err = wal.read(1, 1).expect_err("a damaged length is refused");
     assert!(matches!(err, chronik_wal::WalError::Corrupt { .. }), "{err}");
     assert!(err.to_string().contains("past the segment's end"), "{err}");

@@ -26,7 +26,8 @@ struct StoredSnapshot {
 
 /// Persists a snapshot durably as the group's snapshot state record.
 async fn save_snapshot(wal: &Wal, group: GroupId, meta: &SnapshotMeta, data: &Bytes) -> io::Result<()> {
-    let bytes = postcard::to_stdvec(&StoredSnapshot { meta: meta.clone(), data: data.clone() }).map_err(io::Error::other)?;
+    let bytes =
+        postcard::to_stdvec(&StoredSnapshot { meta: meta.clone(), data: data.clone() }).map_err(io::Error::other)?;
     let (tx, rx) = tokio::sync::oneshot::channel();
     wal.set_state(group, STATE_SNAPSHOT, &bytes, Some(Box::new(move |r| drop(tx.send(r))))).map_err(wal_io)?;
     rx.await.map_err(|_| io::Error::other("WAL closed while saving a snapshot"))?.map_err(wal_io)

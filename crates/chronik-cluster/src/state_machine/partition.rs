@@ -69,14 +69,23 @@ impl PartitionStateMachine {
                     let base = spans[0].header.base_offset as u64;
                     let last = spans[spans.len() - 1].header.last_offset() as u64;
                     if base != s.data.next_offset {
-                        tracing::error!(group = self.group, base, expected = s.data.next_offset, "produce entry out of offset order");
-                        return Response::Invalid(format!("entry starts at offset {base}, expected {}", s.data.next_offset));
+                        tracing::error!(
+                            group = self.group,
+                            base,
+                            expected = s.data.next_offset,
+                            "produce entry out of offset order"
+                        );
+                        return Response::Invalid(format!(
+                            "entry starts at offset {base}, expected {}",
+                            s.data.next_offset
+                        ));
                     }
                     s.data.next_offset = last + 1;
                     for span in spans.iter().filter(|sp| sp.header.producer_id >= 0) {
                         let h = &span.header;
                         let last_seq = h.base_sequence.wrapping_add(h.last_offset_delta) & i32::MAX;
-                        let batch = BatchSeq { first_seq: h.base_sequence, last_seq, base_offset: h.base_offset as u64 };
+                        let batch =
+                            BatchSeq { first_seq: h.base_sequence, last_seq, base_offset: h.base_offset as u64 };
                         producers::record(s.data.producers.entry(h.producer_id).or_default(), h.producer_epoch, batch);
                     }
                     Response::Produced { base_offset: base, last_offset: last }
@@ -151,7 +160,8 @@ impl RaftStateMachine<TypeConfig> for PartitionStateMachine {
     }
 
     async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: Bytes) -> io::Result<()> {
-        let data: PartitionSnapshot = postcard::from_bytes(&snapshot).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        let data: PartitionSnapshot =
+            postcard::from_bytes(&snapshot).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
         save_snapshot(&self.wal, self.group, meta, &snapshot).await?;
         self.log.index.write().reset_front(data.next_offset);
         self.log.set_log_start(data.log_start);

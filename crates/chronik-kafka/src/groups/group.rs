@@ -95,7 +95,15 @@ pub struct JoinResult {
 
 impl JoinResult {
     fn error(e: GroupError, member_id: String) -> JoinResult {
-        JoinResult { error: Some(e), generation: -1, protocol_type: None, protocol: None, leader: String::new(), member_id, members: vec![] }
+        JoinResult {
+            error: Some(e),
+            generation: -1,
+            protocol_type: None,
+            protocol: None,
+            leader: String::new(),
+            member_id,
+            members: vec![],
+        }
     }
 }
 
@@ -144,7 +152,12 @@ impl Group {
                 return;
             }
         }
-        if !self.members.is_empty() && !self.members.values().all(|m| m.protocols.iter().any(|(p, _)| req.protocols.iter().any(|(q, _)| p == q))) {
+        if !self.members.is_empty()
+            && !self
+                .members
+                .values()
+                .all(|m| m.protocols.iter().any(|(p, _)| req.protocols.iter().any(|(q, _)| p == q)))
+        {
             let _ = reply.send(JoinResult::error(GroupError::InconsistentGroupProtocol, req.member_id));
             return;
         }
@@ -257,7 +270,8 @@ impl Group {
             self.members
                 .values()
                 .map(|m| {
-                    let meta = m.protocols.iter().find(|(p, _)| *p == protocol).map(|(_, d)| d.clone()).unwrap_or_default();
+                    let meta =
+                        m.protocols.iter().find(|(p, _)| *p == protocol).map(|(_, d)| d.clone()).unwrap_or_default();
                     (m.id.clone(), m.group_instance_id.clone(), meta)
                 })
                 .collect()
@@ -293,7 +307,14 @@ impl Group {
         Ok(())
     }
 
-    pub fn sync(&mut self, now: Instant, member_id: &str, generation: i32, assignments: Vec<(String, Bytes)>, reply: oneshot::Sender<SyncResult>) {
+    pub fn sync(
+        &mut self,
+        now: Instant,
+        member_id: &str,
+        generation: i32,
+        assignments: Vec<(String, Bytes)>,
+        reply: oneshot::Sender<SyncResult>,
+    ) {
         if let Err(e) = self.check_member(member_id, generation) {
             let _ = reply.send(Err(e));
             return;
@@ -539,7 +560,11 @@ mod tests {
         let mut g = Group::new();
         assert_eq!(g.check_commit(now, "", -1), Ok(()));
         let a = join(&mut g, now, join_req("", &["range"])).try_recv().unwrap();
-        assert_eq!(g.check_commit(now, &a.member_id, 1), Err(GroupError::RebalanceInProgress), "assignments not handed out yet");
+        assert_eq!(
+            g.check_commit(now, &a.member_id, 1),
+            Err(GroupError::RebalanceInProgress),
+            "assignments not handed out yet"
+        );
         let (tx, _rx) = oneshot::channel();
         g.sync(now, &a.member_id, 1, vec![], tx);
         assert_eq!(g.check_commit(now, &a.member_id, 1), Ok(()));

@@ -47,7 +47,13 @@ impl GroupCoordinator {
         rx
     }
 
-    pub fn sync(&self, group_id: &str, member: &str, generation: i32, assignments: Vec<(String, Bytes)>) -> oneshot::Receiver<SyncResult> {
+    pub fn sync(
+        &self,
+        group_id: &str,
+        member: &str,
+        generation: i32,
+        assignments: Vec<(String, Bytes)>,
+    ) -> oneshot::Receiver<SyncResult> {
         let (tx, rx) = oneshot::channel();
         match self.groups.lock().get_mut(group_id) {
             Some(g) => g.sync(Instant::now(), member, generation, assignments, tx),
@@ -59,7 +65,11 @@ impl GroupCoordinator {
     }
 
     pub fn heartbeat(&self, group_id: &str, member: &str, generation: i32) -> Result<(), GroupError> {
-        self.groups.lock().get_mut(group_id).ok_or(GroupError::UnknownMemberId)?.heartbeat(Instant::now(), member, generation)
+        self.groups.lock().get_mut(group_id).ok_or(GroupError::UnknownMemberId)?.heartbeat(
+            Instant::now(),
+            member,
+            generation,
+        )
     }
 
     pub fn leave(&self, group_id: &str, member: &str) -> Result<(), GroupError> {
@@ -91,8 +101,16 @@ impl GroupCoordinator {
                 .members
                 .values()
                 .map(|m| {
-                    let meta = m.protocols.iter().find(|(p, _)| *p == protocol).map(|(_, d)| d.clone()).unwrap_or_default();
-                    (m.id.clone(), m.group_instance_id.clone(), m.client_id.clone(), m.client_host.clone(), meta, m.assignment.clone())
+                    let meta =
+                        m.protocols.iter().find(|(p, _)| *p == protocol).map(|(_, d)| d.clone()).unwrap_or_default();
+                    (
+                        m.id.clone(),
+                        m.group_instance_id.clone(),
+                        m.client_id.clone(),
+                        m.client_host.clone(),
+                        meta,
+                        m.assignment.clone(),
+                    )
                 })
                 .collect(),
         })

@@ -11,7 +11,9 @@ use bytes::{Bytes, BytesMut};
 use chronik_cluster::metadata::MetaCommand;
 use chronik_cluster::raft_node::{PartitionGroup, RaftNode};
 use kafka_protocol::indexmap::IndexMap;
-use kafka_protocol::records::{Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
 use parking_lot::Mutex;
 use serde_like::{decode_key, decode_value, encode_key, encode_value};
 
@@ -48,7 +50,11 @@ impl OffsetStore {
                 partitions: 1,
                 replication_factor: rf,
                 // Kept whole: replay at start needs every commit since the oldest checkpoint.
-                configs: [("retention.ms".to_string(), "-1".to_string()), ("retention.bytes".to_string(), "-1".to_string())].into(),
+                configs: [
+                    ("retention.ms".to_string(), "-1".to_string()),
+                    ("retention.bytes".to_string(), "-1".to_string()),
+                ]
+                .into(),
             };
             if let Err(e) = node.propose_meta(cmd).await {
                 if node.with_metadata(|m| m.topic(TOPIC).is_none()) {
@@ -84,7 +90,8 @@ impl OffsetStore {
                 // Stored entries were framed and checksummed at produce, so they split; one
                 // whose records do not decode is skipped (and named) rather than keeping the
                 // broker from starting.
-                let spans = chronik_cluster::batch::split(&chunk, false).map_err(|e| format!("replaying {TOPIC} at offset {at}: {e}"))?;
+                let spans = chronik_cluster::batch::split(&chunk, false)
+                    .map_err(|e| format!("replaying {TOPIC} at offset {at}: {e}"))?;
                 let Some(last) = spans.last().map(|s| s.header.last_offset()) else { continue };
                 let mut b = chunk;
                 match RecordBatchDecoder::decode_all(&mut b) {
@@ -93,7 +100,9 @@ impl OffsetStore {
                             apply(&mut offsets, &r);
                         }
                     }
-                    Err(e) => tracing::warn!("replaying {TOPIC}: skipping offsets {at}..={last}, their records do not decode: {e}"),
+                    Err(e) => tracing::warn!(
+                        "replaying {TOPIC}: skipping offsets {at}..={last}, their records do not decode: {e}"
+                    ),
                 }
                 at = at.max(last as u64 + 1);
             }
@@ -107,7 +116,12 @@ impl OffsetStore {
 
     /// Every committed offset of `group`.
     pub fn of_group(&self, group: &str) -> Vec<(String, i32, Committed)> {
-        self.offsets.lock().iter().filter(|((g, ..), _)| g == group).map(|((_, t, p), c)| (t.clone(), *p, c.clone())).collect()
+        self.offsets
+            .lock()
+            .iter()
+            .filter(|((g, ..), _)| g == group)
+            .map(|((_, t, p), c)| (t.clone(), *p, c.clone()))
+            .collect()
     }
 
     pub fn groups(&self) -> Vec<String> {
@@ -132,7 +146,8 @@ impl OffsetStore {
         }
         *since_checkpoint += 1;
         if *since_checkpoint >= CHECKPOINT_EVERY {
-            let snapshot: Vec<(Key, Committed)> = self.offsets.lock().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+            let snapshot: Vec<(Key, Committed)> =
+                self.offsets.lock().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
             let batch = encode(snapshot.iter().map(|(k, v)| (k, Some(v))))?;
             let (base, _) = self.partition.append(batch).await?;
             self.partition.advance_log_start(base).await?;
@@ -173,7 +188,9 @@ fn encode<'a>(changes: impl Iterator<Item = (&'a Key, Option<&'a Committed>)>) -
         .collect();
     let mut buf = BytesMut::new();
     RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression: Compression::None })
-        .map_err(|e| ApiError::new(kafka_protocol::ResponseError::UnknownServerError, format!("encoding offsets: {e}")))?;
+        .map_err(|e| {
+            ApiError::new(kafka_protocol::ResponseError::UnknownServerError, format!("encoding offsets: {e}"))
+        })?;
     Ok(buf.freeze())
 }
 

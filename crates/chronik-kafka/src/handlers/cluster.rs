@@ -18,7 +18,10 @@ pub fn describe(b: &Arc<Broker>, req: &Request) -> anyhow::Result<Outcome> {
             .values()
             .map(|n| {
                 let (host, port) = host_port(&n.kafka_addr);
-                DescribeClusterBroker::default().with_broker_id(BrokerId(n.id as i32)).with_host(StrBytes::from_string(host)).with_port(port)
+                DescribeClusterBroker::default()
+                    .with_broker_id(BrokerId(n.id as i32))
+                    .with_host(StrBytes::from_string(host))
+                    .with_port(port)
             })
             .collect();
         DescribeClusterResponse::default()

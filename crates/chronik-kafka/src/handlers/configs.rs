@@ -8,8 +8,8 @@ use chronik_cluster::topic_config::{self, SUPPORTED};
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::describe_configs_response::{DescribeConfigsResourceResult, DescribeConfigsResult};
 use kafka_protocol::messages::{
-    AlterConfigsRequest, AlterConfigsResponse, DescribeConfigsRequest, DescribeConfigsResponse, IncrementalAlterConfigsRequest,
-    IncrementalAlterConfigsResponse,
+    AlterConfigsRequest, AlterConfigsResponse, DescribeConfigsRequest, DescribeConfigsResponse,
+    IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -40,7 +40,9 @@ pub fn describe(b: &Arc<Broker>, req: &Request) -> anyhow::Result<Outcome> {
         match res.resource_type {
             RESOURCE_TOPIC => match b.topic(&res.resource_name) {
                 None => {
-                    out = out.with_error_code(ResponseError::UnknownTopicOrPartition.code()).with_error_message(Some(s("unknown topic")));
+                    out = out
+                        .with_error_code(ResponseError::UnknownTopicOrPartition.code())
+                        .with_error_message(Some(s("unknown topic")));
                 }
                 Some(t) => {
                     let docs: BTreeMap<&str, &str> = SUPPORTED.iter().copied().collect();
@@ -53,7 +55,11 @@ pub fn describe(b: &Arc<Broker>, req: &Request) -> anyhow::Result<Outcome> {
                             let mut c = DescribeConfigsResourceResult::default()
                                 .with_name(StrBytes::from_static_str(k))
                                 .with_value(Some(s(v)))
-                                .with_config_source(if t.configs.contains_key(k) { SOURCE_TOPIC } else { SOURCE_DEFAULT });
+                                .with_config_source(if t.configs.contains_key(k) {
+                                    SOURCE_TOPIC
+                                } else {
+                                    SOURCE_DEFAULT
+                                });
                             if req.version >= 3 {
                                 c = c.with_documentation(docs.get(k).map(|d| s(*d)));
                             }
@@ -99,7 +105,13 @@ pub fn describe(b: &Arc<Broker>, req: &Request) -> anyhow::Result<Outcome> {
 }
 
 /// Validates and applies new overrides for one topic.
-async fn alter_topic(b: &Broker, name: &str, set: BTreeMap<String, String>, delete: Vec<String>, validate_only: bool) -> Result<(), ApiError> {
+async fn alter_topic(
+    b: &Broker,
+    name: &str,
+    set: BTreeMap<String, String>,
+    delete: Vec<String>,
+    validate_only: bool,
+) -> Result<(), ApiError> {
     if b.topic(name).is_none() {
         return Err(ApiError::new(ResponseError::UnknownTopicOrPartition, "unknown topic"));
     }
@@ -109,7 +121,10 @@ async fn alter_topic(b: &Broker, name: &str, set: BTreeMap<String, String>, dele
     }
     for k in &delete {
         if !SUPPORTED.iter().any(|(s, _)| s == k) {
-            return Err(ApiError::new(ResponseError::InvalidConfig, format!("unknown or unsupported topic config '{k}'")));
+            return Err(ApiError::new(
+                ResponseError::InvalidConfig,
+                format!("unknown or unsupported topic config '{k}'"),
+            ));
         }
     }
     if validate_only {
@@ -120,8 +135,12 @@ async fn alter_topic(b: &Broker, name: &str, set: BTreeMap<String, String>, dele
 }
 
 fn resource_error(resource_type: i8) -> Option<ApiError> {
-    (resource_type != RESOURCE_TOPIC)
-        .then(|| ApiError::new(ResponseError::InvalidRequest, format!("only topic configs can be altered (resource type {resource_type})")))
+    (resource_type != RESOURCE_TOPIC).then(|| {
+        ApiError::new(
+            ResponseError::InvalidRequest,
+            format!("only topic configs can be altered (resource type {resource_type})"),
+        )
+    })
 }
 
 pub async fn alter(b: &Arc<Broker>, req: &Request) -> anyhow::Result<Outcome> {
@@ -132,8 +151,11 @@ pub async fn alter(b: &Arc<Broker>, req: &Request) -> anyhow::Result<Outcome> {
             Some(e) => Err(e),
             None => {
                 // Non-incremental: the given set replaces all overrides.
-                let set: BTreeMap<String, String> =
-                    res.configs.iter().filter_map(|c| c.value.as_ref().map(|v| (c.name.to_string(), v.to_string()))).collect();
+                let set: BTreeMap<String, String> = res
+                    .configs
+                    .iter()
+                    .filter_map(|c| c.value.as_ref().map(|v| (c.name.to_string(), v.to_string())))
+                    .collect();
                 let delete: Vec<String> = b
                     .topic(&res.resource_name)
                     .map(|t| t.configs.keys().filter(|k| !set.contains_key(*k)).cloned().collect())
@@ -172,7 +194,10 @@ pub async fn incremental_alter(b: &Arc<Broker>, req: &Request) -> anyhow::Result
                         (op, _) => {
                             bad = Some(ApiError::new(
                                 ResponseError::InvalidConfig,
-                                format!("operation {op} on '{}' is not supported (only SET and DELETE)", c.name.as_str()),
+                                format!(
+                                    "operation {op} on '{}' is not supported (only SET and DELETE)",
+                                    c.name.as_str()
+                                ),
                             ))
                         }
                     }
@@ -183,10 +208,11 @@ pub async fn incremental_alter(b: &Arc<Broker>, req: &Request) -> anyhow::Result
                 }
             }
         };
-        let mut out = kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse::default()
-            .with_resource_type(res.resource_type)
-            .with_resource_name(res.resource_name)
-            .with_error_message(None);
+        let mut out =
+            kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse::default()
+                .with_resource_type(res.resource_type)
+                .with_resource_name(res.resource_name)
+                .with_error_message(None);
         if let Err(e) = result {
             out = out.with_error_code(e.code.code()).with_error_message(Some(s(e.message)));
         }

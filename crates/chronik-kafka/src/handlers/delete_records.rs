@@ -23,7 +23,10 @@ pub async fn handle(b: &Arc<Broker>, req: &Request) -> anyhow::Result<Outcome> {
                 // -1 means "up to the high watermark".
                 let target = if p.offset == -1 { hw } else { p.offset.max(0) as u64 };
                 if p.offset < -1 || target > hw {
-                    return Err(ApiError::new(ResponseError::OffsetOutOfRange, format!("offset {} is beyond the high watermark {hw}", p.offset)));
+                    return Err(ApiError::new(
+                        ResponseError::OffsetOutOfRange,
+                        format!("offset {} is beyond the high watermark {hw}", p.offset),
+                    ));
                 }
                 let start = g.advance_log_start(target).await?;
                 let _ = g.compact().await;
@@ -31,7 +34,9 @@ pub async fn handle(b: &Arc<Broker>, req: &Request) -> anyhow::Result<Outcome> {
             }
             .await;
             parts.push(match result {
-                Ok(start) => DeleteRecordsPartitionResult::default().with_partition_index(p.partition_index).with_low_watermark(start as i64),
+                Ok(start) => DeleteRecordsPartitionResult::default()
+                    .with_partition_index(p.partition_index)
+                    .with_low_watermark(start as i64),
                 Err(e) => DeleteRecordsPartitionResult::default()
                     .with_partition_index(p.partition_index)
                     .with_low_watermark(-1)

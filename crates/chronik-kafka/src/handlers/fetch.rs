@@ -33,7 +33,8 @@ pub async fn handle(b: &Arc<Broker>, req: &Request) -> anyhow::Result<Outcome> {
     let mut wanted = Vec::new();
     for t in &r.topics {
         let info = if req.version >= 13 { b.topic_by_id(t.topic_id) } else { b.topic(&t.topic) };
-        let unknown = if req.version >= 13 { ResponseError::UnknownTopicId } else { ResponseError::UnknownTopicOrPartition };
+        let unknown =
+            if req.version >= 13 { ResponseError::UnknownTopicId } else { ResponseError::UnknownTopicOrPartition };
         topics.push((t.topic.clone(), t.topic_id));
         for p in &t.partitions {
             let group = match &info {
@@ -97,7 +98,10 @@ fn read_all(wanted: &[Wanted], max_bytes: usize) -> (Vec<(usize, PartitionData)>
     let mut total = 0usize;
     let mut any_error = false;
     for w in wanted {
-        let mut pd = PartitionData::default().with_partition_index(w.partition).with_records(None).with_aborted_transactions(None);
+        let mut pd = PartitionData::default()
+            .with_partition_index(w.partition)
+            .with_records(None)
+            .with_aborted_transactions(None);
         match &w.group {
             Err(code) => {
                 any_error = true;
@@ -119,7 +123,8 @@ fn read_all(wanted: &[Wanted], max_bytes: usize) -> (Vec<(usize, PartitionData)>
                     pd = pd.with_error_code(ResponseError::OffsetOutOfRange.code());
                 } else {
                     // Past the first partition with data, respect the request-wide limit.
-                    let budget = if total == 0 { w.max_bytes.max(1) } else { w.max_bytes.min(max_bytes.saturating_sub(total)) };
+                    let budget =
+                        if total == 0 { w.max_bytes.max(1) } else { w.max_bytes.min(max_bytes.saturating_sub(total)) };
                     if budget > 0 {
                         match g.log.read(w.offset as u64, budget) {
                             Ok(read) => {
@@ -159,7 +164,12 @@ fn concat(chunks: Vec<Bytes>) -> Bytes {
     }
 }
 
-fn encode(corr: i32, version: i16, topics: &[(TopicName, uuid::Uuid)], parts: Vec<(usize, PartitionData)>) -> Option<Bytes> {
+fn encode(
+    corr: i32,
+    version: i16,
+    topics: &[(TopicName, uuid::Uuid)],
+    parts: Vec<(usize, PartitionData)>,
+) -> Option<Bytes> {
     let mut responses: Vec<FetchableTopicResponse> = topics
         .iter()
         .map(|(name, id)| FetchableTopicResponse::default().with_topic(name.clone()).with_topic_id(*id))

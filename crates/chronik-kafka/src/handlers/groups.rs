@@ -63,7 +63,11 @@ pub fn find_coordinator(b: &Arc<Broker>, req: &Request) -> anyhow::Result<Outcom
             .with_node_id(BrokerId(-1))
             .with_port(-1)
     } else {
-        FindCoordinatorResponse::default().with_node_id(node).with_host(s(host)).with_port(port).with_error_message(None)
+        FindCoordinatorResponse::default()
+            .with_node_id(node)
+            .with_host(s(host))
+            .with_port(port)
+            .with_error_message(None)
     };
     respond(req, &body)
 }
@@ -72,7 +76,9 @@ pub async fn join(b: &Arc<Broker>, req: &Request) -> anyhow::Result<Outcome> {
     let r: JoinGroupRequest = codec::decode(&req.body, req.version)?;
     let session = r.session_timeout_ms;
     if !(1_000..=1_800_000).contains(&session) {
-        let body = JoinGroupResponse::default().with_error_code(ResponseError::InvalidSessionTimeout.code()).with_member_id(r.member_id);
+        let body = JoinGroupResponse::default()
+            .with_error_code(ResponseError::InvalidSessionTimeout.code())
+            .with_member_id(r.member_id);
         return respond(req, &body);
     }
     let rebalance = if req.version >= 1 && r.rebalance_timeout_ms > 0 { r.rebalance_timeout_ms } else { session };
@@ -218,12 +224,17 @@ pub async fn offset_commit(b: &Arc<Broker>, req: &Request) -> anyhow::Result<Out
 }
 
 /// (topic, partition, committed) for the requested partitions, or all the group has.
-fn fetch_offsets(b: &Broker, group: &str, topics: Option<Vec<(TopicName, Vec<i32>)>>) -> Vec<(TopicName, Vec<(i32, Option<Committed>)>)> {
+fn fetch_offsets(
+    b: &Broker,
+    group: &str,
+    topics: Option<Vec<(TopicName, Vec<i32>)>>,
+) -> Vec<(TopicName, Vec<(i32, Option<Committed>)>)> {
     match topics {
         Some(ts) => ts
             .into_iter()
             .map(|(t, ps)| {
-                let parts = ps.into_iter().map(|p| (p, b.groups.offsets.get(&(group.to_string(), t.to_string(), p)))).collect();
+                let parts =
+                    ps.into_iter().map(|p| (p, b.groups.offsets.get(&(group.to_string(), t.to_string(), p)))).collect();
                 (t, parts)
             })
             .collect(),
@@ -244,7 +255,10 @@ pub fn offset_fetch(b: &Arc<Broker>, req: &Request) -> anyhow::Result<Outcome> {
             .groups
             .iter()
             .map(|g| {
-                let asked = g.topics.as_ref().map(|ts| ts.iter().map(|t| (t.name.clone(), t.partition_indexes.clone())).collect());
+                let asked = g
+                    .topics
+                    .as_ref()
+                    .map(|ts| ts.iter().map(|t| (t.name.clone(), t.partition_indexes.clone())).collect());
                 let topics = fetch_offsets(b, &g.group_id, asked)
                     .into_iter()
                     .map(|(name, parts)| {
@@ -252,7 +266,11 @@ pub fn offset_fetch(b: &Arc<Broker>, req: &Request) -> anyhow::Result<Outcome> {
                             parts
                                 .into_iter()
                                 .map(|(p, c)| {
-                                    let c = c.unwrap_or(Committed { offset: -1, leader_epoch: -1, metadata: String::new() });
+                                    let c = c.unwrap_or(Committed {
+                                        offset: -1,
+                                        leader_epoch: -1,
+                                        metadata: String::new(),
+                                    });
                                     OffsetFetchResponsePartitions::default()
                                         .with_partition_index(p)
                                         .with_committed_offset(c.offset)

@@ -13,7 +13,8 @@ use crate::codec::{self, Request};
 pub async fn handle(b: &Arc<Broker>, req: &Request) -> anyhow::Result<Outcome> {
     let r: InitProducerIdRequest = codec::decode(&req.body, req.version)?;
     if r.transactional_id.as_ref().is_some_and(|t| !t.is_empty()) {
-        let body = InitProducerIdResponse::default().with_error_code(ResponseError::TransactionalIdAuthorizationFailed.code());
+        let body =
+            InitProducerIdResponse::default().with_error_code(ResponseError::TransactionalIdAuthorizationFailed.code());
         return respond(req, &body);
     }
     let body = match b.node.allocate_producer_id().await {

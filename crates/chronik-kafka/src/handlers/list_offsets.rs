@@ -69,7 +69,11 @@ fn lookup(g: &PartitionGroup, target: i64) -> (i64, i64) {
 /// replaces the current pick. Decodes (and decompresses) the entry's batches. In a
 /// LogAppendTime batch every record's timestamp is the batch's (the broker's clock); the
 /// timestamps inside are the producer's and do not count.
-fn record_in(g: &PartitionGroup, e: &EntryOffsets, better: impl Fn(i64, Option<(i64, i64)>) -> bool) -> Option<(i64, i64)> {
+fn record_in(
+    g: &PartitionGroup,
+    e: &EntryOffsets,
+    better: impl Fn(i64, Option<(i64, i64)>) -> bool,
+) -> Option<(i64, i64)> {
     let bytes = g.log.entry_records(e.raft_index).ok().flatten()?;
     let start = g.log.log_start_offset() as i64;
     let mut best = None;

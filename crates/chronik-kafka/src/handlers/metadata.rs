@@ -4,7 +4,9 @@ use std::sync::Arc;
 
 use chronik_cluster::metadata::{TopicInfo, check_topic_name};
 use kafka_protocol::ResponseError;
-use kafka_protocol::messages::metadata_response::{MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic};
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
@@ -48,7 +50,10 @@ pub async fn handle(b: &Arc<Broker>, req: &Request) -> anyhow::Result<Outcome> {
             .values()
             .map(|n| {
                 let (host, port) = host_port(&n.kafka_addr);
-                MetadataResponseBroker::default().with_node_id(BrokerId(n.id as i32)).with_host(StrBytes::from_string(host)).with_port(port)
+                MetadataResponseBroker::default()
+                    .with_node_id(BrokerId(n.id as i32))
+                    .with_host(StrBytes::from_string(host))
+                    .with_port(port)
             })
             .collect();
         (m.cluster_id, b.node.meta_raft_leader(), brokers)

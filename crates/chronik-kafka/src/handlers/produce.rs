@@ -13,8 +13,8 @@ use bytes::{Bytes, BytesMut};
 use chronik_cluster::batch::{self, BatchError};
 use chronik_cluster::idempotence::IdempotenceError;
 use chronik_cluster::raft_node::PartitionGroup;
-use futures::future::BoxFuture;
 use chronik_cluster::topic_config::TimestampType;
+use futures::future::BoxFuture;
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
@@ -78,12 +78,17 @@ pub async fn handle(b: &Arc<Broker>, req: &Request) -> anyhow::Result<Outcome> {
                                 .with_log_append_time_ms(append_time)
                                 .with_log_start_offset(group.log.log_start_offset() as i64),
                             Ok(Err(e)) => error_response(index, &e),
-                            Err(_) => error_response(index, &ApiError::new(ResponseError::RequestTimedOut, "not committed within timeout_ms")),
+                            Err(_) => error_response(
+                                index,
+                                &ApiError::new(ResponseError::RequestTimedOut, "not committed within timeout_ms"),
+                            ),
                         }
                     }
                 });
             }
-            responses.push(TopicProduceResponse::default().with_name(name).with_topic_id(topic_id).with_partition_responses(out));
+            responses.push(
+                TopicProduceResponse::default().with_name(name).with_topic_id(topic_id).with_partition_responses(out),
+            );
         }
         let body = ProduceResponse::default().with_responses(responses);
         match codec::encode_response(corr, version, &body) {
@@ -106,10 +111,17 @@ fn error_response(index: i32, e: &ApiError) -> PartitionProduceResponse {
 
 type Queued = (Committed, i64, Arc<PartitionGroup>);
 
-async fn queue(b: &Broker, info: &chronik_cluster::metadata::TopicInfo, index: i32, records: Option<Bytes>) -> Result<Queued, ApiError> {
+async fn queue(
+    b: &Broker,
+    info: &chronik_cluster::metadata::TopicInfo,
+    index: i32,
+    records: Option<Bytes>,
+) -> Result<Queued, ApiError> {
     b.refuse_internal(&info.name, "producing to")?;
     let group = b.leader_partition(&info.name, index)?;
-    let records = records.filter(|r| !r.is_empty()).ok_or_else(|| ApiError::new(ResponseError::CorruptMessage, "no record batch"))?;
+    let records = records
+        .filter(|r| !r.is_empty())
+        .ok_or_else(|| ApiError::new(ResponseError::CorruptMessage, "no record batch"))?;
     let settings = b.settings(info);
     let spans = batch::split(&records, true).map_err(|e| match e {
         BatchError::UnsupportedMagic(_) => ApiError::new(ResponseError::UnsupportedForMessageFormat, e.to_string()),
@@ -119,7 +131,11 @@ async fn queue(b: &Broker, info: &chronik_cluster::metadata::TopicInfo, index: i
         if s.header.total_len() as u64 > settings.max_message_bytes {
             return Err(ApiError::new(
                 ResponseError::MessageTooLarge,
-                format!("record batch of {} bytes exceeds max.message.bytes ({})", s.header.total_len(), settings.max_message_bytes),
+                format!(
+                    "record batch of {} bytes exceeds max.message.bytes ({})",
+                    s.header.total_len(),
+                    settings.max_message_bytes
+                ),
             ));
         }
         if s.header.is_transactional() {
@@ -133,14 +149,23 @@ async fn queue(b: &Broker, info: &chronik_cluster::metadata::TopicInfo, index: i
     if records.len() > max_entry {
         return Err(ApiError::new(
             ResponseError::MessageTooLarge,
-            format!("{} bytes of record batches for one partition exceed what one WAL segment holds ({max_entry})", records.len()),
+            format!(
+                "{} bytes of record batches for one partition exceed what one WAL segment holds ({max_entry})",
+                records.len()
+            ),
         ));
     }
     let idempotent = spans[0].header.producer_id >= 0;
     if idempotent && spans.len() != 1 {
-        return Err(ApiError::new(ResponseError::InvalidRecord, "an idempotent producer must send one batch per partition"));
+        return Err(ApiError::new(
+            ResponseError::InvalidRecord,
+            "an idempotent producer must send one batch per partition",
+        ));
     }
-    b.node.wal().check_space(records.len()).map_err(|e| ApiError::new(ResponseError::KafkaStorageError, e.to_string()))?;
+    b.node
+        .wal()
+        .check_space(records.len())
+        .map_err(|e| ApiError::new(ResponseError::KafkaStorageError, e.to_string()))?;
     let (records, append_time) = match settings.timestamp_type {
         TimestampType::CreateTime => (records, -1),
         TimestampType::LogAppendTime => {
@@ -155,17 +180,22 @@ async fn queue(b: &Broker, info: &chronik_cluster::metadata::TopicInfo, index: i
     if idempotent {
         let h = spans[0].header;
         let last_seq = h.base_sequence.wrapping_add(h.last_offset_delta) & i32::MAX;
-        let shared = group.submit_idempotent(records, h.producer_id, h.producer_epoch, h.base_sequence, last_seq).await.map_err(|e| match e {
-            IdempotenceError::OutOfOrder { expected, got } => ApiError::new(
-                ResponseError::OutOfOrderSequenceNumber,
-                format!("sequence {got} where {expected} was expected"),
-            ),
-            IdempotenceError::StaleEpoch { current, got } => {
-                ApiError::new(ResponseError::InvalidProducerEpoch, format!("producer epoch {got} is older than {current}"))
-            }
-            IdempotenceError::Node(m) => ApiError::new(ResponseError::NotLeaderOrFollower, m),
-        })?;
-        let pending: Committed = Box::pin(async move { shared.await.map_err(|m| ApiError::new(ResponseError::KafkaStorageError, m)) });
+        let shared = group
+            .submit_idempotent(records, h.producer_id, h.producer_epoch, h.base_sequence, last_seq)
+            .await
+            .map_err(|e| match e {
+                IdempotenceError::OutOfOrder { expected, got } => ApiError::new(
+                    ResponseError::OutOfOrderSequenceNumber,
+                    format!("sequence {got} where {expected} was expected"),
+                ),
+                IdempotenceError::StaleEpoch { current, got } => ApiError::new(
+                    ResponseError::InvalidProducerEpoch,
+                    format!("producer epoch {got} is older than {current}"),
+                ),
+                IdempotenceError::Node(m) => ApiError::new(ResponseError::NotLeaderOrFollower, m),
+            })?;
+        let pending: Committed =
+            Box::pin(async move { shared.await.map_err(|m| ApiError::new(ResponseError::KafkaStorageError, m)) });
         return Ok((pending, append_time, group));
     }
     let pending = group.submit(records).await?;

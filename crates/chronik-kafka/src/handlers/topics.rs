@@ -34,13 +34,22 @@ pub async fn create_topics(b: &Arc<Broker>, req: &Request) -> anyhow::Result<Out
         let name = t.name.to_string();
         let outcome = async {
             if !t.assignments.is_empty() {
-                return Err(ApiError::new(ResponseError::InvalidReplicaAssignment, "manual replica assignment is not supported"));
+                return Err(ApiError::new(
+                    ResponseError::InvalidReplicaAssignment,
+                    "manual replica assignment is not supported",
+                ));
             }
             if t.num_partitions < -1 || t.num_partitions == 0 {
-                return Err(ApiError::new(ResponseError::InvalidPartitions, format!("invalid partition count {}", t.num_partitions)));
+                return Err(ApiError::new(
+                    ResponseError::InvalidPartitions,
+                    format!("invalid partition count {}", t.num_partitions),
+                ));
             }
             if t.replication_factor < -1 || t.replication_factor == 0 {
-                return Err(ApiError::new(ResponseError::InvalidReplicationFactor, format!("invalid replication factor {}", t.replication_factor)));
+                return Err(ApiError::new(
+                    ResponseError::InvalidReplicationFactor,
+                    format!("invalid replication factor {}", t.replication_factor),
+                ));
             }
             let mut configs = BTreeMap::new();
             for c in &t.configs {
@@ -82,7 +91,11 @@ pub async fn create_topics(b: &Arc<Broker>, req: &Request) -> anyhow::Result<Out
                                     CreatableTopicConfigs::default()
                                         .with_name(StrBytes::from_static_str(k))
                                         .with_value(Some(StrBytes::from_string(v)))
-                                        .with_config_source(if info.configs.contains_key(k) { SOURCE_TOPIC } else { SOURCE_DEFAULT })
+                                        .with_config_source(if info.configs.contains_key(k) {
+                                            SOURCE_TOPIC
+                                        } else {
+                                            SOURCE_DEFAULT
+                                        })
                                 })
                                 .collect(),
                         ));
@@ -116,11 +129,13 @@ pub async fn delete_topics(b: &Arc<Broker>, req: &Request) -> anyhow::Result<Out
     for (name, id) in asked {
         let result = match &name {
             None => Err(ApiError::new(ResponseError::UnknownTopicId, "unknown topic id")),
-            Some(n) => async {
-                b.refuse_internal(n, "deleting")?;
-                b.node.propose_meta(MetaCommand::DeleteTopic { name: n.clone() }).await.map_err(ApiError::from)
+            Some(n) => {
+                async {
+                    b.refuse_internal(n, "deleting")?;
+                    b.node.propose_meta(MetaCommand::DeleteTopic { name: n.clone() }).await.map_err(ApiError::from)
+                }
+                .await
             }
-            .await,
         };
         let mut res = DeletableTopicResult::default()
             .with_name(name.clone().map(|n| TopicName(StrBytes::from_string(n))))
@@ -143,10 +158,14 @@ pub async fn create_partitions(b: &Arc<Broker>, req: &Request) -> anyhow::Result
         let name = t.name.to_string();
         let result = async {
             if t.assignments.as_ref().is_some_and(|a| !a.is_empty()) {
-                return Err(ApiError::new(ResponseError::InvalidReplicaAssignment, "manual replica assignment is not supported"));
+                return Err(ApiError::new(
+                    ResponseError::InvalidReplicaAssignment,
+                    "manual replica assignment is not supported",
+                ));
             }
             b.refuse_internal(&name, "adding partitions to")?;
-            let info = b.topic(&name).ok_or_else(|| ApiError::new(ResponseError::UnknownTopicOrPartition, "unknown topic"))?;
+            let info =
+                b.topic(&name).ok_or_else(|| ApiError::new(ResponseError::UnknownTopicOrPartition, "unknown topic"))?;
             if t.count <= info.partitions.len() as i32 {
                 return Err(ApiError::new(
                     ResponseError::InvalidPartitions,
