@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Runs every test: installs what the tests need (idempotently), builds the workspace, runs the
-# unit, property, crash and storage-suite tests, the black-box tests against the real binary
-# with real Kafka clients, and a short fuzzing run of request decoding and dispatch.
+# Runs every test: installs what the tests need (idempotently), checks formatting and lints
+# (rustfmt, clippy and rustdoc, warnings as errors), builds the workspace, runs the unit,
+# property, crash and storage-suite tests, the black-box tests against the real binary with
+# real Kafka clients, and a short fuzzing run of request decoding and dispatch.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -32,6 +33,13 @@ step "Node.js clients"
 if [ ! -d tests/clients/node_modules/kafkajs ]; then
     (cd tests/clients && npm install --no-audit --no-fund --loglevel=error)
 fi
+
+step "formatting and lints"
+# rustfmt.toml and [workspace.lints] in Cargo.toml are the rules; any difference or warning fails.
+cargo fmt --all -- --check
+cargo fmt --manifest-path fuzz/Cargo.toml -- --check
+cargo clippy --workspace --all-targets -- -D warnings
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --document-private-items --quiet
 
 step "build"
 cargo build --workspace --all-targets

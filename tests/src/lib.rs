@@ -120,7 +120,7 @@ impl Broker {
     /// Graceful stop (SIGTERM); returns the exit status code.
     pub fn stop(&mut self) -> Option<i32> {
         let mut child = self.child.take()?;
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        send_sigterm(child.id());
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = child.try_wait().unwrap() {
@@ -206,4 +206,11 @@ pub fn http(method: &str, url: &str) -> (u16, String) {
     let status = resp.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
     let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
     (status, body)
+}
+
+/// SIGTERM to a child process (std's `Child::kill` sends SIGKILL).
+#[allow(unsafe_code)] // kill(2) has no std wrapper
+fn send_sigterm(pid: u32) {
+    // SAFETY: a plain syscall on a pid this process spawned and has not yet reaped.
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
 }

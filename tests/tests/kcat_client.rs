@@ -117,7 +117,7 @@ fn kcat_end_to_end() {
         let offset: i64 = text
             .split("offset")
             .nth(1)
-            .and_then(|s| s.trim().split_whitespace().next())
+            .and_then(|s| s.split_whitespace().next())
             .and_then(|s| s.parse().ok())
             .unwrap_or(-99);
         assert_eq!(offset, c as i64 * 10, "offset for timestamp of codec {}: {text}", CODECS[c]);

@@ -41,7 +41,8 @@ fn validate_config_reports_every_problem_with_lines() {
     .unwrap();
     let (code, _, err) = cli(&["validate-config", bad.to_str().unwrap()]);
     assert_eq!(code, 1);
-    for expected in ["bad.toml:2: bogus: unknown key"] {
+    {
+        let expected = "bad.toml:2: bogus: unknown key";
         assert!(err.contains(expected), "{expected} in:\n{err}");
     }
     // Unknown keys stop before value checks; fix it and every remaining problem is listed.

@@ -52,39 +52,39 @@ impl PartitionLog {
         snapshot_log_start: u64,
     ) -> io::Result<Arc<Self>> {
         let mut index: Option<OffsetIndex> = None;
-        if let Some(info) = wal.group_info(group) {
-            if let (Some(first), Some(last)) = (info.first_index, info.last) {
-                let mut start = first;
-                while start <= last.index {
-                    let views = wal.read_range(group, start, last.index + 1, 64 << 20).map_err(io::Error::other)?;
-                    let Some(v) = views.last() else { break };
-                    start = v.index + 1;
-                    for v in &views {
-                        let Some(records) = codec::stored_records(v) else { continue };
-                        let Ok(spans) = batch::split(&records, false) else { continue };
-                        let (Some(first_batch), Some(last_batch)) = (spans.first(), spans.last()) else { continue };
-                        let e = EntryOffsets {
-                            raft_index: v.index,
-                            base_offset: first_batch.header.base_offset as u64,
-                            last_offset: last_batch.header.last_offset() as u64,
-                            max_timestamp: spans.iter().map(|s| s.header.max_timestamp).max().unwrap_or(i64::MIN),
-                            bytes: records.len() as u64,
-                            epoch: v.term,
-                        };
-                        let idx = index.get_or_insert_with(|| OffsetIndex::starting_at(e.base_offset));
-                        if e.base_offset != idx.next_offset() {
-                            return Err(io::Error::new(
-                                io::ErrorKind::InvalidData,
-                                format!(
-                                    "group {group}: entry {} starts at offset {}, expected {}",
-                                    v.index,
-                                    e.base_offset,
-                                    idx.next_offset()
-                                ),
-                            ));
-                        }
-                        idx.push(e);
+        if let Some(info) = wal.group_info(group)
+            && let (Some(first), Some(last)) = (info.first_index, info.last)
+        {
+            let mut start = first;
+            while start <= last.index {
+                let views = wal.read_range(group, start, last.index + 1, 64 << 20).map_err(io::Error::other)?;
+                let Some(v) = views.last() else { break };
+                start = v.index + 1;
+                for v in &views {
+                    let Some(records) = codec::stored_records(v) else { continue };
+                    let Ok(spans) = batch::split(&records, false) else { continue };
+                    let (Some(first_batch), Some(last_batch)) = (spans.first(), spans.last()) else { continue };
+                    let e = EntryOffsets {
+                        raft_index: v.index,
+                        base_offset: first_batch.header.base_offset as u64,
+                        last_offset: last_batch.header.last_offset() as u64,
+                        max_timestamp: spans.iter().map(|s| s.header.max_timestamp).max().unwrap_or(i64::MIN),
+                        bytes: records.len() as u64,
+                        epoch: v.term,
+                    };
+                    let idx = index.get_or_insert_with(|| OffsetIndex::starting_at(e.base_offset));
+                    if e.base_offset != idx.next_offset() {
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            format!(
+                                "group {group}: entry {} starts at offset {}, expected {}",
+                                v.index,
+                                e.base_offset,
+                                idx.next_offset()
+                            ),
+                        ));
                     }
+                    idx.push(e);
                 }
             }
         }

@@ -6,7 +6,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -248,11 +247,11 @@ fn raft_config(
 fn lock_data_dir(dir: &Path) -> Result<File, NodeError> {
     let path = dir.join("LOCK");
     let f = File::create(&path).map_err(|e| NodeError::Io(format!("{}: {e}", path.display())))?;
-    // SAFETY: flock on a valid, owned descriptor.
-    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        return Err(NodeError::Locked(dir.to_path_buf()));
+    match f.try_lock() {
+        Ok(()) => Ok(f),
+        Err(std::fs::TryLockError::WouldBlock) => Err(NodeError::Locked(dir.to_path_buf())),
+        Err(std::fs::TryLockError::Error(e)) => Err(NodeError::Io(format!("locking {}: {e}", path.display()))),
     }
-    Ok(f)
 }
 
 impl RaftNode {

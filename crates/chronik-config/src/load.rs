@@ -47,8 +47,8 @@ pub fn load(path: Option<&Path>, env: &dyn Fn(&str) -> Option<String>) -> Result
     let mut from_env = Vec::new();
     for key in KEYS {
         let var = key.env_var();
-        match env(&var) {
-            Some(raw) => match parse_env(key.kind, &raw) {
+        if let Some(raw) = env(&var) {
+            match parse_env(key.kind, &raw) {
                 Ok(v) => {
                     set_path(&mut table, key.path, v);
                     from_env.push((key.path, var));
@@ -56,8 +56,7 @@ pub fn load(path: Option<&Path>, env: &dyn Fn(&str) -> Option<String>) -> Result
                 Err(message) => {
                     errors.push(ConfigError { key: Some(key.path.into()), origin: Origin::Env(var), message })
                 }
-            },
-            None => {}
+            }
         }
     }
     if !errors.is_empty() {

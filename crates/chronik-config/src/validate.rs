@@ -42,10 +42,10 @@ pub(crate) fn validate(c: &Config, report: &mut dyn FnMut(&str, String)) {
         ),
         None => {}
     }
-    if let Some(a) = &c.cluster.advertised_node_addr {
-        if let Err(e) = check_host_port(a) {
-            report("cluster.advertised_node_addr", e);
-        }
+    if let Some(a) = &c.cluster.advertised_node_addr
+        && let Err(e) = check_host_port(a)
+    {
+        report("cluster.advertised_node_addr", e);
     }
     if c.data_dir.as_os_str().is_empty() {
         report("data_dir", "must not be empty".into());

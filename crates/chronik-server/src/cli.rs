@@ -22,7 +22,7 @@ pub struct Cli {
 pub enum Command {
     /// Run a single node (the default).
     Standalone,
-    /// Run as a member of a cluster described by the [cluster] section of chronik.toml.
+    /// Run as a member of a cluster described by the `[cluster]` section of chronik.toml.
     Cluster,
     /// Check a config file (and CHRONIK_* variables); print every problem, exit non-zero if any.
     ValidateConfig {
@@ -39,6 +39,8 @@ pub enum Command {
 }
 
 #[derive(Subcommand, Debug)]
+// The variants are the subcommands' names (`debug wal-dump`, ...).
+#[allow(clippy::enum_variant_names)]
 pub enum DebugCommand {
     /// Print every WAL record (segment, offset, type, group, index, term, leader, sizes).
     WalDump {

@@ -134,8 +134,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_scrape_exports_exactly_the_listed_metrics() {
         let dir = tempfile::tempdir().unwrap();
-        let mut config = chronik_config::Config::default();
-        config.data_dir = dir.path().to_path_buf();
+        let mut config = chronik_config::Config { data_dir: dir.path().to_path_buf(), ..Default::default() };
         config.cluster.storage.wal_segment_size = 1 << 20;
         let node = RaftNode::start(crate::node::node_options(&config)).await.unwrap();
         node.propose_meta(chronik_cluster::metadata::MetaCommand::CreateTopic {

@@ -11,9 +11,12 @@ use crate::error::{Result, WalError};
 use crate::options::SyncMode;
 use crate::wal::{Inner, prepare_segment};
 
+/// A background thread's body.
+type Job = Box<dyn FnOnce(Arc<Inner>) + Send>;
+
 pub(crate) fn spawn(inner: &Arc<Inner>) -> Result<Vec<JoinHandle<()>>> {
     let mut threads = Vec::new();
-    let mut jobs: Vec<(&str, Box<dyn FnOnce(Arc<Inner>) + Send>)> = vec![
+    let mut jobs: Vec<(&str, Job)> = vec![
         ("chronik-wal-sync", Box::new(run_syncer)),
         ("chronik-wal-prep", Box::new(run_preparer)),
         ("chronik-wal-gc", Box::new(run_gc)),
@@ -26,7 +29,7 @@ pub(crate) fn spawn(inner: &Arc<Inner>) -> Result<Vec<JoinHandle<()>>> {
         let t = std::thread::Builder::new()
             .name(name.into())
             .spawn(move || job(inner))
-            .map_err(|e| WalError::io(&std::path::PathBuf::from(name), e))?;
+            .map_err(|e| WalError::io(std::path::PathBuf::from(name), e))?;
         threads.push(t);
     }
     Ok(threads)

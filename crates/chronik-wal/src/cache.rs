@@ -123,7 +123,9 @@ mod tests {
     #[test]
     fn plans_what_lies_beyond_the_window() {
         let t = |seq, from, to| Trim { seq, from, to };
-        let cases: Vec<(&str, Vec<SealedSegment>, u64, u64, Vec<Trim>)> = vec![
+        // (name, sealed segments, window, writer position, expected trims)
+        type Case = (&'static str, Vec<SealedSegment>, u64, u64, Vec<Trim>);
+        let cases: Vec<Case> = vec![
             ("nothing sealed", vec![], 500, 100, vec![]),
             ("all within the window", vec![seg(1, 100, 0)], 50, 200, vec![]),
             ("window ends inside the only sealed segment", vec![seg(1, 100, 0)], 50, 120, vec![t(1, 0, 30)]),

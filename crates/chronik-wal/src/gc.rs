@@ -66,10 +66,10 @@ fn copy_forward(inner: &Inner, oldest: &Arc<Segment>) -> Result<bool> {
     for (group, handle) in &groups {
         let group = *group;
         let g = handle.read();
-        if let (Some(seg), Some(pos)) = (g.purge_segment(), g.last_purged()) {
-            if seg <= oldest.seq {
-                carry.push(Carry::Purge { group, pos });
-            }
+        if let (Some(seg), Some(pos)) = (g.purge_segment(), g.last_purged())
+            && seg <= oldest.seq
+        {
+            carry.push(Carry::Purge { group, pos });
         }
         for (key, v) in g.states() {
             if v.segment <= oldest.seq {

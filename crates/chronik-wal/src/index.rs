@@ -180,7 +180,8 @@ mod tests {
             Purge(u64),
         }
         use Op::*;
-        let cases: Vec<(&str, Vec<Op>, Option<u64>, Option<u64>, Option<u64>)> = vec![
+        type Case = (&'static str, Vec<Op>, Option<u64>, Option<u64>, Option<u64>);
+        let cases: Vec<Case> = vec![
             ("empty", vec![], None, None, None),
             ("push from zero", vec![Push(0), Push(1)], Some(0), Some(1), Some(2)),
             ("truncate middle", vec![Push(1), Push(2), Push(3), Truncate(1)], Some(1), Some(1), Some(2)),

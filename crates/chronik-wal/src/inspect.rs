@@ -76,17 +76,17 @@ pub fn scan_segment(path: &Path, mut visit: impl FnMut(u64, &RecordHeader)) -> R
             }
         }
     }
-    if let (Some(s), None) = (seal, &corruption) {
-        if s.end != offset || s.records != records {
-            corruption = Some(Problem {
-                path: path.into(),
-                offset,
-                reason: format!(
-                    "footer says {} records ending at {}, found {records} ending at {offset}",
-                    s.records, s.end
-                ),
-            });
-        }
+    if let (Some(s), None) = (seal, &corruption)
+        && (s.end != offset || s.records != records)
+    {
+        corruption = Some(Problem {
+            path: path.into(),
+            offset,
+            reason: format!(
+                "footer says {} records ending at {}, found {records} ending at {offset}",
+                s.records, s.end
+            ),
+        });
     }
     Ok(SegmentReport {
         seq: seg.seq,

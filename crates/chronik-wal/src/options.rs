@@ -52,10 +52,10 @@ impl WalOptions {
                 self.segment_size
             )));
         }
-        if let SyncMode::Periodic(d) = self.sync_mode {
-            if d.is_zero() {
-                return Err(WalError::InvalidOption("periodic sync interval must be above zero".into()));
-            }
+        if let SyncMode::Periodic(d) = self.sync_mode
+            && d.is_zero()
+        {
+            return Err(WalError::InvalidOption("periodic sync interval must be above zero".into()));
         }
         if self.spare_segments == 0 {
             return Err(WalError::InvalidOption("at least one spare segment is needed".into()));

@@ -193,7 +193,8 @@ mod tests {
     fn decode_rejects() {
         let h = header(5);
         let good = encode(&h, 9, b"hello");
-        let cases: Vec<(&str, Vec<u8>, u64, fn(&RecordError) -> bool)> = vec![
+        type Case = (&'static str, Vec<u8>, u64, fn(&RecordError) -> bool);
+        let cases: Vec<Case> = vec![
             ("other segment", good.clone(), 10, |e| matches!(e, RecordError::BadChecksum { .. })),
             ("short", good[..20].to_vec(), 9, |e| matches!(e, RecordError::Truncated)),
             ("short payload", good[..50].to_vec(), 9, |e| matches!(e, RecordError::Truncated)),

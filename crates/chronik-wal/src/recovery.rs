@@ -250,10 +250,10 @@ impl RecoveringGroup {
     /// The live entries must be contiguous and follow the last purged entry.
     fn finish(self) -> std::result::Result<GroupIndex, String> {
         let first = self.entries.keys().next().copied().unwrap_or(0);
-        if let (Some(p), false) = (self.last_purged, self.entries.is_empty()) {
-            if first != p.index + 1 {
-                return Err(format!("entries {}..{} are missing after the purge point", p.index + 1, first));
-            }
+        if let (Some(p), false) = (self.last_purged, self.entries.is_empty())
+            && first != p.index + 1
+        {
+            return Err(format!("entries {}..{} are missing after the purge point", p.index + 1, first));
         }
         let mut locs = VecDeque::with_capacity(self.entries.len());
         for (expected, (index, loc)) in (first..).zip(self.entries) {
@@ -264,6 +264,10 @@ impl RecoveringGroup {
         }
         Ok(GroupIndex::from_recovered(first, locs, self.last_purged, self.purge_segment, self.states))
     }
+}
+
+fn corrupt(path: &Path, offset: u64, reason: String) -> WalError {
+    WalError::Corrupt { path: path.to_path_buf(), offset, reason }
 }
 
 #[cfg(test)]
@@ -278,7 +282,8 @@ mod tests {
     fn replay_table() {
         use RecordType::*;
         // (records in scan order, expected live range or error)
-        let cases: Vec<(&str, Vec<(RecordType, u64)>, Result<Option<(u64, u64)>, ()>)> = vec![
+        type Case = (&'static str, Vec<(RecordType, u64)>, Result<Option<(u64, u64)>, ()>);
+        let cases: Vec<Case> = vec![
             ("appends", vec![(Entry, 1), (Entry, 2)], Ok(Some((1, 2)))),
             ("gap in appends", vec![(Entry, 1), (Entry, 3)], Err(())),
             ("append below last", vec![(Entry, 1), (Entry, 2), (Entry, 2)], Err(())),
@@ -315,8 +320,4 @@ mod tests {
             }
         }
     }
-}
-
-fn corrupt(path: &Path, offset: u64, reason: String) -> WalError {
-    WalError::Corrupt { path: path.to_path_buf(), offset, reason }
 }

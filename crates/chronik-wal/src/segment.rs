@@ -286,6 +286,7 @@ fn write_all_vectored_at(file: &File, bufs: &[IoSlice<'_>], mut offset: u64) -> 
                 n -= iov[first].iov_len;
                 first += 1;
             } else {
+                // SAFETY: n < iov_len, so the advanced pointer stays inside the same buffer.
                 iov[first].iov_base = unsafe { (iov[first].iov_base as *mut u8).add(n) } as *mut _;
                 iov[first].iov_len -= n;
                 n = 0;

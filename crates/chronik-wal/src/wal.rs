@@ -138,12 +138,12 @@ impl Wal {
 
         // The previous active segment is sealed where its valid prefix ends, so no byte after
         // that point can ever be mistaken for a record.
-        if let Some(last) = segments.last() {
-            if last.seal().is_none() {
-                last.sync_data()?;
-                last.write_footer(Seal { end: last_end, records: last_records })?;
-                last.sync_data()?;
-            }
+        if let Some(last) = segments.last()
+            && last.seal().is_none()
+        {
+            last.sync_data()?;
+            last.write_footer(Seal { end: last_end, records: last_records })?;
+            last.sync_data()?;
         }
         // Files past the valid prefix leave the log before anything new is written.
         let mut retired = Vec::new();

@@ -154,10 +154,11 @@ impl Inner {
         // failed append must leave none of its records behind. Only an append larger than a
         // whole segment is split across segments as it goes.
         let total: u64 = records.iter().map(|r| r.len()).sum();
-        if total > w.active.records_limit() - w.pos && total <= self.max_record_len() {
-            if let Err(e) = self.roll(w) {
-                return fail(e, on_durable);
-            }
+        if total > w.active.records_limit() - w.pos
+            && total <= self.max_record_len()
+            && let Err(e) = self.roll(w)
+        {
+            return fail(e, on_durable);
         }
         let mut i = 0;
         while i < records.len() {
@@ -219,7 +220,7 @@ impl Inner {
         let mut next: HashMap<u64, Option<u64>> = HashMap::new();
         for r in records {
             let g = r.header.group;
-            if !handles.contains_key(&g) {
+            if let std::collections::hash_map::Entry::Vacant(e) = handles.entry(g) {
                 if self.dropped.lock().contains(&g) {
                     return Err(WalError::Group {
                         group: g,
@@ -232,18 +233,18 @@ impl Inner {
                     None => self.groups.write().entry(g).or_default().clone(),
                 };
                 next.insert(g, handle.read().next_index());
-                handles.insert(g, handle);
+                e.insert(handle);
             }
             let expected = next.get_mut(&g).expect("resolved above");
             match r.header.record_type {
                 RecordType::Entry => {
-                    if let Some(e) = *expected {
-                        if e != r.header.index {
-                            return Err(WalError::Group {
-                                group: g,
-                                reason: format!("append of entry {} but the next index is {e}", r.header.index),
-                            });
-                        }
+                    if let Some(e) = *expected
+                        && e != r.header.index
+                    {
+                        return Err(WalError::Group {
+                            group: g,
+                            reason: format!("append of entry {} but the next index is {e}", r.header.index),
+                        });
                     }
                     *expected = Some(r.header.index + 1);
                 }

@@ -1,5 +1,7 @@
 //! The page-cache window: full segments behind it leave the page cache, and what left it still
 //! reads back intact (from the file).
+// Unsafe: mincore(2) and sysconf(3) have no std wrapper; this test needs them to see page residency.
+#![allow(unsafe_code)]
 
 mod common;
 
@@ -13,10 +15,13 @@ use common::*;
 /// Pages of `path` resident in the page cache, and its page count (mincore on a fresh mapping).
 fn resident_pages(path: &Path) -> (usize, usize) {
     let file = File::open(path).unwrap();
+    // SAFETY: a read-only mapping of a file nothing writes while the test looks at it.
     let map = unsafe { memmap2::Mmap::map(&file) }.unwrap();
+    // SAFETY: sysconf only reads a system value.
     let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
     let pages = map.len().div_ceil(page);
     let mut vec = vec![0u8; pages];
+    // SAFETY: `vec` holds one byte per page of the mapping, as mincore requires.
     let r = unsafe { libc::mincore(map.as_ptr() as *mut libc::c_void, map.len(), vec.as_mut_ptr()) };
     assert_eq!(r, 0, "mincore: {}", std::io::Error::last_os_error());
     (vec.iter().filter(|v| **v & 1 == 1).count(), pages)

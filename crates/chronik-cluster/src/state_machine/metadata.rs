@@ -1,5 +1,6 @@
-//! The metadata group's state machine: applies [`MetaCommand`]s to [`MetadataState`] and
-//! publishes each new version to the node (which starts and stops partition groups).
+//! The metadata group's state machine: applies [`MetaCommand`](crate::metadata::MetaCommand)s to
+//! [`MetadataState`] and publishes each new version to the node (which starts and stops partition
+//! groups).
 
 use std::io;
 use std::sync::Arc;

@@ -146,11 +146,12 @@ impl Group {
     }
 
     pub fn join(&mut self, now: Instant, req: JoinRequest, reply: oneshot::Sender<JoinResult>) {
-        if let Some(t) = &self.protocol_type {
-            if !self.members.is_empty() && *t != req.protocol_type {
-                let _ = reply.send(JoinResult::error(GroupError::InconsistentGroupProtocol, req.member_id));
-                return;
-            }
+        if let Some(t) = &self.protocol_type
+            && !self.members.is_empty()
+            && *t != req.protocol_type
+        {
+            let _ = reply.send(JoinResult::error(GroupError::InconsistentGroupProtocol, req.member_id));
+            return;
         }
         if !self.members.is_empty()
             && !self

@@ -56,10 +56,10 @@ impl OffsetStore {
                 ]
                 .into(),
             };
-            if let Err(e) = node.propose_meta(cmd).await {
-                if node.with_metadata(|m| m.topic(TOPIC).is_none()) {
-                    return Err(format!("creating {TOPIC}: {e}"));
-                }
+            if let Err(e) = node.propose_meta(cmd).await
+                && node.with_metadata(|m| m.topic(TOPIC).is_none())
+            {
+                return Err(format!("creating {TOPIC}: {e}"));
             }
         }
         if !node.wait_for_topic(TOPIC, Duration::from_secs(30)).await {

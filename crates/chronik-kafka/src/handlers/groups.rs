@@ -223,12 +223,11 @@ pub async fn offset_commit(b: &Arc<Broker>, req: &Request) -> anyhow::Result<Out
     respond(req, &body)
 }
 
+/// A topic's committed offsets by partition (`None`: nothing committed).
+type TopicOffsets = (TopicName, Vec<(i32, Option<Committed>)>);
+
 /// (topic, partition, committed) for the requested partitions, or all the group has.
-fn fetch_offsets(
-    b: &Broker,
-    group: &str,
-    topics: Option<Vec<(TopicName, Vec<i32>)>>,
-) -> Vec<(TopicName, Vec<(i32, Option<Committed>)>)> {
+fn fetch_offsets(b: &Broker, group: &str, topics: Option<Vec<(TopicName, Vec<i32>)>>) -> Vec<TopicOffsets> {
     match topics {
         Some(ts) => ts
             .into_iter()

@@ -41,7 +41,7 @@ pub async fn handle(b: &Arc<Broker>, req: &Request) -> anyhow::Result<Outcome> {
         let info = if req.version >= 13 { b.topic_by_id(t.topic_id) } else { b.topic(&t.name) };
         let mut parts = Vec::new();
         for p in t.partition_data {
-            let result = if !matches!(acks, -1 | 0 | 1) {
+            let result = if !matches!(acks, -1..=1) {
                 Err(ApiError::new(ResponseError::InvalidRequiredAcks, format!("acks must be -1, 0 or 1 (got {acks})")))
             } else if r.transactional_id.is_some() {
                 Err(ApiError::new(ResponseError::InvalidRequest, "transactions are not supported"))
