@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use chronik_cluster::metadata::MetaCommand;
-use chronik_cluster::raft_node::{NodeOptions, RaftNode, RaftSettings};
+use chronik_cluster::{MetaCommand, Node, NodeOptions, Tasks, TopicDefaults};
+use chronik_config::RaftConfig;
 use chronik_wal::{SyncMode, WalOptions};
 
 use crate::stats::Latencies;
@@ -32,7 +32,8 @@ pub struct PartitionsArgs {
     idle_seconds: u64,
 }
 
-fn node_options(dir: &std::path::Path, segment_mib: u64) -> NodeOptions {
+/// A node for the benchmarks; its retention loop runs every `retention_every`.
+fn node_options(dir: &std::path::Path, segment_mib: u64, retention_every: Duration) -> NodeOptions {
     NodeOptions {
         data_dir: dir.to_path_buf(),
         node_id: 1,
@@ -44,13 +45,9 @@ fn node_options(dir: &std::path::Path, segment_mib: u64) -> NodeOptions {
             spare_segments: 2,
             ..WalOptions::default()
         },
-        raft: RaftSettings {
-            heartbeat_interval_ms: 100,
-            election_timeout_ms: 500,
-            max_payload_entries: 300,
-            snapshot_threshold: 5000,
-            compaction_retain_entries: 1000,
-        },
+        raft: RaftConfig::default(),
+        topic_defaults: TopicDefaults { retention_ms: -1, retention_bytes: -1, max_message_bytes: 1 << 20 },
+        retention_check_interval: retention_every,
     }
 }
 
@@ -72,12 +69,12 @@ pub fn record_batch(body_len: usize) -> Bytes {
     b.into()
 }
 
-async fn create_topic(node: &RaftNode, name: &str, partitions: u32) -> anyhow::Result<()> {
+async fn create_topic(node: &Node, name: &str, partitions: u32) -> anyhow::Result<()> {
     create_topic_with(node, name, partitions, Default::default()).await
 }
 
 async fn create_topic_with(
-    node: &RaftNode,
+    node: &Node,
     name: &str,
     partitions: u32,
     configs: std::collections::BTreeMap<String, String>,
@@ -123,7 +120,8 @@ fn run_in(args: &RaftArgs) -> anyhow::Result<()> {
 
 async fn raft_throughput(args: &RaftArgs) -> anyhow::Result<(f64, Latencies)> {
     let dir = args.wal.dir.join("raft");
-    let node = RaftNode::start(node_options(&dir, args.wal.segment_mib)).await?;
+    // The node applies retention every 250 ms (the topic keeps about 32 MiB a partition).
+    let node = Node::start(node_options(&dir, args.wal.segment_mib, Duration::from_millis(250)), &Tasks::new()).await?;
     // Retention keeps about 32 MiB per partition, so WAL segments are recycled as in a broker
     // that has been running for a while (the WAL figure is measured the same way).
     let retention = if args.wal.no_retention {
@@ -132,18 +130,6 @@ async fn raft_throughput(args: &RaftArgs) -> anyhow::Result<(f64, Latencies)> {
         [("retention.bytes".to_string(), (32u64 << 20).to_string())].into()
     };
     create_topic_with(&node, "bench", args.partitions, retention).await?;
-    let retention_node = node.clone();
-    let retention_task = tokio::spawn(async move {
-        let defaults = chronik_cluster::topic_config::TopicDefaults {
-            retention_ms: -1,
-            retention_bytes: -1,
-            max_message_bytes: 1 << 20,
-        };
-        loop {
-            tokio::time::sleep(Duration::from_millis(250)).await;
-            retention_node.enforce_retention(&defaults, 0).await;
-        }
-    });
     let batch = record_batch(16 * 1024 - 61);
     let measuring = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
@@ -186,7 +172,6 @@ async fn raft_throughput(args: &RaftArgs) -> anyhow::Result<(f64, Latencies)> {
     for w in writers {
         lat.extend(w.await?);
     }
-    retention_task.abort();
     node.shutdown().await?;
     Ok((n as f64 * batch.len() as f64 / 1e6 / secs, lat))
 }
@@ -223,7 +208,7 @@ fn partitions_in(args: &PartitionsArgs) -> anyhow::Result<()> {
     let dir = args.dir.join("node");
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     rt.block_on(async {
-        let node = RaftNode::start(node_options(&dir, 64)).await?;
+        let node = Node::start(node_options(&dir, 64, Duration::from_secs(3600)), &Tasks::new()).await?;
         tokio::time::sleep(Duration::from_millis(500)).await;
         let rss_before = rss_bytes();
         let created = Instant::now();
@@ -248,7 +233,7 @@ fn partitions_in(args: &PartitionsArgs) -> anyhow::Result<()> {
         node.shutdown().await?;
         drop(node);
         let started = Instant::now();
-        let node = RaftNode::start(node_options(&dir, 64)).await?;
+        let node = Node::start(node_options(&dir, 64, Duration::from_secs(3600)), &Tasks::new()).await?;
         for t in 0..topics {
             anyhow::ensure!(
                 node.wait_for_topic(&format!("t{t}"), Duration::from_secs(120)).await,

@@ -101,6 +101,12 @@ impl BatchHeader {
         self.base_offset + self.last_offset_delta as i64
     }
 
+    /// Sequence number of the batch's last record (an idempotent producer's; sequences wrap at
+    /// i32::MAX, as in Kafka).
+    pub fn last_sequence(&self) -> i32 {
+        self.base_sequence.wrapping_add(self.last_offset_delta) & i32::MAX
+    }
+
     pub fn compression(&self) -> u8 {
         (self.attributes & 0x07) as u8
     }
@@ -126,7 +132,7 @@ pub struct BatchSpan {
 }
 
 /// Splits concatenated batches, checking each one's framing (and CRC when `check_crc`).
-pub fn split(records: &[u8], check_crc: bool) -> Result<Vec<BatchSpan>, BatchError> {
+pub fn split_batches(records: &[u8], check_crc: bool) -> Result<Vec<BatchSpan>, BatchError> {
     let mut out = Vec::new();
     let mut pos = 0;
     while pos < records.len() {
@@ -223,7 +229,7 @@ pub(crate) mod tests {
             ("tiny length", bad_len, Err(BatchError::BadLength(5))),
         ];
         for (name, bytes, expected) in cases {
-            let got = split(&bytes, true).map(|v| v.len());
+            let got = split_batches(&bytes, true).map(|v| v.len());
             match (&got, &expected) {
                 (Err(BatchError::CrcMismatch { stored: a, .. }), Err(BatchError::CrcMismatch { stored: b, .. })) => {
                     assert_eq!(a, b, "{name}")
@@ -238,7 +244,7 @@ pub(crate) mod tests {
         let mut b = batch(5, 1000);
         let prefix = stamped_prefix(&b, 4242, 7);
         b[..STAMP_LEN].copy_from_slice(&prefix);
-        let h = split(&b, true).unwrap()[0].header;
+        let h = split_batches(&b, true).unwrap()[0].header;
         assert_eq!((h.base_offset, h.partition_leader_epoch, h.last_offset()), (4242, 7, 4246));
     }
 
@@ -246,7 +252,7 @@ pub(crate) mod tests {
     fn log_append_time_rewrites_and_recomputes_crc() {
         let mut b = batch(2, 1000);
         set_log_append_time(&mut b, 99_999);
-        let h = split(&b, true).unwrap()[0].header;
+        let h = split_batches(&b, true).unwrap()[0].header;
         assert!(h.is_log_append_time());
         assert_eq!(h.max_timestamp, 99_999);
     }

@@ -38,7 +38,7 @@ pub struct TopicInfo {
     pub configs: BTreeMap<String, String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MetadataState {
     pub cluster_id: Option<Uuid>,
     pub nodes: BTreeMap<u64, NodeInfo>,
@@ -143,9 +143,24 @@ pub fn check_topic_name(name: &str) -> Result<(), MetaError> {
     Ok(())
 }
 
+impl Default for MetadataState {
+    fn default() -> Self {
+        MetadataState::new()
+    }
+}
+
 impl MetadataState {
+    /// An empty cluster: no nodes or topics yet; partition groups are numbered after `__meta`.
     pub fn new() -> MetadataState {
-        MetadataState { next_group_id: META_GROUP + 1, ..Default::default() }
+        MetadataState {
+            cluster_id: None,
+            nodes: BTreeMap::new(),
+            removed_nodes: BTreeSet::new(),
+            topics: BTreeMap::new(),
+            next_group_id: META_GROUP + 1,
+            next_producer_id: 0,
+            version: 0,
+        }
     }
 
     pub fn topic(&self, name: &str) -> Option<&TopicInfo> {
@@ -181,9 +196,6 @@ impl MetadataState {
     }
 
     fn try_apply(&mut self, cmd: &MetaCommand) -> Result<(), MetaError> {
-        if self.next_group_id == META_GROUP {
-            self.next_group_id = META_GROUP + 1;
-        }
         match cmd {
             MetaCommand::InitCluster { cluster_id } => match self.cluster_id {
                 Some(existing) if existing != *cluster_id => {
@@ -371,6 +383,7 @@ mod tests {
         assert_eq!(first, vec![1, 2]);
         assert_eq!(second, vec![3, 4]);
         assert!(!first.contains(&META_GROUP));
+        assert_eq!(MetadataState::default(), MetadataState::new(), "one notion of an empty cluster");
     }
 
     #[test]

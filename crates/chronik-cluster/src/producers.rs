@@ -10,6 +10,13 @@ use serde::{Deserialize, Serialize};
 /// Batches remembered per producer for duplicate detection (Kafka's max.in.flight limit).
 pub const RECENT_BATCHES: usize = 5;
 
+/// A batch as remembered for duplicate detection: which sequence numbers it covered.
+pub trait SeqRange {
+    fn first_seq(&self) -> i32;
+    fn last_seq(&self) -> i32;
+}
+
+/// A batch the state machine applied, with the offset it got.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BatchSeq {
     pub first_seq: i32,
@@ -17,12 +24,31 @@ pub struct BatchSeq {
     pub base_offset: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct ProducerState {
+impl SeqRange for BatchSeq {
+    fn first_seq(&self) -> i32 {
+        self.first_seq
+    }
+    fn last_seq(&self) -> i32 {
+        self.last_seq
+    }
+}
+
+/// One producer's sequence state with its last few batches (`B`: what is remembered of each).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Producer<B> {
     pub epoch: i16,
     pub last_seq: i32,
-    pub recent: VecDeque<BatchSeq>,
+    pub recent: VecDeque<B>,
 }
+
+impl<B> Default for Producer<B> {
+    fn default() -> Self {
+        Producer { epoch: 0, last_seq: 0, recent: VecDeque::new() }
+    }
+}
+
+/// What the state machine keeps (and snapshots) per producer.
+pub type ProducerState = Producer<BatchSeq>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Check {
@@ -43,7 +69,7 @@ pub fn next_seq(seq: i32) -> i32 {
 }
 
 /// Whether a batch (`epoch`, `first_seq..=last_seq`) may follow `state`.
-pub fn check(state: Option<&ProducerState>, epoch: i16, first_seq: i32, last_seq: i32) -> Check {
+pub fn check<B: SeqRange>(state: Option<&Producer<B>>, epoch: i16, first_seq: i32, last_seq: i32) -> Check {
     let Some(s) = state else { return Check::Accept };
     if epoch < s.epoch {
         return Check::StaleEpoch { current: s.epoch };
@@ -51,7 +77,7 @@ pub fn check(state: Option<&ProducerState>, epoch: i16, first_seq: i32, last_seq
     if epoch > s.epoch {
         return if first_seq == 0 { Check::Accept } else { Check::OutOfOrder { expected: 0 } };
     }
-    if s.recent.iter().any(|b| b.first_seq == first_seq && b.last_seq == last_seq) {
+    if s.recent.iter().any(|b| b.first_seq() == first_seq && b.last_seq() == last_seq) {
         return Check::Duplicate;
     }
     let expected = next_seq(s.last_seq);
@@ -59,12 +85,12 @@ pub fn check(state: Option<&ProducerState>, epoch: i16, first_seq: i32, last_seq
 }
 
 /// Records an accepted batch.
-pub fn record(state: &mut ProducerState, epoch: i16, batch: BatchSeq) {
+pub fn record<B: SeqRange>(state: &mut Producer<B>, epoch: i16, batch: B) {
     if epoch != state.epoch {
         state.recent.clear();
         state.epoch = epoch;
     }
-    state.last_seq = batch.last_seq;
+    state.last_seq = batch.last_seq();
     state.recent.push_back(batch);
     while state.recent.len() > RECENT_BATCHES {
         state.recent.pop_front();
@@ -76,7 +102,7 @@ mod tests {
     use super::*;
 
     fn state(epoch: i16, batches: &[(i32, i32)]) -> ProducerState {
-        let mut s = ProducerState { epoch, ..Default::default() };
+        let mut s = ProducerState { epoch, ..Producer::default() };
         for (i, (f, l)) in batches.iter().enumerate() {
             record(&mut s, epoch, BatchSeq { first_seq: *f, last_seq: *l, base_offset: i as u64 * 10 });
         }

@@ -11,6 +11,16 @@ pub struct TopicDefaults {
     pub max_message_bytes: u64,
 }
 
+impl TopicDefaults {
+    pub fn from_config(c: &chronik_config::Config) -> TopicDefaults {
+        TopicDefaults {
+            retention_ms: c.kafka.log_retention_ms,
+            retention_bytes: c.kafka.log_retention_bytes,
+            max_message_bytes: c.kafka.message_max_bytes,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TimestampType {
     CreateTime,
@@ -35,7 +45,7 @@ pub const SEGMENT_BYTES: &str = "segment.bytes";
 pub const CLEANUP_POLICY: &str = "cleanup.policy";
 
 /// Every topic config Chronik accepts, with what it means here.
-pub const SUPPORTED: &[(&str, &str)] = &[
+pub const TOPIC_CONFIGS: &[(&str, &str)] = &[
     (RETENTION_MS, "Delete record batches whose newest timestamp is older than this (ms); -1 keeps them."),
     (RETENTION_BYTES, "Delete the oldest record batches while the partition stays above this size; -1: no limit."),
     (MAX_MESSAGE_BYTES, "Largest record batch a producer may send (bytes)."),
@@ -45,7 +55,7 @@ pub const SUPPORTED: &[(&str, &str)] = &[
 ];
 
 /// Checks one config value; the error names what is wrong.
-pub fn validate(key: &str, value: &str) -> Result<(), String> {
+pub fn validate_topic_config(key: &str, value: &str) -> Result<(), String> {
     let int = |min: i64| -> Result<(), String> {
         match value.trim().parse::<i64>() {
             Ok(v) if v >= min => Ok(()),
@@ -128,9 +138,9 @@ mod tests {
             ("unclean.leader.election.enable", "true", false),
         ];
         for (k, v, ok) in cases {
-            assert_eq!(validate(k, v).is_ok(), ok, "{k}={v}: {:?}", validate(k, v));
+            assert_eq!(validate_topic_config(k, v).is_ok(), ok, "{k}={v}: {:?}", validate_topic_config(k, v));
         }
-        assert!(validate(CLEANUP_POLICY, "compact").unwrap_err().contains("not supported"));
+        assert!(validate_topic_config(CLEANUP_POLICY, "compact").unwrap_err().contains("not supported"));
     }
 
     #[test]

@@ -9,8 +9,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use chronik_cluster::batch;
-use chronik_cluster::metadata::MetaCommand;
+use chronik_cluster::MetaCommand;
 use common::*;
 
 const PARTITIONS: i32 = 8;
@@ -103,31 +102,30 @@ async fn kill_9_keeps_every_acknowledged_write() {
         assert!(node.wait_for_topic("t", Duration::from_secs(20)).await);
         for p in 0..PARTITIONS {
             let g = node.partition("t", p).unwrap();
-            let max_acked = acked
-                .range((p, 0)..(p + 1, 0))
-                .next_back()
-                .map(|((_, base), b)| base + batch::BatchHeader::parse(b).unwrap().last_offset_delta as u64 + 1);
+            let max_acked = acked.range((p, 0)..(p + 1, 0)).next_back().map(|((_, base), b)| {
+                base + chronik_cluster::BatchHeader::parse(b).unwrap().last_offset_delta as u64 + 1
+            });
             let deadline = Instant::now() + Duration::from_secs(20);
-            while g.log.high_watermark() < max_acked.unwrap_or(0) {
+            while g.log().high_watermark() < max_acked.unwrap_or(0) {
                 assert!(
                     Instant::now() < deadline,
                     "run {run} partition {p}: high watermark {} below acknowledged {max_acked:?}",
-                    g.log.high_watermark()
+                    g.log().high_watermark()
                 );
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
             // Everything up to the high watermark: contiguous, valid batches.
-            let read = g.log.read(0, usize::MAX).unwrap();
+            let read = g.log().read(0, usize::MAX).unwrap();
             let mut next = 0u64;
             let mut stored = BTreeMap::new();
             for chunk in &read.chunks {
-                for span in batch::split(chunk, true).expect("stored batches are valid") {
+                for span in chronik_cluster::split_batches(chunk, true).expect("stored batches are valid") {
                     assert_eq!(span.header.base_offset as u64, next, "run {run} partition {p}: offsets contiguous");
                     stored.insert(next, chunk.slice(span.range.clone()));
                     next = span.header.last_offset() as u64 + 1;
                 }
             }
-            assert_eq!(next, g.log.high_watermark(), "nothing above the high watermark is served");
+            assert_eq!(next, g.log().high_watermark(), "nothing above the high watermark is served");
             for ((_, base), sent) in acked.range((p, 0)..(p + 1, 0)) {
                 let got = stored
                     .get(base)

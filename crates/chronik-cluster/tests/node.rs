@@ -5,13 +5,11 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use chronik_cluster::metadata::MetaCommand;
-use chronik_cluster::partition_log::ReadError;
-use chronik_cluster::raft_node::{NodeError, RaftNode};
+use chronik_cluster::{ClusterError, MetaCommand, Node, ReadError, Tasks};
 use common::*;
 use uuid::Uuid;
 
-async fn create_topic(node: &RaftNode, name: &str, partitions: u32, configs: BTreeMap<String, String>) {
+async fn create_topic(node: &Node, name: &str, partitions: u32, configs: BTreeMap<String, String>) {
     node.propose_meta(MetaCommand::CreateTopic {
         name: name.into(),
         topic_id: Uuid::new_v4(),
@@ -53,20 +51,20 @@ async fn produce_read_restart() {
         let g = node.partition("orders", p).unwrap();
         // Re-applied after restart: the high watermark covers everything acknowledged.
         for _ in 0..200 {
-            if g.log.high_watermark() == 30 {
+            if g.log().high_watermark() == 30 {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        assert_eq!(g.log.high_watermark(), 30, "partition {p}");
-        let read = g.log.read(0, usize::MAX).unwrap();
+        assert_eq!(g.log().high_watermark(), 30, "partition {p}");
+        let read = g.log().read(0, usize::MAX).unwrap();
         let expected: Vec<&(i32, u64, bytes::Bytes)> = sent.iter().filter(|(q, ..)| *q == p).collect();
         assert_eq!(read.chunks.len(), expected.len());
         for (chunk, (_, base, b)) in read.chunks.iter().zip(expected) {
             assert!(same_batch(chunk, b, *base), "partition {p} offset {base}: stored bytes are the sent bytes");
         }
-        assert!(matches!(g.log.read(31, 100), Err(ReadError::OutOfRange { .. })));
-        assert!(g.log.read(30, 100).unwrap().chunks.is_empty(), "at the high watermark: nothing yet");
+        assert!(matches!(g.log().read(31, 100), Err(ReadError::OutOfRange { .. })));
+        assert!(g.log().read(30, 100).unwrap().chunks.is_empty(), "at the high watermark: nothing yet");
     }
     node.shutdown().await.unwrap();
 }
@@ -76,11 +74,11 @@ async fn other_node_identity_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let node = start(dir.path()).await;
     // The same directory while in use: locked.
-    let err = RaftNode::start(options(dir.path(), 1)).await.err().expect("second process refused");
-    assert!(matches!(err, NodeError::Locked(_)), "{err}");
+    let err = Node::start(options(dir.path(), 1), &Tasks::new()).await.err().expect("second process refused");
+    assert!(matches!(err, ClusterError::Locked(_)), "{err}");
     node.shutdown().await.unwrap();
     drop(node);
-    let err = RaftNode::start(options(dir.path(), 2)).await.err().expect("other node id refused");
+    let err = Node::start(options(dir.path(), 2), &Tasks::new()).await.err().expect("other node id refused");
     assert!(err.to_string().contains("belongs to node 1"), "{err}");
 }
 
@@ -116,9 +114,9 @@ async fn orphaned_wal_group_of_a_deleted_topic_is_dropped_at_start() {
         let node = start(dir.path()).await;
         create_topic(&node, "kept", 1, BTreeMap::new()).await;
         create_topic(&node, "gone", 1, BTreeMap::new()).await;
-        let group = node.partition("gone", 0).unwrap().group;
+        let group = node.partition("gone", 0).unwrap().group();
         node.partition("gone", 0).unwrap().append(batch(1, 1, b"left behind")).await.unwrap();
-        node.stop_reconciler();
+        node.stop_reconciler().await;
         node.propose_meta(MetaCommand::DeleteTopic { name: "gone".into() }).await.unwrap();
         node.shutdown().await.unwrap();
         group
@@ -132,14 +130,14 @@ async fn orphaned_wal_group_of_a_deleted_topic_is_dropped_at_start() {
     assert!(wal_groups(dir.path()).contains(&orphan), "the deleted partition's data is still in the WAL");
     let node = start(dir.path()).await;
     assert!(!node.wal().groups().contains(&orphan), "the orphan is dropped: {:?}", node.wal().groups());
-    let kept = node.partition("kept", 0).unwrap().group;
+    let kept = node.partition("kept", 0).unwrap().group();
     assert!(node.wal().groups().contains(&kept), "live partitions keep their data");
     node.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_by_size_and_time_frees_disk_and_moves_log_start() {
-    use chronik_cluster::topic_config::TopicDefaults;
+    use chronik_cluster::TopicDefaults;
     let dir = tempfile::tempdir().unwrap();
     let node = start(dir.path()).await;
     let defaults = TopicDefaults { retention_ms: -1, retention_bytes: -1, max_message_bytes: 1 << 20 };
@@ -159,13 +157,13 @@ async fn retention_by_size_and_time_frees_disk_and_moves_log_start() {
     let moved = node.enforce_retention(&defaults, now).await;
     assert_eq!(moved.len(), 2, "{moved:?}");
     // Size: what remains is at least retention.bytes, and less than one batch more.
-    let kept = size.log.high_watermark() - size.log.log_start_offset();
+    let kept = size.log().high_watermark() - size.log().log_start_offset();
     assert!((5..=6).contains(&kept), "kept {kept} batches of ~20 KB for retention.bytes=100000");
-    assert_eq!(time.log.log_start_offset(), 100, "the 100 old batches expired");
+    assert_eq!(time.log().log_start_offset(), 100, "the 100 old batches expired");
     for g in [&size, &time] {
-        let start = g.log.log_start_offset();
-        assert!(matches!(g.log.read(start - 1, 100), Err(ReadError::OutOfRange { .. })), "below the log start");
-        assert!(!g.log.read(start, 100).unwrap().chunks.is_empty());
+        let start = g.log().log_start_offset();
+        assert!(matches!(g.log().read(start - 1, 100), Err(ReadError::OutOfRange { .. })), "below the log start");
+        assert!(!g.log().read(start, 100).unwrap().chunks.is_empty());
     }
     // The purged entries' segments are retired (disk freed).
     let mut freed = false;
@@ -185,11 +183,11 @@ async fn retention_by_size_and_time_frees_disk_and_moves_log_start() {
     assert!(node.wait_for_topic("by-time", Duration::from_secs(10)).await);
     let time = node.partition("by-time", 0).unwrap();
     for _ in 0..200 {
-        if time.log.high_watermark() == 150 {
+        if time.log().high_watermark() == 150 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert_eq!((time.log.log_start_offset(), time.log.high_watermark()), (100, 150));
+    assert_eq!((time.log().log_start_offset(), time.log().high_watermark()), (100, 150));
     node.shutdown().await.unwrap();
 }

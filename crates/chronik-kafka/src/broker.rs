@@ -1,15 +1,17 @@
-//! What every handler works against: the node, the broker settings, topic helpers, and the
-//! mapping from node errors to Kafka error codes.
+//! What every handler works against: the node, the broker settings and topic helpers.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use chronik_cluster::metadata::{MetaCommand, MetaError, TopicInfo, check_topic_name};
-use chronik_cluster::raft_node::{NodeError, PartitionGroup, RaftNode};
-use chronik_cluster::topic_config::{TopicDefaults, TopicSettings};
+use chronik_cluster::{
+    ClusterError, MAX_PARTITIONS_PER_TOPIC, MetaCommand, MetaError, Node, NodeOptions, PartitionReplica, Tasks,
+    TopicDefaults, TopicInfo, TopicSettings, check_topic_name, validate_topic_config,
+};
+use chronik_config::Config;
 use kafka_protocol::ResponseError;
 
-use crate::groups::GroupCoordinator;
+use crate::error::ApiError;
+use crate::groups::{GroupCoordinator, OffsetStoreError};
 
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
@@ -22,52 +24,31 @@ pub struct BrokerConfig {
     pub topic_defaults: TopicDefaults,
 }
 
+impl BrokerConfig {
+    pub fn from_config(c: &Config) -> BrokerConfig {
+        BrokerConfig {
+            auto_create_topics: c.kafka.auto_create_topics,
+            num_partitions: c.kafka.num_partitions,
+            default_replication_factor: c.kafka.default_replication_factor,
+            max_partitions: c.kafka.max_partitions,
+            max_request_size: c.kafka.max_request_size as usize,
+            topic_defaults: TopicDefaults::from_config(c),
+        }
+    }
+}
+
 pub struct Broker {
-    pub node: Arc<RaftNode>,
+    pub node: Arc<Node>,
     pub config: BrokerConfig,
     pub groups: Arc<GroupCoordinator>,
 }
 
-/// A Kafka error code with the reason shown to the client (where the version carries one).
-#[derive(Debug, Clone)]
-pub struct ApiError {
-    pub code: ResponseError,
-    pub message: String,
-}
-
-impl ApiError {
-    pub fn new(code: ResponseError, message: impl Into<String>) -> Self {
-        ApiError { code, message: message.into() }
-    }
-}
-
-impl From<NodeError> for ApiError {
-    fn from(e: NodeError) -> Self {
-        let code = match &e {
-            NodeError::NotLeader { .. } => ResponseError::NotLeaderOrFollower,
-            NodeError::Rejected(m) => return ApiError::from(m.clone()),
-            NodeError::Timeout(_) => ResponseError::RequestTimedOut,
-            NodeError::Invalid(_) => ResponseError::CorruptMessage,
-            NodeError::Wal(chronik_wal::WalError::DiskFull { .. }) => ResponseError::KafkaStorageError,
-            NodeError::GroupStopped { .. } | NodeError::Wal(_) | NodeError::Io(_) => ResponseError::KafkaStorageError,
-            NodeError::Identity(_) | NodeError::Locked(_) => ResponseError::UnknownServerError,
-        };
-        ApiError::new(code, e.to_string())
-    }
-}
-
-impl From<MetaError> for ApiError {
-    fn from(e: MetaError) -> Self {
-        let code = match &e {
-            MetaError::TopicExists(_) => ResponseError::TopicAlreadyExists,
-            MetaError::UnknownTopic(_) => ResponseError::UnknownTopicOrPartition,
-            MetaError::InvalidTopicName { .. } => ResponseError::InvalidTopicException,
-            MetaError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
-            MetaError::InvalidReplicationFactor { .. } => ResponseError::InvalidReplicationFactor,
-            MetaError::ClusterIdMismatch { .. } | MetaError::NodeRemoved(_) => ResponseError::InvalidRequest,
-        };
-        ApiError::new(code, e.to_string())
-    }
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("starting the node: {0}")]
+    Node(#[from] ClusterError),
+    #[error("starting the group coordinator: {0}")]
+    Groups(#[from] OffsetStoreError),
 }
 
 /// Options of a topic creation (CreateTopics, or auto-creation with the defaults).
@@ -79,6 +60,23 @@ pub struct NewTopic {
 }
 
 impl Broker {
+    /// Starts the node and the group coordinator a config describes, their tasks in `tasks`.
+    /// On failure, whatever had started is stopped again.
+    pub async fn start(config: &Config, tasks: &Tasks) -> Result<Arc<Broker>, StartError> {
+        let node = Node::start(NodeOptions::from_config(config), tasks).await?;
+        let groups = match GroupCoordinator::start(&node, tasks).await {
+            Ok(groups) => groups,
+            Err(e) => {
+                tasks.shutdown().await;
+                if let Err(stop) = node.shutdown().await {
+                    tracing::warn!("stopping the node after a failed start: {stop}");
+                }
+                return Err(e.into());
+            }
+        };
+        Ok(Arc::new(Broker { node, groups, config: BrokerConfig::from_config(config) }))
+    }
+
     /// Refuses a client's change to a topic the broker keeps for itself (`__consumer_offsets`):
     /// its records must stay decodable and its history complete, or committed offsets are lost.
     pub fn refuse_internal(&self, topic: &str, what: &str) -> Result<(), ApiError> {
@@ -108,7 +106,7 @@ impl Broker {
     }
 
     /// The local replica of a partition, if this node leads it.
-    pub fn leader_partition(&self, topic: &str, partition: i32) -> Result<Arc<PartitionGroup>, ApiError> {
+    pub fn leader_partition(&self, topic: &str, partition: i32) -> Result<Arc<PartitionReplica>, ApiError> {
         let Some(group) = self.node.partition(topic, partition) else {
             let exists = self.topic(topic).is_some_and(|t| t.partitions.iter().any(|p| p.partition == partition));
             return Err(if exists {
@@ -117,7 +115,7 @@ impl Broker {
                 ApiError::new(ResponseError::UnknownTopicOrPartition, format!("unknown partition {topic}-{partition}"))
             });
         };
-        if !group.is_leader(self.node.node_id) {
+        if !group.is_leader(self.node.node_id()) {
             return Err(ApiError::new(ResponseError::NotLeaderOrFollower, "not the partition leader"));
         }
         Ok(group)
@@ -129,10 +127,10 @@ impl Broker {
         if self.topic(&t.name).is_some() {
             return Err(MetaError::TopicExists(t.name.clone()).into());
         }
-        if t.partitions == 0 || t.partitions > chronik_cluster::metadata::MAX_PARTITIONS_PER_TOPIC {
+        if t.partitions == 0 || t.partitions > MAX_PARTITIONS_PER_TOPIC {
             return Err(ApiError::new(
                 ResponseError::InvalidPartitions,
-                format!("partition count must be within 1..={}", chronik_cluster::metadata::MAX_PARTITIONS_PER_TOPIC),
+                format!("partition count must be within 1..={}", MAX_PARTITIONS_PER_TOPIC),
             ));
         }
         self.check_partition_budget(t.partitions)?;
@@ -144,8 +142,7 @@ impl Broker {
             ));
         }
         for (k, v) in &t.configs {
-            chronik_cluster::topic_config::validate(k, v)
-                .map_err(|m| ApiError::new(ResponseError::InvalidConfig, m))?;
+            validate_topic_config(k, v).map_err(|m| ApiError::new(ResponseError::InvalidConfig, m))?;
         }
         Ok(())
     }

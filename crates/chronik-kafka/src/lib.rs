@@ -8,9 +8,11 @@
 pub mod alloc;
 pub mod broker;
 pub mod codec;
+mod error;
 pub mod groups;
 pub mod handlers;
 pub mod server;
 pub mod versions;
 
-pub use broker::{Broker, BrokerConfig};
+pub use broker::{Broker, BrokerConfig, StartError};
+pub use error::ApiError;

@@ -6,7 +6,6 @@
 //! every other request first waits for those in flight, so it observes their effects, as on a
 //! Kafka broker that serves a connection one request at a time.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,8 +16,8 @@ use futures::stream::FuturesOrdered;
 use kafka_protocol::messages::ApiKey;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
 use crate::broker::Broker;
 use crate::handlers::{self, Outcome};
@@ -26,18 +25,22 @@ use crate::handlers::{self, Outcome};
 /// Requests in flight on one connection before it stops reading more.
 const MAX_IN_FLIGHT: usize = 64;
 
-pub async fn serve(listener: TcpListener, broker: Arc<Broker>, shutdown: impl Future<Output = ()>) {
-    let (stop_tx, stop_rx) = watch::channel(false);
+/// Serves Kafka clients on `listener` until `shutdown` is cancelled; then stops accepting and
+/// lets each connection finish the requests it has read (for at most 10 s).
+pub async fn serve(
+    listener: TcpListener,
+    broker: Arc<Broker>,
+    shutdown: CancellationToken,
+) -> Result<(), std::convert::Infallible> {
     let mut connections = JoinSet::new();
-    tokio::pin!(shutdown);
     loop {
         tokio::select! {
-            _ = &mut shutdown => break,
+            _ = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
                     let broker = broker.clone();
-                    let stop = stop_rx.clone();
+                    let stop = shutdown.clone();
                     connections.spawn(async move {
                         if let Err(e) = serve_connection(stream, broker, stop).await {
                             tracing::debug!(%peer, "connection closed: {e}");
@@ -53,12 +56,12 @@ pub async fn serve(listener: TcpListener, broker: Arc<Broker>, shutdown: impl Fu
         }
     }
     drop(listener);
-    let _ = stop_tx.send(true);
     let drain = async { while connections.join_next().await.is_some() {} };
     if tokio::time::timeout(Duration::from_secs(10), drain).await.is_err() {
         tracing::warn!("connections still busy after 10 s of shutdown; closing them");
         connections.abort_all();
     }
+    Ok(())
 }
 
 /// Takes one complete frame (without its length prefix) off the front of `buf`, if there is one.
@@ -84,11 +87,7 @@ fn next_frame(buf: &mut BytesMut, max: usize) -> std::io::Result<Option<Bytes>> 
     Ok(Some(buf.split_to(len).freeze()))
 }
 
-async fn serve_connection(
-    stream: TcpStream,
-    broker: Arc<Broker>,
-    mut stop: watch::Receiver<bool>,
-) -> std::io::Result<()> {
+async fn serve_connection(stream: TcpStream, broker: Arc<Broker>, stop: CancellationToken) -> std::io::Result<()> {
     let (mut rd, mut wr) = stream.into_split();
     let mut buf = BytesMut::with_capacity(64 * 1024);
     let mut in_flight: FuturesOrdered<BoxFuture<'static, Option<Bytes>>> = FuturesOrdered::new();
@@ -122,7 +121,7 @@ async fn serve_connection(
                     wr.write_all(&bytes).await?;
                 }
             }
-            _ = stop.changed() => break,
+            _ = stop.cancelled() => break,
             // `read_buf` is cancel-safe: the bytes are either in `buf` or still in the socket.
             n = rd.read_buf(&mut buf), if in_flight.len() < MAX_IN_FLIGHT => {
                 if n? == 0 {

@@ -6,44 +6,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use chronik_cluster::raft_node::{NodeOptions, RaftNode, RaftSettings};
-use chronik_cluster::topic_config::TopicDefaults;
-use chronik_kafka::groups::GroupCoordinator;
+use chronik_cluster::Tasks;
+use chronik_config::Config;
 use chronik_kafka::handlers::{self, Outcome};
-use chronik_kafka::{Broker, BrokerConfig, versions};
+use chronik_kafka::{Broker, versions};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::Encodable;
 
 async fn broker(dir: &std::path::Path) -> Arc<Broker> {
-    let node = RaftNode::start(NodeOptions {
-        data_dir: dir.to_path_buf(),
-        node_id: 1,
-        raft_addr: "127.0.0.1:9093".into(),
-        kafka_addr: "127.0.0.1:9092".into(),
-        wal: chronik_wal::WalOptions { segment_size: 1 << 20, ..Default::default() },
-        raft: RaftSettings {
-            heartbeat_interval_ms: 50,
-            election_timeout_ms: 200,
-            max_payload_entries: 300,
-            snapshot_threshold: 1000,
-            compaction_retain_entries: 100,
-        },
-    })
-    .await
-    .unwrap();
-    let groups = GroupCoordinator::start(&node).await.unwrap();
-    Arc::new(Broker {
-        node,
-        groups,
-        config: BrokerConfig {
-            auto_create_topics: true,
-            num_partitions: 1,
-            default_replication_factor: 1,
-            max_partitions: 1000,
-            max_request_size: 1 << 20,
-            topic_defaults: TopicDefaults { retention_ms: -1, retention_bytes: -1, max_message_bytes: 1 << 20 },
-        },
-    })
+    let mut config = Config { data_dir: dir.to_path_buf(), ..Config::default() };
+    config.cluster.storage.wal_segment_size = 1 << 20;
+    config.kafka.max_partitions = 1000;
+    config.kafka.max_request_size = 1 << 20;
+    Broker::start(&config, &Tasks::new()).await.unwrap()
 }
 
 /// A default request of `key`, as a client would send it.

@@ -2,7 +2,6 @@
 //! Cluster operations (learners, membership changes, leadership transfer, ...) come with the
 //! clustered mode; this build answers them with 501 Not Implemented and says so.
 
-use std::future::Future;
 use std::sync::Arc;
 
 use axum::extract::State;
@@ -10,21 +9,22 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use chronik_cluster::raft_node::RaftNode;
+use chronik_cluster::Node;
 use chronik_config::Config;
 use serde::Serialize;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 use crate::metrics;
 
 #[derive(Clone)]
 pub struct AdminState {
-    node: Arc<RaftNode>,
+    node: Arc<Node>,
     clustered: bool,
 }
 
 impl AdminState {
-    pub fn new(node: Arc<RaftNode>, config: &Config) -> AdminState {
+    pub fn new(node: Arc<Node>, config: &Config) -> AdminState {
         AdminState { node, clustered: config.cluster.enabled }
     }
 }
@@ -39,10 +39,9 @@ pub fn router(state: AdminState) -> Router {
         .with_state(state)
 }
 
-pub async fn serve(listener: TcpListener, state: AdminState, shutdown: impl Future<Output = ()> + Send + 'static) {
-    if let Err(e) = axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await {
-        tracing::error!("admin API stopped: {e}");
-    }
+/// Serves the admin API on `listener` until `shutdown` is cancelled.
+pub async fn serve(listener: TcpListener, state: AdminState, shutdown: CancellationToken) -> std::io::Result<()> {
+    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown.cancelled_owned()).await
 }
 
 #[derive(Serialize)]
@@ -53,7 +52,7 @@ struct Health {
 }
 
 async fn health(State(s): State<AdminState>) -> Json<Health> {
-    Json(Health { status: "ok", node_id: s.node.node_id, cluster_id: s.node.identity.cluster_id.to_string() })
+    Json(Health { status: "ok", node_id: s.node.node_id(), cluster_id: s.node.identity().cluster_id.to_string() })
 }
 
 #[derive(Serialize)]
@@ -73,8 +72,8 @@ struct Members {
 }
 
 async fn members(State(s): State<AdminState>) -> Json<Members> {
-    let leader = s.node.meta_raft_leader();
-    let voters: Vec<u64> = s.node.meta_raft().voter_ids().collect();
+    let leader = s.node.metadata_leader();
+    let voters = s.node.metadata_voters();
     let members = s.node.with_metadata(|m| {
         m.nodes
             .values()
@@ -88,7 +87,7 @@ async fn members(State(s): State<AdminState>) -> Json<Members> {
             .collect()
     });
     Json(Members {
-        cluster_id: s.node.identity.cluster_id.to_string(),
+        cluster_id: s.node.identity().cluster_id.to_string(),
         mode: if s.clustered { "cluster" } else { "standalone" },
         members,
     })
@@ -132,9 +131,9 @@ async fn topics(State(s): State<AdminState>) -> Json<Vec<TopicView>> {
                             leader,
                             leader_epoch: epoch,
                             replicas: p.replicas.clone(),
-                            log_start_offset: local.as_ref().map(|g| g.log.log_start_offset()),
-                            high_watermark: local.as_ref().map(|g| g.log.high_watermark()),
-                            size_bytes: local.as_ref().map(|g| g.log.size_bytes()),
+                            log_start_offset: local.as_ref().map(|g| g.log().log_start_offset()),
+                            high_watermark: local.as_ref().map(|g| g.log().high_watermark()),
+                            size_bytes: local.as_ref().map(|g| g.log().size_bytes()),
                         }
                     })
                     .collect(),

@@ -1,7 +1,7 @@
 //! Prometheus metrics, read from the node at scrape time. [`METRICS`] is the one list of what
 //! is exported; docs/METRICS.md is generated from it and a test checks both against a scrape.
 
-use chronik_cluster::raft_node::RaftNode;
+use chronik_cluster::Node;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -34,9 +34,9 @@ pub const METRICS: &[(&str, &str, &str)] = &[
 
 type Labels = Vec<(String, String)>;
 
-pub fn render(node: &RaftNode) -> Result<String, std::fmt::Error> {
+pub fn render(node: &Node) -> Result<String, std::fmt::Error> {
     let mut registry = Registry::default();
-    let w = node.wal().stats();
+    let w = node.wal_stats();
     let counter = |v: u64| {
         let c: Counter = Counter::default();
         c.inc_by(v);
@@ -68,7 +68,7 @@ pub fn render(node: &RaftNode) -> Result<String, std::fmt::Error> {
         counter(w.cache_bytes_dropped),
     );
 
-    let groups = node.partition_groups();
+    let groups = node.partitions();
     registry.register("chronik_partitions", help("chronik_partitions"), gauge(groups.len() as i64));
     let leader = Family::<Labels, Gauge>::default();
     let epoch = Family::<Labels, Gauge>::default();
@@ -76,13 +76,14 @@ pub fn render(node: &RaftNode) -> Result<String, std::fmt::Error> {
     let start = Family::<Labels, Gauge>::default();
     let size = Family::<Labels, Gauge>::default();
     for g in &groups {
-        let labels = vec![("topic".to_string(), g.topic.clone()), ("partition".to_string(), g.partition.to_string())];
+        let labels =
+            vec![("topic".to_string(), g.topic().to_string()), ("partition".to_string(), g.partition().to_string())];
         let (term, _) = g.leadership();
-        leader.get_or_create(&labels).set(g.is_leader(node.node_id) as i64);
+        leader.get_or_create(&labels).set(g.is_leader(node.node_id()) as i64);
         epoch.get_or_create(&labels).set(term as i64);
-        hw.get_or_create(&labels).set(g.log.high_watermark() as i64);
-        start.get_or_create(&labels).set(g.log.log_start_offset() as i64);
-        size.get_or_create(&labels).set(g.log.size_bytes() as i64);
+        hw.get_or_create(&labels).set(g.log().high_watermark() as i64);
+        start.get_or_create(&labels).set(g.log().log_start_offset() as i64);
+        size.get_or_create(&labels).set(g.log().size_bytes() as i64);
     }
     registry.register("chronik_partition_leader", help("chronik_partition_leader"), leader);
     registry.register("chronik_partition_leader_epoch", help("chronik_partition_leader_epoch"), epoch);
@@ -136,8 +137,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut config = chronik_config::Config { data_dir: dir.path().to_path_buf(), ..Default::default() };
         config.cluster.storage.wal_segment_size = 1 << 20;
-        let node = RaftNode::start(crate::node::node_options(&config)).await.unwrap();
-        node.propose_meta(chronik_cluster::metadata::MetaCommand::CreateTopic {
+        let tasks = chronik_cluster::Tasks::new();
+        let node = Node::start(chronik_cluster::NodeOptions::from_config(&config), &tasks).await.unwrap();
+        node.propose_meta(chronik_cluster::MetaCommand::CreateTopic {
             name: "m".into(),
             topic_id: uuid_nil(),
             partitions: 1,

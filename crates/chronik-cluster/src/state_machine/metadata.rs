@@ -15,7 +15,7 @@ use tokio::sync::watch;
 
 use super::{load_snapshot, save_snapshot};
 use crate::metadata::{META_GROUP, MetadataState};
-use crate::types::{Command, LogId, Response, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
+use crate::raft::{Command, LogId, Response, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
 
 #[derive(Clone)]
 pub struct MetadataStateMachine {

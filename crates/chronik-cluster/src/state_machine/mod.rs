@@ -15,8 +15,8 @@ use bytes::Bytes;
 use chronik_wal::Wal;
 use serde::{Deserialize, Serialize};
 
-use crate::raft_storage::{STATE_SNAPSHOT, wal_io};
-use crate::types::{GroupId, Snapshot, SnapshotMeta};
+use crate::raft::{GroupId, Snapshot, SnapshotMeta};
+use crate::storage::{STATE_SNAPSHOT, wal_io};
 
 #[derive(Serialize, Deserialize)]
 struct StoredSnapshot {

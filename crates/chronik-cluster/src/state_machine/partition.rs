@@ -16,9 +16,9 @@ use super::{load_snapshot, save_snapshot};
 use std::collections::BTreeMap;
 
 use crate::batch;
-use crate::partition_log::PartitionLog;
 use crate::producers::{self, BatchSeq, ProducerState};
-use crate::types::{Command, GroupId, LogId, Response, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
+use crate::raft::{Command, GroupId, LogId, Response, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
+use crate::storage::PartitionLog;
 
 /// What a partition snapshot holds.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,7 +64,7 @@ impl PartitionStateMachine {
 
     fn apply_command(&self, s: &mut State, cmd: Command) -> Response {
         match cmd {
-            Command::Produce { records } => match batch::split(&records, false) {
+            Command::Produce { records } => match batch::split_batches(&records, false) {
                 Ok(spans) => {
                     let base = spans[0].header.base_offset as u64;
                     let last = spans[spans.len() - 1].header.last_offset() as u64;
@@ -83,9 +83,11 @@ impl PartitionStateMachine {
                     s.data.next_offset = last + 1;
                     for span in spans.iter().filter(|sp| sp.header.producer_id >= 0) {
                         let h = &span.header;
-                        let last_seq = h.base_sequence.wrapping_add(h.last_offset_delta) & i32::MAX;
-                        let batch =
-                            BatchSeq { first_seq: h.base_sequence, last_seq, base_offset: h.base_offset as u64 };
+                        let batch = BatchSeq {
+                            first_seq: h.base_sequence,
+                            last_seq: h.last_sequence(),
+                            base_offset: h.base_offset as u64,
+                        };
                         producers::record(s.data.producers.entry(h.producer_id).or_default(), h.producer_epoch, batch);
                     }
                     Response::Produced { base_offset: base, last_offset: last }
@@ -163,7 +165,7 @@ impl RaftStateMachine<TypeConfig> for PartitionStateMachine {
         let data: PartitionSnapshot =
             postcard::from_bytes(&snapshot).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
         save_snapshot(&self.wal, self.group, meta, &snapshot).await?;
-        self.log.index.write().reset_front(data.next_offset);
+        self.log.reset_front(data.next_offset);
         self.log.set_log_start(data.log_start);
         self.log.set_high_watermark(data.next_offset);
         let mut s = self.state.lock();

@@ -4,7 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use chronik_cluster::raft_node::{NodeOptions, RaftNode, RaftSettings};
+use chronik_cluster::{Node, NodeOptions, Tasks, TopicDefaults};
+use chronik_config::RaftConfig;
 use chronik_wal::{SyncMode, WalOptions};
 
 pub fn options(dir: &Path, node_id: u64) -> NodeOptions {
@@ -19,18 +20,21 @@ pub fn options(dir: &Path, node_id: u64) -> NodeOptions {
             gc_interval: Duration::from_millis(100),
             ..WalOptions::default()
         },
-        raft: RaftSettings {
+        raft: RaftConfig {
             heartbeat_interval_ms: 50,
             election_timeout_ms: 200,
             max_payload_entries: 300,
             snapshot_threshold: 1000,
             compaction_retain_entries: 100,
         },
+        topic_defaults: TopicDefaults { retention_ms: -1, retention_bytes: -1, max_message_bytes: 1 << 20 },
+        // The tests apply retention themselves.
+        retention_check_interval: Duration::from_secs(3600),
     }
 }
 
-pub async fn start(dir: &Path) -> Arc<RaftNode> {
-    RaftNode::start(options(dir, 1)).await.expect("node starts")
+pub async fn start(dir: &Path) -> Arc<Node> {
+    Node::start(options(dir, 1), &Tasks::new()).await.expect("node starts")
 }
 
 /// A v2 record batch header claiming `records` records, with `tag` bytes of body so that

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
-/// Kafka error codes the group logic produces.
+/// What the group logic refuses with (the crate's error module maps them to Kafka codes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GroupError {
     UnknownMemberId,
@@ -18,20 +18,6 @@ pub enum GroupError {
     InconsistentGroupProtocol,
     MemberIdRequired,
     NonEmptyGroup,
-}
-
-impl GroupError {
-    pub fn code(self) -> kafka_protocol::ResponseError {
-        use kafka_protocol::ResponseError as E;
-        match self {
-            GroupError::UnknownMemberId => E::UnknownMemberId,
-            GroupError::IllegalGeneration => E::IllegalGeneration,
-            GroupError::RebalanceInProgress => E::RebalanceInProgress,
-            GroupError::InconsistentGroupProtocol => E::InconsistentGroupProtocol,
-            GroupError::MemberIdRequired => E::MemberIdRequired,
-            GroupError::NonEmptyGroup => E::NonEmptyGroup,
-        }
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -10,14 +10,24 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use chronik_cluster::raft_node::RaftNode;
+use chronik_cluster::{Node, Tasks};
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
 
 pub use group::{GroupError, JoinRequest, JoinResult, State, SyncResult};
-pub use store::{Committed, OffsetStore, TOPIC as OFFSETS_TOPIC};
+pub use store::{Committed, OffsetStore, OffsetStoreError, TOPIC as OFFSETS_TOPIC};
 
-use crate::broker::ApiError;
+/// Why DeleteGroups did not delete a group.
+#[derive(Debug, thiserror::Error)]
+pub enum DeleteGroupError {
+    #[error("the group has members")]
+    NotEmpty,
+    #[error("no such group")]
+    NotFound,
+    #[error(transparent)]
+    Store(#[from] OffsetStoreError),
+}
 
 pub struct GroupCoordinator {
     groups: Mutex<HashMap<String, group::Group>>,
@@ -34,10 +44,12 @@ pub struct GroupView {
 }
 
 impl GroupCoordinator {
-    pub async fn start(node: &Arc<RaftNode>) -> Result<Arc<GroupCoordinator>, String> {
+    /// Opens the committed offsets and starts the reaper in `tasks`.
+    pub async fn start(node: &Arc<Node>, tasks: &Tasks) -> Result<Arc<GroupCoordinator>, OffsetStoreError> {
         let offsets = OffsetStore::open(node).await?;
         let c = Arc::new(GroupCoordinator { groups: Mutex::new(HashMap::new()), offsets });
-        tokio::spawn(reaper(Arc::downgrade(&c)));
+        let weak = Arc::downgrade(&c);
+        tasks.spawn("group-reaper", move |cancel| reaper(weak, cancel));
         Ok(c)
     }
 
@@ -84,7 +96,11 @@ impl GroupCoordinator {
         }
     }
 
-    pub async fn commit(&self, group_id: &str, offsets: Vec<((String, i32), Committed)>) -> Result<(), ApiError> {
+    pub async fn commit(
+        &self,
+        group_id: &str,
+        offsets: Vec<((String, i32), Committed)>,
+    ) -> Result<(), OffsetStoreError> {
         let changes = offsets.into_iter().map(|((t, p), c)| ((group_id.to_string(), t, p), Some(c))).collect();
         self.offsets.write(changes).await
     }
@@ -132,29 +148,32 @@ impl GroupCoordinator {
     }
 
     /// Deletes an empty group and its offsets.
-    pub async fn delete(&self, group_id: &str) -> Result<(), ApiError> {
+    pub async fn delete(&self, group_id: &str) -> Result<(), DeleteGroupError> {
         {
             let mut groups = self.groups.lock();
             if groups.get(group_id).is_some_and(|g| !g.is_empty()) {
-                return Err(ApiError::new(GroupError::NonEmptyGroup.code(), "the group has members"));
+                return Err(DeleteGroupError::NotEmpty);
             }
             groups.remove(group_id);
         }
         let changes: Vec<_> =
             self.offsets.of_group(group_id).into_iter().map(|(t, p, _)| ((group_id.to_string(), t, p), None)).collect();
         if changes.is_empty() {
-            return Err(ApiError::new(kafka_protocol::ResponseError::GroupIdNotFound, "no such group"));
+            return Err(DeleteGroupError::NotFound);
         }
-        self.offsets.write(changes).await
+        Ok(self.offsets.write(changes).await?)
     }
 }
 
-/// Expires members whose session lapsed and completes overdue rebalances.
-async fn reaper(c: Weak<GroupCoordinator>) {
+/// Expires members whose session lapsed and completes overdue rebalances, until cancelled.
+async fn reaper(c: Weak<GroupCoordinator>, cancel: CancellationToken) -> Result<(), std::convert::Infallible> {
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     loop {
-        tick.tick().await;
-        let Some(c) = c.upgrade() else { return };
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = cancel.cancelled() => return Ok(()),
+        }
+        let Some(c) = c.upgrade() else { return Ok(()) };
         let now = Instant::now();
         let mut groups = c.groups.lock();
         for g in groups.values_mut() {

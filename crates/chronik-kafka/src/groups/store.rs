@@ -8,8 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use chronik_cluster::metadata::MetaCommand;
-use chronik_cluster::raft_node::{PartitionGroup, RaftNode};
+use chronik_cluster::{BatchError, Cause, ClusterError, MetaCommand, Node, PartitionReplica, ReadError, split_batches};
 use kafka_protocol::indexmap::IndexMap;
 use kafka_protocol::records::{
     Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
@@ -17,10 +16,39 @@ use kafka_protocol::records::{
 use parking_lot::Mutex;
 use serde_like::{decode_key, decode_value, encode_key, encode_value};
 
-use crate::broker::ApiError;
-
 pub const TOPIC: &str = "__consumer_offsets";
 const CHECKPOINT_EVERY: u64 = 2000;
+/// How long a start waits for the offsets partition to lead and to apply its log.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum OffsetStoreError {
+    #[error("creating {TOPIC}: {0}")]
+    Create(#[source] ClusterError),
+    #[error("{TOPIC} has no leader")]
+    NoLeader,
+    #[error("{TOPIC}-0 is not on this node")]
+    NotHosted,
+    #[error("{TOPIC} did not catch up within {OPEN_TIMEOUT:?} (applied up to offset {applied} of {target})")]
+    CatchUp { applied: u64, target: u64 },
+    #[error("replaying {TOPIC} at offset {offset}: {source}")]
+    ReadFailed {
+        offset: u64,
+        #[source]
+        source: ReadError,
+    },
+    #[error("replaying {TOPIC} at offset {offset}: {source}")]
+    BadEntry {
+        offset: u64,
+        #[source]
+        source: BatchError,
+    },
+    #[error("storing offsets: {0}")]
+    Append(#[from] ClusterError),
+    /// kafka-protocol's record encoder failed (its errors are untyped).
+    #[error("encoding offsets: {0}")]
+    Encode(#[source] Cause),
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Committed {
@@ -33,7 +61,7 @@ pub struct Committed {
 pub type Key = (String, String, i32);
 
 pub struct OffsetStore {
-    partition: Arc<PartitionGroup>,
+    partition: Arc<PartitionReplica>,
     offsets: Mutex<BTreeMap<Key, Committed>>,
     /// Serializes writes, so a checkpoint never misses a concurrent commit.
     write: tokio::sync::Mutex<u64>,
@@ -41,7 +69,7 @@ pub struct OffsetStore {
 
 impl OffsetStore {
     /// Opens (creating if needed) the offsets topic and replays it.
-    pub async fn open(node: &Arc<RaftNode>) -> Result<OffsetStore, String> {
+    pub async fn open(node: &Arc<Node>) -> Result<OffsetStore, OffsetStoreError> {
         if node.with_metadata(|m| m.topic(TOPIC).is_none()) {
             let rf = node.with_metadata(|m| m.nodes.len() as u32).clamp(1, 3);
             let cmd = MetaCommand::CreateTopic {
@@ -59,30 +87,29 @@ impl OffsetStore {
             if let Err(e) = node.propose_meta(cmd).await
                 && node.with_metadata(|m| m.topic(TOPIC).is_none())
             {
-                return Err(format!("creating {TOPIC}: {e}"));
+                return Err(OffsetStoreError::Create(e));
             }
         }
-        if !node.wait_for_topic(TOPIC, Duration::from_secs(30)).await {
-            return Err(format!("{TOPIC} has no leader"));
+        if !node.wait_for_topic(TOPIC, OPEN_TIMEOUT).await {
+            return Err(OffsetStoreError::NoLeader);
         }
-        let partition = node.partition(TOPIC, 0).ok_or_else(|| format!("{TOPIC}-0 is not on this node"))?;
-        // Replay needs everything committed before this start to be applied.
-        let target = partition.log.next_offset();
-        for _ in 0..3000 {
-            if partition.log.high_watermark() >= target {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+        let partition = node.partition(TOPIC, 0).ok_or(OffsetStoreError::NotHosted)?;
+        // Replay needs everything committed before this start to be applied; replaying less
+        // would make the next checkpoint forget the commits left out.
+        let target = partition.log().next_offset();
+        let mut hw = partition.log().subscribe_high_watermark();
+        let caught_up = tokio::time::timeout(OPEN_TIMEOUT, hw.wait_for(|hw| *hw >= target)).await;
+        if !matches!(caught_up, Ok(Ok(_))) {
+            return Err(OffsetStoreError::CatchUp { applied: partition.log().high_watermark(), target });
         }
-        // Replaying less would make the next checkpoint forget the commits left out.
-        let hw = partition.log.high_watermark();
-        if hw < target {
-            return Err(format!("{TOPIC} did not catch up within 30 s (applied up to offset {hw} of {target})"));
-        }
+        let hw = partition.log().high_watermark();
         let mut offsets = BTreeMap::new();
-        let mut at = partition.log.log_start_offset();
+        let mut at = partition.log().log_start_offset();
         while at < hw {
-            let read = partition.log.read(at, 8 << 20).map_err(|e| format!("replaying {TOPIC}: {e}"))?;
+            let read = partition
+                .log()
+                .read(at, 8 << 20)
+                .map_err(|source| OffsetStoreError::ReadFailed { offset: at, source })?;
             if read.chunks.is_empty() {
                 break;
             }
@@ -90,8 +117,8 @@ impl OffsetStore {
                 // Stored entries were framed and checksummed at produce, so they split; one
                 // whose records do not decode is skipped (and named) rather than keeping the
                 // broker from starting.
-                let spans = chronik_cluster::batch::split(&chunk, false)
-                    .map_err(|e| format!("replaying {TOPIC} at offset {at}: {e}"))?;
+                let spans =
+                    split_batches(&chunk, false).map_err(|source| OffsetStoreError::BadEntry { offset: at, source })?;
                 let Some(last) = spans.last().map(|s| s.header.last_offset()) else { continue };
                 let mut b = chunk;
                 match RecordBatchDecoder::decode_all(&mut b) {
@@ -131,7 +158,7 @@ impl OffsetStore {
     }
 
     /// Durably records commits (`None` deletes), then makes them visible.
-    pub async fn write(&self, changes: Vec<(Key, Option<Committed>)>) -> Result<(), ApiError> {
+    pub async fn write(&self, changes: Vec<(Key, Option<Committed>)>) -> Result<(), OffsetStoreError> {
         let mut since_checkpoint = self.write.lock().await;
         let batch = encode(changes.iter().map(|(k, v)| (k, v.as_ref())))?;
         self.partition.append(batch).await?;
@@ -166,8 +193,8 @@ fn apply(offsets: &mut BTreeMap<Key, Committed>, r: &Record) {
     };
 }
 
-fn encode<'a>(changes: impl Iterator<Item = (&'a Key, Option<&'a Committed>)>) -> Result<Bytes, ApiError> {
-    let now = crate::handlers::now_ms();
+fn encode<'a>(changes: impl Iterator<Item = (&'a Key, Option<&'a Committed>)>) -> Result<Bytes, OffsetStoreError> {
+    let now = chronik_cluster::now_ms();
     let records: Vec<Record> = changes
         .enumerate()
         .map(|(i, (k, v))| Record {
@@ -188,9 +215,7 @@ fn encode<'a>(changes: impl Iterator<Item = (&'a Key, Option<&'a Committed>)>) -
         .collect();
     let mut buf = BytesMut::new();
     RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression: Compression::None })
-        .map_err(|e| {
-            ApiError::new(kafka_protocol::ResponseError::UnknownServerError, format!("encoding offsets: {e}"))
-        })?;
+        .map_err(|e| OffsetStoreError::Encode(e.into()))?;
     Ok(buf.freeze())
 }
 

@@ -26,7 +26,7 @@ pub fn describe(b: &Arc<Broker>, req: &Request) -> anyhow::Result<Outcome> {
             .collect();
         DescribeClusterResponse::default()
             .with_cluster_id(StrBytes::from_string(m.cluster_id.map(|c| c.to_string()).unwrap_or_default()))
-            .with_controller_id(BrokerId(b.node.meta_raft_leader().map_or(-1, |l| l as i32)))
+            .with_controller_id(BrokerId(b.node.metadata_leader().map_or(-1, |l| l as i32)))
             .with_brokers(brokers)
     });
     respond(req, &body)

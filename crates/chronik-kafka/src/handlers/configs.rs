@@ -3,8 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use chronik_cluster::metadata::MetaCommand;
-use chronik_cluster::topic_config::{self, SUPPORTED};
+use chronik_cluster::{MetaCommand, TOPIC_CONFIGS, validate_topic_config};
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::describe_configs_response::{DescribeConfigsResourceResult, DescribeConfigsResult};
 use kafka_protocol::messages::{
@@ -14,8 +13,9 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 
 use super::{Outcome, respond};
-use crate::broker::{ApiError, Broker};
+use crate::broker::Broker;
 use crate::codec::{self, Request};
+use crate::error::ApiError;
 
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
@@ -45,7 +45,7 @@ pub fn describe(b: &Arc<Broker>, req: &Request) -> anyhow::Result<Outcome> {
                         .with_error_message(Some(s("unknown topic")));
                 }
                 Some(t) => {
-                    let docs: BTreeMap<&str, &str> = SUPPORTED.iter().copied().collect();
+                    let docs: BTreeMap<&str, &str> = TOPIC_CONFIGS.iter().copied().collect();
                     let configs = b
                         .settings(&t)
                         .describe()
@@ -117,10 +117,10 @@ async fn alter_topic(
     }
     b.refuse_internal(name, "altering the configs of")?;
     for (k, v) in &set {
-        topic_config::validate(k, v).map_err(|m| ApiError::new(ResponseError::InvalidConfig, m))?;
+        validate_topic_config(k, v).map_err(|m| ApiError::new(ResponseError::InvalidConfig, m))?;
     }
     for k in &delete {
-        if !SUPPORTED.iter().any(|(s, _)| s == k) {
+        if !TOPIC_CONFIGS.iter().any(|(s, _)| s == k) {
             return Err(ApiError::new(
                 ResponseError::InvalidConfig,
                 format!("unknown or unsupported topic config '{k}'"),

@@ -7,8 +7,9 @@ use kafka_protocol::messages::delete_records_response::{DeleteRecordsPartitionRe
 use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
 
 use super::{Outcome, respond};
-use crate::broker::{ApiError, Broker};
+use crate::broker::Broker;
 use crate::codec::{self, Request};
+use crate::error::ApiError;
 
 pub async fn handle(b: &Arc<Broker>, req: &Request) -> anyhow::Result<Outcome> {
     let r: DeleteRecordsRequest = codec::decode(&req.body, req.version)?;
@@ -19,7 +20,7 @@ pub async fn handle(b: &Arc<Broker>, req: &Request) -> anyhow::Result<Outcome> {
             let result = async {
                 b.refuse_internal(&t.name, "deleting records of")?;
                 let g = b.leader_partition(&t.name, p.partition_index)?;
-                let hw = g.log.high_watermark();
+                let hw = g.log().high_watermark();
                 // -1 means "up to the high watermark".
                 let target = if p.offset == -1 { hw } else { p.offset.max(0) as u64 };
                 if p.offset < -1 || target > hw {

@@ -8,8 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use chronik_cluster::partition_log::ReadError;
-use chronik_cluster::raft_node::PartitionGroup;
+use chronik_cluster::{PartitionReplica, ReadError};
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
@@ -17,6 +16,7 @@ use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
 use super::Outcome;
 use crate::broker::Broker;
 use crate::codec::{self, Request};
+use crate::error::read_code;
 
 struct Wanted {
     topic: usize,
@@ -24,7 +24,7 @@ struct Wanted {
     offset: i64,
     max_bytes: usize,
     current_leader_epoch: i32,
-    group: Result<Arc<PartitionGroup>, ResponseError>,
+    group: Result<Arc<PartitionReplica>, ResponseError>,
 }
 
 pub async fn handle(b: &Arc<Broker>, req: &Request) -> anyhow::Result<Outcome> {
@@ -59,7 +59,7 @@ pub async fn handle(b: &Arc<Broker>, req: &Request) -> anyhow::Result<Outcome> {
         let deadline = tokio::time::Instant::now() + max_wait;
         // Subscribe before the first read so no append between read and wait is missed.
         let mut watches: Vec<_> =
-            wanted.iter().filter_map(|w| w.group.as_ref().ok().map(|g| g.log.subscribe_high_watermark())).collect();
+            wanted.iter().filter_map(|w| w.group.as_ref().ok().map(|g| g.log().subscribe_high_watermark())).collect();
         loop {
             let (parts, bytes, any_error) = read_all(&wanted, max_bytes);
             if bytes >= min_bytes || any_error || watches.is_empty() || tokio::time::Instant::now() >= deadline {
@@ -108,8 +108,8 @@ fn read_all(wanted: &[Wanted], max_bytes: usize) -> (Vec<(usize, PartitionData)>
                 pd = pd.with_error_code(code.code()).with_high_watermark(-1).with_log_start_offset(-1);
             }
             Ok(g) => {
-                let hw = g.log.high_watermark() as i64;
-                let start = g.log.log_start_offset() as i64;
+                let hw = g.log().high_watermark() as i64;
+                let start = g.log().log_start_offset() as i64;
                 pd = pd.with_high_watermark(hw).with_last_stable_offset(hw).with_log_start_offset(start);
                 let (epoch, _) = g.leadership();
                 if w.current_leader_epoch >= 0 && (w.current_leader_epoch as u64) < epoch {
@@ -126,19 +126,17 @@ fn read_all(wanted: &[Wanted], max_bytes: usize) -> (Vec<(usize, PartitionData)>
                     let budget =
                         if total == 0 { w.max_bytes.max(1) } else { w.max_bytes.min(max_bytes.saturating_sub(total)) };
                     if budget > 0 {
-                        match g.log.read(w.offset as u64, budget) {
+                        match g.log().read(w.offset as u64, budget) {
                             Ok(read) => {
                                 total += read.bytes;
                                 pd = pd.with_records(Some(concat(read.chunks)));
                             }
-                            Err(ReadError::OutOfRange { .. }) => {
+                            Err(e) => {
                                 any_error = true;
-                                pd = pd.with_error_code(ResponseError::OffsetOutOfRange.code());
-                            }
-                            Err(ReadError::Storage(e)) => {
-                                any_error = true;
-                                tracing::error!(group = g.group, "fetch read failed: {e}");
-                                pd = pd.with_error_code(ResponseError::KafkaStorageError.code());
+                                if let ReadError::Storage(cause) = &e {
+                                    tracing::error!(group = g.group(), "fetch read failed: {cause}");
+                                }
+                                pd = pd.with_error_code(read_code(&e).code());
                             }
                         }
                     }

@@ -21,6 +21,7 @@ use kafka_protocol::protocol::StrBytes;
 use super::{Outcome, respond};
 use crate::broker::{Broker, host_port};
 use crate::codec::{self, Request};
+use crate::error::ApiError;
 use crate::groups::{Committed, GroupError, JoinRequest};
 
 fn s(v: impl Into<String>) -> StrBytes {
@@ -33,9 +34,9 @@ fn code(e: Option<GroupError>) -> i16 {
 
 pub fn find_coordinator(b: &Arc<Broker>, req: &Request) -> anyhow::Result<Outcome> {
     let r: FindCoordinatorRequest = codec::decode(&req.body, req.version)?;
-    let me = b.node.with_metadata(|m| m.nodes.get(&b.node.node_id).map(|n| host_port(&n.kafka_addr)));
+    let me = b.node.with_metadata(|m| m.nodes.get(&b.node.node_id()).map(|n| host_port(&n.kafka_addr)));
     let (host, port) = me.unwrap_or_default();
-    let node = BrokerId(b.node.node_id as i32);
+    let node = BrokerId(b.node.node_id() as i32);
     // Only consumer groups (key type 0) are coordinated; transactions are not supported.
     let unsupported = r.key_type != 0;
     if req.version >= 4 {
@@ -201,6 +202,7 @@ pub async fn offset_commit(b: &Arc<Broker>, req: &Request) -> anyhow::Result<Out
         topics.push((t.name.clone(), parts));
     }
     let stored = if accepted.is_empty() { Ok(()) } else { b.groups.commit(&r.group_id, accepted).await };
+    let stored = stored.map_err(ApiError::from);
     let body = OffsetCommitResponse::default().with_topics(
         topics
             .into_iter()
@@ -363,7 +365,7 @@ pub async fn delete(b: &Arc<Broker>, req: &Request) -> anyhow::Result<Outcome> {
     let r: DeleteGroupsRequest = codec::decode(&req.body, req.version)?;
     let mut results = Vec::new();
     for g in r.groups_names {
-        let err = b.groups.delete(&g).await.err().map_or(0, |e| e.code.code());
+        let err = b.groups.delete(&g).await.err().map_or(0, |e| ApiError::from(e).code.code());
         results.push(delete_groups_response::DeletableGroupResult::default().with_group_id(g).with_error_code(err));
     }
     respond(req, &DeleteGroupsResponse::default().with_results(results))

@@ -25,8 +25,8 @@ pub fn handle(b: &Arc<Broker>, req: &Request) -> anyhow::Result<Outcome> {
                         out = out.with_error_code(ResponseError::FencedLeaderEpoch.code());
                     } else if p.leader_epoch >= 0 && p.leader_epoch as u64 >= current {
                         // The current epoch ends at the log end.
-                        out = out.with_leader_epoch(current as i32).with_end_offset(g.log.next_offset() as i64);
-                    } else if let Some((epoch, end)) = g.log.epoch_end(p.leader_epoch.max(0) as u64) {
+                        out = out.with_leader_epoch(current as i32).with_end_offset(g.log().next_offset() as i64);
+                    } else if let Some((epoch, end)) = g.log().epoch_end(p.leader_epoch.max(0) as u64) {
                         out = out.with_leader_epoch(epoch as i32).with_end_offset(end as i64);
                     } else {
                         // Older than anything left in the log.

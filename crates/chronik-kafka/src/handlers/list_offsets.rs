@@ -3,9 +3,7 @@
 
 use std::sync::Arc;
 
-use chronik_cluster::batch;
-use chronik_cluster::offsets::EntryOffsets;
-use chronik_cluster::raft_node::PartitionGroup;
+use chronik_cluster::{EntryOffsets, PartitionReplica, split_batches};
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
@@ -49,15 +47,15 @@ pub async fn handle(b: &Arc<Broker>, req: &Request) -> anyhow::Result<Outcome> {
 }
 
 /// (offset, timestamp) for a ListOffsets target; (-1, -1) when no record matches.
-fn lookup(g: &PartitionGroup, target: i64) -> (i64, i64) {
+fn lookup(g: &PartitionReplica, target: i64) -> (i64, i64) {
     match target {
-        LATEST => (g.log.high_watermark() as i64, -1),
-        EARLIEST => (g.log.log_start_offset() as i64, -1),
-        MAX_TIMESTAMP => match g.log.max_timestamp_entry() {
+        LATEST => (g.log().high_watermark() as i64, -1),
+        EARLIEST => (g.log().log_start_offset() as i64, -1),
+        MAX_TIMESTAMP => match g.log().max_timestamp_entry() {
             Some(e) => record_in(g, &e, |ts, best| best.is_none_or(|(_, b)| ts > b)).unwrap_or((-1, -1)),
             None => (-1, -1),
         },
-        ts if ts >= 0 => match g.log.entry_at_or_after_time(ts) {
+        ts if ts >= 0 => match g.log().entry_at_or_after_time(ts) {
             Some(e) => record_in(g, &e, |rec_ts, best| best.is_none() && rec_ts >= ts).unwrap_or((-1, -1)),
             None => (-1, -1),
         },
@@ -70,14 +68,14 @@ fn lookup(g: &PartitionGroup, target: i64) -> (i64, i64) {
 /// LogAppendTime batch every record's timestamp is the batch's (the broker's clock); the
 /// timestamps inside are the producer's and do not count.
 fn record_in(
-    g: &PartitionGroup,
+    g: &PartitionReplica,
     e: &EntryOffsets,
     better: impl Fn(i64, Option<(i64, i64)>) -> bool,
 ) -> Option<(i64, i64)> {
-    let bytes = g.log.entry_records(e.raft_index).ok().flatten()?;
-    let start = g.log.log_start_offset() as i64;
+    let bytes = g.log().entry_records(e.raft_index).ok().flatten()?;
+    let start = g.log().log_start_offset() as i64;
     let mut best = None;
-    for span in batch::split(&bytes, false).ok()? {
+    for span in split_batches(&bytes, false).ok()? {
         let h = span.header;
         if h.is_log_append_time() {
             let first = h.base_offset.max(start);

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use chronik_cluster::metadata::{TopicInfo, check_topic_name};
+use chronik_cluster::{TopicInfo, check_topic_name};
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
@@ -56,7 +56,7 @@ pub async fn handle(b: &Arc<Broker>, req: &Request) -> anyhow::Result<Outcome> {
                     .with_port(port)
             })
             .collect();
-        (m.cluster_id, b.node.meta_raft_leader(), brokers)
+        (m.cluster_id, b.node.metadata_leader(), brokers)
     });
     let body = MetadataResponse::default()
         .with_brokers(brokers)

@@ -82,8 +82,3 @@ pub async fn dispatch(broker: &Arc<Broker>, frame: Bytes) -> Outcome {
     };
     result.unwrap_or_else(|e| Outcome::Close(format!("{:?} v{}: {e:#}", req.api_key, req.version)))
 }
-
-/// Now, in Kafka's millisecond clock.
-pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}

@@ -10,26 +10,26 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use chronik_cluster::batch::{self, BatchError};
-use chronik_cluster::idempotence::IdempotenceError;
-use chronik_cluster::raft_node::PartitionGroup;
-use chronik_cluster::topic_config::TimestampType;
+use chronik_cluster::{
+    BatchError, PartitionReplica, ProducerBatch, TimestampType, TopicInfo, now_ms, set_log_append_time, split_batches,
+};
 use futures::future::BoxFuture;
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::StrBytes;
 
-use super::{Outcome, now_ms};
-use crate::broker::{ApiError, Broker};
+use super::Outcome;
+use crate::broker::Broker;
 use crate::codec::{self, Request};
+use crate::error::{ApiError, cluster_code};
 
 /// Resolves once the partition's entry is committed: (base offset, last offset).
 type Committed = BoxFuture<'static, Result<(u64, u64), ApiError>>;
 
 enum Partition {
     Failed(i32, ApiError),
-    Queued { index: i32, pending: Committed, append_time: i64, group: Arc<PartitionGroup> },
+    Queued { index: i32, pending: Committed, append_time: i64, group: Arc<PartitionReplica> },
 }
 
 pub async fn handle(b: &Arc<Broker>, req: &Request) -> anyhow::Result<Outcome> {
@@ -76,7 +76,7 @@ pub async fn handle(b: &Arc<Broker>, req: &Request) -> anyhow::Result<Outcome> {
                                 .with_index(index)
                                 .with_base_offset(base as i64)
                                 .with_log_append_time_ms(append_time)
-                                .with_log_start_offset(group.log.log_start_offset() as i64),
+                                .with_log_start_offset(group.log().log_start_offset() as i64),
                             Ok(Err(e)) => error_response(index, &e),
                             Err(_) => error_response(
                                 index,
@@ -109,21 +109,16 @@ fn error_response(index: i32, e: &ApiError) -> PartitionProduceResponse {
         .with_error_message(Some(StrBytes::from_string(e.message.clone())))
 }
 
-type Queued = (Committed, i64, Arc<PartitionGroup>);
+type Queued = (Committed, i64, Arc<PartitionReplica>);
 
-async fn queue(
-    b: &Broker,
-    info: &chronik_cluster::metadata::TopicInfo,
-    index: i32,
-    records: Option<Bytes>,
-) -> Result<Queued, ApiError> {
+async fn queue(b: &Broker, info: &TopicInfo, index: i32, records: Option<Bytes>) -> Result<Queued, ApiError> {
     b.refuse_internal(&info.name, "producing to")?;
     let group = b.leader_partition(&info.name, index)?;
     let records = records
         .filter(|r| !r.is_empty())
         .ok_or_else(|| ApiError::new(ResponseError::CorruptMessage, "no record batch"))?;
     let settings = b.settings(info);
-    let spans = batch::split(&records, true).map_err(|e| match e {
+    let spans = split_batches(&records, true).map_err(|e| match e {
         BatchError::UnsupportedMagic(_) => ApiError::new(ResponseError::UnsupportedForMessageFormat, e.to_string()),
         _ => ApiError::new(ResponseError::CorruptMessage, e.to_string()),
     })?;
@@ -145,7 +140,7 @@ async fn queue(
     // The partition's batches become one Raft entry, one WAL record (plus a few bytes of
     // framing); one larger than a segment could never be written, and the WAL refusing it
     // would stop the partition's Raft group.
-    let max_entry = b.node.wal().max_payload_len().saturating_sub(64);
+    let max_entry = b.node.max_entry_bytes();
     if records.len() > max_entry {
         return Err(ApiError::new(
             ResponseError::MessageTooLarge,
@@ -155,47 +150,29 @@ async fn queue(
             ),
         ));
     }
-    let idempotent = spans[0].header.producer_id >= 0;
-    if idempotent && spans.len() != 1 {
+    let producer = ProducerBatch::of(&spans[0].header);
+    if producer.is_some() && spans.len() != 1 {
         return Err(ApiError::new(
             ResponseError::InvalidRecord,
             "an idempotent producer must send one batch per partition",
         ));
     }
-    b.node
-        .wal()
-        .check_space(records.len())
-        .map_err(|e| ApiError::new(ResponseError::KafkaStorageError, e.to_string()))?;
+    b.node.check_space(records.len())?;
     let (records, append_time) = match settings.timestamp_type {
         TimestampType::CreateTime => (records, -1),
         TimestampType::LogAppendTime => {
             let now = now_ms();
             let mut owned = BytesMut::from(&records[..]);
             for s in &spans {
-                batch::set_log_append_time(&mut owned[s.range.clone()], now);
+                set_log_append_time(&mut owned[s.range.clone()], now);
             }
             (owned.freeze(), now)
         }
     };
-    if idempotent {
-        let h = spans[0].header;
-        let last_seq = h.base_sequence.wrapping_add(h.last_offset_delta) & i32::MAX;
-        let shared = group
-            .submit_idempotent(records, h.producer_id, h.producer_epoch, h.base_sequence, last_seq)
-            .await
-            .map_err(|e| match e {
-                IdempotenceError::OutOfOrder { expected, got } => ApiError::new(
-                    ResponseError::OutOfOrderSequenceNumber,
-                    format!("sequence {got} where {expected} was expected"),
-                ),
-                IdempotenceError::StaleEpoch { current, got } => ApiError::new(
-                    ResponseError::InvalidProducerEpoch,
-                    format!("producer epoch {got} is older than {current}"),
-                ),
-                IdempotenceError::Node(m) => ApiError::new(ResponseError::NotLeaderOrFollower, m),
-            })?;
+    if let Some(producer) = producer {
+        let shared = group.submit_idempotent(records, producer).await?;
         let pending: Committed =
-            Box::pin(async move { shared.await.map_err(|m| ApiError::new(ResponseError::KafkaStorageError, m)) });
+            Box::pin(async move { shared.await.map_err(|e| ApiError::new(cluster_code(&e), e.to_string())) });
         return Ok((pending, append_time, group));
     }
     let pending = group.submit(records).await?;

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chronik_cluster::metadata::MetaCommand;
+use chronik_cluster::MetaCommand;
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult};
@@ -16,8 +16,9 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 
 use super::{Outcome, respond};
-use crate::broker::{ApiError, Broker, NewTopic};
+use crate::broker::{Broker, NewTopic};
 use crate::codec::{self, Request};
+use crate::error::ApiError;
 
 fn timeout(ms: i32) -> Duration {
     Duration::from_millis(ms.clamp(0, 300_000) as u64)

@@ -11,11 +11,10 @@ use chronik_wal::Wal;
 use parking_lot::RwLock;
 use tokio::sync::watch;
 
+use super::offsets::{self, EntryOffsets, OffsetIndex};
+use super::{codec, retention};
 use crate::batch;
-use crate::codec;
-use crate::offsets::{EntryOffsets, OffsetIndex};
-use crate::retention;
-use crate::types::GroupId;
+use crate::raft::GroupId;
 
 /// Record batches read for a fetch.
 #[derive(Debug, Default)]
@@ -34,9 +33,10 @@ pub enum ReadError {
 }
 
 pub struct PartitionLog {
-    pub group: GroupId,
+    group: GroupId,
     wal: Arc<Wal>,
-    pub(crate) index: RwLock<OffsetIndex>,
+    /// Appended and truncated by the log store, purged by compaction.
+    pub(super) index: RwLock<OffsetIndex>,
     high_watermark: watch::Sender<u64>,
     /// Log start offset set by DeleteRecords or retention (may be inside an entry).
     log_start: AtomicU64,
@@ -45,7 +45,7 @@ pub struct PartitionLog {
 impl PartitionLog {
     /// Rebuilds the offset index from the group's entries in the WAL. `snapshot_next_offset` is
     /// the next offset recorded by the latest snapshot: the front when the log holds no data.
-    pub fn recover(
+    pub(crate) fn recover(
         wal: Arc<Wal>,
         group: GroupId,
         snapshot_next_offset: u64,
@@ -62,7 +62,7 @@ impl PartitionLog {
                 start = v.index + 1;
                 for v in &views {
                     let Some(records) = codec::stored_records(v) else { continue };
-                    let Ok(spans) = batch::split(&records, false) else { continue };
+                    let Ok(spans) = batch::split_batches(&records, false) else { continue };
                     let (Some(first_batch), Some(last_batch)) = (spans.first(), spans.last()) else { continue };
                     let e = EntryOffsets {
                         raft_index: v.index,
@@ -179,24 +179,31 @@ impl PartitionLog {
     /// Base offset and max timestamp of the first committed entry with a timestamp at or after
     /// `ts` (ListOffsets by time narrows it down to the record).
     pub fn entry_at_or_after_time(&self, ts: i64) -> Option<EntryOffsets> {
-        let hw = self.high_watermark();
-        let start = self.log_start_offset();
-        let index = self.index.read();
-        index.iter().filter(|e| e.last_offset >= start && e.last_offset < hw).find(|e| e.max_timestamp >= ts).copied()
+        self.with_readable(|entries| offsets::first_at_or_after_time(entries, ts).copied())
     }
 
     /// The committed entry with the largest timestamp.
     pub fn max_timestamp_entry(&self) -> Option<EntryOffsets> {
+        self.with_readable(|entries| offsets::max_timestamp_entry(entries).copied())
+    }
+
+    /// Runs `f` over the entries a consumer can read: committed, and not wholly below the log
+    /// start.
+    fn with_readable<T>(&self, f: impl FnOnce(&mut dyn Iterator<Item = &EntryOffsets>) -> T) -> T {
         let hw = self.high_watermark();
         let start = self.log_start_offset();
         let index = self.index.read();
-        index.iter().filter(|e| e.last_offset >= start && e.last_offset < hw).fold(
-            None,
-            |best: Option<EntryOffsets>, e| match best {
-                Some(b) if b.max_timestamp >= e.max_timestamp => Some(b),
-                _ => Some(*e),
-            },
-        )
+        f(&mut index.iter().filter(|e| e.last_offset >= start && e.last_offset < hw))
+    }
+
+    /// The Raft index of the last entry wholly below `offset` (what compaction may purge).
+    pub(crate) fn last_raft_index_below(&self, offset: u64) -> Option<u64> {
+        self.index.read().iter().take_while(|e| e.last_offset < offset).last().map(|e| e.raft_index)
+    }
+
+    /// Moves the front to `offset` when the log holds nothing (after installing a snapshot).
+    pub(crate) fn reset_front(&self, offset: u64) {
+        self.index.write().reset_front(offset);
     }
 
     /// (largest epoch <= `epoch` in the log, offset where the next epoch starts or the log end).
@@ -209,7 +216,7 @@ impl PartitionLog {
         Ok(self.wal.read(self.group, raft_index)?.and_then(|v| codec::stored_records(&v)))
     }
 
-    /// Where retention would move the log start (see [`retention::plan`]), decided under the
+    /// Where retention would move the log start (see `retention::plan`), decided under the
     /// index's read lock without copying it: only the entries it drops are visited, plus the
     /// few below the log start and above the high watermark.
     pub fn retention_plan(&self, now_ms: i64, retention_ms: i64, retention_bytes: i64) -> Option<u64> {
@@ -228,7 +235,7 @@ impl PartitionLog {
 mod tests {
     use super::*;
     use crate::batch::tests::batch;
-    use crate::types::{Command, Entry, log_id};
+    use crate::raft::{Command, Entry, log_id};
     use chronik_wal::{AppendEntry, WalOptions};
     use openraft::EntryPayload;
 

@@ -15,9 +15,9 @@ use chronik_wal::{AppendEntry, LogPos, Wal, WalError};
 use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
 use openraft::{OptionalSend, RaftTypeConfig};
 
-use crate::codec;
-use crate::partition_log::PartitionLog;
-use crate::types::{Entry, GroupId, LogId, TypeConfig, Vote, log_id};
+use super::codec;
+use super::partition_log::PartitionLog;
+use crate::raft::{Entry, GroupId, LogId, TypeConfig, Vote, log_id};
 
 /// Keys of the WAL state records a group keeps.
 pub const STATE_VOTE: u8 = 1;

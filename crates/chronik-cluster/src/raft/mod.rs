@@ -1,9 +1,18 @@
-//! The Raft types shared by every group: commands, responses, and openraft's type config.
+//! openraft as Chronik uses it: the types every group shares (commands, responses, the type
+//! config), the network, and how a group of one goes quiet. Nothing outside this crate sees
+//! an openraft type.
+
+mod network;
 
 use std::fmt;
+use std::time::Duration;
 
 use bytes::Bytes;
+use openraft::async_runtime::WatchReceiver;
+use openraft::{Raft, ServerState};
 use serde::{Deserialize, Serialize};
+
+pub(crate) use network::NetworkFactory;
 
 use crate::metadata::{MetaCommand, MetaResponse};
 
@@ -70,4 +79,18 @@ pub type Snapshot = openraft::type_config::alias::SnapshotOf<TypeConfig, Bytes>;
 
 pub fn log_id(term: u64, leader: NodeId, index: u64) -> LogId {
     openraft::LogId::new(openraft::impls::leader_id_adv::LeaderId { term, node_id: leader }, index)
+}
+
+/// A group whose only voter is this node needs no timers once it leads: no one to heartbeat,
+/// no election to time out. Stopping its ticks is what lets thousands of partitions idle.
+pub(crate) async fn quiet_if_alone<SM: openraft::storage::RaftStateMachine<TypeConfig>>(
+    raft: &Raft<TypeConfig, SM>,
+    me: NodeId,
+) {
+    // The membership is known once the group has a leader (an alone voter elects itself at once).
+    let led = raft.wait(Some(Duration::from_secs(10))).metrics(|m| m.current_leader.is_some(), "a leader").await;
+    let voters: Vec<NodeId> = raft.voter_ids().collect();
+    if led.is_ok() && voters == [me] && raft.metrics().borrow_watched().state == ServerState::Leader {
+        raft.runtime_config().tick(false);
+    }
 }

@@ -12,9 +12,9 @@ use bytes::Bytes;
 use chronik_wal::EntryView;
 use openraft::EntryPayload;
 
+use super::offsets::EntryOffsets;
 use crate::batch::{self, STAMP_LEN};
-use crate::offsets::EntryOffsets;
-use crate::types::{Command, Entry, log_id};
+use crate::raft::{Command, Entry, log_id};
 
 pub const KIND_BLANK: u8 = 0;
 pub const KIND_NORMAL: u8 = 1;
@@ -88,7 +88,7 @@ pub fn encode(entry: &Entry, next_offset: Option<u64>) -> io::Result<Encoded> {
             match cmd {
                 Command::Produce { records } => {
                     e.push_owned(&[TAG_PRODUCE]);
-                    match next_offset.map(|n| (n, batch::split(records, false))) {
+                    match next_offset.map(|n| (n, batch::split_batches(records, false))) {
                         Some((mut next, Ok(spans))) => {
                             let epoch = i32::try_from(e.term).unwrap_or(i32::MAX);
                             let base = next;
@@ -185,7 +185,7 @@ mod tests {
         );
         let v = view(&enc);
         let stored = stored_records(&v).unwrap();
-        let spans = batch::split(&stored, true).expect("stamped batches keep valid CRCs");
+        let spans = batch::split_batches(&stored, true).expect("stamped batches keep valid CRCs");
         assert_eq!(
             spans.iter().map(|s| (s.header.base_offset, s.header.partition_leader_epoch)).collect::<Vec<_>>(),
             vec![(100, 7), (103, 7)]

@@ -10,14 +10,14 @@ use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
 use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse};
 use openraft::{BasicNode, OptionalSend};
 
-use crate::types::{NodeId, Snapshot, TypeConfig, Vote};
+use super::{NodeId, Snapshot, TypeConfig, Vote};
 
 const NOT_SUPPORTED: &str = "Raft transport between nodes is not supported in this build (standalone only)";
 
 #[derive(Clone, Default)]
-pub struct NetworkFactory;
+pub(crate) struct NetworkFactory;
 
-pub struct PeerClient {
+pub(crate) struct PeerClient {
     target: NodeId,
 }
 

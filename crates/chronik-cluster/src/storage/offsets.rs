@@ -45,18 +45,6 @@ impl OffsetIndex {
         self.bytes
     }
 
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
-    pub fn first(&self) -> Option<&EntryOffsets> {
-        self.entries.front()
-    }
-
     pub fn push(&mut self, e: EntryOffsets) {
         debug_assert_eq!(e.base_offset, self.next_offset(), "offsets follow the log");
         debug_assert!(self.entries.back().is_none_or(|b| b.raft_index < e.raft_index));
@@ -98,20 +86,6 @@ impl OffsetIndex {
         self.entries.get(position)
     }
 
-    /// The first entry whose max timestamp is at or after `ts` (timestamps need not be
-    /// monotonic, so this scans; ListOffsets by time is rare).
-    pub fn first_at_or_after_time(&self, ts: i64) -> Option<&EntryOffsets> {
-        self.entries.iter().find(|e| e.max_timestamp >= ts)
-    }
-
-    /// The entry holding the largest timestamp (the earliest such entry).
-    pub fn max_timestamp_entry(&self) -> Option<&EntryOffsets> {
-        self.entries.iter().fold(None, |best: Option<&EntryOffsets>, e| match best {
-            Some(b) if b.max_timestamp >= e.max_timestamp => Some(b),
-            _ => Some(e),
-        })
-    }
-
     /// For OffsetForLeaderEpoch: the largest epoch present that is at most `epoch`, and the
     /// offset where the next larger epoch starts (or the log end).
     pub fn epoch_end(&self, epoch: u64) -> Option<(u64, u64)> {
@@ -124,6 +98,23 @@ impl OffsetIndex {
     pub fn iter(&self) -> impl DoubleEndedIterator<Item = &EntryOffsets> {
         self.entries.iter()
     }
+}
+
+/// The first of `entries` whose max timestamp is at or after `ts` (timestamps need not be
+/// monotonic, so this scans; ListOffsets by time is rare).
+pub fn first_at_or_after_time<'a>(
+    entries: impl IntoIterator<Item = &'a EntryOffsets>,
+    ts: i64,
+) -> Option<&'a EntryOffsets> {
+    entries.into_iter().find(|e| e.max_timestamp >= ts)
+}
+
+/// The one of `entries` holding the largest timestamp (the earliest such entry).
+pub fn max_timestamp_entry<'a>(entries: impl IntoIterator<Item = &'a EntryOffsets>) -> Option<&'a EntryOffsets> {
+    entries.into_iter().fold(None, |best: Option<&EntryOffsets>, e| match best {
+        Some(b) if b.max_timestamp >= e.max_timestamp => Some(b),
+        _ => Some(e),
+    })
 }
 
 #[cfg(test)]
@@ -157,9 +148,9 @@ mod tests {
         for (offset, raft) in [(0, Some(2)), (4, Some(2)), (5, Some(3)), (7, Some(5)), (9, Some(5)), (10, None)] {
             assert_eq!(idx.position_of(offset).map(|p| idx.get(p).unwrap().raft_index), raft, "offset {offset}");
         }
-        assert_eq!(idx.first_at_or_after_time(150).map(|e| e.base_offset), Some(5));
-        assert_eq!(idx.first_at_or_after_time(301), None);
-        assert_eq!(idx.max_timestamp_entry().map(|e| e.base_offset), Some(5));
+        assert_eq!(first_at_or_after_time(idx.iter(), 150).map(|e| e.base_offset), Some(5));
+        assert_eq!(first_at_or_after_time(idx.iter(), 301), None);
+        assert_eq!(max_timestamp_entry(idx.iter()).map(|e| e.base_offset), Some(5));
     }
 
     #[test]
@@ -199,11 +190,11 @@ mod tests {
     fn truncate_and_purge() {
         let mut idx = index();
         idx.truncate_from(4);
-        assert_eq!((idx.next_offset(), idx.len(), idx.bytes()), (6, 2, 200));
+        assert_eq!((idx.next_offset(), idx.iter().count(), idx.bytes()), (6, 2, 200));
         idx.purge_through(2);
-        assert_eq!((idx.front_offset(), idx.next_offset(), idx.len()), (5, 6, 1));
+        assert_eq!((idx.front_offset(), idx.next_offset(), idx.iter().count()), (5, 6, 1));
         idx.purge_through(10);
-        assert_eq!((idx.front_offset(), idx.next_offset(), idx.is_empty()), (6, 6, true));
+        assert_eq!((idx.front_offset(), idx.next_offset(), idx.iter().next().is_none()), (6, 6, true));
         idx.reset_front(50);
         assert_eq!(idx.next_offset(), 50);
     }

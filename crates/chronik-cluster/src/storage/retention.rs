@@ -2,7 +2,7 @@
 //! its topic's `retention.ms` / `retention.bytes`. Pure; the node applies the plan through Raft
 //! (advance the log start offset) and then compacts the log below it (snapshot + purge).
 
-use crate::offsets::EntryOffsets;
+use super::offsets::EntryOffsets;
 
 /// The new log start offset, if retention moves it past `current_log_start`.
 ///

@@ -4,11 +4,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chronik_cluster::metadata::META_GROUP;
-use chronik_cluster::partition_log::PartitionLog;
-use chronik_cluster::raft_storage::LogStore;
-use chronik_cluster::state_machine::{MetadataStateMachine, PartitionStateMachine};
-use chronik_cluster::types::TypeConfig;
+use crate::metadata::META_GROUP;
+use crate::raft::TypeConfig;
+use crate::state_machine::{MetadataStateMachine, PartitionStateMachine};
+use crate::storage::{LogStore, PartitionLog};
 use chronik_wal::{SyncMode, Wal, WalOptions};
 use openraft::StorageError;
 use openraft::testing::log::{StoreBuilder, Suite};

@@ -1,0 +1,100 @@
+//! The error every fallible operation of this crate returns. Each variant keeps its cause (a
+//! typed source, never a flattened string), so the Kafka front end maps it to an error code by
+//! matching, not by guessing (chronik-kafka's `error.rs`).
+
+use std::path::PathBuf;
+
+use openraft::errors::{ClientWriteError, RaftError};
+
+use crate::identity::IdentityError;
+use crate::metadata::MetaError;
+use crate::raft::{GroupId, NodeId, Response, TypeConfig};
+
+/// A cause that comes from a library whose types stay inside this crate (openraft).
+pub type Cause = Box<dyn std::error::Error + Send + Sync>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    #[error("WAL: {0}")]
+    Wal(#[from] chronik_wal::WalError),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("data directory {0} is in use by another chronik-server process")]
+    Locked(PathBuf),
+    /// The data directory holds something this node must not adopt (named in the message).
+    #[error("{0}")]
+    DataDir(String),
+    /// Raft settings openraft refuses.
+    #[error("Raft settings: {0}")]
+    Settings(#[source] Cause),
+    /// This replica cannot take the write; `leader` is who can, when known.
+    #[error("this node is not the leader of Raft group {group} (leader: {leader:?})")]
+    NotLeader { group: GroupId, leader: Option<NodeId> },
+    /// The metadata group refused the change.
+    #[error(transparent)]
+    Rejected(#[from] MetaError),
+    /// The group's state machine refused the entry (a batch that does not follow the log).
+    #[error("Raft group {group} refused the entry: {reason}")]
+    EntryRefused { group: GroupId, reason: String },
+    #[error("Raft group {group} stopped: {source}")]
+    GroupStopped {
+        group: GroupId,
+        #[source]
+        source: Cause,
+    },
+    #[error("timed out waiting for {0}")]
+    Timeout(String),
+    /// A peer could not be reached (the cluster transport; a node of one never sees it).
+    #[error("node {node} is unreachable: {source}")]
+    PeerUnreachable {
+        node: NodeId,
+        #[source]
+        source: Cause,
+    },
+    /// A state the code does not expect (a bug): reported, never guessed into a client error.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ClusterError {
+    pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> ClusterError {
+        ClusterError::Io { context: context.into(), source }
+    }
+
+    pub(crate) fn stopped(group: GroupId, source: impl Into<Cause>) -> ClusterError {
+        ClusterError::GroupStopped { group, source: source.into() }
+    }
+
+    /// A client write openraft did not take.
+    pub(crate) fn from_write(group: GroupId, e: RaftError<TypeConfig, ClientWriteError<TypeConfig>>) -> ClusterError {
+        match e {
+            RaftError::APIError(e) => ClusterError::from_refused_write(group, e),
+            RaftError::Fatal(f) => ClusterError::stopped(group, f),
+        }
+    }
+
+    pub(crate) fn from_refused_write(group: GroupId, e: ClientWriteError<TypeConfig>) -> ClusterError {
+        match e {
+            ClientWriteError::ForwardToLeader(f) | ClientWriteError::LogEntryDiscarded(f) => {
+                ClusterError::NotLeader { group, leader: f.leader_id }
+            }
+            // Membership changes and preconditions: no write of this crate uses either.
+            other => ClusterError::Internal(format!("group {group}: write refused: {other}")),
+        }
+    }
+
+    /// What a write answered when that is not what it asked for: the group refused the entry,
+    /// or the code is wrong.
+    pub(crate) fn unexpected(group: GroupId, response: Response) -> ClusterError {
+        match response {
+            Response::Invalid(reason) => ClusterError::EntryRefused { group, reason },
+            other => ClusterError::Internal(format!("group {group} answered {other:?}")),
+        }
+    }
+}

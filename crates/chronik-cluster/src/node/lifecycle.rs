@@ -1,0 +1,138 @@
+//! The loops that keep a node's replicas in line with the metadata and its topics' settings:
+//! reconcile (start and stop replicas as assignments change), retention (move log starts and
+//! compact), and the one-off cleanup of data that deleted partitions left behind.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Weak;
+use std::time::Duration;
+
+use openraft::BasicNode;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::Node;
+use crate::error::ClusterError;
+use crate::metadata::META_GROUP;
+use crate::partition::ReplicaSpec;
+use crate::raft::GroupId;
+use crate::topic_config::{TopicDefaults, TopicSettings};
+
+impl Node {
+    /// Starts replicas of partitions assigned here and stops those no longer in the metadata
+    /// (dropping their data: group ids are never reused).
+    pub(super) async fn reconcile(&self) {
+        let wanted: Vec<ReplicaSpec> = self.with_metadata(|m| {
+            m.partitions_of(self.node_id)
+                .map(|(t, p)| ReplicaSpec {
+                    topic: t.name.clone(),
+                    topic_id: t.id,
+                    partition: p.partition,
+                    group: p.group,
+                    voters: p
+                        .replicas
+                        .iter()
+                        .map(|id| (*id, BasicNode::new(m.nodes.get(id).map_or("", |n| n.raft_addr.as_str()))))
+                        .collect::<BTreeMap<_, _>>(),
+                })
+                .collect()
+        });
+        let wanted_groups: HashSet<GroupId> = wanted.iter().map(|w| w.group).collect();
+        let running = self.registry.groups();
+        for gone in running.iter().filter(|g| !wanted_groups.contains(g)) {
+            self.registry.stop(*gone, true).await;
+        }
+        for spec in wanted.into_iter().filter(|w| !running.contains(&w.group)) {
+            let (topic, partition, group) = (spec.topic.clone(), spec.partition, spec.group);
+            if let Err(e) = self.registry.start(spec).await {
+                tracing::error!(%topic, partition, group, "cannot start partition: {e}");
+            }
+        }
+    }
+
+    /// At start: drops the WAL data of partitions deleted while no reconciler saw them go (a
+    /// crash or a stop right after DeleteTopics): nothing else would ever drop it, and garbage
+    /// collection cannot retire a segment it holds. Safe with metadata that is still catching
+    /// up: it is a prefix of the metadata log and group ids are never reused, so a group below
+    /// `next_group_id` that no topic holds was deleted for good.
+    pub(super) fn drop_orphaned_groups(&self) {
+        let (allocated_below, held) = self.with_metadata(|m| {
+            let held: HashSet<GroupId> = m.topics.values().flat_map(|t| t.partitions.iter().map(|p| p.group)).collect();
+            (m.next_group_id, held)
+        });
+        let running = self.registry.groups();
+        for group in self.wal.groups() {
+            if group != META_GROUP && group < allocated_below && !held.contains(&group) && !running.contains(&group) {
+                tracing::info!(group, "dropping the WAL data of a deleted partition");
+                if let Err(e) = self.wal.drop_group(group) {
+                    tracing::error!(group, "dropping the WAL group of a deleted partition: {e}");
+                }
+            }
+        }
+    }
+
+    /// Applies each led partition's retention (its topic's `retention.ms` / `retention.bytes`
+    /// over `defaults`) by moving its log start offset through Raft, then compacts every local
+    /// replica's log below its log start. Returns the partitions whose log start moved.
+    pub async fn enforce_retention(&self, defaults: &TopicDefaults, now_ms: i64) -> Vec<(String, i32, u64)> {
+        let mut moved = Vec::new();
+        for r in self.registry.all() {
+            if r.is_leader(self.node_id) {
+                let settings =
+                    self.with_metadata(|m| m.topic(r.topic()).map(|t| TopicSettings::resolve(defaults, &t.configs)));
+                let Some(settings) = settings else { continue };
+                if let Some(new_start) = r.log().retention_plan(now_ms, settings.retention_ms, settings.retention_bytes)
+                {
+                    match r.advance_log_start(new_start).await {
+                        Ok(s) => moved.push((r.topic().to_string(), r.partition(), s)),
+                        Err(e) => tracing::warn!(topic = %r.topic(), partition = r.partition(), "retention: {e}"),
+                    }
+                }
+            }
+            if let Err(e) = r.compact().await {
+                tracing::warn!(topic = %r.topic(), partition = r.partition(), "compaction: {e}");
+            }
+        }
+        moved
+    }
+}
+
+/// Reconciles whenever the metadata changes, until cancelled.
+pub(super) async fn reconcile_loop(
+    node: Weak<Node>,
+    mut version: watch::Receiver<u64>,
+    cancel: CancellationToken,
+) -> Result<(), ClusterError> {
+    loop {
+        tokio::select! {
+            changed = version.changed() => {
+                if changed.is_err() {
+                    return Err(ClusterError::Internal("the metadata state machine went away".into()));
+                }
+            }
+            _ = cancel.cancelled() => return Ok(()),
+        }
+        let Some(node) = node.upgrade() else { return Ok(()) };
+        node.reconcile().await;
+    }
+}
+
+/// Runs retention every `every`, until cancelled.
+pub(super) async fn retention_loop(
+    node: Weak<Node>,
+    defaults: TopicDefaults,
+    every: Duration,
+    cancel: CancellationToken,
+) -> Result<(), ClusterError> {
+    let mut tick = tokio::time::interval(every);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = cancel.cancelled() => return Ok(()),
+        }
+        let Some(node) = node.upgrade() else { return Ok(()) };
+        for (topic, partition, start) in node.enforce_retention(&defaults, crate::now_ms()).await {
+            tracing::info!(%topic, partition, log_start = start, "retention moved the log start");
+        }
+    }
+}

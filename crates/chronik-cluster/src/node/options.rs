@@ -1,0 +1,88 @@
+//! What a node is started with, and the openraft settings derived from it.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chronik_config::{Config, RaftConfig, WalSyncMode};
+use chronik_wal::{SyncMode, WalOptions};
+use openraft::{Config as OpenraftConfig, SnapshotPolicy};
+
+use crate::error::ClusterError;
+use crate::raft::NodeId;
+use crate::topic_config::TopicDefaults;
+
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    pub data_dir: PathBuf,
+    pub node_id: NodeId,
+    /// host:port other nodes reach this node's Raft listener on.
+    pub raft_addr: String,
+    /// host:port Kafka clients are told to use.
+    pub kafka_addr: String,
+    pub wal: WalOptions,
+    /// Raft timing and log compaction (`[cluster.raft]`).
+    pub raft: RaftConfig,
+    /// Broker-wide topic defaults that retention applies under each topic's overrides.
+    pub topic_defaults: TopicDefaults,
+    /// How often retention runs.
+    pub retention_check_interval: Duration,
+}
+
+impl NodeOptions {
+    /// The options a config file (already validated) describes.
+    pub fn from_config(c: &Config) -> NodeOptions {
+        let s = &c.cluster.storage;
+        NodeOptions {
+            data_dir: c.data_dir.clone(),
+            node_id: c.cluster.node_id,
+            raft_addr: c.cluster.advertised_node_addr().to_string(),
+            kafka_addr: c.advertised_kafka_addr().to_string(),
+            wal: WalOptions {
+                segment_size: s.wal_segment_size,
+                sync_mode: match s.wal_sync_mode {
+                    WalSyncMode::Always => SyncMode::Always,
+                    WalSyncMode::Periodic => SyncMode::Periodic(Duration::from_millis(s.wal_sync_interval_ms)),
+                },
+                page_cache_window: (s.wal_page_cache_bytes > 0).then_some(s.wal_page_cache_bytes),
+                ..WalOptions::default()
+            },
+            raft: c.cluster.raft.clone(),
+            topic_defaults: TopicDefaults::from_config(c),
+            retention_check_interval: Duration::from_millis(c.kafka.retention_check_interval_ms),
+        }
+    }
+
+    /// openraft settings of the metadata group: snapshots every `snapshot_threshold` entries,
+    /// keeping `compaction_retain_entries` behind them.
+    pub(super) fn metadata_raft(&self) -> Result<Arc<OpenraftConfig>, ClusterError> {
+        let r = &self.raft;
+        openraft_config(r, SnapshotPolicy::LogsSinceLast(r.snapshot_threshold), r.compaction_retain_entries, "meta")
+    }
+
+    /// openraft settings of partition groups. Their snapshots are tiny, so taking them often
+    /// bounds re-apply at restart; the log is the partition's data, so it is never purged
+    /// behind a snapshot (only by retention).
+    pub(super) fn partition_raft(&self) -> Result<Arc<OpenraftConfig>, ClusterError> {
+        openraft_config(&self.raft, SnapshotPolicy::LogsSinceLast(10_000), u64::MAX, "partition")
+    }
+}
+
+fn openraft_config(
+    r: &RaftConfig,
+    snapshot_policy: SnapshotPolicy,
+    keep: u64,
+    kind: &str,
+) -> Result<Arc<OpenraftConfig>, ClusterError> {
+    let c = OpenraftConfig {
+        cluster_name: format!("chronik-{kind}"),
+        heartbeat_interval: r.heartbeat_interval_ms,
+        election_timeout_min: r.election_timeout_ms,
+        election_timeout_max: r.election_timeout_ms * 2,
+        max_payload_entries: r.max_payload_entries,
+        snapshot_policy,
+        max_in_snapshot_log_to_keep: keep,
+        ..Default::default()
+    };
+    Ok(Arc::new(c.validate().map_err(|e| ClusterError::Settings(e.into()))?))
+}

@@ -1,0 +1,102 @@
+//! The partition replicas this node hosts: one lock over both ways of finding a replica (by
+//! Raft group, by topic and partition), and the one place replicas are started and stopped.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use chronik_wal::Wal;
+use openraft::Config as RaftConfig;
+use parking_lot::RwLock;
+use tokio::sync::watch;
+
+use crate::error::ClusterError;
+use crate::partition::{PartitionReplica, ReplicaSpec};
+use crate::raft::{GroupId, NodeId};
+use crate::tasks::Tasks;
+
+#[derive(Default)]
+struct Replicas {
+    by_group: HashMap<GroupId, Arc<PartitionReplica>>,
+    by_name: HashMap<(String, i32), GroupId>,
+}
+
+pub(crate) struct Registry {
+    wal: Arc<Wal>,
+    node_id: NodeId,
+    config: Arc<RaftConfig>,
+    /// Each replica gets a child of this scope.
+    tasks: Tasks,
+    replicas: RwLock<Replicas>,
+    /// Bumped whenever a replica starts or stops, so waiters need not poll.
+    changed: watch::Sender<u64>,
+}
+
+impl Registry {
+    pub fn new(wal: Arc<Wal>, node_id: NodeId, config: Arc<RaftConfig>, tasks: Tasks) -> Registry {
+        Registry { wal, node_id, config, tasks, replicas: RwLock::default(), changed: watch::channel(0).0 }
+    }
+
+    pub fn get(&self, topic: &str, partition: i32) -> Option<Arc<PartitionReplica>> {
+        let replicas = self.replicas.read();
+        let group = replicas.by_name.get(&(topic.to_string(), partition))?;
+        replicas.by_group.get(group).cloned()
+    }
+
+    pub fn all(&self) -> Vec<Arc<PartitionReplica>> {
+        self.replicas.read().by_group.values().cloned().collect()
+    }
+
+    pub fn groups(&self) -> HashSet<GroupId> {
+        self.replicas.read().by_group.keys().copied().collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.replicas.read().by_group.len()
+    }
+
+    /// Fires when a replica starts or stops.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    /// Opens and registers a replica (nothing is registered if it fails to open).
+    pub async fn start(&self, spec: ReplicaSpec) -> Result<(), ClusterError> {
+        let name = (spec.topic.clone(), spec.partition);
+        let replica =
+            PartitionReplica::open(&self.wal, self.node_id, self.config.clone(), spec, self.tasks.child()).await?;
+        {
+            let mut replicas = self.replicas.write();
+            replicas.by_name.insert(name, replica.group());
+            replicas.by_group.insert(replica.group(), replica);
+        }
+        self.changed.send_modify(|v| *v += 1);
+        Ok(())
+    }
+
+    /// Unregisters and stops a replica; with `drop_data` its WAL data goes too (the partition
+    /// was deleted: group ids are never reused).
+    pub async fn stop(&self, group: GroupId, drop_data: bool) {
+        let removed = {
+            let mut replicas = self.replicas.write();
+            let removed = replicas.by_group.remove(&group);
+            if let Some(r) = &removed {
+                replicas.by_name.remove(&(r.topic().to_string(), r.partition()));
+            }
+            removed
+        };
+        let Some(replica) = removed else { return };
+        self.changed.send_modify(|v| *v += 1);
+        replica.stop().await;
+        if drop_data && let Err(e) = self.wal.drop_group(group) {
+            tracing::error!(group, "dropping the WAL group of a deleted partition: {e}");
+        }
+    }
+
+    /// Stops every replica, keeping their data.
+    pub async fn stop_all(&self) {
+        let groups: Vec<GroupId> = self.groups().into_iter().collect();
+        for group in groups {
+            self.stop(group, false).await;
+        }
+    }
+}

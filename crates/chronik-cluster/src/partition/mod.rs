@@ -1,0 +1,232 @@
+//! One partition replica on this node: its Raft group, its log as Kafka sees it, the leader's
+//! idempotent-producer guard, and its cancellation scope. The Kafka front end works against
+//! this handle; the node's registry starts and stops it.
+
+mod idempotence;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::FutureExt;
+use openraft::async_runtime::WatchReceiver;
+use openraft::{BasicNode, Config as RaftConfig, Raft, ServerState};
+use uuid::Uuid;
+
+pub use idempotence::{IdempotenceError, ProducerBatch, SharedAppend};
+
+use crate::error::ClusterError;
+use crate::raft::{self, Command, GroupId, NodeId, Response, TypeConfig};
+use crate::state_machine::PartitionStateMachine;
+use crate::storage::{LogStore, PartitionLog};
+use crate::tasks::Tasks;
+use idempotence::{IdempotenceGuard, Verdict};
+
+type PartitionRaft = Raft<TypeConfig, PartitionStateMachine>;
+
+/// What the registry needs to open a replica.
+pub(crate) struct ReplicaSpec {
+    pub topic: String,
+    pub topic_id: Uuid,
+    pub partition: i32,
+    pub group: GroupId,
+    /// The group's voters with their Raft addresses (used only to create a new group).
+    pub voters: BTreeMap<NodeId, BasicNode>,
+}
+
+pub struct PartitionReplica {
+    topic: String,
+    topic_id: Uuid,
+    partition: i32,
+    group: GroupId,
+    raft: PartitionRaft,
+    log: Arc<PartitionLog>,
+    state_machine: PartitionStateMachine,
+    /// Idempotent producers as the leader sees them (applied and in flight).
+    producers: tokio::sync::Mutex<IdempotenceGuard>,
+    /// Cancelled when the replica stops: waits on this partition give up.
+    tasks: Tasks,
+}
+
+/// A produce queued in the partition's Raft log, not yet committed.
+pub struct PendingAppend {
+    group: GroupId,
+    rx: tokio::sync::oneshot::Receiver<openraft::raft::ClientWriteResult<TypeConfig>>,
+}
+
+impl PendingAppend {
+    /// Waits until the entry is committed and applied; returns (base offset, last offset).
+    pub async fn committed(self) -> Result<(u64, u64), ClusterError> {
+        let result = self.rx.await.map_err(|_| ClusterError::stopped(self.group, "shut down before the commit"))?;
+        match result.map_err(|e| ClusterError::from_refused_write(self.group, e))?.data {
+            Response::Produced { base_offset, last_offset } => Ok((base_offset, last_offset)),
+            other => Err(ClusterError::unexpected(self.group, other)),
+        }
+    }
+}
+
+impl PartitionReplica {
+    /// Opens the replica's log from the WAL and starts its Raft group. Only a group with no
+    /// state at all is initialized, with `spec.voters` as its membership.
+    pub(crate) async fn open(
+        wal: &Arc<chronik_wal::Wal>,
+        node_id: NodeId,
+        config: Arc<RaftConfig>,
+        spec: ReplicaSpec,
+        tasks: Tasks,
+    ) -> Result<Arc<PartitionReplica>, ClusterError> {
+        let ReplicaSpec { topic, topic_id, partition, group, voters } = spec;
+        let io = |e| ClusterError::io(format!("partition {topic}-{partition}"), e);
+        let snap = PartitionStateMachine::stored_snapshot(wal, group).map_err(io)?;
+        let log = PartitionLog::recover(wal.clone(), group, snap.next_offset, snap.log_start).map_err(io)?;
+        let store = LogStore::new(wal.clone(), group, Some(log.clone()));
+        let state_machine = PartitionStateMachine::new(wal.clone(), group, log.clone());
+        let raft = Raft::new(node_id, config, raft::NetworkFactory, store, state_machine.clone())
+            .await
+            .map_err(|e| ClusterError::stopped(group, e))?;
+        if !raft.is_initialized().await.map_err(|e| ClusterError::stopped(group, e))?
+            && let Err(e) = raft.initialize(voters).await
+        {
+            tracing::debug!(group, "partition group already initialized: {e}");
+        }
+        raft::quiet_if_alone(&raft, node_id).await;
+        Ok(Arc::new(PartitionReplica {
+            topic,
+            topic_id,
+            partition,
+            group,
+            raft,
+            log,
+            state_machine,
+            producers: tokio::sync::Mutex::new(IdempotenceGuard::default()),
+            tasks,
+        }))
+    }
+
+    /// Stops the replica's waits and its Raft group (its data stays in the WAL).
+    pub(crate) async fn stop(&self) {
+        self.tasks.cancel();
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(group = self.group, "stopping partition group: {e}");
+        }
+    }
+
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    pub fn topic_id(&self) -> Uuid {
+        self.topic_id
+    }
+
+    pub fn partition(&self) -> i32 {
+        self.partition
+    }
+
+    /// The partition's Raft group (and WAL group) id.
+    pub fn group(&self) -> GroupId {
+        self.group
+    }
+
+    /// Offsets, high watermark, log start and reads of the stored batches.
+    pub fn log(&self) -> &Arc<PartitionLog> {
+        &self.log
+    }
+
+    /// Queues record batches in the partition's log. Calls made one after another are appended
+    /// in that order; the returned handle resolves once the entry is committed.
+    pub async fn submit(&self, records: Bytes) -> Result<PendingAppend, ClusterError> {
+        let (responder, rx) = openraft::impls::ProgressResponder::complete_only();
+        self.raft
+            .write(Command::Produce { records })
+            .responder(responder)
+            .await
+            .map_err(|e| ClusterError::stopped(self.group, e))?;
+        Ok(PendingAppend { group: self.group, rx })
+    }
+
+    /// Appends record batches through Raft; returns (base offset, last offset) once committed
+    /// and applied (so visible to consumers).
+    pub async fn append(&self, records: Bytes) -> Result<(u64, u64), ClusterError> {
+        self.submit(records).await?.committed().await
+    }
+
+    /// Queues a batch of an idempotent producer after checking its sequence numbers; a retry of
+    /// a batch already appended gets that batch's outcome instead of a second copy.
+    pub async fn submit_idempotent(
+        &self,
+        records: Bytes,
+        batch: ProducerBatch,
+    ) -> Result<SharedAppend, IdempotenceError> {
+        let mut guard = self.producers.lock().await;
+        let term = self.leadership().0;
+        if guard.is_stale(term) {
+            *guard = IdempotenceGuard::rebuild(term, self.applied_producers().await?);
+        }
+        match guard.check(&batch)? {
+            Verdict::Duplicate(outcome) => Ok(outcome),
+            Verdict::Accept => {
+                let pending = self.submit(records).await?;
+                let outcome = pending.committed().map(|r| r.map_err(Arc::new)).boxed().shared();
+                guard.record(&batch, outcome.clone());
+                Ok(outcome)
+            }
+        }
+    }
+
+    /// The producer state once the state machine has applied the whole log.
+    async fn applied_producers(&self) -> Result<BTreeMap<i64, crate::producers::ProducerState>, ClusterError> {
+        let last = self.raft.metrics().borrow_watched().last_log_index;
+        let wait = self.raft.wait(Some(Duration::from_secs(30)));
+        let applied = wait.applied_index_at_least(last, "the log applied");
+        tokio::select! {
+            r = applied => r.map_err(|e| ClusterError::Timeout(format!("group {}: {e}", self.group)))?,
+            _ = self.tasks.cancelled() => return Err(ClusterError::stopped(self.group, "stopping")),
+        };
+        Ok(self.state_machine.producers())
+    }
+
+    /// Moves the log start offset (DeleteRecords, retention); returns the new log start.
+    pub async fn advance_log_start(&self, offset: u64) -> Result<u64, ClusterError> {
+        let r = self.raft.client_write(Command::AdvanceLogStart { offset }).await;
+        match r.map_err(|e| ClusterError::from_write(self.group, e))?.data {
+            Response::LogStart { offset } => Ok(offset),
+            other => Err(ClusterError::unexpected(self.group, other)),
+        }
+    }
+
+    /// The Raft term (Kafka leader epoch) and leader, as this node sees them.
+    pub fn leadership(&self) -> (u64, Option<NodeId>) {
+        let m = self.raft.metrics().borrow_watched().clone();
+        (m.current_term, m.current_leader)
+    }
+
+    pub fn is_leader(&self, node: NodeId) -> bool {
+        let m = self.raft.metrics().borrow_watched().clone();
+        m.state == ServerState::Leader && m.current_leader == Some(node)
+    }
+
+    /// Waits until the group has a leader (true) or `timeout` passes (false).
+    pub(crate) async fn wait_for_leader(&self, timeout: Duration) -> bool {
+        self.raft.wait(Some(timeout)).metrics(|m| m.current_leader.is_some(), "a leader").await.is_ok()
+    }
+
+    /// Drops the log below the log start offset: snapshot at the applied position, then purge
+    /// the entries wholly below the log start.
+    pub async fn compact(&self) -> Result<(), ClusterError> {
+        let Some(upto) = self.log.last_raft_index_below(self.log.log_start_offset()) else { return Ok(()) };
+        let stopped = |e| ClusterError::stopped(self.group, e);
+        let snapshot_covers = |m: &openraft::RaftMetrics<TypeConfig>| m.snapshot.is_some_and(|s| s.index >= upto);
+        if !snapshot_covers(&self.raft.metrics().borrow_watched()) {
+            self.raft.trigger().snapshot().await.map_err(stopped)?;
+            let wait = self.raft.wait(Some(Duration::from_secs(10)));
+            let taken = wait.metrics(snapshot_covers, "a snapshot");
+            tokio::select! {
+                r = taken => r.map_err(|e| ClusterError::Timeout(format!("group {} compaction: {e}", self.group)))?,
+                _ = self.tasks.cancelled() => return Err(ClusterError::stopped(self.group, "stopping")),
+            };
+        }
+        self.raft.trigger().purge_log(upto).await.map_err(stopped)
+    }
+}

@@ -1,0 +1,14 @@
+//! Each group's log in the shared WAL: Raft entries as WAL records ([`codec`]), openraft's log
+//! storage over them ([`LogStore`]), and a partition's log as Kafka sees it ([`PartitionLog`]:
+//! offsets, high watermark, log start, reads, retention plans).
+
+mod codec;
+mod log_store;
+mod offsets;
+mod partition_log;
+mod retention;
+
+pub use offsets::EntryOffsets;
+pub use partition_log::{PartitionLog, ReadBatches, ReadError};
+
+pub(crate) use log_store::{LogStore, STATE_SNAPSHOT, wal_io};
