@@ -28,6 +28,9 @@ pub struct DirListing {
     pub temporary: Vec<PathBuf>,
     /// Segments retired by garbage collection, waiting to be recycled.
     pub retired: Vec<PathBuf>,
+    /// Highest sequence number a retired file was written under (by its name or its header).
+    /// Its records validate under that number, so it must never be given again.
+    pub retired_max_seq: u64,
 }
 
 pub fn list_dir(dir: &Path) -> Result<DirListing> {
@@ -40,7 +43,10 @@ pub fn list_dir(dir: &Path) -> Result<DirListing> {
             out.segments.push((seq, entry.path()));
         } else if name.ends_with(".seg.tmp") {
             out.temporary.push(entry.path());
-        } else if name.starts_with("retired-") && name.ends_with(".seg") {
+        } else if let Some(retired_name) = name.strip_prefix("retired-").filter(|n| n.ends_with(".seg")) {
+            let by_name = parse_segment_file_name(retired_name).unwrap_or(0);
+            let by_header = crate::segment::read_header_seq(&entry.path()).unwrap_or(0);
+            out.retired_max_seq = out.retired_max_seq.max(by_name).max(by_header);
             out.retired.push(entry.path());
         }
     }
@@ -106,9 +112,9 @@ pub fn recover(listing: &DirListing, writable: bool) -> Result<Recovered> {
                     return Err(corrupt(path, offset, format!("{reason} inside a sealed segment")));
                 }
                 Err(reason) => {
-                    // Zeros after the last record are the never-written rest of a preallocated
-                    // segment. Anything else is a write the crash cut short, or bytes left from a
-                    // recycled segment's previous life; either way not part of the log.
+                    // Zeros after the last record are the end mark every write leaves (or the
+                    // never-written rest of a new segment). Anything else is a write the crash
+                    // cut short: not part of the log.
                     if reason != RecordError::Zeroes {
                         out.torn_tail = Some(TornTail { path: path.clone(), offset, reason });
                     }

@@ -335,12 +335,22 @@ pub fn create_preallocated(dir: &Path, seq: u64, size: u64) -> Result<PathBuf> {
     Ok(path)
 }
 
+/// The sequence number in a segment file's header, if it has a valid one.
+pub fn read_header_seq(path: &Path) -> Option<u64> {
+    let mut header = [0u8; SEGMENT_HEADER_LEN as usize];
+    File::open(path).ok()?.read_exact_at(&mut header, 0).ok()?;
+    decode_header(&header).map(|(seq, _)| seq)
+}
+
 /// Turns a retired segment into segment `seq` without rewriting its body: the new header's
 /// sequence number makes every old record and footer fail its checksum.
 pub fn recycle(old: &Path, dir: &Path, seq: u64) -> Result<PathBuf> {
     let file = OpenOptions::new().write(true).open(old).map_err(|e| WalError::io(old, e))?;
     let size = file.metadata().map_err(|e| WalError::io(old, e))?.len();
     file.write_all_at(&encode_header(seq, size), 0).map_err(|e| WalError::io(old, e))?;
+    // Its old bytes start with a zero record header: recovery of a segment that was never
+    // written to reads it as empty, not as a torn tail.
+    file.write_all_at(&[0u8; RECORD_HEADER_LEN], SEGMENT_HEADER_LEN).map_err(|e| WalError::io(old, e))?;
     file.sync_data().map_err(|e| WalError::io(old, e))?;
     let path = dir.join(segment_file_name(seq));
     std::fs::rename(old, &path).map_err(|e| WalError::io(&path, e))?;
@@ -396,13 +406,17 @@ mod tests {
         };
         let head = h.encode(1, crc32c::crc32c(b"abc"));
         seg.write_vectored_at(&[IoSlice::new(&head), IoSlice::new(b"abc")], SEGMENT_HEADER_LEN).unwrap();
+        seg.write_vectored_at(&[IoSlice::new(&head), IoSlice::new(b"abc")], SEGMENT_HEADER_LEN + 51).unwrap();
         assert_eq!(seg.record_at(SEGMENT_HEADER_LEN).unwrap(), h);
-        seg.write_footer(Seal { end: SEGMENT_HEADER_LEN + 51, records: 1 }).unwrap();
+        seg.write_footer(Seal { end: SEGMENT_HEADER_LEN + 102, records: 2 }).unwrap();
         drop(seg);
         let path = recycle(&path, dir.path(), 2).unwrap();
         let seg = Segment::open(&path, false).unwrap();
         assert_eq!(seg.seq, 2);
-        assert!(matches!(seg.record_at(SEGMENT_HEADER_LEN), Err(RecordError::BadChecksum { .. })));
+        // Its first record slot is zeroed: it reads as an empty log, not as a stale record.
+        assert!(matches!(seg.record_at(SEGMENT_HEADER_LEN), Err(RecordError::Zeroes)));
+        // Its other old records carry the old number in their checksums.
+        assert!(matches!(seg.record_at(SEGMENT_HEADER_LEN + 51), Err(RecordError::BadChecksum { .. })));
         assert_eq!(seg.seal(), None);
     }
 }

@@ -11,7 +11,7 @@ use parking_lot::{Condvar, Mutex, RwLock};
 
 use crate::error::{Result, WalError};
 use crate::index::{GroupIndex, LogPos};
-use crate::options::{SyncMode, WalOptions};
+use crate::options::WalOptions;
 use crate::record::{RECORD_HEADER_LEN, RecordHeader, RecordType};
 use crate::recovery::{self, Recovered, TornTail};
 use crate::segment::{self, Seal, Segment};
@@ -152,7 +152,9 @@ impl Wal {
         }
         segment::sync_dir(dir)?;
 
-        let mut next_seq = max_seq + 1;
+        // Above every number a file here was ever written under: a retired file recycled under
+        // its old number would make its old records valid again.
+        let mut next_seq = max_seq.max(listing.retired_max_seq) + 1;
         let active = Arc::new(prepare_segment(dir, &mut retired, next_seq, opts.segment_size)?);
         next_seq += 1;
 
@@ -231,7 +233,9 @@ impl Wal {
         Ok(())
     }
 
-    /// Stores a small value for `group` under `key` (e.g. the Raft vote).
+    /// Stores a small value for `group` under `key` (e.g. the Raft vote). `on_durable` runs once
+    /// it is on disk, in every sync mode (a vote must be durable before it counts); without a
+    /// callback it rides with the next sync round. Never blocks on the disk.
     pub fn set_state(&self, group: u64, key: u8, value: &[u8], on_durable: Option<DurableCallback>) -> Result<()> {
         let header = RecordHeader {
             record_type: RecordType::State,
@@ -242,12 +246,7 @@ impl Wal {
             index: 0,
             leader_id: 0,
         };
-        self.inner.write(&[PendingRecord::new(header, std::slice::from_ref(&value))?], on_durable)?;
-        if matches!(self.inner.opts.sync_mode, SyncMode::Periodic(_)) {
-            // State records (votes) are always made durable before they count.
-            self.sync()?;
-        }
-        Ok(())
+        self.inner.write_state(&[PendingRecord::new(header, std::slice::from_ref(&value))?], on_durable)
     }
 
     /// Forgets `group` entirely (a deleted partition). Group ids must never be reused.

@@ -108,6 +108,10 @@ impl<'a> PendingRecord<'a> {
     }
 }
 
+/// What follows the last record of a segment: a zero record header, which recovery reads as
+/// the end of the log.
+pub(crate) const END_MARK: [u8; RECORD_HEADER_LEN] = [0; RECORD_HEADER_LEN];
+
 impl Inner {
     pub(crate) fn max_record_len(&self) -> u64 {
         self.opts.segment_size - SEGMENT_HEADER_LEN - SEGMENT_FOOTER_LEN
@@ -116,6 +120,23 @@ impl Inner {
     pub(crate) fn write(&self, records: &[PendingRecord<'_>], on_durable: Option<DurableCallback>) -> Result<()> {
         let mut w = self.writer.lock();
         self.write_locked(&mut w, records, on_durable)
+    }
+
+    /// Writes state records whose callback must wait for an fdatasync even in `periodic` mode
+    /// (where entries count as durable once written): the syncer runs a round for them at once
+    /// and calls back, so the caller never blocks on the disk.
+    pub(crate) fn write_state(&self, records: &[PendingRecord<'_>], on_durable: Option<DurableCallback>) -> Result<()> {
+        let mut w = self.writer.lock();
+        match (self.opts.sync_mode, on_durable) {
+            (SyncMode::Periodic(_), Some(cb)) => {
+                self.write_locked(&mut w, records, None)?;
+                let lsn = w.written_lsn;
+                w.waiters.push_back((lsn, cb));
+                self.sync_cv.notify_one();
+                Ok(())
+            }
+            (_, on_durable) => self.write_locked(&mut w, records, on_durable),
+        }
     }
 
     /// The write path, with the writer lock held (GC uses it to re-write state atomically).
@@ -184,6 +205,11 @@ impl Inner {
                 iov.push(IoSlice::new(h));
                 iov.extend(r.payload.iter().map(|p| IoSlice::new(p)));
             }
+            // Zeros after the last record mark where the log ends, so recovery of a recycled
+            // segment stops there cleanly instead of at a checksum failure in its old bytes. The
+            // next append writes over them.
+            let end_mark = (w.active.records_limit() - w.pos - bytes).min(END_MARK.len() as u64) as usize;
+            iov.push(IoSlice::new(&END_MARK[..end_mark]));
             if let Err(e) = w.active.write_vectored_at(&iov, w.pos) {
                 return fail(e, on_durable);
             }

@@ -1,8 +1,9 @@
 mod common;
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use chronik_wal::{AppendEntry, Wal, WalError};
+use chronik_wal::{AppendEntry, SyncMode, Wal, WalError, WalOptions};
 use common::*;
 
 #[test]
@@ -193,4 +194,25 @@ fn read_range_respects_max_bytes() {
     assert_eq!(wal.read_range(1, 1, 11, 250).unwrap().len(), 3);
     assert_eq!(wal.read_range(1, 1, 11, 0).unwrap().len(), 1, "at least one entry");
     assert!(wal.read_range(1, 20, 30, usize::MAX).unwrap().is_empty());
+}
+
+/// In `periodic` mode a state write never waits for the disk in the caller: a hint without a
+/// callback rides the next periodic round, and one with a callback gets a round of its own
+/// from the syncer (a vote must be durable before it counts).
+#[test]
+fn periodic_state_writes_do_not_block_on_fdatasync() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = WalOptions { sync_mode: SyncMode::Periodic(Duration::from_secs(3600)), ..small_opts() };
+    let (wal, _) = Wal::open(dir.path(), opts).unwrap();
+    let rounds = wal.stats().sync_rounds;
+    for i in 0..100u8 {
+        wal.set_state(1, 2, &[i], None).unwrap();
+    }
+    assert_eq!(wal.stats().sync_rounds, rounds, "hints wait for the periodic round (an hour away)");
+    let (tx, rx) = std::sync::mpsc::channel();
+    wal.set_state(1, 1, b"vote", Some(Box::new(move |r| drop(tx.send(r))))).unwrap();
+    rx.recv_timeout(Duration::from_secs(10)).expect("called back").expect("durable");
+    assert!(wal.stats().sync_rounds > rounds, "the vote was made durable before its callback");
+    assert_eq!(wal.state(1, 1).as_deref(), Some(&b"vote"[..]));
+    wal.close().unwrap();
 }
