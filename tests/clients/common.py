@@ -26,6 +26,22 @@ def all_n():
     return range(len(CODECS) * PER_CODEC)
 
 
+def by_time_expectation(manifest, n):
+    """(partition, exact answer, earliest acceptable answer) of a lookup by record n's timestamp.
+
+    Exact for an uncompressed batch. For a compressed one the broker answers the batch's first
+    offset, which is no earlier than the first record of n's codec in that partition (each codec
+    is produced separately, so no batch holds two codecs)."""
+    part, _ = manifest[n]
+    ts = record(n)["timestamp"]
+    want = min(o for m, (p, o) in manifest.items() if p == part and record(m)["timestamp"] >= ts)
+    codec = CODECS[n // PER_CODEC]
+    if codec == "none":
+        return part, want, want
+    floor = min(o for m, (p, o) in manifest.items() if p == part and CODECS[m // PER_CODEC] == codec)
+    return part, want, floor
+
+
 def save_manifest(path, acked):
     """acked: {n: (partition, offset)}"""
     with open(path, "w") as f:
@@ -48,6 +64,10 @@ class Checker:
     def equal(self, got, want, what):
         if got != want:
             self.failures.append(f"{what}: got {got!r}, want {want!r}")
+
+    def within(self, got, low, high, what):
+        if not (low <= got <= high):
+            self.failures.append(f"{what}: got {got!r}, want {low!r}..={high!r}")
 
     def finish(self):
         if self.failures:

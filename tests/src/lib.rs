@@ -1,6 +1,8 @@
 //! Test harness: runs the real `chronik-server` binary on free ports in a temporary data
 //! directory, and runs client programs (Python, Node.js, kcat) against it.
 
+pub mod raw;
+
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -73,6 +75,8 @@ impl Broker {
                 .env("CHRONIK_KAFKA_ADDR", format!("127.0.0.1:{}", self.kafka_port))
                 .env("CHRONIK_ADMIN_ADDR", format!("127.0.0.1:{}", self.admin_port))
                 .env("CHRONIK_WAL_SEGMENT_SIZE", "8388608")
+                // A segment must hold the largest request (config validation).
+                .env("CHRONIK_MAX_REQUEST_SIZE", "4194304")
                 .env("CHRONIK_LOG_LEVEL", "info")
                 .current_dir(self.data.path())
                 .stdout(Stdio::from(log.try_clone().unwrap()))
@@ -213,4 +217,9 @@ pub fn http(method: &str, url: &str) -> (u16, String) {
 fn send_sigterm(pid: u32) {
     // SAFETY: a plain syscall on a pid this process spawned and has not yet reaped.
     unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+}
+
+/// Now, in Kafka's millisecond clock.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }

@@ -2,54 +2,18 @@
 //! connection; the broker stays up and other connections keep being served; acknowledged data
 //! stays readable.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpStream;
-use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use chronik_tests::Broker;
+use chronik_tests::raw::{self, closed, connect, frame, read_response};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, MetadataRequest, MetadataResponse, ProduceRequest,
     ProduceResponse, RequestHeader, TopicName,
 };
-use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
-use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
-
-fn connect(b: &Broker) -> TcpStream {
-    let s = TcpStream::connect(b.bootstrap()).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s
-}
-
-fn frame<R: Encodable + HeaderVersion>(key: ApiKey, version: i16, corr: i32, body: &R) -> Vec<u8> {
-    let header = RequestHeader::default()
-        .with_request_api_key(key as i16)
-        .with_request_api_version(version)
-        .with_correlation_id(corr)
-        .with_client_id(Some(StrBytes::from_static_str("bad-input-test")));
-    let mut b = BytesMut::new();
-    header.encode(&mut b, R::header_version(version)).unwrap();
-    body.encode(&mut b, version).unwrap();
-    let mut out = (b.len() as i32).to_be_bytes().to_vec();
-    out.extend_from_slice(&b);
-    out
-}
-
-/// Reads one response frame; returns (correlation id, rest after the header) or None if closed.
-fn read_response(s: &mut TcpStream) -> Option<(i32, Bytes)> {
-    let mut len = [0u8; 4];
-    s.read_exact(&mut len).ok()?;
-    let mut buf = vec![0u8; i32::from_be_bytes(len) as usize];
-    s.read_exact(&mut buf).ok()?;
-    let corr = i32::from_be_bytes(buf[0..4].try_into().unwrap());
-    Some((corr, Bytes::from(buf)))
-}
-
-fn closed(s: &mut TcpStream) -> bool {
-    let mut b = [0u8; 1];
-    matches!(s.read(&mut b), Ok(0) | Err(_))
-}
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
 /// A healthy request on a fresh connection still works.
 fn still_serving(b: &Broker) {
@@ -64,25 +28,7 @@ fn still_serving(b: &Broker) {
 }
 
 fn batch(value: &[u8]) -> Bytes {
-    let r = Record {
-        transactional: false,
-        control: false,
-        delete_horizon: false,
-        partition_leader_epoch: -1,
-        producer_id: -1,
-        producer_epoch: -1,
-        timestamp_type: TimestampType::Creation,
-        offset: 0,
-        sequence: -1,
-        timestamp: 1,
-        key: None,
-        value: Some(Bytes::copy_from_slice(value)),
-        headers: Default::default(),
-    };
-    let mut b = BytesMut::new();
-    RecordBatchEncoder::encode(&mut b, [&r], &RecordEncodeOptions { version: 2, compression: Compression::None })
-        .unwrap();
-    b.freeze()
+    raw::batch(&[1], value, -1)
 }
 
 fn produce(s: &mut TcpStream, topic: &str, records: Bytes, corr: i32) -> ProduceResponse {
@@ -287,9 +233,13 @@ fn bad_batches_get_errors_and_data_stays_readable() {
 /// with MESSAGE_TOO_LARGE instead of reaching the WAL (whose refusal would stop the
 /// partition's Raft group), and the partition keeps taking produces.
 #[test]
-fn batch_larger_than_a_wal_segment_is_refused_and_the_partition_lives_on() {
+fn a_batch_larger_than_a_wal_segment_is_refused_and_the_partition_lives_on() {
     use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
-    let b = Broker::start(&[("CHRONIK_WAL_SEGMENT_SIZE", "262144"), ("CHRONIK_MESSAGE_MAX_BYTES", "100000")]);
+    let b = Broker::start(&[
+        ("CHRONIK_WAL_SEGMENT_SIZE", "262144"),
+        ("CHRONIK_MAX_REQUEST_SIZE", "258048"),
+        ("CHRONIK_MESSAGE_MAX_BYTES", "100000"),
+    ]);
     let mut s = connect(&b);
     let create = kafka_protocol::messages::CreateTopicsRequest::default().with_timeout_ms(5000).with_topics(vec![
         CreatableTopic::default()
@@ -304,8 +254,36 @@ fn batch_larger_than_a_wal_segment_is_refused_and_the_partition_lives_on() {
     ]);
     s.write_all(&frame(ApiKey::CreateTopics, 5, 1, &create)).unwrap();
     read_response(&mut s).unwrap();
-    let r = produce(&mut s, "big", batch(&vec![3u8; 300_000]), 2);
-    assert_eq!(r.responses[0].partition_responses[0].error_code, 10, "MESSAGE_TOO_LARGE");
+    // Config validation keeps max_request_size within a segment, so a batch the WAL could not
+    // hold never reaches the partition: its request is refused at the frame.
+    let req = ProduceRequest::default().with_acks(-1).with_timeout_ms(5000).with_topic_data(vec![
+        TopicProduceData::default().with_name(TopicName(StrBytes::from_static_str("big"))).with_partition_data(vec![
+            PartitionProduceData::default().with_index(0).with_records(Some(batch(&vec![3u8; 300_000]))),
+        ]),
+    ]);
+    s.write_all(&frame(ApiKey::Produce, 8, 2, &req)).unwrap();
+    assert!(closed(&mut s), "a request above max_request_size closes its connection");
+    let mut s = connect(&b);
     let r = produce(&mut s, "big", batch(b"small"), 3);
     assert_eq!(r.responses[0].partition_responses[0].error_code, 0, "the partition still takes produces");
+}
+
+/// An idempotent batch must come from a producer id InitProducerId handed out.
+#[test]
+fn a_producer_id_never_allocated_is_refused() {
+    use kafka_protocol::messages::create_topics_request::CreatableTopic;
+    let b = Broker::start(&[]);
+    let mut s = connect(&b);
+    let create = kafka_protocol::messages::CreateTopicsRequest::default().with_timeout_ms(5000).with_topics(vec![
+        CreatableTopic::default()
+            .with_name(TopicName(StrBytes::from_static_str("pids")))
+            .with_num_partitions(1)
+            .with_replication_factor(1),
+    ]);
+    s.write_all(&frame(ApiKey::CreateTopics, 5, 1, &create)).unwrap();
+    read_response(&mut s).unwrap();
+    let r = produce(&mut s, "pids", raw::batch(&[1], b"forged", 4242), 2);
+    assert_eq!(r.responses[0].partition_responses[0].error_code, 59, "UNKNOWN_PRODUCER_ID");
+    let r = produce(&mut s, "pids", batch(b"plain"), 3);
+    assert_eq!(r.responses[0].partition_responses[0].error_code, 0, "a non-idempotent batch is fine");
 }

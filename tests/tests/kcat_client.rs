@@ -7,16 +7,13 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::process::{Command, Stdio};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
+use chronik_tests::now_ms;
 use chronik_tests::{Broker, run_client};
 
 const TOPIC: &str = "kcat-events";
 const CODECS: [&str; 5] = ["none", "gzip", "snappy", "lz4", "zstd"];
-
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
-}
 
 fn kcat(broker: &Broker) -> Command {
     let mut c = Command::new("kcat");

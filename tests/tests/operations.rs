@@ -246,7 +246,11 @@ fn full_disk_refuses_produce_then_recovers() {
     }
     let _unmount = Unmount(mnt.path().to_path_buf());
     let data = mnt.path().join("data");
-    let b = Broker::start(&[("CHRONIK_DATA_DIR", data.to_str().unwrap()), ("CHRONIK_WAL_SEGMENT_SIZE", "4194304")]);
+    let b = Broker::start(&[
+        ("CHRONIK_DATA_DIR", data.to_str().unwrap()),
+        ("CHRONIK_WAL_SEGMENT_SIZE", "4194304"),
+        ("CHRONIK_MAX_REQUEST_SIZE", "4190208"),
+    ]);
     let filler = mnt.path().join("filler");
     std::fs::write(&filler, vec![0u8; 20 << 20]).unwrap();
     let producer: FutureProducer = ClientConfig::new()
@@ -299,4 +303,13 @@ fn full_disk_refuses_produce_then_recovers() {
     }
     assert_eq!(read, acked);
     drop(b);
+}
+
+/// A log written to a file (or a pipe) is plain text: colour codes only on a terminal.
+#[test]
+fn logs_to_a_file_carry_no_colour_codes() {
+    let b = Broker::start(&[]);
+    let log = b.log_text();
+    assert!(log.contains("chronik-server ready"), "{log}");
+    assert!(!log.contains('\u{1b}'), "no ANSI escape in a log file:\n{log}");
 }

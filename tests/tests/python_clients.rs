@@ -31,3 +31,15 @@ fn confluent_kafka_end_to_end() {
 fn kafka_python_end_to_end() {
     run("kafka_python_client.py", "kafka-python-events");
 }
+
+/// A consumer group whose members left is Empty, as in Kafka: listed with its type, described,
+/// its offsets listed and reset (confluent-kafka's AdminClient, as Kafka's tools use it).
+#[test]
+fn an_empty_group_keeps_its_offsets_and_can_be_reset() {
+    let broker = Broker::start(&[]);
+    let mut cmd = python();
+    cmd.arg(client_script("groups_admin.py"))
+        .args(["--bootstrap", &broker.bootstrap(), "--topic", "admin-groups"])
+        .current_dir(client_script(""));
+    run_client(cmd, "groups_admin.py");
+}

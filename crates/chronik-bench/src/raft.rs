@@ -46,8 +46,14 @@ fn node_options(dir: &std::path::Path, segment_mib: u64, retention_every: Durati
             ..WalOptions::default()
         },
         raft: RaftConfig::default(),
-        topic_defaults: TopicDefaults { retention_ms: -1, retention_bytes: -1, max_message_bytes: 1 << 20 },
+        topic_defaults: TopicDefaults {
+            retention_ms: -1,
+            retention_bytes: -1,
+            max_message_bytes: 1 << 20,
+            ..TopicDefaults::default()
+        },
         retention_check_interval: retention_every,
+        producer_id_expiration: Duration::from_secs(86_400),
     }
 }
 

@@ -31,6 +31,8 @@ pub enum BatchError {
     BadOffsetDelta(i32),
     #[error("request carries no record batch")]
     Empty,
+    #[error("record {index} of the batch is malformed: {reason}")]
+    BadRecord { index: usize, reason: &'static str },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,6 +124,12 @@ impl BatchHeader {
     pub fn is_control(&self) -> bool {
         self.attributes & ATTR_CONTROL != 0
     }
+
+    /// Whether the records are stored as they are (compression codec 0), so they can be read
+    /// without decompressing.
+    pub fn is_uncompressed(&self) -> bool {
+        self.compression() == 0
+    }
 }
 
 /// A batch found in a records blob.
@@ -185,16 +193,26 @@ pub(crate) mod tests {
     /// A minimal valid batch of `records` empty records (real clients' bytes are tested
     /// end to end; this is for the header logic).
     pub fn batch(records: i32, timestamp: i64) -> Vec<u8> {
+        batch_of(&[], records, records - 1, timestamp, timestamp)
+    }
+
+    /// A batch holding `records` (their bytes), claiming `count` records and
+    /// `last_offset_delta`, with a valid CRC.
+    pub fn batch_of(records: &[Vec<u8>], count: i32, last_offset_delta: i32, base_ts: i64, max_ts: i64) -> Vec<u8> {
         let mut b = vec![0u8; BATCH_HEADER_LEN];
-        b[8..12].copy_from_slice(&((BATCH_HEADER_LEN - 12) as i32).to_be_bytes());
+        for r in records {
+            b.extend_from_slice(r);
+        }
+        let len = (b.len() - 12) as i32;
+        b[8..12].copy_from_slice(&len.to_be_bytes());
         b[16] = 2;
-        b[23..27].copy_from_slice(&(records - 1).to_be_bytes());
-        b[27..35].copy_from_slice(&timestamp.to_be_bytes());
-        b[35..43].copy_from_slice(&timestamp.to_be_bytes());
+        b[23..27].copy_from_slice(&last_offset_delta.to_be_bytes());
+        b[27..35].copy_from_slice(&base_ts.to_be_bytes());
+        b[35..43].copy_from_slice(&max_ts.to_be_bytes());
         b[43..51].copy_from_slice(&(-1i64).to_be_bytes());
         b[51..53].copy_from_slice(&(-1i16).to_be_bytes());
         b[53..57].copy_from_slice(&(-1i32).to_be_bytes());
-        b[57..61].copy_from_slice(&records.to_be_bytes());
+        b[57..61].copy_from_slice(&count.to_be_bytes());
         let crc = crc32c::crc32c(&b[CRC_START..]);
         b[17..21].copy_from_slice(&crc.to_be_bytes());
         b

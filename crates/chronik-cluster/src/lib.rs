@@ -21,6 +21,7 @@ mod node;
 mod partition;
 mod producers;
 mod raft;
+mod records;
 mod state_machine;
 mod storage;
 mod tasks;
@@ -36,6 +37,7 @@ pub use metadata::{
 pub use node::{Node, NodeOptions};
 pub use partition::{IdempotenceError, PartitionReplica, PendingAppend, ProducerBatch, SharedAppend};
 pub use raft::{GroupId, NodeId};
+pub use records::{RecordMeta, Records};
 pub use storage::{EntryOffsets, PartitionLog, ReadBatches, ReadError};
 pub use tasks::{TaskFailure, Tasks};
 pub use topic_config::{TOPIC_CONFIGS, TimestampType, TopicDefaults, TopicSettings, validate_topic_config};

@@ -3,7 +3,7 @@
 //! batch (so it survives restarts in snapshots); the partition leader checks new batches
 //! against it (plus what it has in flight) before proposing them.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
@@ -97,6 +97,51 @@ pub fn record<B: SeqRange>(state: &mut Producer<B>, epoch: i16, batch: B) {
     }
 }
 
+/// A bound on the bytes one producer takes in a partition snapshot (id, epoch, sequence, five
+/// recent batches, last-seen time, all as varints), to size the table to what a snapshot holds.
+pub const SNAPSHOT_BYTES_PER_PRODUCER: usize = 160;
+
+/// The idempotent producers a partition remembers: sequence state and when each last produced,
+/// at most `cap` of them. Only the log changes it, so every replica holds the same table.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProducerTable {
+    pub states: BTreeMap<i64, ProducerState>,
+    /// The largest timestamp of each producer's last batch (Kafka's `lastTimestamp`).
+    pub last_seen: BTreeMap<i64, i64>,
+}
+
+impl ProducerTable {
+    /// Records an applied batch of `producer_id`. A new producer beyond `cap` displaces the one
+    /// seen longest ago (smallest id first among equals): the table, and so the snapshot, stays
+    /// bounded whatever producer ids clients bring.
+    pub fn record(&mut self, producer_id: i64, epoch: i16, batch: BatchSeq, timestamp: i64, cap: usize) {
+        if !self.states.contains_key(&producer_id)
+            && self.states.len() >= cap
+            && let Some(oldest) = self.last_seen.iter().min_by_key(|(id, seen)| (**seen, **id)).map(|(id, _)| *id)
+        {
+            self.states.remove(&oldest);
+            self.last_seen.remove(&oldest);
+        }
+        record(self.states.entry(producer_id).or_default(), epoch, batch);
+        self.last_seen.insert(producer_id, timestamp);
+    }
+
+    /// Forgets producers last seen before `before_ms` (`producer.id.expiration.ms`); returns how many.
+    pub fn expire(&mut self, before_ms: i64) -> usize {
+        let expired: Vec<i64> =
+            self.last_seen.iter().filter(|(_, seen)| **seen < before_ms).map(|(id, _)| *id).collect();
+        for id in &expired {
+            self.states.remove(id);
+            self.last_seen.remove(id);
+        }
+        expired.len()
+    }
+
+    pub fn any_seen_before(&self, before_ms: i64) -> bool {
+        self.last_seen.values().any(|seen| *seen < before_ms)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -125,6 +170,23 @@ mod tests {
         for (name, st, epoch, first, last, want) in cases {
             assert_eq!(check(st, epoch, first, last), want, "{name}");
         }
+    }
+
+    #[test]
+    fn the_table_is_bounded_and_expires_idle_producers() {
+        let b = |seq| BatchSeq { first_seq: seq, last_seq: seq, base_offset: 0 };
+        let mut t = ProducerTable::default();
+        // (producer, last seen): at a cap of 3, a fourth producer displaces the one seen longest ago.
+        for (id, seen) in [(10, 500), (11, 100), (12, 300)] {
+            t.record(id, 0, b(0), seen, 3);
+        }
+        t.record(11, 0, b(1), 900, 3); // seen again: now the newest
+        t.record(13, 0, b(0), 1000, 3);
+        assert_eq!(t.states.keys().copied().collect::<Vec<_>>(), vec![10, 11, 13], "12 (seen at 300) went");
+        assert_eq!(t.states.len(), t.last_seen.len());
+        assert!(t.any_seen_before(600) && !t.any_seen_before(500));
+        assert_eq!(t.expire(950), 2, "10 (500) and 11 (900) idle since before 950");
+        assert_eq!(t.states.keys().copied().collect::<Vec<_>>(), vec![13]);
     }
 
     #[test]

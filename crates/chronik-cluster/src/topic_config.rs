@@ -9,6 +9,8 @@ pub struct TopicDefaults {
     pub retention_ms: i64,
     pub retention_bytes: i64,
     pub max_message_bytes: u64,
+    pub timestamp_before_max_ms: i64,
+    pub timestamp_after_max_ms: i64,
 }
 
 impl TopicDefaults {
@@ -17,7 +19,16 @@ impl TopicDefaults {
             retention_ms: c.kafka.log_retention_ms,
             retention_bytes: c.kafka.log_retention_bytes,
             max_message_bytes: c.kafka.message_max_bytes,
+            timestamp_before_max_ms: c.kafka.log_message_timestamp_before_max_ms,
+            timestamp_after_max_ms: c.kafka.log_message_timestamp_after_max_ms,
         }
+    }
+}
+
+/// The broker defaults of an unconfigured broker.
+impl Default for TopicDefaults {
+    fn default() -> Self {
+        TopicDefaults::from_config(&chronik_config::Config::default())
     }
 }
 
@@ -34,6 +45,9 @@ pub struct TopicSettings {
     pub retention_bytes: i64,
     pub max_message_bytes: u64,
     pub timestamp_type: TimestampType,
+    /// CreateTime batches may lie at most this far in the past / future (ms).
+    pub timestamp_before_max_ms: i64,
+    pub timestamp_after_max_ms: i64,
     pub segment_bytes: u64,
 }
 
@@ -43,6 +57,8 @@ pub const MAX_MESSAGE_BYTES: &str = "max.message.bytes";
 pub const TIMESTAMP_TYPE: &str = "message.timestamp.type";
 pub const SEGMENT_BYTES: &str = "segment.bytes";
 pub const CLEANUP_POLICY: &str = "cleanup.policy";
+pub const TIMESTAMP_BEFORE_MAX_MS: &str = "message.timestamp.before.max.ms";
+pub const TIMESTAMP_AFTER_MAX_MS: &str = "message.timestamp.after.max.ms";
 
 /// Every topic config Chronik accepts, with what it means here.
 pub const TOPIC_CONFIGS: &[(&str, &str)] = &[
@@ -50,6 +66,14 @@ pub const TOPIC_CONFIGS: &[(&str, &str)] = &[
     (RETENTION_BYTES, "Delete the oldest record batches while the partition stays above this size; -1: no limit."),
     (MAX_MESSAGE_BYTES, "Largest record batch a producer may send (bytes)."),
     (TIMESTAMP_TYPE, "CreateTime (the producer's timestamps) or LogAppendTime (the broker's clock at append)."),
+    (
+        TIMESTAMP_BEFORE_MAX_MS,
+        "CreateTime only: a batch with a timestamp further in the past than this (ms) is refused (INVALID_TIMESTAMP).",
+    ),
+    (
+        TIMESTAMP_AFTER_MAX_MS,
+        "CreateTime only: a batch with a timestamp further in the future than this (ms) is refused (INVALID_TIMESTAMP).",
+    ),
     (SEGMENT_BYTES, "Accepted and stored for compatibility; Chronik's shared WAL has no per-partition segments."),
     (CLEANUP_POLICY, "Only `delete`; `compact` is refused (log compaction is not implemented)."),
 ];
@@ -65,7 +89,7 @@ pub fn validate_topic_config(key: &str, value: &str) -> Result<(), String> {
     };
     match key {
         RETENTION_MS | RETENTION_BYTES => int(-1),
-        MAX_MESSAGE_BYTES => int(0),
+        MAX_MESSAGE_BYTES | TIMESTAMP_BEFORE_MAX_MS | TIMESTAMP_AFTER_MAX_MS => int(0),
         SEGMENT_BYTES => int(14),
         TIMESTAMP_TYPE => match value {
             "CreateTime" | "LogAppendTime" => Ok(()),
@@ -94,6 +118,8 @@ impl TopicSettings {
                 Some("LogAppendTime") => TimestampType::LogAppendTime,
                 _ => TimestampType::CreateTime,
             },
+            timestamp_before_max_ms: int(TIMESTAMP_BEFORE_MAX_MS, defaults.timestamp_before_max_ms).max(0),
+            timestamp_after_max_ms: int(TIMESTAMP_AFTER_MAX_MS, defaults.timestamp_after_max_ms).max(0),
             segment_bytes: int(SEGMENT_BYTES, 1 << 30).max(14) as u64,
         }
     }
@@ -111,6 +137,8 @@ impl TopicSettings {
                     TimestampType::LogAppendTime => "LogAppendTime".into(),
                 },
             ),
+            (TIMESTAMP_BEFORE_MAX_MS, self.timestamp_before_max_ms.to_string()),
+            (TIMESTAMP_AFTER_MAX_MS, self.timestamp_after_max_ms.to_string()),
             (SEGMENT_BYTES, self.segment_bytes.to_string()),
             (CLEANUP_POLICY, "delete".into()),
         ]
@@ -145,7 +173,7 @@ mod tests {
 
     #[test]
     fn overrides_beat_defaults() {
-        let d = TopicDefaults { retention_ms: 1000, retention_bytes: -1, max_message_bytes: 100 };
+        let d = TopicDefaults { retention_ms: 1000, retention_bytes: -1, max_message_bytes: 100, ..Default::default() };
         let o: BTreeMap<String, String> =
             [(RETENTION_BYTES.to_string(), "5".to_string()), (TIMESTAMP_TYPE.to_string(), "LogAppendTime".to_string())]
                 .into();

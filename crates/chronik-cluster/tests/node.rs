@@ -140,7 +140,8 @@ async fn retention_by_size_and_time_frees_disk_and_moves_log_start() {
     use chronik_cluster::TopicDefaults;
     let dir = tempfile::tempdir().unwrap();
     let node = start(dir.path()).await;
-    let defaults = TopicDefaults { retention_ms: -1, retention_bytes: -1, max_message_bytes: 1 << 20 };
+    let defaults =
+        TopicDefaults { retention_ms: -1, retention_bytes: -1, max_message_bytes: 1 << 20, ..TopicDefaults::default() };
     create_topic(&node, "by-size", 1, [("retention.bytes".to_string(), "100000".to_string())].into()).await;
     create_topic(&node, "by-time", 1, [("retention.ms".to_string(), "60000".to_string())].into()).await;
     let now = 10_000_000i64;
@@ -189,5 +190,27 @@ async fn retention_by_size_and_time_frees_disk_and_moves_log_start() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!((time.log().log_start_offset(), time.log().high_watermark()), (100, 150));
+    node.shutdown().await.unwrap();
+}
+
+/// An idempotent producer idle past `producer.id.expiration.ms` is forgotten by the partition:
+/// before, a retry of its batch gets the original's offsets; after, it is a new batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_idempotent_producers_expire() {
+    use chronik_cluster::ProducerBatch;
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(dir.path()).await;
+    create_topic(&node, "idem", 1, BTreeMap::new()).await;
+    let g = node.partition("idem", 0).unwrap();
+    let sent = idempotent_batch(7, 0, 0, 2, 1_000);
+    let seq = ProducerBatch { producer_id: 7, epoch: 0, first_seq: 0, last_seq: 1 };
+    let send = || async { g.submit_idempotent(sent.clone(), seq).await.unwrap().await.unwrap() };
+    let first = send().await;
+    assert_eq!(send().await, first, "a retry is answered with the original's offsets");
+    node.expire_idle_producers(1_000).await;
+    assert_eq!(send().await, first, "seen at 1000: not idle before 1000");
+    node.expire_idle_producers(1_001).await;
+    let again = send().await;
+    assert_eq!(again.0, first.1 + 1, "forgotten: the same batch is appended anew");
     node.shutdown().await.unwrap();
 }

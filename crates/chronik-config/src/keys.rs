@@ -91,6 +91,58 @@ pub const KEYS: &[Key] = &[
     key("kafka.log_retention_bytes", Kind::Int, "Default `retention.bytes` of each partition; -1 means no size limit."),
     key("kafka.retention_check_interval_ms", Kind::Int, "How often retention is applied to every partition."),
     key(
+        "kafka.log_message_timestamp_before_max_ms",
+        Kind::Int,
+        "Default `message.timestamp.before.max.ms` of topics: a CreateTime batch whose timestamps lie further \
+            in the past than this is refused (INVALID_TIMESTAMP).",
+    ),
+    key(
+        "kafka.log_message_timestamp_after_max_ms",
+        Kind::Int,
+        "Default `message.timestamp.after.max.ms` of topics: a CreateTime batch whose timestamps lie further \
+            in the future than this is refused (INVALID_TIMESTAMP). Kafka 4's default.",
+    ),
+    key(
+        "kafka.fetch_max_bytes",
+        Kind::Int,
+        "Most record bytes one Fetch response carries, whatever the request asks (Kafka's `fetch.max.bytes`); \
+            the first batch is returned even if larger, so a consumer always progresses.",
+    ),
+    key(
+        "kafka.offset_metadata_max_bytes",
+        Kind::Int,
+        "Longest metadata string an offset commit may carry; a longer one gets OFFSET_METADATA_TOO_LARGE.",
+    ),
+    key(
+        "kafka.group_initial_rebalance_delay_ms",
+        Kind::Int,
+        "How long the first rebalance of an empty consumer group waits for more members (each newcomer \
+            extends it, up to the rebalance timeout), so consumers starting together get one assignment. 0 \
+            rebalances at once.",
+    ),
+    key(
+        "kafka.producer_id_expiration_ms",
+        Kind::Int,
+        "An idempotent producer's state is dropped from a partition after this long without a batch from it \
+            (Kafka's `producer.id.expiration.ms`).",
+    ),
+    key(
+        "kafka.max_connections",
+        Kind::Int,
+        "Most client connections at once; beyond it new connections wait in the listen backlog until one closes.",
+    ),
+    key(
+        "kafka.max_connections_per_ip",
+        Kind::Int,
+        "Most client connections from one IP address; a connection beyond it is closed at once.",
+    ),
+    key(
+        "kafka.queued_max_request_bytes",
+        Kind::Int,
+        "Most bytes of requests read and not yet answered, over all connections; when reached, the broker stops \
+            reading sockets until responses go out. At least `max_request_size`.",
+    ),
+    key(
         "cluster.enabled",
         Kind::Bool,
         "Must be true for `chronik-server cluster`; a standalone node refuses a config that sets it.",

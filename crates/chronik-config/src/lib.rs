@@ -62,6 +62,15 @@ pub struct KafkaConfig {
     pub log_retention_ms: i64,
     pub log_retention_bytes: i64,
     pub retention_check_interval_ms: u64,
+    pub log_message_timestamp_before_max_ms: i64,
+    pub log_message_timestamp_after_max_ms: i64,
+    pub fetch_max_bytes: u64,
+    pub offset_metadata_max_bytes: u64,
+    pub group_initial_rebalance_delay_ms: u64,
+    pub producer_id_expiration_ms: u64,
+    pub max_connections: u64,
+    pub max_connections_per_ip: u64,
+    pub queued_max_request_bytes: u64,
 }
 
 impl Default for KafkaConfig {
@@ -76,6 +85,15 @@ impl Default for KafkaConfig {
             log_retention_ms: 7 * 24 * 3600 * 1000,
             log_retention_bytes: -1,
             retention_check_interval_ms: 30_000,
+            log_message_timestamp_before_max_ms: i64::MAX,
+            log_message_timestamp_after_max_ms: 3_600_000,
+            fetch_max_bytes: 55 << 20,
+            offset_metadata_max_bytes: 4096,
+            group_initial_rebalance_delay_ms: 3000,
+            producer_id_expiration_ms: 86_400_000,
+            max_connections: 10_000,
+            max_connections_per_ip: 1_000,
+            queued_max_request_bytes: 512 << 20,
         }
     }
 }

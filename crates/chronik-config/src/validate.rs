@@ -4,6 +4,10 @@ use std::net::SocketAddr;
 
 use crate::{Config, SeedNode};
 
+/// Bytes a WAL segment needs beyond its largest record: the segment header and footer, the
+/// record header and the entry framing (chronik-wal's layout, rounded up).
+const SEGMENT_OVERHEAD: u64 = 4096;
+
 /// `host:port` with a non-empty host and a numeric port (hosts are resolved later).
 pub(crate) fn check_host_port(s: &str) -> Result<(), String> {
     let (host, port) = s.rsplit_once(':').ok_or_else(|| format!("`{s}` is not host:port"))?;
@@ -82,6 +86,9 @@ pub(crate) fn validate(c: &Config, report: &mut dyn FnMut(&str, String)) {
         ("kafka.default_replication_factor", c.kafka.default_replication_factor as u64),
         ("kafka.max_partitions", c.kafka.max_partitions as u64),
         ("kafka.retention_check_interval_ms", c.kafka.retention_check_interval_ms),
+        ("kafka.fetch_max_bytes", c.kafka.fetch_max_bytes),
+        ("kafka.max_connections", c.kafka.max_connections),
+        ("kafka.max_connections_per_ip", c.kafka.max_connections_per_ip),
     ] {
         if v == 0 {
             report(key, "must be above zero".into());
@@ -94,8 +101,41 @@ pub(crate) fn validate(c: &Config, report: &mut dyn FnMut(&str, String)) {
     if !(64 * 1024..=1 << 31).contains(&seg) {
         report("cluster.storage.wal_segment_size", format!("must be between 65536 and 2147483648 bytes (got {seg})"));
     }
-    if c.kafka.max_request_size < 1024 || c.kafka.max_request_size > i32::MAX as u64 {
-        report("kafka.max_request_size", format!("must be between 1024 and {} bytes", i32::MAX));
+    // At most 1 GiB, like fetch_max_bytes: a Fetch response (one stored entry, which is at
+    // most one request, or fetch_max_bytes of them) then always stays below 2 GiB.
+    if !(1024..=1 << 30).contains(&c.kafka.max_request_size) {
+        report("kafka.max_request_size", "must be between 1024 and 1073741824 bytes".into());
+    }
+    // A request's records for one partition become one WAL record: a segment must hold the largest
+    // request the broker accepts (with room for the record and segment framing).
+    if c.kafka.max_request_size.saturating_add(SEGMENT_OVERHEAD) > seg {
+        report(
+            "cluster.storage.wal_segment_size",
+            format!(
+                "must hold the largest request: at least kafka.max_request_size ({}) + {SEGMENT_OVERHEAD} bytes",
+                c.kafka.max_request_size
+            ),
+        );
+    }
+    if c.kafka.queued_max_request_bytes < c.kafka.max_request_size {
+        report(
+            "kafka.queued_max_request_bytes",
+            format!("must be at least kafka.max_request_size ({})", c.kafka.max_request_size),
+        );
+    }
+    if c.kafka.fetch_max_bytes > 1 << 30 {
+        report("kafka.fetch_max_bytes", "must be at most 1073741824 (a response frame stays below 2 GiB)".into());
+    }
+    if !(0..=1 << 20).contains(&(c.kafka.offset_metadata_max_bytes as i64)) {
+        report("kafka.offset_metadata_max_bytes", "must be between 0 and 1048576".into());
+    }
+    for (key, v) in [
+        ("kafka.log_message_timestamp_before_max_ms", c.kafka.log_message_timestamp_before_max_ms),
+        ("kafka.log_message_timestamp_after_max_ms", c.kafka.log_message_timestamp_after_max_ms),
+    ] {
+        if v < 0 {
+            report(key, format!("must be zero or above (got {v})"));
+        }
     }
     if c.kafka.message_max_bytes == 0 || c.kafka.message_max_bytes > seg / 2 {
         report(

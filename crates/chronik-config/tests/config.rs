@@ -165,6 +165,18 @@ fn validation_errors_name_key_and_line() {
             vec![("kafka.num_partitions", "CHRONIK_NUM_PARTITIONS", "integer `-3`")],
         ),
         (
+            "segment smaller than the largest request",
+            "[kafka]\nmax_request_size = 5000000\n[cluster.storage]\nwal_segment_size = 4194304\n",
+            vec![],
+            vec![("cluster.storage.wal_segment_size", "line 4", "must hold the largest request")],
+        ),
+        (
+            "request budget below one request",
+            "[kafka]\nqueued_max_request_bytes = 1000\n",
+            vec![],
+            vec![("kafka.queued_max_request_bytes", "line 2", "at least kafka.max_request_size")],
+        ),
+        (
             "several at once",
             "kafka_addr = \"nope\"\n[cluster]\nnode_id = 0\nseed_nodes = [\"x\"]\n",
             vec![],

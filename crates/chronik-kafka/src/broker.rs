@@ -11,7 +11,7 @@ use chronik_config::Config;
 use kafka_protocol::ResponseError;
 
 use crate::error::ApiError;
-use crate::groups::{GroupCoordinator, OffsetStoreError};
+use crate::groups::{GroupCoordinator, GroupSettings, OffsetStoreError};
 
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
@@ -21,6 +21,12 @@ pub struct BrokerConfig {
     /// Most partitions the cluster may hold.
     pub max_partitions: u32,
     pub max_request_size: usize,
+    /// Most record bytes in one Fetch response (the first batch excepted).
+    pub fetch_max_bytes: usize,
+    /// Connections at once, per client IP, and bytes of requests read but not yet answered.
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    pub queued_max_request_bytes: usize,
     pub topic_defaults: TopicDefaults,
 }
 
@@ -32,6 +38,10 @@ impl BrokerConfig {
             default_replication_factor: c.kafka.default_replication_factor,
             max_partitions: c.kafka.max_partitions,
             max_request_size: c.kafka.max_request_size as usize,
+            fetch_max_bytes: c.kafka.fetch_max_bytes as usize,
+            max_connections: c.kafka.max_connections as usize,
+            max_connections_per_ip: c.kafka.max_connections_per_ip as usize,
+            queued_max_request_bytes: c.kafka.queued_max_request_bytes as usize,
             topic_defaults: TopicDefaults::from_config(c),
         }
     }
@@ -64,7 +74,7 @@ impl Broker {
     /// On failure, whatever had started is stopped again.
     pub async fn start(config: &Config, tasks: &Tasks) -> Result<Arc<Broker>, StartError> {
         let node = Node::start(NodeOptions::from_config(config), tasks).await?;
-        let groups = match GroupCoordinator::start(&node, tasks).await {
+        let groups = match GroupCoordinator::start(&node, GroupSettings::from_config(config), tasks).await {
             Ok(groups) => groups,
             Err(e) => {
                 tasks.shutdown().await;

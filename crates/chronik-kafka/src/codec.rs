@@ -1,8 +1,11 @@
 //! Request frames in, response frames out.
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
+use kafka_protocol::records::{Record, TimestampType};
+
+use crate::frame::{Frame, Splices};
 
 /// A request with its fixed header fields parsed; the body is decoded by its handler.
 #[derive(Debug)]
@@ -50,14 +53,32 @@ pub fn correlation_id(frame: &[u8]) -> Option<i32> {
     frame.get(4..8).map(|b| i32::from_be_bytes(b.try_into().unwrap()))
 }
 
-/// Decodes a request body and checks that nothing is left over.
+/// Decodes a request body. Bytes after the fields of this version are ignored, as Kafka does
+/// (librdkafka 2.12 sends three after a Metadata v12 request for all topics); a body cut short
+/// is an error.
 pub fn decode<T: Decodable>(body: &Bytes, version: i16) -> anyhow::Result<T> {
-    let mut b = body.clone();
-    let req = T::decode(&mut b, version)?;
-    if b.has_remaining() {
-        anyhow::bail!("{} bytes left after the request body", b.remaining());
+    T::decode(&mut body.clone(), version)
+}
+
+/// A record of no producer (not idempotent, no transaction), for batches the broker writes
+/// itself. kafka-protocol starts a new batch wherever `offset - sequence` changes, so the
+/// sequence follows the offset (one behind it: the batch's base sequence is -1, none).
+pub(crate) fn plain_record(offset: i64, timestamp: i64, key: Option<Bytes>, value: Option<Bytes>) -> Record {
+    Record {
+        transactional: false,
+        control: false,
+        delete_horizon: false,
+        partition_leader_epoch: -1,
+        producer_id: -1,
+        producer_epoch: -1,
+        timestamp_type: TimestampType::Creation,
+        offset,
+        sequence: offset as i32 - 1,
+        timestamp,
+        key,
+        value,
+        headers: Default::default(),
     }
-    Ok(req)
 }
 
 /// Encodes a response frame: length prefix, response header, body.
@@ -67,6 +88,25 @@ pub fn encode_response<R: Encodable + HeaderVersion>(
     body: &R,
 ) -> anyhow::Result<Bytes> {
     encode_with_header_version(correlation_id, R::header_version(version), version, body)
+}
+
+/// Encodes a response frame whose record fields may be placeholders from `splices` (see
+/// [`crate::frame`]): the stored batches they stand for go out by reference, not copied.
+pub fn encode_response_gather<R: Encodable + HeaderVersion>(
+    correlation_id: i32,
+    version: i16,
+    body: &R,
+    splices: Splices,
+) -> anyhow::Result<Frame> {
+    let header_version = R::header_version(version);
+    let header = ResponseHeader::default().with_correlation_id(correlation_id);
+    let size = header.compute_size(header_version)? + body.compute_size(version)?;
+    let size = i32::try_from(size).map_err(|_| anyhow::anyhow!("a response of {size} bytes does not fit a frame"))?;
+    let mut out = splices.into_buf();
+    out.put_i32(size);
+    header.encode(&mut out, header_version)?;
+    body.encode(&mut out, version)?;
+    Ok(out.into_frame())
 }
 
 pub fn encode_with_header_version<R: Encodable>(

@@ -71,6 +71,8 @@ pub fn read_code(e: &ReadError) -> ResponseError {
 pub fn offset_store_code(e: &OffsetStoreError) -> ResponseError {
     match e {
         OffsetStoreError::Append(e) | OffsetStoreError::Create(e) => cluster_code(e),
+        OffsetStoreError::Batch(e) => offset_store_code(e),
+        OffsetStoreError::Stopped => ResponseError::CoordinatorNotAvailable,
         OffsetStoreError::NoLeader | OffsetStoreError::NotHosted | OffsetStoreError::CatchUp { .. } => {
             ResponseError::CoordinatorNotAvailable
         }

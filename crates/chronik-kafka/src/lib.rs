@@ -9,9 +9,11 @@ pub mod alloc;
 pub mod broker;
 pub mod codec;
 mod error;
+pub mod frame;
 pub mod groups;
 pub mod handlers;
 pub mod server;
+mod validate;
 pub mod versions;
 
 pub use broker::{Broker, BrokerConfig, StartError};

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use chronik_cluster::Tasks;
 use chronik_config::Config;
 use chronik_kafka::handlers::{self, Outcome};
@@ -17,7 +17,7 @@ async fn broker(dir: &std::path::Path) -> Arc<Broker> {
     let mut config = Config { data_dir: dir.to_path_buf(), ..Config::default() };
     config.cluster.storage.wal_segment_size = 1 << 20;
     config.kafka.max_partitions = 1000;
-    config.kafka.max_request_size = 1 << 20;
+    config.kafka.max_request_size = 1 << 19;
     Broker::start(&config, &Tasks::new()).await.unwrap()
 }
 
@@ -68,7 +68,10 @@ fn frame(key: ApiKey, version: i16, req: &RequestKind) -> Bytes {
 async fn response(outcome: Outcome) -> Option<Bytes> {
     match outcome {
         Outcome::Response(b) => Some(b),
-        Outcome::Later(f) => tokio::time::timeout(Duration::from_secs(10), f).await.expect("answered in time"),
+        Outcome::Later(f) => tokio::time::timeout(Duration::from_secs(10), f)
+            .await
+            .expect("answered in time")
+            .map(|mut frame| frame.copy_to_bytes(frame.remaining())),
         Outcome::NoResponse => None,
         Outcome::Close(reason) => panic!("connection closed: {reason}"),
     }

@@ -94,6 +94,23 @@ impl Node {
         }
         moved
     }
+
+    /// Forgets, in every partition this node leads, the idempotent producers last seen before
+    /// `before_ms` (Kafka's `producer.id.expiration.ms`).
+    pub async fn expire_idle_producers(&self, before_ms: i64) {
+        for r in self.registry.all().into_iter().filter(|r| r.is_leader(self.node_id)) {
+            if let Err(e) = r.expire_producers(before_ms).await {
+                tracing::warn!(topic = %r.topic(), partition = r.partition(), "expiring producers: {e}");
+            }
+        }
+    }
+}
+
+/// What the housekeeping loop applies, and how often.
+pub(super) struct Housekeeping {
+    pub defaults: TopicDefaults,
+    pub every: Duration,
+    pub producer_expiration: Duration,
 }
 
 /// Reconciles whenever the metadata changes, until cancelled.
@@ -116,14 +133,13 @@ pub(super) async fn reconcile_loop(
     }
 }
 
-/// Runs retention every `every`, until cancelled.
-pub(super) async fn retention_loop(
+/// Runs retention and producer expiry every `h.every`, until cancelled.
+pub(super) async fn housekeeping_loop(
     node: Weak<Node>,
-    defaults: TopicDefaults,
-    every: Duration,
+    h: Housekeeping,
     cancel: CancellationToken,
 ) -> Result<(), ClusterError> {
-    let mut tick = tokio::time::interval(every);
+    let mut tick = tokio::time::interval(h.every);
     tick.tick().await;
     loop {
         tokio::select! {
@@ -131,8 +147,11 @@ pub(super) async fn retention_loop(
             _ = cancel.cancelled() => return Ok(()),
         }
         let Some(node) = node.upgrade() else { return Ok(()) };
-        for (topic, partition, start) in node.enforce_retention(&defaults, crate::now_ms()).await {
+        let now = crate::now_ms();
+        for (topic, partition, start) in node.enforce_retention(&h.defaults, now).await {
             tracing::info!(%topic, partition, log_start = start, "retention moved the log start");
         }
+        let expiration = i64::try_from(h.producer_expiration.as_millis()).unwrap_or(i64::MAX);
+        node.expire_idle_producers(now.saturating_sub(expiration)).await;
     }
 }

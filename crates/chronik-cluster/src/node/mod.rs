@@ -78,8 +78,13 @@ impl Node {
         node.drop_orphaned_groups();
         let (weak, version) = (Arc::downgrade(&node), node.meta.subscribe());
         node.reconciler.spawn("reconciler", move |cancel| lifecycle::reconcile_loop(weak, version, cancel));
-        let (weak, defaults, every) = (Arc::downgrade(&node), opts.topic_defaults, opts.retention_check_interval);
-        node.tasks.spawn("retention", move |cancel| lifecycle::retention_loop(weak, defaults, every, cancel));
+        let housekeeping = lifecycle::Housekeeping {
+            defaults: opts.topic_defaults,
+            every: opts.retention_check_interval,
+            producer_expiration: opts.producer_id_expiration,
+        };
+        let weak = Arc::downgrade(&node);
+        node.tasks.spawn("housekeeping", move |cancel| lifecycle::housekeeping_loop(weak, housekeeping, cancel));
         tracing::info!(
             node = node.node_id,
             cluster = %node.identity.cluster_id,

@@ -27,6 +27,8 @@ pub struct NodeOptions {
     pub topic_defaults: TopicDefaults,
     /// How often retention runs.
     pub retention_check_interval: Duration,
+    /// An idempotent producer idle this long is forgotten (`producer.id.expiration.ms`).
+    pub producer_id_expiration: Duration,
 }
 
 impl NodeOptions {
@@ -50,6 +52,7 @@ impl NodeOptions {
             raft: c.cluster.raft.clone(),
             topic_defaults: TopicDefaults::from_config(c),
             retention_check_interval: Duration::from_millis(c.kafka.retention_check_interval_ms),
+            producer_id_expiration: Duration::from_millis(c.kafka.producer_id_expiration_ms),
         }
     }
 

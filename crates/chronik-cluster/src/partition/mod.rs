@@ -196,6 +196,19 @@ impl PartitionReplica {
         }
     }
 
+    /// Forgets idempotent producers last seen before `before_ms`, through the log (nothing is
+    /// proposed when none is that old).
+    pub async fn expire_producers(&self, before_ms: i64) -> Result<(), ClusterError> {
+        if !self.state_machine.has_producers_seen_before(before_ms) {
+            return Ok(());
+        }
+        let mut guard = self.producers.lock().await;
+        let r = self.raft.client_write(Command::ExpireProducers { before_ms }).await;
+        // The leader's view of in-flight batches goes too; it is rebuilt from the state machine.
+        *guard = IdempotenceGuard::default();
+        r.map(drop).map_err(|e| ClusterError::from_write(self.group, e))
+    }
+
     /// The Raft term (Kafka leader epoch) and leader, as this node sees them.
     pub fn leadership(&self) -> (u64, Option<NodeId>) {
         let m = self.raft.metrics().borrow_watched().clone();

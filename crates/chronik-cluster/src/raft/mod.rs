@@ -28,6 +28,9 @@ pub enum Command {
     Produce { records: Bytes },
     /// Moves the partition's log start offset forward (DeleteRecords, retention).
     AdvanceLogStart { offset: u64 },
+    /// Forgets the partition's idempotent producers last seen before this time (ms), as the
+    /// leader proposes it: the time travels in the log, so every replica forgets the same.
+    ExpireProducers { before_ms: i64 },
     /// A metadata change (`__meta` group only).
     Meta(MetaCommand),
 }
@@ -37,6 +40,7 @@ impl fmt::Display for Command {
         match self {
             Command::Produce { records } => write!(f, "produce({} bytes)", records.len()),
             Command::AdvanceLogStart { offset } => write!(f, "advance-log-start({offset})"),
+            Command::ExpireProducers { before_ms } => write!(f, "expire-producers(before {before_ms})"),
             Command::Meta(m) => write!(f, "meta:{m}"),
         }
     }

@@ -16,7 +16,7 @@ use super::{load_snapshot, save_snapshot};
 use std::collections::BTreeMap;
 
 use crate::batch;
-use crate::producers::{self, BatchSeq, ProducerState};
+use crate::producers::{BatchSeq, ProducerState, ProducerTable, SNAPSHOT_BYTES_PER_PRODUCER};
 use crate::raft::{Command, GroupId, LogId, Response, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
 use crate::storage::PartitionLog;
 
@@ -25,8 +25,45 @@ use crate::storage::PartitionLog;
 pub struct PartitionSnapshot {
     pub next_offset: u64,
     pub log_start: u64,
-    /// Idempotent producers' sequence state, by producer id.
-    pub producers: BTreeMap<i64, ProducerState>,
+    /// Idempotent producers: sequence state and when each was last seen.
+    pub producers: ProducerTable,
+}
+
+/// Marks a snapshot in this layout; snapshots of earlier builds have no mark.
+const SNAPSHOT_MAGIC: &[u8; 4] = b"CPS2";
+
+/// The layout of earlier builds' partition snapshots (no last-seen times).
+#[derive(Deserialize)]
+struct LegacySnapshot {
+    next_offset: u64,
+    log_start: u64,
+    producers: BTreeMap<i64, ProducerState>,
+}
+
+impl PartitionSnapshot {
+    pub fn encode(&self) -> io::Result<Bytes> {
+        let mut out = SNAPSHOT_MAGIC.to_vec();
+        out.extend(postcard::to_stdvec(self).map_err(io::Error::other)?);
+        Ok(out.into())
+    }
+
+    /// Decodes this layout or an earlier build's. (An earlier snapshot cannot begin with the
+    /// mark: its log start, 80, would lie past its next offset, 67.) Producers of an earlier
+    /// snapshot count as seen now.
+    pub fn decode(b: &[u8]) -> io::Result<PartitionSnapshot> {
+        let invalid = |e| io::Error::new(io::ErrorKind::InvalidData, e);
+        if let Some(body) = b.strip_prefix(SNAPSHOT_MAGIC) {
+            return postcard::from_bytes(body).map_err(invalid);
+        }
+        let legacy: LegacySnapshot = postcard::from_bytes(b).map_err(invalid)?;
+        let now = crate::now_ms();
+        let last_seen = legacy.producers.keys().map(|id| (*id, now)).collect();
+        Ok(PartitionSnapshot {
+            next_offset: legacy.next_offset,
+            log_start: legacy.log_start,
+            producers: ProducerTable { states: legacy.producers, last_seen },
+        })
+    }
 }
 
 #[derive(Default)]
@@ -52,14 +89,25 @@ impl PartitionStateMachine {
     /// The snapshot's data as stored, for building the partition log before the group starts.
     pub fn stored_snapshot(wal: &Arc<Wal>, group: GroupId) -> io::Result<PartitionSnapshot> {
         match load_snapshot(wal, group)? {
-            Some(s) => postcard::from_bytes(&s.snapshot).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e)),
+            Some(s) => PartitionSnapshot::decode(&s.snapshot),
             None => Ok(PartitionSnapshot::default()),
         }
     }
 
     /// Producer state as of the last applied entry.
     pub fn producers(&self) -> BTreeMap<i64, ProducerState> {
-        self.state.lock().data.producers.clone()
+        self.state.lock().data.producers.states.clone()
+    }
+
+    /// Whether an idempotent producer was last seen before `before_ms` (so expiry has work).
+    pub fn has_producers_seen_before(&self, before_ms: i64) -> bool {
+        self.state.lock().data.producers.any_seen_before(before_ms)
+    }
+
+    /// Most producers one partition remembers: what half of a WAL record holds, since the
+    /// snapshot carrying them is one record.
+    fn producer_cap(&self) -> usize {
+        (self.wal.max_payload_len() / 2 / SNAPSHOT_BYTES_PER_PRODUCER).max(16)
     }
 
     fn apply_command(&self, s: &mut State, cmd: Command) -> Response {
@@ -81,6 +129,7 @@ impl PartitionStateMachine {
                         ));
                     }
                     s.data.next_offset = last + 1;
+                    let cap = self.producer_cap();
                     for span in spans.iter().filter(|sp| sp.header.producer_id >= 0) {
                         let h = &span.header;
                         let batch = BatchSeq {
@@ -88,7 +137,7 @@ impl PartitionStateMachine {
                             last_seq: h.last_sequence(),
                             base_offset: h.base_offset as u64,
                         };
-                        producers::record(s.data.producers.entry(h.producer_id).or_default(), h.producer_epoch, batch);
+                        s.data.producers.record(h.producer_id, h.producer_epoch, batch, h.max_timestamp, cap);
                     }
                     Response::Produced { base_offset: base, last_offset: last }
                 }
@@ -98,6 +147,13 @@ impl PartitionStateMachine {
                 s.data.log_start = s.data.log_start.max(offset.min(s.data.next_offset));
                 self.log.set_log_start(s.data.log_start);
                 Response::LogStart { offset: s.data.log_start }
+            }
+            Command::ExpireProducers { before_ms } => {
+                let expired = s.data.producers.expire(before_ms);
+                if expired > 0 {
+                    tracing::debug!(group = self.group, expired, "idle idempotent producers expired");
+                }
+                Response::None
             }
             Command::Meta(_) => Response::Invalid("metadata command sent to a partition".into()),
         }
@@ -111,7 +167,7 @@ impl RaftSnapshotBuilder<TypeConfig> for PartitionStateMachine {
         let (meta, data) = {
             let s = self.state.lock();
             let meta = SnapshotMeta { last_log_id: s.applied, last_membership: s.membership.clone() };
-            (meta, Bytes::from(postcard::to_stdvec(&s.data).map_err(io::Error::other)?))
+            (meta, s.data.encode()?)
         };
         save_snapshot(&self.wal, self.group, &meta, &data).await?;
         Ok(Snapshot { meta, snapshot: data })
@@ -162,8 +218,7 @@ impl RaftStateMachine<TypeConfig> for PartitionStateMachine {
     }
 
     async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: Bytes) -> io::Result<()> {
-        let data: PartitionSnapshot =
-            postcard::from_bytes(&snapshot).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        let data = PartitionSnapshot::decode(&snapshot)?;
         save_snapshot(&self.wal, self.group, meta, &snapshot).await?;
         self.log.reset_front(data.next_offset);
         self.log.set_log_start(data.log_start);
@@ -177,5 +232,41 @@ impl RaftStateMachine<TypeConfig> for PartitionStateMachine {
 
     async fn get_current_snapshot(&mut self) -> io::Result<Option<Snapshot>> {
         load_snapshot(&self.wal, self.group)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+
+    use serde::Serialize;
+
+    use super::*;
+
+    #[derive(Serialize)]
+    struct Earlier {
+        next_offset: u64,
+        log_start: u64,
+        producers: BTreeMap<i64, ProducerState>,
+    }
+
+    #[test]
+    fn snapshots_of_this_build_and_of_earlier_builds_decode() {
+        let state = ProducerState {
+            epoch: 3,
+            last_seq: 9,
+            recent: VecDeque::from([BatchSeq { first_seq: 5, last_seq: 9, base_offset: 40 }]),
+        };
+        let mut table = ProducerTable::default();
+        table.record(11, 3, BatchSeq { first_seq: 5, last_seq: 9, base_offset: 40 }, 1234, 16);
+        let now = PartitionSnapshot { next_offset: 45, log_start: 2, producers: table };
+        assert_eq!(PartitionSnapshot::decode(&now.encode().unwrap()).unwrap(), now);
+
+        let earlier = Earlier { next_offset: 45, log_start: 2, producers: BTreeMap::from([(11, state.clone())]) };
+        let decoded = PartitionSnapshot::decode(&postcard::to_stdvec(&earlier).unwrap()).unwrap();
+        assert_eq!((decoded.next_offset, decoded.log_start), (45, 2));
+        assert_eq!(decoded.producers.states, BTreeMap::from([(11, state)]), "sequence state carried over");
+        assert!(decoded.producers.last_seen[&11] > 1_700_000_000_000, "earlier producers count as seen now");
+        assert!(PartitionSnapshot::decode(b"CPS2\xff").is_err());
     }
 }

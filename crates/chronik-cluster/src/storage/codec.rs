@@ -23,6 +23,7 @@ pub const KIND_MEMBERSHIP: u8 = 2;
 const TAG_PRODUCE: u8 = 1;
 const TAG_LOG_START: u8 = 2;
 const TAG_META: u8 = 3;
+const TAG_EXPIRE_PRODUCERS: u8 = 4;
 
 enum Part {
     Owned(Range<usize>),
@@ -117,6 +118,10 @@ pub fn encode(entry: &Entry, next_offset: Option<u64>) -> io::Result<Encoded> {
                     e.push_owned(&[TAG_LOG_START]);
                     e.push_owned(&offset.to_le_bytes());
                 }
+                Command::ExpireProducers { before_ms } => {
+                    e.push_owned(&[TAG_EXPIRE_PRODUCERS]);
+                    e.push_owned(&before_ms.to_le_bytes());
+                }
                 Command::Meta(m) => {
                     e.push_owned(&[TAG_META]);
                     let body = postcard::to_stdvec(m).map_err(io_err)?;
@@ -147,6 +152,9 @@ pub fn decode_command(payload: &Bytes) -> io::Result<Command> {
             offset: u64::from_le_bytes(body.try_into().map_err(|_| io_err("bad advance-log-start command"))?),
         },
         TAG_META => Command::Meta(postcard::from_bytes(body).map_err(io_err)?),
+        TAG_EXPIRE_PRODUCERS => Command::ExpireProducers {
+            before_ms: i64::from_le_bytes(body.try_into().map_err(|_| io_err("bad expire-producers command"))?),
+        },
         other => return Err(io_err(format!("unknown command tag {other}"))),
     })
 }
@@ -200,6 +208,7 @@ mod tests {
         let cases = vec![
             EntryPayload::Blank,
             EntryPayload::Normal(Command::AdvanceLogStart { offset: 77 }),
+            EntryPayload::Normal(Command::ExpireProducers { before_ms: -5 }),
             EntryPayload::Normal(Command::Meta(MetaCommand::DeleteTopic { name: "t".into() })),
             EntryPayload::Membership(openraft::Membership::new_with_defaults(vec![[1u64].into()], [1u64])),
         ];

@@ -21,6 +21,10 @@ pub struct EntryOffsets {
 #[derive(Debug, Clone, Default)]
 pub struct OffsetIndex {
     entries: VecDeque<EntryOffsets>,
+    /// The time index: for each entry, the largest timestamp up to and including it. It never
+    /// decreases, so a lookup by time is a binary search (Kafka's time index idea; timestamps
+    /// themselves need not be in order).
+    max_timestamp_so_far: VecDeque<i64>,
     /// The offset the first entry starts at (after purges: the first unpurged offset).
     front_offset: u64,
     bytes: u64,
@@ -49,6 +53,8 @@ impl OffsetIndex {
         debug_assert_eq!(e.base_offset, self.next_offset(), "offsets follow the log");
         debug_assert!(self.entries.back().is_none_or(|b| b.raft_index < e.raft_index));
         self.bytes += e.bytes;
+        let so_far = self.max_timestamp_so_far.back().map_or(e.max_timestamp, |m| (*m).max(e.max_timestamp));
+        self.max_timestamp_so_far.push_back(so_far);
         self.entries.push_back(e);
     }
 
@@ -56,6 +62,7 @@ impl OffsetIndex {
     pub fn truncate_from(&mut self, raft_index: u64) {
         while self.entries.back().is_some_and(|e| e.raft_index >= raft_index) {
             let e = self.entries.pop_back().expect("checked");
+            self.max_timestamp_so_far.pop_back();
             self.bytes -= e.bytes;
         }
     }
@@ -64,6 +71,7 @@ impl OffsetIndex {
     pub fn purge_through(&mut self, raft_index: u64) {
         while self.entries.front().is_some_and(|e| e.raft_index <= raft_index) {
             let e = self.entries.pop_front().expect("checked");
+            self.max_timestamp_so_far.pop_front();
             self.bytes -= e.bytes;
             self.front_offset = e.last_offset + 1;
         }
@@ -86,6 +94,20 @@ impl OffsetIndex {
         self.entries.get(position)
     }
 
+    /// The position of the first entry that is not wholly below `offset` (the number of
+    /// entries that are).
+    pub fn entries_below(&self, offset: u64) -> usize {
+        self.entries.partition_point(|e| e.last_offset < offset)
+    }
+
+    /// Positions, from `from` on, of the entries whose max timestamp is at or after `ts`,
+    /// found through the time index. Purged entries can leave the running maximum above an
+    /// entry's own timestamps, so the search lands at or before the first match and steps on.
+    pub fn at_or_after_time(&self, ts: i64, from: usize) -> impl Iterator<Item = usize> + '_ {
+        let start = self.max_timestamp_so_far.partition_point(|m| *m < ts).max(from);
+        (start..self.entries.len()).filter(move |i| self.entries[*i].max_timestamp >= ts)
+    }
+
     /// For OffsetForLeaderEpoch: the largest epoch present that is at most `epoch`, and the
     /// offset where the next larger epoch starts (or the log end).
     pub fn epoch_end(&self, epoch: u64) -> Option<(u64, u64)> {
@@ -98,15 +120,6 @@ impl OffsetIndex {
     pub fn iter(&self) -> impl DoubleEndedIterator<Item = &EntryOffsets> {
         self.entries.iter()
     }
-}
-
-/// The first of `entries` whose max timestamp is at or after `ts` (timestamps need not be
-/// monotonic, so this scans; ListOffsets by time is rare).
-pub fn first_at_or_after_time<'a>(
-    entries: impl IntoIterator<Item = &'a EntryOffsets>,
-    ts: i64,
-) -> Option<&'a EntryOffsets> {
-    entries.into_iter().find(|e| e.max_timestamp >= ts)
 }
 
 /// The one of `entries` holding the largest timestamp (the earliest such entry).
@@ -148,8 +161,12 @@ mod tests {
         for (offset, raft) in [(0, Some(2)), (4, Some(2)), (5, Some(3)), (7, Some(5)), (9, Some(5)), (10, None)] {
             assert_eq!(idx.position_of(offset).map(|p| idx.get(p).unwrap().raft_index), raft, "offset {offset}");
         }
-        assert_eq!(first_at_or_after_time(idx.iter(), 150).map(|e| e.base_offset), Some(5));
-        assert_eq!(first_at_or_after_time(idx.iter(), 301), None);
+        let by_time =
+            |ts: i64| idx.at_or_after_time(ts, 0).map(|p| idx.get(p).unwrap().base_offset).collect::<Vec<_>>();
+        assert_eq!(by_time(150), vec![5, 6], "entries from the first at or after 150 (timestamps 100, 300, 200)");
+        assert_eq!(by_time(250), vec![5]);
+        assert_eq!(by_time(301), Vec::<u64>::new());
+        assert_eq!(idx.at_or_after_time(0, 2).next(), Some(2), "from a position on");
         assert_eq!(max_timestamp_entry(idx.iter()).map(|e| e.base_offset), Some(5));
     }
 
@@ -193,6 +210,7 @@ mod tests {
         assert_eq!((idx.next_offset(), idx.iter().count(), idx.bytes()), (6, 2, 200));
         idx.purge_through(2);
         assert_eq!((idx.front_offset(), idx.next_offset(), idx.iter().count()), (5, 6, 1));
+        assert_eq!(idx.at_or_after_time(300, 0).collect::<Vec<_>>(), vec![0], "the time index follows the purge");
         idx.purge_through(10);
         assert_eq!((idx.front_offset(), idx.next_offset(), idx.iter().next().is_none()), (6, 6, true));
         idx.reset_front(50);

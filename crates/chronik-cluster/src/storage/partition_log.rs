@@ -176,10 +176,18 @@ impl PartitionLog {
         Ok(out)
     }
 
-    /// Base offset and max timestamp of the first committed entry with a timestamp at or after
-    /// `ts` (ListOffsets by time narrows it down to the record).
-    pub fn entry_at_or_after_time(&self, ts: i64) -> Option<EntryOffsets> {
-        self.with_readable(|entries| offsets::first_at_or_after_time(entries, ts).copied())
+    /// Up to `limit` readable entries, in log order, whose max timestamp is at or after `ts`,
+    /// found through the time index (ListOffsets by time narrows the first down to a record;
+    /// the next ones serve when its matching records lie below the log start).
+    pub fn entries_at_or_after_time(&self, ts: i64, limit: usize) -> Vec<EntryOffsets> {
+        let hw = self.high_watermark();
+        let start = self.log_start_offset();
+        let index = self.index.read();
+        index
+            .at_or_after_time(ts, index.entries_below(start))
+            .map_while(|p| index.get(p).filter(|e| e.last_offset < hw).copied())
+            .take(limit)
+            .collect()
     }
 
     /// The committed entry with the largest timestamp.

@@ -27,9 +27,15 @@ pub fn options(dir: &Path, node_id: u64) -> NodeOptions {
             snapshot_threshold: 1000,
             compaction_retain_entries: 100,
         },
-        topic_defaults: TopicDefaults { retention_ms: -1, retention_bytes: -1, max_message_bytes: 1 << 20 },
+        topic_defaults: TopicDefaults {
+            retention_ms: -1,
+            retention_bytes: -1,
+            max_message_bytes: 1 << 20,
+            ..TopicDefaults::default()
+        },
         // The tests apply retention themselves.
         retention_check_interval: Duration::from_secs(3600),
+        producer_id_expiration: Duration::from_secs(86_400),
     }
 }
 
@@ -50,6 +56,17 @@ pub fn batch(records: i32, timestamp: i64, tag: &[u8]) -> Bytes {
     b[35..43].copy_from_slice(&timestamp.to_be_bytes());
     b[43..51].copy_from_slice(&(-1i64).to_be_bytes());
     b[57..61].copy_from_slice(&records.to_be_bytes());
+    let crc = crc32c::crc32c(&b[21..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    b.into()
+}
+
+/// [`batch`] from an idempotent producer: producer id, epoch and first sequence set.
+pub fn idempotent_batch(producer_id: i64, epoch: i16, first_seq: i32, records: i32, timestamp: i64) -> Bytes {
+    let mut b = batch(records, timestamp, b"idempotent").to_vec();
+    b[43..51].copy_from_slice(&producer_id.to_be_bytes());
+    b[51..53].copy_from_slice(&epoch.to_be_bytes());
+    b[53..57].copy_from_slice(&first_seq.to_be_bytes());
     let crc = crc32c::crc32c(&b[21..]);
     b[17..21].copy_from_slice(&crc.to_be_bytes());
     b.into()

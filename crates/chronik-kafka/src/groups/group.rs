@@ -107,10 +107,25 @@ pub struct Group {
     joining: BTreeMap<String, oneshot::Sender<JoinResult>>,
     syncing: BTreeMap<String, oneshot::Sender<SyncResult>>,
     rebalance_deadline: Option<Instant>,
+    /// `group.initial.rebalance.delay.ms`: how long the first rebalance of an empty group waits
+    /// for more members, so consumers starting together get one assignment.
+    initial_delay: Duration,
+    /// The wait of an empty group's first rebalance, while it lasts.
+    initial_join: Option<InitialJoin>,
+}
+
+/// The delayed first rebalance of an empty group (Kafka's InitialDelayedJoin): it completes
+/// once a whole delay passes with no new member, or once the rebalance timeout is used up.
+#[derive(Debug, Clone, Copy)]
+struct InitialJoin {
+    until: Instant,
+    /// What is left of the rebalance timeout for further delays.
+    remaining: Duration,
+    new_member_joined: bool,
 }
 
 impl Group {
-    pub fn new() -> Group {
+    pub fn new(initial_delay: Duration) -> Group {
         Group {
             state: State::Empty,
             generation: 0,
@@ -122,6 +137,8 @@ impl Group {
             joining: BTreeMap::new(),
             syncing: BTreeMap::new(),
             rebalance_deadline: None,
+            initial_delay,
+            initial_join: None,
         }
     }
 
@@ -164,6 +181,12 @@ impl Group {
             req.member_id.clone()
         };
         let changed = self.members.get(&member_id).is_none_or(|m| m.protocols != req.protocols);
+        if let Some(initial) = self.initial_join.as_mut()
+            && !self.members.contains_key(&member_id)
+        {
+            initial.new_member_joined = true;
+        }
+        let was_empty = self.state == State::Empty;
         self.members.insert(
             member_id.clone(),
             Member {
@@ -189,6 +212,14 @@ impl Group {
             self.reply_current(&member_id);
         } else if self.state != State::PreparingRebalance {
             self.prepare_rebalance(now);
+            if was_empty && !self.initial_delay.is_zero() {
+                let timeout = self.members[&member_id].rebalance_timeout;
+                self.initial_join = Some(InitialJoin {
+                    until: now + self.initial_delay,
+                    remaining: timeout.saturating_sub(self.initial_delay),
+                    new_member_joined: false,
+                });
+            }
         }
         self.maybe_complete_join(now);
     }
@@ -214,6 +245,18 @@ impl Group {
     fn maybe_complete_join(&mut self, now: Instant) {
         if self.state != State::PreparingRebalance {
             return;
+        }
+        if let Some(initial) = self.initial_join.as_mut() {
+            if now < initial.until {
+                return;
+            }
+            if initial.new_member_joined && !initial.remaining.is_zero() {
+                let more = self.initial_delay.min(initial.remaining);
+                *initial =
+                    InitialJoin { until: now + more, remaining: initial.remaining - more, new_member_joined: false };
+                return;
+            }
+            self.initial_join = None;
         }
         let all_joined = self.members.keys().all(|m| self.joining.contains_key(m));
         let overdue = self.rebalance_deadline.is_some_and(|d| now >= d);
@@ -282,6 +325,7 @@ impl Group {
         self.leader = None;
         self.protocol = None;
         self.rebalance_deadline = None;
+        self.initial_join = None;
     }
 
     fn check_member(&self, member_id: &str, generation: i32) -> Result<(), GroupError> {
@@ -449,7 +493,7 @@ mod tests {
     #[test]
     fn single_member_joins_syncs_and_heartbeats() {
         let now = Instant::now();
-        let mut g = Group::new();
+        let mut g = Group::new(Duration::ZERO);
         let r = join(&mut g, now, join_req("", &["range"])).try_recv().unwrap();
         assert_eq!((r.error, r.generation, r.leader == r.member_id), (None, 1, true));
         assert_eq!(r.members.len(), 1);
@@ -465,7 +509,7 @@ mod tests {
     #[test]
     fn second_member_triggers_rebalance_and_both_get_assignments() {
         let now = Instant::now();
-        let mut g = Group::new();
+        let mut g = Group::new(Duration::ZERO);
         let a = stable_alone(&mut g, now);
         // B joins: A's next heartbeat says rebalance, A rejoins, the join completes for both.
         let mut b_rx = join(&mut g, now, join_req("", &["range"]));
@@ -486,10 +530,53 @@ mod tests {
         assert_eq!(brx.try_recv().unwrap(), Ok(Bytes::from_static(b"p1")));
     }
 
+    /// Kafka's delayed first rebalance: members starting together get one generation; each new
+    /// member extends the wait by another delay, up to the rebalance timeout.
+    #[test]
+    fn first_rebalance_of_an_empty_group_waits_for_more_members() {
+        let delay = Duration::from_secs(3);
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut g = Group::new(delay);
+        let mut a = join(&mut g, t0, join_req("", &["range"]));
+        g.tick(at(2_000));
+        assert!(a.try_recv().is_err(), "A waits out the initial delay");
+        let mut b = join(&mut g, at(2_500), join_req("", &["range"]));
+        g.tick(at(3_000));
+        assert!(a.try_recv().is_err() && b.try_recv().is_err(), "B's arrival extended the wait by a delay");
+        g.tick(at(5_900));
+        assert!(a.try_recv().is_err(), "still within the extension");
+        g.tick(at(6_000));
+        let (a, b) = (a.try_recv().unwrap(), b.try_recv().unwrap());
+        assert_eq!((a.generation, b.generation), (1, 1), "one generation for both");
+        assert_eq!(a.members.len().max(b.members.len()), 2, "the leader sees both members");
+
+        // Members that keep arriving cannot hold the rebalance past the rebalance timeout (30 s).
+        let mut g = Group::new(delay);
+        let mut first = join(&mut g, t0, join_req("", &["range"]));
+        let mut ms = 0;
+        while first.try_recv().is_err() {
+            ms += 1_000;
+            assert!(ms <= 31_000, "the rebalance completed within its timeout");
+            drop(join(&mut g, at(ms), join_req("", &["range"])));
+            g.tick(at(ms));
+        }
+        assert!((27_000..=31_000).contains(&ms), "completed at {ms} ms");
+
+        // A group that already rebalanced is not delayed again.
+        let mut g = Group::new(delay);
+        let mut a = join(&mut g, t0, join_req("", &["range"]));
+        g.tick(at(3_000));
+        let a = a.try_recv().unwrap();
+        let mut b = join(&mut g, at(3_100), join_req("", &["range"]));
+        let a2 = join(&mut g, at(3_200), join_req(&a.member_id, &["range"])).try_recv().unwrap();
+        assert_eq!((a2.generation, b.try_recv().unwrap().generation), (2, 2), "completes as soon as all rejoin");
+    }
+
     #[test]
     fn member_id_required_then_rejoin() {
         let now = Instant::now();
-        let mut g = Group::new();
+        let mut g = Group::new(Duration::ZERO);
         let (mut req, first) = ask_for_member_id(&mut g, now);
         assert_eq!(first.error, Some(GroupError::MemberIdRequired));
         req.member_id = first.member_id.clone();
@@ -503,14 +590,14 @@ mod tests {
     #[test]
     fn handed_out_member_id_keeps_the_group_until_it_lapses() {
         let now = Instant::now();
-        let mut g = Group::new();
+        let mut g = Group::new(Duration::ZERO);
         let (mut req, first) = ask_for_member_id(&mut g, now);
         g.tick(now + Duration::from_secs(1));
         assert!(!g.is_empty(), "the client is about to rejoin with its id");
         req.member_id = first.member_id;
         assert_eq!(join(&mut g, now + Duration::from_secs(1), req.clone()).try_recv().unwrap().error, None);
         // An id never used lapses with the session timeout it was asked with.
-        let mut other = Group::new();
+        let mut other = Group::new(Duration::ZERO);
         ask_for_member_id(&mut other, now);
         other.tick(now + Duration::from_secs(11));
         assert!(other.is_empty());
@@ -519,7 +606,7 @@ mod tests {
     #[test]
     fn absent_member_is_dropped_at_the_rebalance_deadline_and_sessions_expire() {
         let t0 = Instant::now();
-        let mut g = Group::new();
+        let mut g = Group::new(Duration::ZERO);
         stable_alone(&mut g, t0);
         let mut b_rx = join(&mut g, t0, join_req("", &["range"]));
         g.tick(t0 + Duration::from_secs(31)); // A never rejoins
@@ -535,7 +622,7 @@ mod tests {
     #[test]
     fn incompatible_protocols_are_refused() {
         let now = Instant::now();
-        let mut g = Group::new();
+        let mut g = Group::new(Duration::ZERO);
         join(&mut g, now, join_req("", &["range"]));
         let r = join(&mut g, now, join_req("", &["cooperative-sticky"])).try_recv().unwrap();
         assert_eq!(r.error, Some(GroupError::InconsistentGroupProtocol));
@@ -544,7 +631,7 @@ mod tests {
     #[test]
     fn commits_need_the_current_generation_outside_assignment_or_an_empty_group() {
         let now = Instant::now();
-        let mut g = Group::new();
+        let mut g = Group::new(Duration::ZERO);
         assert_eq!(g.check_commit(now, "", -1), Ok(()));
         let a = join(&mut g, now, join_req("", &["range"])).try_recv().unwrap();
         assert_eq!(
@@ -566,7 +653,7 @@ mod tests {
     #[test]
     fn dead_member_is_expired_by_its_session_during_a_rebalance() {
         let t0 = Instant::now();
-        let mut g = Group::new();
+        let mut g = Group::new(Duration::ZERO);
         stable_alone(&mut g, t0);
         // A dies; B joins. A's 10 s session ends the wait, not the 30 s rebalance timeout.
         let mut b_rx = join(&mut g, t0, join_req("", &["range"]));

@@ -4,6 +4,7 @@
 
 mod group;
 mod store;
+mod writer;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
@@ -29,9 +30,29 @@ pub enum DeleteGroupError {
     Store(#[from] OffsetStoreError),
 }
 
+/// How the coordinator behaves (`[kafka]` keys of chronik.toml).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupSettings {
+    /// `group.initial.rebalance.delay.ms`: the first rebalance of an empty group waits this
+    /// long for more members (extended by each newcomer, up to the rebalance timeout).
+    pub initial_rebalance_delay: Duration,
+    /// `offset.metadata.max.bytes`: a commit with longer metadata is refused for that partition.
+    pub offset_metadata_max_bytes: usize,
+}
+
+impl GroupSettings {
+    pub fn from_config(c: &chronik_config::Config) -> GroupSettings {
+        GroupSettings {
+            initial_rebalance_delay: Duration::from_millis(c.kafka.group_initial_rebalance_delay_ms),
+            offset_metadata_max_bytes: c.kafka.offset_metadata_max_bytes as usize,
+        }
+    }
+}
+
 pub struct GroupCoordinator {
     groups: Mutex<HashMap<String, group::Group>>,
     pub offsets: OffsetStore,
+    pub settings: GroupSettings,
 }
 
 /// A group as DescribeGroups shows it.
@@ -45,9 +66,13 @@ pub struct GroupView {
 
 impl GroupCoordinator {
     /// Opens the committed offsets and starts the reaper in `tasks`.
-    pub async fn start(node: &Arc<Node>, tasks: &Tasks) -> Result<Arc<GroupCoordinator>, OffsetStoreError> {
-        let offsets = OffsetStore::open(node).await?;
-        let c = Arc::new(GroupCoordinator { groups: Mutex::new(HashMap::new()), offsets });
+    pub async fn start(
+        node: &Arc<Node>,
+        settings: GroupSettings,
+        tasks: &Tasks,
+    ) -> Result<Arc<GroupCoordinator>, OffsetStoreError> {
+        let offsets = OffsetStore::open(node, tasks).await?;
+        let c = Arc::new(GroupCoordinator { groups: Mutex::new(HashMap::new()), offsets, settings });
         let weak = Arc::downgrade(&c);
         tasks.spawn("group-reaper", move |cancel| reaper(weak, cancel));
         Ok(c)
@@ -55,7 +80,12 @@ impl GroupCoordinator {
 
     pub fn join(&self, req: JoinRequest, group_id: &str) -> oneshot::Receiver<JoinResult> {
         let (tx, rx) = oneshot::channel();
-        self.groups.lock().entry(group_id.to_string()).or_insert_with(group::Group::new).join(Instant::now(), req, tx);
+        let delay = self.settings.initial_rebalance_delay;
+        self.groups.lock().entry(group_id.to_string()).or_insert_with(|| group::Group::new(delay)).join(
+            Instant::now(),
+            req,
+            tx,
+        );
         rx
     }
 
@@ -105,9 +135,16 @@ impl GroupCoordinator {
         self.offsets.write(changes).await
     }
 
+    /// The group as DescribeGroups shows it; `None` when the coordinator knows nothing of it
+    /// (Kafka's "Dead"). A group with no members but committed offsets is "Empty", as in Kafka:
+    /// its offsets can be described and reset.
     pub fn describe(&self, group_id: &str) -> Option<GroupView> {
         let groups = self.groups.lock();
-        let g = groups.get(group_id)?;
+        let Some(g) = groups.get(group_id) else {
+            let empty =
+                GroupView { state: "Empty", protocol_type: String::new(), protocol: String::new(), members: vec![] };
+            return self.offsets.has_group(group_id).then_some(empty);
+        };
         let protocol = g.protocol.clone().unwrap_or_default();
         Some(GroupView {
             state: if g.members.is_empty() { "Empty" } else { g.state.name() },

@@ -1,23 +1,24 @@
 //! Committed offsets, kept in memory and persisted in the internal topic `__consumer_offsets`
-//! (one partition, so one Raft group): each commit is a record batch appended through Raft.
-//! On start the partition is replayed. Every `CHECKPOINT_EVERY` records the whole map is
-//! written as one batch and the log start moves to it, so replay stays short.
+//! (one partition, so one Raft group). On start the partition is replayed; commits are written
+//! by one writer task (`writer.rs`), which batches them and checkpoints the whole map now and
+//! then so replay stays short.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use chronik_cluster::{BatchError, Cause, ClusterError, MetaCommand, Node, PartitionReplica, ReadError, split_batches};
-use kafka_protocol::indexmap::IndexMap;
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+use chronik_cluster::{
+    BatchError, Cause, ClusterError, MetaCommand, Node, PartitionReplica, ReadError, Tasks, split_batches,
 };
+use kafka_protocol::records::{Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions};
 use parking_lot::Mutex;
 use serde_like::{decode_key, decode_value, encode_key, encode_value};
+use tokio::sync::{mpsc, oneshot};
 
 pub const TOPIC: &str = "__consumer_offsets";
-const CHECKPOINT_EVERY: u64 = 2000;
+/// Commits queued for the writer before committers wait to queue theirs.
+const QUEUED_WRITES: usize = 4096;
 /// How long a start waits for the offsets partition to lead and to apply its log.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -45,6 +46,11 @@ pub enum OffsetStoreError {
     },
     #[error("storing offsets: {0}")]
     Append(#[from] ClusterError),
+    /// The failure of a batch of commits, as each of its requesters sees it.
+    #[error(transparent)]
+    Batch(std::sync::Arc<OffsetStoreError>),
+    #[error("the offsets writer has stopped")]
+    Stopped,
     /// kafka-protocol's record encoder failed (its errors are untyped).
     #[error("encoding offsets: {0}")]
     Encode(#[source] Cause),
@@ -61,15 +67,22 @@ pub struct Committed {
 pub type Key = (String, String, i32);
 
 pub struct OffsetStore {
-    partition: Arc<PartitionReplica>,
-    offsets: Mutex<BTreeMap<Key, Committed>>,
-    /// Serializes writes, so a checkpoint never misses a concurrent commit.
-    write: tokio::sync::Mutex<u64>,
+    shared: Arc<Shared>,
+    /// Commits waiting for the writer (see `writer.rs`).
+    queue: mpsc::Sender<WriteRequest>,
+}
+
+/// What the store and its writer task share.
+pub(super) struct Shared {
+    pub partition: Arc<PartitionReplica>,
+    pub offsets: Mutex<BTreeMap<Key, Committed>>,
+    /// Largest entry the writer appends (half of what one WAL record holds).
+    pub max_entry_bytes: usize,
 }
 
 impl OffsetStore {
-    /// Opens (creating if needed) the offsets topic and replays it.
-    pub async fn open(node: &Arc<Node>) -> Result<OffsetStore, OffsetStoreError> {
+    /// Opens (creating if needed) the offsets topic, replays it, and starts its writer in `tasks`.
+    pub async fn open(node: &Arc<Node>, tasks: &Tasks) -> Result<OffsetStore, OffsetStoreError> {
         if node.with_metadata(|m| m.topic(TOPIC).is_none()) {
             let rf = node.with_metadata(|m| m.nodes.len() as u32).clamp(1, 3);
             let cmd = MetaCommand::CreateTopic {
@@ -134,16 +147,22 @@ impl OffsetStore {
                 at = at.max(last as u64 + 1);
             }
         }
-        Ok(OffsetStore { partition, offsets: Mutex::new(offsets), write: tokio::sync::Mutex::new(0) })
+        let shared =
+            Arc::new(Shared { partition, offsets: Mutex::new(offsets), max_entry_bytes: node.max_entry_bytes() / 2 });
+        let (queue, requests) = mpsc::channel(QUEUED_WRITES);
+        let writer = shared.clone();
+        tasks.spawn("offsets-writer", move |cancel| super::writer::run(writer, requests, cancel));
+        Ok(OffsetStore { shared, queue })
     }
 
     pub fn get(&self, key: &Key) -> Option<Committed> {
-        self.offsets.lock().get(key).cloned()
+        self.shared.offsets.lock().get(key).cloned()
     }
 
     /// Every committed offset of `group`.
     pub fn of_group(&self, group: &str) -> Vec<(String, i32, Committed)> {
-        self.offsets
+        self.shared
+            .offsets
             .lock()
             .iter()
             .filter(|((g, ..), _)| g == group)
@@ -151,68 +170,76 @@ impl OffsetStore {
             .collect()
     }
 
+    /// Whether `group` has any committed offset.
+    pub fn has_group(&self, group: &str) -> bool {
+        let from = (group.to_string(), String::new(), i32::MIN);
+        self.shared.offsets.lock().range(from..).next().is_some_and(|((g, ..), _)| g == group)
+    }
+
     pub fn groups(&self) -> Vec<String> {
-        let mut v: Vec<String> = self.offsets.lock().keys().map(|(g, ..)| g.clone()).collect();
+        let mut v: Vec<String> = self.shared.offsets.lock().keys().map(|(g, ..)| g.clone()).collect();
         v.dedup();
         v
     }
 
-    /// Durably records commits (`None` deletes), then makes them visible.
+    /// Durably records commits (`None` deletes), then makes them visible. Commits that arrive
+    /// while others are being written go out together in the next entry (group commit).
     pub async fn write(&self, changes: Vec<(Key, Option<Committed>)>) -> Result<(), OffsetStoreError> {
-        let mut since_checkpoint = self.write.lock().await;
-        let batch = encode(changes.iter().map(|(k, v)| (k, v.as_ref())))?;
-        self.partition.append(batch).await?;
-        {
-            let mut offsets = self.offsets.lock();
-            for (k, v) in changes {
-                match v {
-                    Some(c) => offsets.insert(k, c),
-                    None => offsets.remove(&k),
-                };
-            }
+        let (reply, answer) = oneshot::channel();
+        self.queue.send(WriteRequest { changes, reply }).await.map_err(|_| OffsetStoreError::Stopped)?;
+        match answer.await {
+            Ok(result) => result.map_err(OffsetStoreError::Batch),
+            Err(_) => Err(OffsetStoreError::Stopped),
         }
-        *since_checkpoint += 1;
-        if *since_checkpoint >= CHECKPOINT_EVERY {
-            let snapshot: Vec<(Key, Committed)> =
-                self.offsets.lock().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-            let batch = encode(snapshot.iter().map(|(k, v)| (k, Some(v))))?;
-            let (base, _) = self.partition.append(batch).await?;
-            self.partition.advance_log_start(base).await?;
-            let _ = self.partition.compact().await;
-            *since_checkpoint = 0;
-        }
-        Ok(())
     }
 }
 
-fn apply(offsets: &mut BTreeMap<Key, Committed>, r: &Record) {
-    let Some(key) = r.key.as_ref().and_then(|k| decode_key(k)) else { return };
-    match r.value.as_ref().and_then(|v| decode_value(v)) {
+/// A commit (or delete) waiting for the writer, with where to send its outcome.
+pub(super) struct WriteRequest {
+    pub changes: Vec<(Key, Option<Committed>)>,
+    pub reply: oneshot::Sender<Result<(), Arc<OffsetStoreError>>>,
+}
+
+pub(super) fn apply_change(offsets: &mut BTreeMap<Key, Committed>, key: Key, value: Option<Committed>) {
+    match value {
         Some(c) => offsets.insert(key, c),
         None => offsets.remove(&key),
     };
 }
 
-fn encode<'a>(changes: impl Iterator<Item = (&'a Key, Option<&'a Committed>)>) -> Result<Bytes, OffsetStoreError> {
+fn apply(offsets: &mut BTreeMap<Key, Committed>, r: &Record) {
+    let Some(key) = r.key.as_ref().and_then(|k| decode_key(k)) else { return };
+    apply_change(offsets, key, r.value.as_ref().and_then(|v| decode_value(v)));
+}
+
+/// Record batches holding `changes`, each at most about `max_bytes` (a batch holds at least one
+/// change), so no entry outgrows a WAL record however many offsets there are.
+pub(super) fn encode_chunks<'a>(
+    changes: impl Iterator<Item = (&'a Key, Option<&'a Committed>)>,
+    max_bytes: usize,
+) -> Result<Vec<Bytes>, OffsetStoreError> {
     let now = chronik_cluster::now_ms();
-    let records: Vec<Record> = changes
-        .enumerate()
-        .map(|(i, (k, v))| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            sequence: -1,
-            timestamp: now,
-            key: Some(encode_key(k)),
-            value: v.map(encode_value),
-            headers: IndexMap::new(),
-        })
-        .collect();
+    let mut chunks = Vec::new();
+    let mut records: Vec<Record> = Vec::new();
+    let mut bytes = 0;
+    for (k, v) in changes {
+        let (key, value) = (encode_key(k), v.map(encode_value));
+        // A record's framing (length, attributes, deltas, header count) is at most 30 bytes.
+        let size = key.len() + value.as_ref().map_or(0, Bytes::len) + 30;
+        if !records.is_empty() && bytes + size > max_bytes {
+            chunks.push(encode_batch(std::mem::take(&mut records))?);
+            bytes = 0;
+        }
+        bytes += size;
+        records.push(crate::codec::plain_record(records.len() as i64, now, Some(key), value));
+    }
+    if !records.is_empty() {
+        chunks.push(encode_batch(records)?);
+    }
+    Ok(chunks)
+}
+
+fn encode_batch(records: Vec<Record>) -> Result<Bytes, OffsetStoreError> {
     let mut buf = BytesMut::new();
     RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression: Compression::None })
         .map_err(|e| OffsetStoreError::Encode(e.into()))?;

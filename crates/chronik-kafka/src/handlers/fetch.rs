@@ -7,7 +7,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
 use chronik_cluster::{PartitionReplica, ReadError};
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
@@ -17,6 +16,7 @@ use super::Outcome;
 use crate::broker::Broker;
 use crate::codec::{self, Request};
 use crate::error::read_code;
+use crate::frame::{Frame, Splices};
 
 struct Wanted {
     topic: usize,
@@ -53,7 +53,9 @@ pub async fn handle(b: &Arc<Broker>, req: &Request) -> anyhow::Result<Outcome> {
     }
     let max_wait = Duration::from_millis(r.max_wait_ms.clamp(0, 60_000) as u64);
     let min_bytes = r.min_bytes.max(0) as usize;
-    let max_bytes = if r.max_bytes <= 0 { usize::MAX } else { r.max_bytes as usize };
+    // Kafka's limit: the request's max_bytes within the broker's fetch.max.bytes (0 or below is
+    // not "unlimited"); the first batch goes out whatever its size, so a consumer progresses.
+    let max_bytes = (r.max_bytes.max(0) as usize).min(b.config.fetch_max_bytes);
     let (corr, version) = (req.correlation_id, req.version);
     Ok(Outcome::Later(Box::pin(async move {
         let deadline = tokio::time::Instant::now() + max_wait;
@@ -61,9 +63,13 @@ pub async fn handle(b: &Arc<Broker>, req: &Request) -> anyhow::Result<Outcome> {
         let mut watches: Vec<_> =
             wanted.iter().filter_map(|w| w.group.as_ref().ok().map(|g| g.log().subscribe_high_watermark())).collect();
         loop {
-            let (parts, bytes, any_error) = read_all(&wanted, max_bytes);
-            if bytes >= min_bytes || any_error || watches.is_empty() || tokio::time::Instant::now() >= deadline {
-                return encode(corr, version, &topics, parts);
+            let read = read_all(&wanted, max_bytes);
+            if read.bytes >= min_bytes
+                || read.any_error
+                || watches.is_empty()
+                || tokio::time::Instant::now() >= deadline
+            {
+                return encode(corr, version, &topics, read);
             }
             let changed = futures::future::select_all(watches.iter_mut().map(|w| Box::pin(w.changed())));
             match tokio::time::timeout_at(deadline, changed).await {
@@ -78,10 +84,7 @@ pub async fn handle(b: &Arc<Broker>, req: &Request) -> anyhow::Result<Outcome> {
                     continue;
                 }
                 // Timed out, or a partition stopped: answer with what there is.
-                _ => {
-                    let (parts, ..) = read_all(&wanted, max_bytes);
-                    return encode(corr, version, &topics, parts);
-                }
+                _ => return encode(corr, version, &topics, read_all(&wanted, max_bytes)),
             }
         }
     })))
@@ -93,7 +96,17 @@ pub async fn handle(b: &Arc<Broker>, req: &Request) -> anyhow::Result<Outcome> {
 /// runnable task go first, so under overload more turns cost more; 4 is the middle.
 const YIELDS_AFTER_WAKE: usize = 4;
 
-fn read_all(wanted: &[Wanted], max_bytes: usize) -> (Vec<(usize, PartitionData)>, usize, bool) {
+/// What one pass over the wanted partitions read.
+struct Read {
+    parts: Vec<(usize, PartitionData)>,
+    /// The stored batches the parts' record fields stand for.
+    splices: Splices,
+    bytes: usize,
+    any_error: bool,
+}
+
+fn read_all(wanted: &[Wanted], max_bytes: usize) -> Read {
+    let mut splices = Splices::default();
     let mut out = Vec::with_capacity(wanted.len());
     let mut total = 0usize;
     let mut any_error = false;
@@ -122,14 +135,15 @@ fn read_all(wanted: &[Wanted], max_bytes: usize) -> (Vec<(usize, PartitionData)>
                     any_error = true;
                     pd = pd.with_error_code(ResponseError::OffsetOutOfRange.code());
                 } else {
-                    // Past the first partition with data, respect the request-wide limit.
-                    let budget =
-                        if total == 0 { w.max_bytes.max(1) } else { w.max_bytes.min(max_bytes.saturating_sub(total)) };
+                    // The first partition with data gets at least one entry; the rest share what is
+                    // left of the request-wide limit.
+                    let limit = w.max_bytes.min(max_bytes);
+                    let budget = if total == 0 { limit.max(1) } else { limit.min(max_bytes.saturating_sub(total)) };
                     if budget > 0 {
                         match g.log().read(w.offset as u64, budget) {
                             Ok(read) => {
                                 total += read.bytes;
-                                pd = pd.with_records(Some(concat(read.chunks)));
+                                pd = pd.with_records(Some(splices.stand_in(read.chunks)));
                             }
                             Err(e) => {
                                 any_error = true;
@@ -145,29 +159,11 @@ fn read_all(wanted: &[Wanted], max_bytes: usize) -> (Vec<(usize, PartitionData)>
         }
         out.push((w.topic, pd));
     }
-    (out, total, any_error)
+    Read { parts: out, splices, bytes: total, any_error }
 }
 
-fn concat(chunks: Vec<Bytes>) -> Bytes {
-    match chunks.len() {
-        0 => Bytes::new(),
-        1 => chunks.into_iter().next().unwrap(),
-        _ => {
-            let mut b = BytesMut::with_capacity(chunks.iter().map(|c| c.len()).sum());
-            for c in chunks {
-                b.extend_from_slice(&c);
-            }
-            b.freeze()
-        }
-    }
-}
-
-fn encode(
-    corr: i32,
-    version: i16,
-    topics: &[(TopicName, uuid::Uuid)],
-    parts: Vec<(usize, PartitionData)>,
-) -> Option<Bytes> {
+fn encode(corr: i32, version: i16, topics: &[(TopicName, uuid::Uuid)], read: Read) -> Option<Frame> {
+    let Read { parts, splices, .. } = read;
     let mut responses: Vec<FetchableTopicResponse> = topics
         .iter()
         .map(|(name, id)| FetchableTopicResponse::default().with_topic(name.clone()).with_topic_id(*id))
@@ -176,8 +172,8 @@ fn encode(
         responses[t].partitions.push(pd);
     }
     let body = FetchResponse::default().with_responses(responses);
-    match codec::encode_response(corr, version, &body) {
-        Ok(b) => Some(b),
+    match codec::encode_response_gather(corr, version, &body, splices) {
+        Ok(frame) => Some(frame),
         Err(e) => {
             tracing::error!("encoding a Fetch v{version} response: {e}");
             None

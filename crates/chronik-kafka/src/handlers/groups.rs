@@ -37,8 +37,16 @@ pub fn find_coordinator(b: &Arc<Broker>, req: &Request) -> anyhow::Result<Outcom
     let me = b.node.with_metadata(|m| m.nodes.get(&b.node.node_id()).map(|n| host_port(&n.kafka_addr)));
     let (host, port) = me.unwrap_or_default();
     let node = BrokerId(b.node.node_id() as i32);
-    // Only consumer groups (key type 0) are coordinated; transactions are not supported.
+    // Only consumer groups (key type 0) are coordinated. Transactions (key type 1) are not
+    // built: TRANSACTIONAL_ID_AUTHORIZATION_FAILED is the one error that both librdkafka and the
+    // Java producer treat as fatal at once (COORDINATOR_NOT_AVAILABLE made them retry for a
+    // minute), as InitProducerId answers for a transactional id.
     let unsupported = r.key_type != 0;
+    let refusal = if r.key_type == 1 {
+        (ResponseError::TransactionalIdAuthorizationFailed, "transactions are not supported by this broker")
+    } else {
+        (ResponseError::InvalidRequest, "only consumer group coordination is supported")
+    };
     if req.version >= 4 {
         let coordinators = r
             .coordinator_keys
@@ -48,8 +56,8 @@ pub fn find_coordinator(b: &Arc<Broker>, req: &Request) -> anyhow::Result<Outcom
                 if unsupported {
                     c.with_node_id(BrokerId(-1))
                         .with_port(-1)
-                        .with_error_code(ResponseError::CoordinatorNotAvailable.code())
-                        .with_error_message(Some(s("only consumer group coordination is supported")))
+                        .with_error_code(refusal.0.code())
+                        .with_error_message(Some(s(refusal.1)))
                 } else {
                     c.with_node_id(node).with_host(s(host.clone())).with_port(port).with_error_message(None)
                 }
@@ -59,8 +67,8 @@ pub fn find_coordinator(b: &Arc<Broker>, req: &Request) -> anyhow::Result<Outcom
     }
     let body = if unsupported {
         FindCoordinatorResponse::default()
-            .with_error_code(ResponseError::CoordinatorNotAvailable.code())
-            .with_error_message(Some(s("only consumer group coordination is supported")))
+            .with_error_code(refusal.0.code())
+            .with_error_message(Some(s(refusal.1)))
             .with_node_id(BrokerId(-1))
             .with_port(-1)
     } else {
@@ -124,7 +132,7 @@ pub async fn join(b: &Arc<Broker>, req: &Request) -> anyhow::Result<Outcome> {
             }
             _ => JoinGroupResponse::default().with_error_code(ResponseError::RebalanceInProgress.code()),
         };
-        codec::encode_response(corr, version, &body).ok()
+        codec::encode_response(corr, version, &body).ok().map(Into::into)
     })))
 }
 
@@ -143,7 +151,7 @@ pub async fn sync(b: &Arc<Broker>, req: &Request) -> anyhow::Result<Outcome> {
         if version >= 5 {
             body = body.with_protocol_type(protocol_type).with_protocol_name(protocol_name);
         }
-        codec::encode_response(corr, version, &body).ok()
+        codec::encode_response(corr, version, &body).ok().map(Into::into)
     })))
 }
 
@@ -186,6 +194,13 @@ pub async fn offset_commit(b: &Arc<Broker>, req: &Request) -> anyhow::Result<Out
                 e.code().code()
             } else if !known.as_ref().is_some_and(|k| k.partitions.iter().any(|x| x.partition == p.partition_index)) {
                 ResponseError::UnknownTopicOrPartition.code()
+            } else if p
+                .committed_metadata
+                .as_ref()
+                .is_some_and(|m| m.len() > b.groups.settings.offset_metadata_max_bytes)
+            {
+                // Kafka's offset.metadata.max.bytes: each commit is stored and replayed.
+                ResponseError::OffsetMetadataTooLarge.code()
             } else {
                 accepted.push((
                     (t.name.to_string(), p.partition_index),
@@ -345,17 +360,29 @@ pub fn describe(b: &Arc<Broker>, req: &Request) -> anyhow::Result<Outcome> {
     respond(req, &DescribeGroupsResponse::default().with_groups(groups))
 }
 
+/// The group type of the classic protocol (ListGroups v5, KIP-848).
+const CLASSIC: &str = "classic";
+
 pub fn list(b: &Arc<Broker>, req: &Request) -> anyhow::Result<Outcome> {
     let r: ListGroupsRequest = codec::decode(&req.body, req.version)?;
-    let filter: Vec<String> = r.states_filter.iter().map(|s| s.to_lowercase()).collect();
+    let states: Vec<String> = r.states_filter.iter().map(|s| s.to_lowercase()).collect();
+    // Every group here speaks the classic protocol (KIP-848 "consumer" groups are not built).
+    let types: Vec<String> = r.types_filter.iter().map(|s| s.to_lowercase()).collect();
+    let wanted_type = types.is_empty() || types.iter().any(|t| t == CLASSIC);
     let groups = b
         .groups
         .list()
         .into_iter()
-        .filter(|(_, _, state)| filter.is_empty() || filter.contains(&state.to_lowercase()))
+        .filter(|(_, _, state)| wanted_type && (states.is_empty() || states.contains(&state.to_lowercase())))
         .map(|(id, protocol_type, state)| {
-            let g = ListedGroup::default().with_group_id(GroupId(s(id))).with_protocol_type(s(protocol_type));
-            if req.version >= 4 { g.with_group_state(s(state)) } else { g }
+            let mut g = ListedGroup::default().with_group_id(GroupId(s(id))).with_protocol_type(s(protocol_type));
+            if req.version >= 4 {
+                g = g.with_group_state(s(state));
+            }
+            if req.version >= 5 {
+                g = g.with_group_type(s(CLASSIC));
+            }
+            g
         })
         .collect();
     respond(req, &ListGroupsResponse::default().with_groups(groups))

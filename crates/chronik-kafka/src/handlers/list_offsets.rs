@@ -1,13 +1,12 @@
 //! ListOffsets: earliest (-2), latest (-1), max timestamp (-3), or the first record at or after
-//! a timestamp.
+//! a timestamp (found through the partition's time index and the batch headers).
 
 use std::sync::Arc;
 
-use chronik_cluster::{EntryOffsets, PartitionReplica, split_batches};
+use chronik_cluster::{EntryOffsets, PartitionReplica, Records, split_batches};
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
-use kafka_protocol::records::RecordBatchDecoder;
 
 use super::{Outcome, respond};
 use crate::broker::Broker;
@@ -46,51 +45,78 @@ pub async fn handle(b: &Arc<Broker>, req: &Request) -> anyhow::Result<Outcome> {
     respond(req, &ListOffsetsResponse::default().with_topics(topics))
 }
 
+/// Entries a lookup by time looks at past the first match (whose matching records can all lie
+/// below the log start).
+const TIME_LOOKUP_ENTRIES: usize = 8;
+
 /// (offset, timestamp) for a ListOffsets target; (-1, -1) when no record matches.
 fn lookup(g: &PartitionReplica, target: i64) -> (i64, i64) {
-    match target {
-        LATEST => (g.log().high_watermark() as i64, -1),
-        EARLIEST => (g.log().log_start_offset() as i64, -1),
-        MAX_TIMESTAMP => match g.log().max_timestamp_entry() {
-            Some(e) => record_in(g, &e, |ts, best| best.is_none_or(|(_, b)| ts > b)).unwrap_or((-1, -1)),
-            None => (-1, -1),
-        },
-        ts if ts >= 0 => match g.log().entry_at_or_after_time(ts) {
-            Some(e) => record_in(g, &e, |rec_ts, best| best.is_none() && rec_ts >= ts).unwrap_or((-1, -1)),
-            None => (-1, -1),
-        },
-        _ => (-1, -1),
+    let found = match target {
+        LATEST => Some((g.log().high_watermark() as i64, -1)),
+        EARLIEST => Some((g.log().log_start_offset() as i64, -1)),
+        MAX_TIMESTAMP => g.log().max_timestamp_entry().and_then(|e| in_entry(g, &e, Want::Max(e.max_timestamp))),
+        ts if ts >= 0 => g
+            .log()
+            .entries_at_or_after_time(ts, TIME_LOOKUP_ENTRIES)
+            .iter()
+            .find_map(|e| in_entry(g, e, Want::AtOrAfter(ts))),
+        _ => None,
+    };
+    found.unwrap_or((-1, -1))
+}
+
+#[derive(Clone, Copy)]
+enum Want {
+    /// The first record with a timestamp at or after this.
+    AtOrAfter(i64),
+    /// The first record with this (the partition's largest) timestamp.
+    Max(i64),
+}
+
+impl Want {
+    fn matches(self, ts: i64) -> bool {
+        match self {
+            Want::AtOrAfter(t) => ts >= t,
+            Want::Max(m) => ts == m,
+        }
     }
 }
 
-/// Picks one record of a stored entry: `better(timestamp, best so far)` says whether a record
-/// replaces the current pick. Decodes (and decompresses) the entry's batches. In a
-/// LogAppendTime batch every record's timestamp is the batch's (the broker's clock); the
-/// timestamps inside are the producer's and do not count.
-fn record_in(
-    g: &PartitionReplica,
-    e: &EntryOffsets,
-    better: impl Fn(i64, Option<(i64, i64)>) -> bool,
-) -> Option<(i64, i64)> {
+/// The record of a stored entry that answers `want`, from the batch headers and, in an
+/// uncompressed batch, its records read in place. A compressed batch is never opened (a query
+/// must not cost a decompression of whatever a client sent): where the answer lies inside one,
+/// it is the batch's first readable offset with its largest timestamp (for the largest
+/// timestamp, its last offset), so a consumer seeking there reads at most one batch of earlier
+/// records. In a LogAppendTime batch every record has the batch's timestamp (the broker's).
+fn in_entry(g: &PartitionReplica, e: &EntryOffsets, want: Want) -> Option<(i64, i64)> {
     let bytes = g.log().entry_records(e.raft_index).ok().flatten()?;
     let start = g.log().log_start_offset() as i64;
-    let mut best = None;
     for span in split_batches(&bytes, false).ok()? {
         let h = span.header;
+        // A batch holds a match only if its largest timestamp does.
+        if h.last_offset() < start || !want.matches(h.max_timestamp) {
+            continue;
+        }
+        let first = h.base_offset.max(start);
         if h.is_log_append_time() {
-            let first = h.base_offset.max(start);
-            if first <= h.last_offset() && better(h.max_timestamp, best) {
-                best = Some((first, h.max_timestamp));
+            return Some((first, h.max_timestamp));
+        }
+        if h.is_uncompressed() {
+            for r in Records::new(&bytes[span.range.clone()], &h) {
+                let r = r.ok()?;
+                let offset = h.base_offset + i64::from(r.offset_delta);
+                if offset >= start && want.matches(r.timestamp) {
+                    return Some((offset, r.timestamp));
+                }
             }
             continue;
         }
-        let mut one = bytes.slice(span.range);
-        let set = RecordBatchDecoder::decode(&mut one).ok()?;
-        for r in set.records {
-            if r.offset >= start && better(r.timestamp, best) {
-                best = Some((r.offset, r.timestamp));
-            }
-        }
+        return Some(match want {
+            // The header's base timestamp is at most every record's: the first record matches.
+            Want::AtOrAfter(_) if want.matches(h.base_timestamp) => (first, h.base_timestamp),
+            Want::AtOrAfter(_) => (first, h.max_timestamp),
+            Want::Max(m) => (h.last_offset(), m),
+        });
     }
-    best
+    None
 }

@@ -22,6 +22,7 @@ use kafka_protocol::protocol::{Encodable, HeaderVersion};
 
 use crate::broker::Broker;
 use crate::codec::{self, Request};
+use crate::frame::Frame;
 use crate::versions;
 
 /// What to do with a request.
@@ -29,7 +30,7 @@ pub enum Outcome {
     /// Send this response frame.
     Response(Bytes),
     /// The response comes later (after a commit, or data to fetch).
-    Later(BoxFuture<'static, Option<Bytes>>),
+    Later(BoxFuture<'static, Option<Frame>>),
     /// No response (Produce with acks=0).
     NoResponse,
     /// Close the connection, for this reason (malformed or unsupported request).

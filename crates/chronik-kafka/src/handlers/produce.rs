@@ -92,7 +92,7 @@ pub async fn handle(b: &Arc<Broker>, req: &Request) -> anyhow::Result<Outcome> {
         }
         let body = ProduceResponse::default().with_responses(responses);
         match codec::encode_response(corr, version, &body) {
-            Ok(b) => Some(b),
+            Ok(b) => Some(b.into()),
             Err(e) => {
                 tracing::error!("encoding a Produce v{version} response: {e}");
                 None
@@ -122,20 +122,9 @@ async fn queue(b: &Broker, info: &TopicInfo, index: i32, records: Option<Bytes>)
         BatchError::UnsupportedMagic(_) => ApiError::new(ResponseError::UnsupportedForMessageFormat, e.to_string()),
         _ => ApiError::new(ResponseError::CorruptMessage, e.to_string()),
     })?;
+    let now = now_ms();
     for s in &spans {
-        if s.header.total_len() as u64 > settings.max_message_bytes {
-            return Err(ApiError::new(
-                ResponseError::MessageTooLarge,
-                format!(
-                    "record batch of {} bytes exceeds max.message.bytes ({})",
-                    s.header.total_len(),
-                    settings.max_message_bytes
-                ),
-            ));
-        }
-        if s.header.is_transactional() {
-            return Err(ApiError::new(ResponseError::InvalidRequest, "transactions are not supported"));
-        }
+        crate::validate::check_batch(&s.header, &records[s.range.clone()], &settings, now)?;
     }
     // The partition's batches become one Raft entry, one WAL record (plus a few bytes of
     // framing); one larger than a segment could never be written, and the WAL refusing it
@@ -161,7 +150,6 @@ async fn queue(b: &Broker, info: &TopicInfo, index: i32, records: Option<Bytes>)
     let (records, append_time) = match settings.timestamp_type {
         TimestampType::CreateTime => (records, -1),
         TimestampType::LogAppendTime => {
-            let now = now_ms();
             let mut owned = BytesMut::from(&records[..]);
             for s in &spans {
                 set_log_append_time(&mut owned[s.range.clone()], now);
@@ -170,6 +158,14 @@ async fn queue(b: &Broker, info: &TopicInfo, index: i32, records: Option<Bytes>)
         }
     };
     if let Some(producer) = producer {
+        // Producer ids come from InitProducerId (reserved through the metadata); one never
+        // handed out is refused, as Kafka refuses an id it does not know.
+        if b.node.with_metadata(|m| producer.producer_id >= m.next_producer_id) {
+            return Err(ApiError::new(
+                ResponseError::UnknownProducerId,
+                format!("producer id {} was never allocated (InitProducerId first)", producer.producer_id),
+            ));
+        }
         let shared = group.submit_idempotent(records, producer).await?;
         let pending: Committed =
             Box::pin(async move { shared.await.map_err(|e| ApiError::new(cluster_code(&e), e.to_string())) });
