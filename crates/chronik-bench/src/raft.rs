@@ -54,6 +54,7 @@ fn node_options(dir: &std::path::Path, segment_mib: u64, retention_every: Durati
         },
         retention_check_interval: retention_every,
         producer_id_expiration: Duration::from_secs(86_400),
+        wal_retention_bytes: 4 << 30,
     }
 }
 

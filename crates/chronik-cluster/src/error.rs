@@ -57,6 +57,9 @@ pub enum ClusterError {
         #[source]
         source: Cause,
     },
+    /// A partition's log could not be read or moved (its WAL or segment files).
+    #[error(transparent)]
+    Log(#[from] crate::storage::ReadError),
     /// A state the code does not expect (a bug): reported, never guessed into a client error.
     #[error("internal error: {0}")]
     Internal(String),

@@ -31,7 +31,7 @@ struct PartitionStores;
 impl StoreBuilder<TypeConfig, LogStore, PartitionStateMachine, TempDir> for PartitionStores {
     async fn build(&self) -> Result<(TempDir, LogStore, PartitionStateMachine), StorageError<TypeConfig>> {
         let (dir, wal) = open_wal()?;
-        let log = PartitionLog::recover(wal.clone(), 7, 0, 0)
+        let log = PartitionLog::recover(wal.clone(), 7, 0, 0, &dir.path().join("segments"))
             .map_err(|e| StorageError::read(TypeConfig::err_from_error(&e)))?;
         Ok((dir, LogStore::new(wal.clone(), 7, Some(log.clone())), PartitionStateMachine::new(wal, 7, log)))
     }

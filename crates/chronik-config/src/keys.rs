@@ -202,6 +202,13 @@ pub const KEYS: &[Key] = &[
             reading further back read from disk (with `pread`, which reads ahead). 0 leaves caching to the kernel, \
             as Kafka does.",
     ),
+    key(
+        "cluster.storage.wal_retention_bytes",
+        Kind::Int,
+        "The WAL's window: once its segments hold more than this, the oldest entries move to their \
+            partitions' own segment files (`<data_dir>/partitions/<group>/`), so a long-retention partition \
+            never pins the WAL. Data that retention deletes first is never copied. At least two WAL segments.",
+    ),
 ];
 
 pub fn find(path: &str) -> Option<&'static Key> {

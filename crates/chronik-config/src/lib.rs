@@ -206,6 +206,7 @@ pub struct StorageConfig {
     pub wal_sync_interval_ms: u64,
     pub wal_segment_size: u64,
     pub wal_page_cache_bytes: u64,
+    pub wal_retention_bytes: u64,
 }
 
 impl Default for StorageConfig {
@@ -215,6 +216,7 @@ impl Default for StorageConfig {
             wal_sync_interval_ms: 100,
             wal_segment_size: 128 << 20,
             wal_page_cache_bytes: 4 << 30,
+            wal_retention_bytes: 4 << 30,
         }
     }
 }

@@ -117,6 +117,9 @@ pub(crate) fn validate(c: &Config, report: &mut dyn FnMut(&str, String)) {
             ),
         );
     }
+    if c.cluster.storage.wal_retention_bytes < 2 * seg {
+        report("cluster.storage.wal_retention_bytes", format!("must be at least two WAL segments ({})", 2 * seg));
+    }
     if c.kafka.queued_max_request_bytes < c.kafka.max_request_size {
         report(
             "kafka.queued_max_request_bytes",

@@ -30,7 +30,7 @@ pub fn cluster_code(e: &ClusterError) -> ResponseError {
         ClusterError::Timeout(_) => ResponseError::RequestTimedOut,
         ClusterError::PeerUnreachable { .. } => ResponseError::NetworkException,
         ClusterError::EntryRefused { .. } => ResponseError::CorruptMessage,
-        ClusterError::GroupStopped { .. } | ClusterError::Wal(_) | ClusterError::Io { .. } => {
+        ClusterError::GroupStopped { .. } | ClusterError::Wal(_) | ClusterError::Io { .. } | ClusterError::Log(_) => {
             ResponseError::KafkaStorageError
         }
         ClusterError::Identity(_)
@@ -63,7 +63,7 @@ pub fn idempotence_code(e: &IdempotenceError) -> ResponseError {
 pub fn read_code(e: &ReadError) -> ResponseError {
     match e {
         ReadError::OutOfRange { .. } => ResponseError::OffsetOutOfRange,
-        ReadError::Storage(_) => ResponseError::KafkaStorageError,
+        ReadError::Storage(_) | ReadError::Segment(_) => ResponseError::KafkaStorageError,
     }
 }
 

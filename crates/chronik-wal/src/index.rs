@@ -88,6 +88,13 @@ impl GroupIndex {
         self.locs.front().copied()
     }
 
+    /// The last entry stored in segments up to `seq` (entries lie in segment order, but for
+    /// the few garbage collection moved forward, which this may count as newer).
+    pub fn last_index_through_segment(&self, seq: u64) -> Option<u64> {
+        let n = self.locs.partition_point(|l| l.segment <= seq);
+        (n > 0).then(|| self.first + n as u64 - 1)
+    }
+
     pub fn check_next(&self, index: u64) -> Result<(), IndexError> {
         match self.next_index() {
             Some(expected) if expected != index => Err(IndexError::NotNext { expected, got: index }),

@@ -369,6 +369,19 @@ impl Wal {
         self.inner.snapshot_stats()
     }
 
+    /// The oldest segment still holding log records, unless it is the one being written.
+    pub fn oldest_segment(&self) -> Option<u64> {
+        let oldest = *self.inner.segments.read().keys().next()?;
+        (oldest < self.inner.active_seq.load(Ordering::Acquire)).then_some(oldest)
+    }
+
+    /// For each group with entries in segments up to `seq`: the index of the last of them.
+    /// Moving those entries elsewhere (and purging them) lets the segments go.
+    pub fn entries_through_segment(&self, seq: u64) -> Vec<(u64, u64)> {
+        let groups = self.inner.groups.read();
+        groups.iter().filter_map(|(g, h)| h.read().last_index_through_segment(seq).map(|i| (*g, i))).collect()
+    }
+
     /// Runs one garbage-collection pass now (normally it runs in the background).
     pub fn collect_garbage(&self) -> Result<usize> {
         crate::gc::collect(&self.inner)

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use super::Node;
 use crate::error::ClusterError;
 use crate::metadata::META_GROUP;
-use crate::partition::ReplicaSpec;
+use crate::partition::{PartitionReplica, ReplicaSpec};
 use crate::raft::GroupId;
 use crate::topic_config::{TopicDefaults, TopicSettings};
 
@@ -33,6 +33,7 @@ impl Node {
                         .iter()
                         .map(|id| (*id, BasicNode::new(m.nodes.get(id).map_or("", |n| n.raft_addr.as_str()))))
                         .collect::<BTreeMap<_, _>>(),
+                    segments_dir: self.registry.segments_dir(p.group),
                 })
                 .collect()
         });
@@ -60,12 +61,13 @@ impl Node {
             (m.next_group_id, held)
         });
         let running = self.registry.groups();
-        for group in self.wal.groups() {
+        let mut orphans: Vec<GroupId> = self.wal.groups().into_iter().chain(self.registry.groups_on_disk()).collect();
+        orphans.sort_unstable();
+        orphans.dedup();
+        for group in orphans {
             if group != META_GROUP && group < allocated_below && !held.contains(&group) && !running.contains(&group) {
-                tracing::info!(group, "dropping the WAL data of a deleted partition");
-                if let Err(e) = self.wal.drop_group(group) {
-                    tracing::error!(group, "dropping the WAL group of a deleted partition: {e}");
-                }
+                tracing::info!(group, "dropping the data of a deleted partition");
+                self.registry.drop_data(group);
             }
         }
     }
@@ -76,21 +78,29 @@ impl Node {
     pub async fn enforce_retention(&self, defaults: &TopicDefaults, now_ms: i64) -> Vec<(String, i32, u64)> {
         let mut moved = Vec::new();
         for r in self.registry.all() {
-            if r.is_leader(self.node_id) {
-                let settings =
-                    self.with_metadata(|m| m.topic(r.topic()).map(|t| TopicSettings::resolve(defaults, &t.configs)));
-                let Some(settings) = settings else { continue };
-                if let Some(new_start) = r.log().retention_plan(now_ms, settings.retention_ms, settings.retention_bytes)
-                {
-                    match r.advance_log_start(new_start).await {
-                        Ok(s) => moved.push((r.topic().to_string(), r.partition(), s)),
-                        Err(e) => tracing::warn!(topic = %r.topic(), partition = r.partition(), "retention: {e}"),
-                    }
+            if let Some(start) = self.apply_retention(&r, defaults, now_ms).await {
+                moved.push((r.topic().to_string(), r.partition(), start));
+            }
+        }
+        moved
+    }
+
+    /// One replica's retention: where it leads, moves the log start by its topic's settings;
+    /// then drops what lies below the log start. Returns the new log start if it moved.
+    async fn apply_retention(&self, r: &PartitionReplica, defaults: &TopicDefaults, now_ms: i64) -> Option<u64> {
+        let mut moved = None;
+        if r.is_leader(self.node_id) {
+            let settings =
+                self.with_metadata(|m| m.topic(r.topic()).map(|t| TopicSettings::resolve(defaults, &t.configs)))?;
+            if let Some(new_start) = r.log().retention_plan(now_ms, settings.retention_ms, settings.retention_bytes) {
+                match r.advance_log_start(new_start).await {
+                    Ok(s) => moved = Some(s),
+                    Err(e) => tracing::warn!(topic = %r.topic(), partition = r.partition(), "retention: {e}"),
                 }
             }
-            if let Err(e) = r.compact().await {
-                tracing::warn!(topic = %r.topic(), partition = r.partition(), "compaction: {e}");
-            }
+        }
+        if let Err(e) = r.compact().await {
+            tracing::warn!(topic = %r.topic(), partition = r.partition(), "compaction: {e}");
         }
         moved
     }
@@ -103,6 +113,56 @@ impl Node {
                 tracing::warn!(topic = %r.topic(), partition = r.partition(), "expiring producers: {e}");
             }
         }
+    }
+}
+
+/// How often the WAL's size is checked against its window.
+const TIERING_CHECK: Duration = Duration::from_secs(1);
+
+impl Node {
+    /// While the WAL holds more than `window` bytes: the partitions with entries in its oldest
+    /// segment move them (and everything before them) to their segment files, so the segment
+    /// can be retired. Retention runs first, so data about to expire is not copied.
+    pub async fn move_out_of_wal(&self, window: u64, defaults: &TopicDefaults) {
+        let segment_size = self.wal.options().segment_size;
+        while self.wal.stats().live_segments * segment_size > window {
+            let Some(oldest) = self.wal.oldest_segment() else { return };
+            let mut moved_any = false;
+            for (group, last_index) in self.wal.entries_through_segment(oldest) {
+                let Some(r) = self.registry.by_group(group) else { continue };
+                self.apply_retention(&r, defaults, crate::now_ms()).await;
+                if let Err(e) = r.move_to_segments(last_index).await {
+                    tracing::warn!(topic = %r.topic(), partition = r.partition(), "moving to segment files: {e}");
+                    return;
+                }
+                moved_any = true;
+            }
+            if let Err(e) = self.wal.collect_garbage() {
+                tracing::warn!("WAL garbage collection: {e}");
+                return;
+            }
+            if !moved_any || self.wal.oldest_segment() == Some(oldest) {
+                return; // the rest of that segment is not a partition's to move (yet)
+            }
+        }
+    }
+}
+
+/// Keeps the WAL within its window, until cancelled.
+pub(super) async fn tiering_loop(
+    node: Weak<Node>,
+    window: u64,
+    defaults: TopicDefaults,
+    cancel: CancellationToken,
+) -> Result<(), ClusterError> {
+    let mut tick = tokio::time::interval(TIERING_CHECK);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = cancel.cancelled() => return Ok(()),
+        }
+        let Some(node) = node.upgrade() else { return Ok(()) };
+        node.move_out_of_wal(window, &defaults).await;
     }
 }
 

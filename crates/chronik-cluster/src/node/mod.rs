@@ -65,7 +65,7 @@ impl Node {
         let node = Arc::new(Node {
             node_id: opts.node_id,
             identity: data_dir.identity,
-            registry: Registry::new(wal.clone(), opts.node_id, opts.partition_raft()?, tasks.child()),
+            registry: Registry::new(wal.clone(), &opts.data_dir, opts.node_id, opts.partition_raft()?, tasks.child()),
             wal,
             meta,
             reconciler: tasks.child(),
@@ -78,6 +78,8 @@ impl Node {
         node.drop_orphaned_groups();
         let (weak, version) = (Arc::downgrade(&node), node.meta.subscribe());
         node.reconciler.spawn("reconciler", move |cancel| lifecycle::reconcile_loop(weak, version, cancel));
+        let (weak, window, defaults) = (Arc::downgrade(&node), opts.wal_retention_bytes, opts.topic_defaults.clone());
+        node.tasks.spawn("tiering", move |cancel| lifecycle::tiering_loop(weak, window, defaults, cancel));
         let housekeeping = lifecycle::Housekeeping {
             defaults: opts.topic_defaults,
             every: opts.retention_check_interval,

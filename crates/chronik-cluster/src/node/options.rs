@@ -29,6 +29,9 @@ pub struct NodeOptions {
     pub retention_check_interval: Duration,
     /// An idempotent producer idle this long is forgotten (`producer.id.expiration.ms`).
     pub producer_id_expiration: Duration,
+    /// The WAL's window: beyond this many bytes of segments, the oldest entries move to their
+    /// partitions' segment files.
+    pub wal_retention_bytes: u64,
 }
 
 impl NodeOptions {
@@ -53,6 +56,7 @@ impl NodeOptions {
             topic_defaults: TopicDefaults::from_config(c),
             retention_check_interval: Duration::from_millis(c.kafka.retention_check_interval_ms),
             producer_id_expiration: Duration::from_millis(c.kafka.producer_id_expiration_ms),
+            wal_retention_bytes: s.wal_retention_bytes,
         }
     }
 

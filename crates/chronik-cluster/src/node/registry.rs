@@ -2,6 +2,7 @@
 //! Raft group, by topic and partition), and the one place replicas are started and stopped.
 
 use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use chronik_wal::Wal;
@@ -22,6 +23,8 @@ struct Replicas {
 
 pub(crate) struct Registry {
     wal: Arc<Wal>,
+    /// `<data_dir>/partitions`: a directory of segment files per partition.
+    partitions_dir: PathBuf,
     node_id: NodeId,
     config: Arc<RaftConfig>,
     /// Each replica gets a child of this scope.
@@ -32,8 +35,32 @@ pub(crate) struct Registry {
 }
 
 impl Registry {
-    pub fn new(wal: Arc<Wal>, node_id: NodeId, config: Arc<RaftConfig>, tasks: Tasks) -> Registry {
-        Registry { wal, node_id, config, tasks, replicas: RwLock::default(), changed: watch::channel(0).0 }
+    pub fn new(wal: Arc<Wal>, data_dir: &Path, node_id: NodeId, config: Arc<RaftConfig>, tasks: Tasks) -> Registry {
+        Registry {
+            wal,
+            partitions_dir: data_dir.join("partitions"),
+            node_id,
+            config,
+            tasks,
+            replicas: RwLock::default(),
+            changed: watch::channel(0).0,
+        }
+    }
+
+    /// Where the segment files of partition group `group` live.
+    pub fn segments_dir(&self, group: GroupId) -> PathBuf {
+        self.partitions_dir.join(group.to_string())
+    }
+
+    /// The groups that have a segment directory here.
+    pub fn groups_on_disk(&self) -> Vec<GroupId> {
+        std::fs::read_dir(&self.partitions_dir)
+            .map(|d| d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect())
+            .unwrap_or_default()
+    }
+
+    pub fn by_group(&self, group: GroupId) -> Option<Arc<PartitionReplica>> {
+        self.replicas.read().by_group.get(&group).cloned()
     }
 
     pub fn get(&self, topic: &str, partition: i32) -> Option<Arc<PartitionReplica>> {
@@ -87,8 +114,21 @@ impl Registry {
         let Some(replica) = removed else { return };
         self.changed.send_modify(|v| *v += 1);
         replica.stop().await;
-        if drop_data && let Err(e) = self.wal.drop_group(group) {
+        if drop_data {
+            self.drop_data(group);
+        }
+    }
+
+    /// Drops a deleted partition's data: its WAL group and its segment files.
+    pub fn drop_data(&self, group: GroupId) {
+        if let Err(e) = self.wal.drop_group(group) {
             tracing::error!(group, "dropping the WAL group of a deleted partition: {e}");
+        }
+        let dir = self.segments_dir(group);
+        if let Err(e) = std::fs::remove_dir_all(&dir)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::error!(group, "removing {}: {e}", dir.display());
         }
     }
 

@@ -33,6 +33,8 @@ pub(crate) struct ReplicaSpec {
     pub group: GroupId,
     /// The group's voters with their Raft addresses (used only to create a new group).
     pub voters: BTreeMap<NodeId, BasicNode>,
+    /// Where the partition's segment files live.
+    pub segments_dir: std::path::PathBuf,
 }
 
 pub struct PartitionReplica {
@@ -76,10 +78,11 @@ impl PartitionReplica {
         spec: ReplicaSpec,
         tasks: Tasks,
     ) -> Result<Arc<PartitionReplica>, ClusterError> {
-        let ReplicaSpec { topic, topic_id, partition, group, voters } = spec;
+        let ReplicaSpec { topic, topic_id, partition, group, voters, segments_dir } = spec;
         let io = |e| ClusterError::io(format!("partition {topic}-{partition}"), e);
         let snap = PartitionStateMachine::stored_snapshot(wal, group).map_err(io)?;
-        let log = PartitionLog::recover(wal.clone(), group, snap.next_offset, snap.log_start).map_err(io)?;
+        let log =
+            PartitionLog::recover(wal.clone(), group, snap.next_offset, snap.log_start, &segments_dir).map_err(io)?;
         let store = LogStore::new(wal.clone(), group, Some(log.clone()));
         let state_machine = PartitionStateMachine::new(wal.clone(), group, log.clone());
         let raft = Raft::new(node_id, config, raft::NetworkFactory, store, state_machine.clone())
@@ -225,21 +228,48 @@ impl PartitionReplica {
         self.raft.wait(Some(timeout)).metrics(|m| m.current_leader.is_some(), "a leader").await.is_ok()
     }
 
-    /// Drops the log below the log start offset: snapshot at the applied position, then purge
-    /// the entries wholly below the log start.
+    /// Drops the log below the log start offset: the segment files wholly below it, then (with
+    /// a snapshot at the applied position) the WAL entries wholly below it.
     pub async fn compact(&self) -> Result<(), ClusterError> {
+        self.log.delete_segments_below_log_start()?;
         let Some(upto) = self.log.last_raft_index_below(self.log.log_start_offset()) else { return Ok(()) };
+        self.purge_wal_through(upto).await
+    }
+
+    /// Moves the committed entries up to Raft index `upto` out of the WAL into a segment file,
+    /// then lets the WAL drop them. A crash in between leaves both copies, never neither: the
+    /// file is durable before the snapshot point and the purge move.
+    pub async fn move_to_segments(&self, upto: u64) -> Result<(), ClusterError> {
+        let Some(moved) = self.log.move_to_segments(upto)? else { return Ok(()) };
+        self.purge_wal_through(moved).await
+    }
+
+    /// Snapshot at the applied position (if the last one is older than `upto`), then purge the
+    /// WAL through `upto`.
+    async fn purge_wal_through(&self, upto: u64) -> Result<(), ClusterError> {
         let stopped = |e| ClusterError::stopped(self.group, e);
         let snapshot_covers = |m: &openraft::RaftMetrics<TypeConfig>| m.snapshot.is_some_and(|s| s.index >= upto);
         if !snapshot_covers(&self.raft.metrics().borrow_watched()) {
             self.raft.trigger().snapshot().await.map_err(stopped)?;
-            let wait = self.raft.wait(Some(Duration::from_secs(10)));
-            let taken = wait.metrics(snapshot_covers, "a snapshot");
-            tokio::select! {
-                r = taken => r.map_err(|e| ClusterError::Timeout(format!("group {} compaction: {e}", self.group)))?,
-                _ = self.tasks.cancelled() => return Err(ClusterError::stopped(self.group, "stopping")),
-            };
+            self.wait_for(snapshot_covers, "a snapshot").await?;
         }
-        self.raft.trigger().purge_log(upto).await.map_err(stopped)
+        self.raft.trigger().purge_log(upto).await.map_err(stopped)?;
+        // Purging happens in the background; the caller (tiering, retention) goes on to collect
+        // the WAL's garbage, which needs it done.
+        self.wait_for(|m| m.purged.is_some_and(|p| p.index >= upto), "the purge").await
+    }
+
+    /// Waits (up to 10 s, and not past this replica's stop) until the group's metrics say `done`.
+    async fn wait_for(
+        &self,
+        done: impl Fn(&openraft::RaftMetrics<TypeConfig>) -> bool + Send,
+        what: &str,
+    ) -> Result<(), ClusterError> {
+        let wait = self.raft.wait(Some(Duration::from_secs(10)));
+        let reached = wait.metrics(done, what);
+        tokio::select! {
+            r = reached => r.map(drop).map_err(|e| ClusterError::Timeout(format!("group {}: {e}", self.group))),
+            _ = self.tasks.cancelled() => Err(ClusterError::stopped(self.group, "stopping")),
+        }
     }
 }

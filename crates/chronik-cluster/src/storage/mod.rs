@@ -1,12 +1,14 @@
 //! Each group's log in the shared WAL: Raft entries as WAL records ([`codec`]), openraft's log
-//! storage over them ([`LogStore`]), and a partition's log as Kafka sees it ([`PartitionLog`]:
-//! offsets, high watermark, log start, reads, retention plans).
+//! storage over them ([`LogStore`]), a partition's sealed segment files below the WAL
+//! (`segments`), and a partition's log as Kafka sees it across both ([`PartitionLog`]:
+//! offsets, high watermark, log start, reads, retention plans, moves out of the WAL).
 
 mod codec;
 mod log_store;
 mod offsets;
 mod partition_log;
 mod retention;
+mod segments;
 
 pub use offsets::EntryOffsets;
 pub use partition_log::{PartitionLog, ReadBatches, ReadError};

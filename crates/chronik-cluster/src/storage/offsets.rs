@@ -49,6 +49,16 @@ impl OffsetIndex {
         self.bytes
     }
 
+    pub fn first(&self) -> Option<&EntryOffsets> {
+        self.entries.front()
+    }
+
+    /// Where the first entry of an epoch above `epoch` starts (the log end if none does).
+    pub fn first_offset_of_epoch_after(&self, epoch: u64) -> u64 {
+        let i = self.entries.partition_point(|e| e.epoch <= epoch);
+        self.entries.get(i).map_or(self.next_offset(), |e| e.base_offset)
+    }
+
     pub fn push(&mut self, e: EntryOffsets) {
         debug_assert_eq!(e.base_offset, self.next_offset(), "offsets follow the log");
         debug_assert!(self.entries.back().is_none_or(|b| b.raft_index < e.raft_index));

@@ -1,8 +1,11 @@
 //! A partition's log as Kafka sees it: offsets, high watermark, log start, and reads of the
-//! stored record batches. Shared by the partition's log store (which appends and truncates),
-//! its state machine (which moves the high watermark) and the fetch path (which reads).
+//! stored record batches, from its segment files below the WAL's front and from the WAL above
+//! it (callers never know which). Shared by the partition's log store (which appends and
+//! truncates), its state machine (which moves the high watermark) and the fetch path (which
+//! reads).
 
 use std::io;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -12,6 +15,7 @@ use parking_lot::RwLock;
 use tokio::sync::watch;
 
 use super::offsets::{self, EntryOffsets, OffsetIndex};
+use super::segments::{MovedEntry, SegmentError, SegmentStore};
 use super::{codec, retention};
 use crate::batch;
 use crate::raft::GroupId;
@@ -30,6 +34,8 @@ pub enum ReadError {
     OutOfRange { offset: u64, log_start: u64, log_end: u64 },
     #[error("storage error: {0}")]
     Storage(#[from] chronik_wal::WalError),
+    #[error("segment store: {0}")]
+    Segment(#[from] SegmentError),
 }
 
 pub struct PartitionLog {
@@ -40,16 +46,20 @@ pub struct PartitionLog {
     high_watermark: watch::Sender<u64>,
     /// Log start offset set by DeleteRecords or retention (may be inside an entry).
     log_start: AtomicU64,
+    /// What moved out of the WAL: the offsets below the index's front.
+    segments: SegmentStore,
 }
 
 impl PartitionLog {
     /// Rebuilds the offset index from the group's entries in the WAL. `snapshot_next_offset` is
     /// the next offset recorded by the latest snapshot: the front when the log holds no data.
+    /// `segments_dir` holds the partition's segment files.
     pub(crate) fn recover(
         wal: Arc<Wal>,
         group: GroupId,
         snapshot_next_offset: u64,
         snapshot_log_start: u64,
+        segments_dir: &Path,
     ) -> io::Result<Arc<Self>> {
         let mut index: Option<OffsetIndex> = None;
         if let Some(info) = wal.group_info(group)
@@ -89,6 +99,7 @@ impl PartitionLog {
             }
         }
         let index = index.unwrap_or_else(|| OffsetIndex::starting_at(snapshot_next_offset));
+        let segments = SegmentStore::open(segments_dir, index.front_offset()).map_err(io::Error::other)?;
         let (high_watermark, _) =
             watch::channel(snapshot_next_offset.max(index.front_offset()).min(index.next_offset()));
         Ok(Arc::new(PartitionLog {
@@ -97,6 +108,7 @@ impl PartitionLog {
             index: RwLock::new(index),
             high_watermark,
             log_start: AtomicU64::new(snapshot_log_start),
+            segments,
         }))
     }
 
@@ -119,7 +131,12 @@ impl PartitionLog {
 
     /// First offset a consumer can read.
     pub fn log_start_offset(&self) -> u64 {
-        self.log_start.load(Ordering::Acquire).max(self.index.read().front_offset()).min(self.high_watermark())
+        self.log_start.load(Ordering::Acquire).max(self.first_stored_offset()).min(self.high_watermark())
+    }
+
+    /// The first offset either tier holds.
+    fn first_stored_offset(&self) -> u64 {
+        self.segments.first_offset().unwrap_or_else(|| self.index.read().front_offset())
     }
 
     pub(crate) fn set_log_start(&self, offset: u64) {
@@ -131,9 +148,14 @@ impl PartitionLog {
         self.index.read().next_offset()
     }
 
-    /// Bytes of record batches in the log.
+    /// Bytes of record batches in the log (both tiers).
     pub fn size_bytes(&self) -> u64 {
-        self.index.read().bytes()
+        self.segments.data_bytes() + self.index.read().bytes()
+    }
+
+    /// Bytes of record batches in the segment files.
+    pub fn segment_bytes(&self) -> u64 {
+        self.segments.data_bytes()
     }
 
     /// Committed batches starting with the one holding `offset`, up to about `max_bytes` (at
@@ -147,6 +169,11 @@ impl PartitionLog {
         let log_end = self.next_offset();
         if offset < log_start || offset > log_end {
             return Err(ReadError::OutOfRange { offset, log_start, log_end });
+        }
+        if offset < self.index.read().front_offset() {
+            // Below the WAL: moved entries were all committed.
+            let chunks = self.segments.read(offset, max_bytes)?;
+            return Ok(ReadBatches { bytes: chunks.iter().map(Bytes::len).sum(), chunks });
         }
         let (first_raft, last_raft) = {
             let index = self.index.read();
@@ -176,27 +203,46 @@ impl PartitionLog {
         Ok(out)
     }
 
-    /// Up to `limit` readable entries, in log order, whose max timestamp is at or after `ts`,
-    /// found through the time index (ListOffsets by time narrows the first down to a record;
-    /// the next ones serve when its matching records lie below the log start).
-    pub fn entries_at_or_after_time(&self, ts: i64, limit: usize) -> Vec<EntryOffsets> {
-        let hw = self.high_watermark();
+    /// The stored batches of up to `limit` readable entries, in log order, whose max timestamp
+    /// is at or after `ts` (ListOffsets by time narrows the first down to a record; the next
+    /// ones serve when its matching records lie below the log start). Segment files are
+    /// searched through their time indexes, the WAL tail through the offset index's.
+    pub fn time_candidates(&self, ts: i64, limit: usize) -> Result<Vec<Bytes>, ReadError> {
         let start = self.log_start_offset();
-        let index = self.index.read();
-        index
-            .at_or_after_time(ts, index.entries_below(start))
-            .map_while(|p| index.get(p).filter(|e| e.last_offset < hw).copied())
-            .take(limit)
-            .collect()
+        let mut out = self.segments.at_or_after_time(ts, start, limit)?;
+        if out.len() < limit {
+            let hw = self.high_watermark();
+            let wal_entries: Vec<u64> = {
+                let index = self.index.read();
+                index
+                    .at_or_after_time(ts, index.entries_below(start))
+                    .map_while(|p| index.get(p).filter(|e| e.last_offset < hw).map(|e| e.raft_index))
+                    .take(limit - out.len())
+                    .collect()
+            };
+            for raft_index in wal_entries {
+                out.extend(self.entry_records(raft_index)?);
+            }
+        }
+        Ok(out)
     }
 
-    /// The committed entry with the largest timestamp.
-    pub fn max_timestamp_entry(&self) -> Option<EntryOffsets> {
-        self.with_readable(|entries| offsets::max_timestamp_entry(entries).copied())
+    /// The readable entry holding the largest timestamp (the earliest such), with it.
+    pub fn max_timestamp_candidate(&self) -> Result<Option<(i64, Bytes)>, ReadError> {
+        let below = self.segments.max_timestamp_entry(self.log_start_offset())?;
+        let above = self.with_readable(|entries| offsets::max_timestamp_entry(entries).copied());
+        match (below, above) {
+            (Some(b), Some(a)) if a.max_timestamp > b.0 => {
+                Ok(self.entry_records(a.raft_index)?.map(|r| (a.max_timestamp, r)))
+            }
+            (Some(b), _) => Ok(Some(b)),
+            (None, Some(a)) => Ok(self.entry_records(a.raft_index)?.map(|r| (a.max_timestamp, r))),
+            (None, None) => Ok(None),
+        }
     }
 
-    /// Runs `f` over the entries a consumer can read: committed, and not wholly below the log
-    /// start.
+    /// Runs `f` over the WAL's entries a consumer can read: committed, and not wholly below
+    /// the log start.
     fn with_readable<T>(&self, f: impl FnOnce(&mut dyn Iterator<Item = &EntryOffsets>) -> T) -> T {
         let hw = self.high_watermark();
         let start = self.log_start_offset();
@@ -204,7 +250,7 @@ impl PartitionLog {
         f(&mut index.iter().filter(|e| e.last_offset >= start && e.last_offset < hw))
     }
 
-    /// The Raft index of the last entry wholly below `offset` (what compaction may purge).
+    /// The Raft index of the last WAL entry wholly below `offset` (what compaction may purge).
     pub(crate) fn last_raft_index_below(&self, offset: u64) -> Option<u64> {
         self.index.read().iter().take_while(|e| e.last_offset < offset).last().map(|e| e.raft_index)
     }
@@ -215,27 +261,73 @@ impl PartitionLog {
     }
 
     /// (largest epoch <= `epoch` in the log, offset where the next epoch starts or the log end).
-    pub fn epoch_end(&self, epoch: u64) -> Option<(u64, u64)> {
-        self.index.read().epoch_end(epoch)
+    pub fn epoch_end(&self, epoch: u64) -> Result<Option<(u64, u64)>, ReadError> {
+        let index = self.index.read();
+        if index.first().is_some_and(|e| e.epoch <= epoch) {
+            return Ok(index.epoch_end(epoch));
+        }
+        // The epoch asked for began below the WAL (its tail may hold the epoch after it).
+        let Some((found, end)) = self.segments.epoch_end(epoch)? else { return Ok(None) };
+        Ok(Some((found, end.unwrap_or_else(|| index.first_offset_of_epoch_after(found)))))
     }
 
-    /// The stored batches of the entry at `raft_index`.
-    pub fn entry_records(&self, raft_index: u64) -> Result<Option<Bytes>, ReadError> {
+    /// The stored batches of the WAL entry at `raft_index`.
+    fn entry_records(&self, raft_index: u64) -> Result<Option<Bytes>, ReadError> {
         Ok(self.wal.read(self.group, raft_index)?.and_then(|v| codec::stored_records(&v)))
     }
 
-    /// Where retention would move the log start (see `retention::plan`), decided under the
-    /// index's read lock without copying it: only the entries it drops are visited, plus the
-    /// few below the log start and above the high watermark.
+    /// Where retention would move the log start (see `retention::plan`): segment files are
+    /// whole units, then the WAL's committed entries. Decided under the index's read lock
+    /// without copying it: only the entries it drops are visited, plus the few below the log
+    /// start and above the high watermark.
     pub fn retention_plan(&self, now_ms: i64, retention_ms: i64, retention_bytes: i64) -> Option<u64> {
         let hw = self.high_watermark();
         let start = self.log_start_offset();
+        let files = self.segments.units();
         let index = self.index.read();
-        let below_start: u64 = index.iter().take_while(|e| e.last_offset < start).map(|e| e.bytes).sum();
+        let below_start: u64 =
+            files.iter().chain(index.iter()).take_while(|e| e.last_offset < start).map(|e| e.bytes).sum();
         let uncommitted: u64 = index.iter().rev().take_while(|e| e.last_offset >= hw).map(|e| e.bytes).sum();
-        let live_bytes = index.bytes().saturating_sub(below_start + uncommitted);
-        let committed = index.iter().take_while(|e| e.last_offset < hw);
+        let total = self.segments.data_bytes() + index.bytes();
+        let live_bytes = total.saturating_sub(below_start + uncommitted);
+        let committed = files.iter().chain(index.iter().take_while(|e| e.last_offset < hw));
         retention::plan(committed, live_bytes, now_ms, retention_ms, retention_bytes, start)
+    }
+
+    /// Deletes the segment files wholly below the log start (retention moved past them).
+    pub(crate) fn delete_segments_below_log_start(&self) -> Result<usize, ReadError> {
+        Ok(self.segments.delete_below(self.log_start_offset())?)
+    }
+
+    /// Writes the committed WAL entries up to Raft index `upto`, not yet in a segment file,
+    /// to a new one (durably). Returns the Raft index of the last entry the files now cover:
+    /// the WAL may drop everything up to it once the partition's snapshot is past it.
+    pub(crate) fn move_to_segments(&self, upto: u64) -> Result<Option<u64>, ReadError> {
+        let hw = self.high_watermark();
+        // Entries already in a file, or wholly below the log start (retention is dropping
+        // them), are not copied; the WAL drops them all the same.
+        let (in_files, log_start) = (self.segments.next_offset().unwrap_or(0), self.log_start_offset());
+        let chosen: Vec<EntryOffsets> = {
+            let index = self.index.read();
+            index.iter().take_while(|e| e.raft_index <= upto && e.last_offset < hw).copied().collect()
+        };
+        let Some(last) = chosen.last().copied() else { return Ok(None) };
+        let fresh: Vec<EntryOffsets> =
+            chosen.into_iter().filter(|e| e.base_offset >= in_files && e.last_offset >= log_start).collect();
+        if !fresh.is_empty() {
+            let mut moved = Vec::with_capacity(fresh.len());
+            for offsets in fresh {
+                let records = self.entry_records(offsets.raft_index)?.ok_or_else(|| {
+                    ReadError::Storage(chronik_wal::WalError::Group {
+                        group: self.group,
+                        reason: format!("entry {} to move is gone", offsets.raft_index),
+                    })
+                })?;
+                moved.push(MovedEntry { offsets, records });
+            }
+            self.segments.write(&moved, (last.raft_index, last.epoch))?;
+        }
+        Ok(Some(last.raft_index))
     }
 }
 
@@ -265,7 +357,7 @@ mod tests {
             };
             wal.append(7, &[e], None).unwrap();
         }
-        PartitionLog::recover(wal, 7, 0, 0).unwrap()
+        PartitionLog::recover(wal, 7, 0, 0, &dir.join("segments")).unwrap()
     }
 
     #[test]

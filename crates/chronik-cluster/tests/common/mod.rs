@@ -36,6 +36,8 @@ pub fn options(dir: &Path, node_id: u64) -> NodeOptions {
         // The tests apply retention themselves.
         retention_check_interval: Duration::from_secs(3600),
         producer_id_expiration: Duration::from_secs(86_400),
+        // Tiering only where a test asks for it.
+        wal_retention_bytes: u64::MAX,
     }
 }
 

@@ -26,11 +26,13 @@ pub fn handle(b: &Arc<Broker>, req: &Request) -> anyhow::Result<Outcome> {
                     } else if p.leader_epoch >= 0 && p.leader_epoch as u64 >= current {
                         // The current epoch ends at the log end.
                         out = out.with_leader_epoch(current as i32).with_end_offset(g.log().next_offset() as i64);
-                    } else if let Some((epoch, end)) = g.log().epoch_end(p.leader_epoch.max(0) as u64) {
-                        out = out.with_leader_epoch(epoch as i32).with_end_offset(end as i64);
                     } else {
-                        // Older than anything left in the log.
-                        out = out.with_leader_epoch(-1).with_end_offset(-1);
+                        out = match g.log().epoch_end(p.leader_epoch.max(0) as u64) {
+                            Ok(Some((epoch, end))) => out.with_leader_epoch(epoch as i32).with_end_offset(end as i64),
+                            // Older than anything left in the log.
+                            Ok(None) => out.with_leader_epoch(-1).with_end_offset(-1),
+                            Err(e) => out.with_error_code(crate::error::read_code(&e).code()),
+                        };
                     }
                 }
             }

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use chronik_cluster::{EntryOffsets, PartitionReplica, Records, split_batches};
+use chronik_cluster::{PartitionReplica, ReadError, Records, split_batches};
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
@@ -11,6 +11,7 @@ use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 use super::{Outcome, respond};
 use crate::broker::Broker;
 use crate::codec::{self, Request};
+use crate::error::read_code;
 
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
@@ -30,10 +31,14 @@ pub async fn handle(b: &Arc<Broker>, req: &Request) -> anyhow::Result<Outcome> {
                     if p.current_leader_epoch >= 0 && (p.current_leader_epoch as u64) < epoch {
                         out = out.with_error_code(ResponseError::FencedLeaderEpoch.code());
                     } else {
-                        let (offset, timestamp) = lookup(&g, p.timestamp);
-                        out = out.with_offset(offset).with_timestamp(timestamp);
-                        if req.version >= 4 {
-                            out = out.with_leader_epoch(epoch as i32);
+                        match lookup(&g, p.timestamp) {
+                            Ok((offset, timestamp)) => {
+                                out = out.with_offset(offset).with_timestamp(timestamp);
+                                if req.version >= 4 {
+                                    out = out.with_leader_epoch(epoch as i32);
+                                }
+                            }
+                            Err(e) => out = out.with_error_code(read_code(&e).code()),
                         }
                     }
                 }
@@ -50,19 +55,20 @@ pub async fn handle(b: &Arc<Broker>, req: &Request) -> anyhow::Result<Outcome> {
 const TIME_LOOKUP_ENTRIES: usize = 8;
 
 /// (offset, timestamp) for a ListOffsets target; (-1, -1) when no record matches.
-fn lookup(g: &PartitionReplica, target: i64) -> (i64, i64) {
+fn lookup(g: &PartitionReplica, target: i64) -> Result<(i64, i64), ReadError> {
+    let start = g.log().log_start_offset() as i64;
     let found = match target {
         LATEST => Some((g.log().high_watermark() as i64, -1)),
-        EARLIEST => Some((g.log().log_start_offset() as i64, -1)),
-        MAX_TIMESTAMP => g.log().max_timestamp_entry().and_then(|e| in_entry(g, &e, Want::Max(e.max_timestamp))),
+        EARLIEST => Some((start, -1)),
+        MAX_TIMESTAMP => g.log().max_timestamp_candidate()?.and_then(|(max, b)| in_entry(&b, start, Want::Max(max))),
         ts if ts >= 0 => g
             .log()
-            .entries_at_or_after_time(ts, TIME_LOOKUP_ENTRIES)
+            .time_candidates(ts, TIME_LOOKUP_ENTRIES)?
             .iter()
-            .find_map(|e| in_entry(g, e, Want::AtOrAfter(ts))),
+            .find_map(|b| in_entry(b, start, Want::AtOrAfter(ts))),
         _ => None,
     };
-    found.unwrap_or((-1, -1))
+    Ok(found.unwrap_or((-1, -1)))
 }
 
 #[derive(Clone, Copy)]
@@ -88,10 +94,8 @@ impl Want {
 /// it is the batch's first readable offset with its largest timestamp (for the largest
 /// timestamp, its last offset), so a consumer seeking there reads at most one batch of earlier
 /// records. In a LogAppendTime batch every record has the batch's timestamp (the broker's).
-fn in_entry(g: &PartitionReplica, e: &EntryOffsets, want: Want) -> Option<(i64, i64)> {
-    let bytes = g.log().entry_records(e.raft_index).ok().flatten()?;
-    let start = g.log().log_start_offset() as i64;
-    for span in split_batches(&bytes, false).ok()? {
+fn in_entry(bytes: &[u8], start: i64, want: Want) -> Option<(i64, i64)> {
+    for span in split_batches(bytes, false).ok()? {
         let h = span.header;
         // A batch holds a match only if its largest timestamp does.
         if h.last_offset() < start || !want.matches(h.max_timestamp) {

@@ -1,0 +1,8 @@
+//! Partition segment files: the tier below the WAL. Entries older than the WAL's window move
+//! here (one sealed file per move), so the WAL keeps only the recent tail and a long-retention
+//! partition no longer pins it. See `format.rs` for the file layout.
+
+mod format;
+mod store;
+
+pub(crate) use store::{MovedEntry, SegmentError, SegmentStore};

@@ -1,0 +1,488 @@
+//! A partition's segment files: what has moved out of the WAL, one sealed file per move, in
+//! offset order. Opening reads only the footers; a file's indexes are read the first time it
+//! is searched; every entry's CRC is checked when the entry is read.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use bytes::{Bytes, BytesMut};
+use parking_lot::RwLock;
+
+use super::format::{ENTRY_HEADER_LEN, EntryHeader, FOOTER_LEN, Footer, INDEX_INTERVAL, Indexes};
+use crate::storage::EntryOffsets;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SegmentError {
+    #[error("segment file {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("segment file {path} is damaged at byte {offset}: {reason}")]
+    Corrupt { path: PathBuf, offset: u64, reason: String },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SegmentError + '_ {
+    move |source| SegmentError::Io { path: path.to_path_buf(), source }
+}
+
+/// An entry moved out of the WAL: its stored batches and what the offset index knew of it.
+pub struct MovedEntry {
+    pub offsets: EntryOffsets,
+    pub records: Bytes,
+}
+
+/// One sealed segment file.
+pub struct SegmentFile {
+    path: PathBuf,
+    footer: Footer,
+    indexes: OnceLock<Indexes>,
+}
+
+impl SegmentFile {
+    fn open_file(&self) -> Result<File, SegmentError> {
+        File::open(&self.path).map_err(io(&self.path))
+    }
+
+    fn corrupt(&self, offset: u64, reason: impl Into<String>) -> SegmentError {
+        SegmentError::Corrupt { path: self.path.clone(), offset, reason: reason.into() }
+    }
+
+    fn indexes(&self) -> Result<&Indexes, SegmentError> {
+        if let Some(i) = self.indexes.get() {
+            return Ok(i);
+        }
+        let mut sections = vec![0u8; self.footer.sections_len() as usize];
+        self.open_file()?.read_exact_at(&mut sections, self.footer.data_len).map_err(io(&self.path))?;
+        let decoded = Indexes::decode(&sections, &self.footer).map_err(|r| self.corrupt(self.footer.data_len, r))?;
+        Ok(self.indexes.get_or_init(|| decoded))
+    }
+
+    /// The entries from file position `from` on, read `window` bytes at a time, until `take`
+    /// says stop (it sees each header and may keep the entry). Each kept entry's CRC is checked.
+    fn scan(
+        &self,
+        from: u64,
+        window: u64,
+        mut take: impl FnMut(&EntryHeader) -> Scan,
+    ) -> Result<Vec<(EntryHeader, Bytes)>, SegmentError> {
+        let file = self.open_file()?;
+        let data_len = self.footer.data_len;
+        // `buf` holds the file's bytes from `buf_at` on.
+        let (mut buf, mut buf_at) = (Bytes::new(), from);
+        let fill = |at: u64, want: u64, buf: &mut Bytes, buf_at: &mut u64| -> Result<(), SegmentError> {
+            let mut b = BytesMut::zeroed(want.max(window).min(data_len - at) as usize);
+            file.read_exact_at(&mut b, at).map_err(io(&self.path))?;
+            (*buf, *buf_at) = (b.freeze(), at);
+            Ok(())
+        };
+        let mut out = Vec::new();
+        let mut pos = from;
+        while pos < data_len {
+            if pos + ENTRY_HEADER_LEN as u64 > buf_at + buf.len() as u64 {
+                fill(pos, ENTRY_HEADER_LEN as u64, &mut buf, &mut buf_at)?;
+            }
+            let at = (pos - buf_at) as usize;
+            let h = EntryHeader::decode(&buf[at..]).ok_or_else(|| self.corrupt(pos, "no entry header"))?;
+            let end = pos + h.footprint();
+            if end > data_len {
+                return Err(self.corrupt(pos, "entry runs past the data"));
+            }
+            match take(&h) {
+                Scan::Stop => break,
+                Scan::Skip => {}
+                Scan::Keep => {
+                    if end > buf_at + buf.len() as u64 {
+                        fill(pos, h.footprint(), &mut buf, &mut buf_at)?;
+                    }
+                    let at = (pos - buf_at) as usize;
+                    let records = buf.slice(at + ENTRY_HEADER_LEN..at + h.footprint() as usize);
+                    if crc32c::crc32c(&records) != h.crc {
+                        return Err(self.corrupt(pos, "entry checksum mismatch"));
+                    }
+                    out.push((h, records));
+                }
+            }
+            pos = end;
+        }
+        Ok(out)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scan {
+    Skip,
+    Keep,
+    Stop,
+}
+
+fn file_name(base_offset: u64) -> String {
+    format!("{base_offset:020}.seg")
+}
+
+/// A partition's segment files.
+pub struct SegmentStore {
+    dir: PathBuf,
+    files: RwLock<Vec<Arc<SegmentFile>>>,
+}
+
+impl SegmentStore {
+    /// Opens the files in `dir` (created if missing). `wal_front` is the first offset the WAL
+    /// still holds: a file that did not finish (no valid footer) is dropped when the WAL still
+    /// has its offsets, and is corruption otherwise.
+    pub fn open(dir: &Path, wal_front: u64) -> Result<SegmentStore, SegmentError> {
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        let mut files = Vec::new();
+        for entry in std::fs::read_dir(dir).map_err(io(dir))? {
+            let path = entry.map_err(io(dir))?.path();
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            if name.ends_with(".tmp") {
+                std::fs::remove_file(&path).map_err(io(&path))?; // a move that never finished
+                continue;
+            }
+            let Some(base) = name.strip_suffix(".seg").and_then(|b| b.parse::<u64>().ok()) else { continue };
+            match read_footer(&path) {
+                Ok(footer) if footer.base_offset == base => {
+                    files.push(Arc::new(SegmentFile { path, footer, indexes: OnceLock::new() }))
+                }
+                Ok(_) | Err(_) if base >= wal_front => {
+                    tracing::warn!(path = %path.display(), "dropping a damaged segment file whose data the WAL still holds");
+                    std::fs::remove_file(&path).map_err(io(&path))?;
+                }
+                Ok(f) => {
+                    return Err(SegmentError::Corrupt {
+                        path,
+                        offset: 0,
+                        reason: format!("named for offset {base} but starts at {}", f.base_offset),
+                    });
+                }
+                Err(reason) => return Err(SegmentError::Corrupt { path, offset: 0, reason }),
+            }
+        }
+        files.sort_by_key(|f| f.footer.base_offset);
+        for pair in files.windows(2) {
+            if pair[1].footer.base_offset <= pair[0].footer.last_offset {
+                return Err(SegmentError::Corrupt {
+                    path: pair[1].path.clone(),
+                    offset: 0,
+                    reason: format!("overlaps {}", pair[0].path.display()),
+                });
+            }
+        }
+        Ok(SegmentStore { dir: dir.to_path_buf(), files: RwLock::new(files) })
+    }
+
+    pub fn files(&self) -> Vec<Arc<SegmentFile>> {
+        self.files.read().clone()
+    }
+
+    pub fn first_offset(&self) -> Option<u64> {
+        self.files.read().first().map(|f| f.footer.base_offset)
+    }
+
+    /// The offset after the last one held.
+    pub fn next_offset(&self) -> Option<u64> {
+        self.files.read().last().map(|f| f.footer.last_offset + 1)
+    }
+
+    pub fn data_bytes(&self) -> u64 {
+        self.files.read().iter().map(|f| f.footer.data_len).sum()
+    }
+
+    /// Writes `entries` (contiguous, after everything held) as a new sealed file, durably,
+    /// and adds it. `last_raft` is the (index, term) of the last Raft entry they cover.
+    pub fn write(&self, entries: &[MovedEntry], last_raft: (u64, u64)) -> Result<Arc<SegmentFile>, SegmentError> {
+        let first = entries.first().expect("a segment holds at least one entry").offsets;
+        let final_path = self.dir.join(file_name(first.base_offset));
+        let tmp = self.dir.join(format!("{}.tmp", file_name(first.base_offset)));
+        let file = OpenOptions::new().write(true).create(true).truncate(true).open(&tmp).map_err(io(&tmp))?;
+        let mut out = BufWriter::with_capacity(1 << 20, &file);
+        let mut idx = Indexes::default();
+        let (mut pos, mut since_point, mut max_ts) = (0u64, u64::MAX, i64::MIN);
+        for e in entries {
+            let o = e.offsets;
+            let rel = (o.base_offset - first.base_offset) as u32;
+            max_ts = max_ts.max(o.max_timestamp);
+            if since_point >= INDEX_INTERVAL {
+                idx.offsets.push((rel, pos as u32));
+                idx.times.push((max_ts, rel));
+                since_point = 0;
+            }
+            if idx.epochs.last().is_none_or(|(epoch, _)| *epoch != o.epoch) {
+                idx.epochs.push((o.epoch, o.base_offset));
+            }
+            let h = EntryHeader {
+                len: e.records.len() as u32,
+                crc: crc32c::crc32c(&e.records),
+                base_offset: o.base_offset,
+                last_offset: o.last_offset,
+                max_timestamp: o.max_timestamp,
+                epoch: o.epoch,
+            };
+            out.write_all(&h.encode()).map_err(io(&tmp))?;
+            out.write_all(&e.records).map_err(io(&tmp))?;
+            pos += h.footprint();
+            since_point = since_point.saturating_add(h.footprint());
+        }
+        let sections = idx.encode();
+        let footer = Footer {
+            entries: entries.len() as u32,
+            base_offset: first.base_offset,
+            last_offset: entries.last().expect("not empty").offsets.last_offset,
+            max_timestamp: max_ts,
+            data_len: pos,
+            index_entries: idx.offsets.len() as u32,
+            time_entries: idx.times.len() as u32,
+            epoch_entries: idx.epochs.len() as u32,
+            last_raft_index: last_raft.0,
+            last_raft_term: last_raft.1,
+            sections_crc: crc32c::crc32c(&sections),
+        };
+        out.write_all(&sections).map_err(io(&tmp))?;
+        out.write_all(&footer.encode()).map_err(io(&tmp))?;
+        out.flush().map_err(io(&tmp))?;
+        drop(out);
+        file.sync_all().map_err(io(&tmp))?;
+        std::fs::rename(&tmp, &final_path).map_err(io(&final_path))?;
+        File::open(&self.dir).and_then(|d| d.sync_all()).map_err(io(&self.dir))?;
+        let seg = Arc::new(SegmentFile { path: final_path, footer, indexes: OnceLock::from(idx) });
+        self.files.write().push(seg.clone());
+        Ok(seg)
+    }
+
+    /// Deletes the files wholly below `offset` (the log start moved past them).
+    pub fn delete_below(&self, offset: u64) -> Result<usize, SegmentError> {
+        let gone: Vec<Arc<SegmentFile>> = {
+            let mut files = self.files.write();
+            let keep = files.partition_point(|f| f.footer.last_offset < offset);
+            files.drain(..keep).collect()
+        };
+        for f in &gone {
+            std::fs::remove_file(&f.path).map_err(io(&f.path))?;
+        }
+        Ok(gone.len())
+    }
+
+    /// Stored batches from the entry holding `offset` (or the first after it), up to about
+    /// `max_bytes` (at least one entry), all from one file.
+    pub fn read(&self, offset: u64, max_bytes: usize) -> Result<Vec<Bytes>, SegmentError> {
+        let Some(file) = self.file_for(offset) else { return Ok(Vec::new()) };
+        let rel = offset.saturating_sub(file.footer.base_offset) as u32;
+        let from = u64::from(file.indexes()?.position_for(rel));
+        let mut taken = 0usize;
+        let window = (max_bytes as u64).clamp(64 * 1024, 16 << 20) + INDEX_INTERVAL;
+        let entries = file.scan(from, window, |h| {
+            if h.last_offset < offset {
+                Scan::Skip
+            } else if taken > 0 && taken + h.len as usize > max_bytes {
+                Scan::Stop
+            } else {
+                taken += h.len as usize;
+                Scan::Keep
+            }
+        })?;
+        Ok(entries.into_iter().map(|(_, records)| records).collect())
+    }
+
+    /// Up to `limit` entries (their stored batches), from the first whose max timestamp is at
+    /// or after `ts`, that are not wholly below `from_offset`.
+    pub fn at_or_after_time(&self, ts: i64, from_offset: u64, limit: usize) -> Result<Vec<Bytes>, SegmentError> {
+        let mut out = Vec::new();
+        for file in self.files().iter().filter(|f| f.footer.max_timestamp >= ts && f.footer.last_offset >= from_offset)
+        {
+            let idx = file.indexes()?;
+            let from = u64::from(idx.position_for(idx.scan_from_for_time(ts)));
+            let found = file.scan(from, 1 << 20, |h| {
+                if out.len() >= limit {
+                    Scan::Stop
+                } else if h.max_timestamp >= ts && h.last_offset >= from_offset {
+                    Scan::Keep
+                } else {
+                    Scan::Skip
+                }
+            })?;
+            out.extend(found.into_iter().map(|(_, r)| r));
+            if out.len() >= limit {
+                break;
+            }
+        }
+        out.truncate(limit);
+        Ok(out)
+    }
+
+    /// The entry holding the largest timestamp (the earliest such) not wholly below
+    /// `from_offset`, with that timestamp.
+    pub fn max_timestamp_entry(&self, from_offset: u64) -> Result<Option<(i64, Bytes)>, SegmentError> {
+        let files = self.files();
+        let Some(file) =
+            files.iter().filter(|f| f.footer.last_offset >= from_offset).fold(None::<&Arc<SegmentFile>>, |best, f| {
+                match best {
+                    Some(b) if b.footer.max_timestamp >= f.footer.max_timestamp => Some(b),
+                    _ => Some(f),
+                }
+            })
+        else {
+            return Ok(None);
+        };
+        let max = file.footer.max_timestamp;
+        let found = file.scan(0, 1 << 20, |h| {
+            if h.max_timestamp == max && h.last_offset >= from_offset { Scan::Keep } else { Scan::Skip }
+        })?;
+        Ok(found.into_iter().next().map(|(_, r)| (max, r)))
+    }
+
+    /// For OffsetForLeaderEpoch: the largest epoch at most `epoch` that these files start, and
+    /// where the next larger one starts (`None` for the end: it lies beyond the files).
+    pub fn epoch_end(&self, epoch: u64) -> Result<Option<(u64, Option<u64>)>, SegmentError> {
+        let mut starts: Vec<(u64, u64)> = Vec::new();
+        for f in self.files() {
+            starts.extend(f.indexes()?.epochs.iter().copied());
+        }
+        let i = starts.partition_point(|(e, _)| *e <= epoch);
+        let Some(found) = i.checked_sub(1).map(|i| starts[i].0) else { return Ok(None) };
+        Ok(Some((found, starts.get(i).map(|(_, start)| *start))))
+    }
+
+    /// Each file as a retention unit: (last offset, max timestamp, bytes), oldest first.
+    pub fn units(&self) -> Vec<EntryOffsets> {
+        self.files
+            .read()
+            .iter()
+            .map(|f| EntryOffsets {
+                raft_index: 0,
+                base_offset: f.footer.base_offset,
+                last_offset: f.footer.last_offset,
+                max_timestamp: f.footer.max_timestamp,
+                bytes: f.footer.data_len,
+                epoch: 0,
+            })
+            .collect()
+    }
+
+    fn file_for(&self, offset: u64) -> Option<Arc<SegmentFile>> {
+        let files = self.files.read();
+        let i = files.partition_point(|f| f.footer.last_offset < offset);
+        files.get(i).cloned()
+    }
+}
+
+fn read_footer(path: &Path) -> Result<Footer, String> {
+    let file = File::open(path).map_err(|e| e.to_string())?;
+    let len = file.metadata().map_err(|e| e.to_string())?.len();
+    if len < FOOTER_LEN as u64 {
+        return Err(format!("{len} bytes: shorter than a footer"));
+    }
+    let mut b = [0u8; FOOTER_LEN];
+    file.read_exact_at(&mut b, len - FOOTER_LEN as u64).map_err(|e| e.to_string())?;
+    let f = Footer::decode(&b).map_err(String::from)?;
+    if f.file_len() != len {
+        return Err(format!("the footer describes {} bytes, the file has {len}", f.file_len()));
+    }
+    Ok(f)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batch::tests::batch;
+
+    /// `count` entries of one 2-record batch each, from `base` on, with timestamps `ts(i)` and
+    /// epoch `epoch` for the first half and the next for the rest.
+    fn entries(base: u64, count: u64, epoch: u64, ts: impl Fn(u64) -> i64) -> Vec<MovedEntry> {
+        (0..count)
+            .map(|i| {
+                let records: Bytes = batch(2, ts(i)).into();
+                MovedEntry {
+                    offsets: EntryOffsets {
+                        raft_index: 10 + i,
+                        base_offset: base + 2 * i,
+                        last_offset: base + 2 * i + 1,
+                        max_timestamp: ts(i),
+                        bytes: records.len() as u64,
+                        epoch: if i < count / 2 { epoch } else { epoch + 1 },
+                    },
+                    records,
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn write_read_search_and_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SegmentStore::open(dir.path(), 0).unwrap();
+        // Two files: offsets 0..=1999 and 2000..=3999, timestamps 0, 10, 20, ...
+        let first = entries(0, 1000, 1, |i| (i * 10) as i64);
+        let second = entries(2000, 1000, 3, |i| 10_000 + (i * 10) as i64);
+        store.write(&first, (1009, 1)).unwrap();
+        store.write(&second, (2009, 2)).unwrap();
+        for s in [store, SegmentStore::open(dir.path(), 4000).unwrap()] {
+            assert_eq!((s.first_offset(), s.next_offset()), (Some(0), Some(4000)));
+            assert_eq!(s.files().len(), 2);
+            // (offset, max bytes) -> (entries, first entry's base offset)
+            for (offset, max, count, base) in [(0, 1, 1, 0), (7, 1, 1, 6), (1999, 1, 1, 1998), (2000, 200, 3, 2000)] {
+                let got = s.read(offset, max).unwrap();
+                assert_eq!(got.len(), count, "read {offset}");
+                let h = crate::batch::BatchHeader::parse(&got[0]).unwrap();
+                assert_eq!(h.record_count, 2);
+                assert_eq!(
+                    got[0],
+                    first.iter().chain(&second).find(|e| e.offsets.base_offset == base).unwrap().records
+                );
+            }
+            let long = s.read(0, usize::MAX).unwrap();
+            assert_eq!(long.len(), 1000, "one read stays within one file");
+            // Time: the first entry with a max timestamp at or after ts.
+            let by_time = |ts: i64| {
+                s.at_or_after_time(ts, 0, 1)
+                    .unwrap()
+                    .first()
+                    .map(|r| crate::batch::BatchHeader::parse(r).unwrap().max_timestamp)
+            };
+            assert_eq!(by_time(0), Some(0));
+            assert_eq!(by_time(15), Some(20));
+            assert_eq!(by_time(9_995), Some(10_000));
+            assert_eq!(by_time(20_000), None);
+            assert_eq!(s.max_timestamp_entry(0).unwrap().map(|(ts, _)| ts), Some(19_990));
+            // Epochs start at offsets 0 (1), 1000 (2), 2000 (3), 3000 (4).
+            assert_eq!(s.epoch_end(1).unwrap(), Some((1, Some(1000))));
+            assert_eq!(s.epoch_end(2).unwrap(), Some((2, Some(2000))));
+            assert_eq!(s.epoch_end(5).unwrap(), Some((4, None)));
+            assert_eq!(s.epoch_end(0).unwrap(), None);
+        }
+        let s = SegmentStore::open(dir.path(), 4000).unwrap();
+        assert_eq!(s.delete_below(2000).unwrap(), 1);
+        assert_eq!(s.first_offset(), Some(2000));
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "the file is gone from disk");
+    }
+
+    #[test]
+    fn damage_is_dropped_when_the_wal_has_it_and_refused_when_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SegmentStore::open(dir.path(), 0).unwrap();
+        let f = store.write(&entries(0, 10, 1, |i| i as i64), (19, 1)).unwrap();
+        let path = f.path.clone();
+        let full = std::fs::read(&path).unwrap();
+        // A torn file (cut short): the WAL still holding offset 0 means it is dropped.
+        std::fs::write(&path, &full[..full.len() - 10]).unwrap();
+        std::fs::write(dir.path().join("00000000000000000099.seg.tmp"), b"half").unwrap();
+        let s = SegmentStore::open(dir.path(), 0).unwrap();
+        assert_eq!(s.files().len(), 0);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "the torn file and the temporary one are gone");
+        // The same damage when the WAL no longer holds the data: an error naming the file.
+        std::fs::write(&path, &full[..full.len() - 10]).unwrap();
+        let err = SegmentStore::open(dir.path(), 20).err().expect("refused");
+        assert!(err.to_string().contains(&path.display().to_string()), "{err}");
+        // A flipped byte inside an entry: found when that entry is read.
+        let mut flipped = full.clone();
+        flipped[ENTRY_HEADER_LEN + 30] ^= 1;
+        std::fs::write(&path, &flipped).unwrap();
+        let s = SegmentStore::open(dir.path(), 20).unwrap();
+        let err = s.read(0, 1).expect_err("checksum failure");
+        assert!(err.to_string().contains("checksum mismatch"), "{err}");
+    }
+}
