@@ -6,7 +6,13 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{
+    ApiKey, BrokerId, CreateTopicsRequest, CreateTopicsResponse, FetchRequest, FetchResponse, ProduceRequest,
+    ProduceResponse, RequestHeader, ResponseHeader, TopicName,
+};
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
 use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
 
@@ -89,4 +95,84 @@ pub fn batch(timestamps: &[i64], value: &[u8], producer_id: i64) -> Bytes {
     RecordBatchEncoder::encode(&mut b, &records, &RecordEncodeOptions { version: 2, compression: Compression::None })
         .unwrap();
     b.freeze()
+}
+
+pub fn topic_name(name: &str) -> TopicName {
+    TopicName(StrBytes::from_string(name.into()))
+}
+
+/// Creates `name` with `partitions` partitions (CreateTopics v5); returns the error code.
+pub fn create_topic(s: &mut TcpStream, name: &str, partitions: i32) -> i16 {
+    let req = CreateTopicsRequest::default().with_timeout_ms(10_000).with_topics(vec![
+        CreatableTopic::default()
+            .with_name(topic_name(name))
+            .with_num_partitions(partitions)
+            .with_replication_factor(1),
+    ]);
+    let r: CreateTopicsResponse = call(s, ApiKey::CreateTopics, 5, &req);
+    r.topics[0].error_code
+}
+
+/// Produces `records` to one partition with acks=all (Produce v8). None if the connection
+/// ended first (the broker died); else (error code, base offset).
+pub fn try_produce(s: &mut TcpStream, topic: &str, partition: i32, records: Bytes) -> Option<(i16, i64)> {
+    let req = ProduceRequest::default().with_acks(-1).with_timeout_ms(10_000).with_topic_data(vec![
+        TopicProduceData::default().with_name(topic_name(topic)).with_partition_data(vec![
+            PartitionProduceData::default().with_index(partition).with_records(Some(records)),
+        ]),
+    ]);
+    s.write_all(&frame(ApiKey::Produce, 8, 1, &req)).ok()?;
+    let (_, mut body) = read_response(s)?;
+    ResponseHeader::decode(&mut body, ApiKey::Produce.response_header_version(8)).unwrap();
+    let r = ProduceResponse::decode(&mut body, 8).unwrap();
+    let p = &r.responses[0].partition_responses[0];
+    Some((p.error_code, p.base_offset))
+}
+
+/// Fetches one partition from `offset` (Fetch v11, up to 8 MiB); returns (error code, records).
+pub fn fetch(s: &mut TcpStream, topic: &str, partition: i32, offset: i64) -> (i16, Bytes) {
+    let req =
+        FetchRequest::default().with_replica_id(BrokerId(-1)).with_max_wait_ms(0).with_max_bytes(8 << 20).with_topics(
+            vec![
+                FetchTopic::default().with_topic(topic_name(topic)).with_partitions(vec![
+                    FetchPartition::default()
+                        .with_partition(partition)
+                        .with_fetch_offset(offset)
+                        .with_partition_max_bytes(8 << 20),
+                ]),
+            ],
+        );
+    let r: FetchResponse = call(s, ApiKey::Fetch, 11, &req);
+    let p = &r.responses[0].partitions[0];
+    (p.error_code, p.records.clone().unwrap_or_default())
+}
+
+/// Every batch of a partition from `from` until one reaching `end` (exclusive) has come, as
+/// stored (split at batch bounds). Waits out empty answers (after a restart the high
+/// watermark catches up as the log is re-applied), for up to 30 s.
+pub fn fetch_batches(s: &mut TcpStream, topic: &str, partition: i32, from: i64, end: i64) -> Vec<Bytes> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut batches = Vec::new();
+    let mut offset = from;
+    while offset < end {
+        let (error, mut records) = fetch(s, topic, partition, offset);
+        assert_eq!(error, 0, "fetch {topic}-{partition} at {offset}");
+        if records.is_empty() {
+            assert!(std::time::Instant::now() < deadline, "{topic}-{partition}: nothing readable at {offset}");
+            std::thread::sleep(Duration::from_millis(20));
+            continue;
+        }
+        while records.len() >= 61 {
+            let len = 12 + i32::from_be_bytes(records[8..12].try_into().unwrap()) as usize;
+            if len > records.len() {
+                break; // a partial batch at the end of the response
+            }
+            let b = records.split_to(len);
+            let base = i64::from_be_bytes(b[0..8].try_into().unwrap());
+            let last_delta = i32::from_be_bytes(b[23..27].try_into().unwrap());
+            offset = base + i64::from(last_delta) + 1;
+            batches.push(b);
+        }
+    }
+    batches
 }

@@ -14,6 +14,7 @@
 //! - [`ClusterError`] (`error`): what goes wrong, with its cause.
 
 mod batch;
+mod crash_point;
 mod error;
 mod identity;
 mod metadata;

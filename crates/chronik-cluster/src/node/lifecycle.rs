@@ -137,10 +137,12 @@ impl Node {
                 }
                 moved_any = true;
             }
+            crate::crash_point::crash_point("move.purged");
             if let Err(e) = self.wal.collect_garbage() {
                 tracing::warn!("WAL garbage collection: {e}");
                 return;
             }
+            crate::crash_point::crash_point("move.wal_collected");
             if !moved_any || self.wal.oldest_segment() == Some(oldest) {
                 return; // the rest of that segment is not a partition's to move (yet)
             }

@@ -253,6 +253,7 @@ impl PartitionReplica {
             self.raft.trigger().snapshot().await.map_err(stopped)?;
             self.wait_for(snapshot_covers, "a snapshot").await?;
         }
+        crate::crash_point::crash_point("purge.snapshotted");
         self.raft.trigger().purge_log(upto).await.map_err(stopped)?;
         // Purging happens in the background; the caller (tiering, retention) goes on to collect
         // the WAL's garbage, which needs it done.

@@ -180,10 +180,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn purge(&mut self, upto: LogId) -> io::Result<()> {
         let pos = LogPos { index: upto.index, term: upto.leader_id.term, leader_id: upto.leader_id.node_id };
-        self.wal.purge(self.group, pos).map_err(wal_io)?;
+        // The offset index first: from then on readers look for these entries in the segment
+        // files (where a move put them) or not at all (below the log start), never in the WAL.
         if let Some(p) = &self.partition {
             p.index.write().purge_through(upto.index);
         }
-        Ok(())
+        self.wal.purge(self.group, pos).map_err(wal_io)
     }
 }

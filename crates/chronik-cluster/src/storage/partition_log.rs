@@ -170,14 +170,24 @@ impl PartitionLog {
         if offset < log_start || offset > log_end {
             return Err(ReadError::OutOfRange { offset, log_start, log_end });
         }
-        if offset < self.index.read().front_offset() {
-            // Below the WAL: moved entries were all committed.
-            let chunks = self.segments.read(offset, max_bytes)?;
-            return Ok(ReadBatches { bytes: chunks.iter().map(Bytes::len).sum(), chunks });
-        }
+        // A move out of the WAL can purge the entries a read found in the index before it reads
+        // them; the index already points below the WAL then, so the next attempt finds them in
+        // the segment files. Returning what the WAL still had would skip offsets.
+        self.retry_if_moved(|| {
+            if offset < self.index.read().front_offset() {
+                // Below the WAL: moved entries were all committed.
+                let chunks = self.segments.read(offset, max_bytes)?;
+                return Ok(Some(ReadBatches { bytes: chunks.iter().map(Bytes::len).sum(), chunks }));
+            }
+            self.read_wal(offset, max_bytes, hw)
+        })
+    }
+
+    /// [`Self::read`] from the WAL; None if the first entry was purged before it was read.
+    fn read_wal(&self, offset: u64, max_bytes: usize, hw: u64) -> Result<Option<ReadBatches>, ReadError> {
         let (first_raft, last_raft) = {
             let index = self.index.read();
-            let Some(pos) = index.position_of(offset) else { return Ok(ReadBatches::default()) };
+            let Some(pos) = index.position_of(offset) else { return Ok(Some(ReadBatches::default())) };
             let mut bytes = 0u64;
             let mut last = None;
             let first = index.get(pos).map(|e| e.raft_index);
@@ -190,17 +200,21 @@ impl PartitionLog {
             }
             match (first, last) {
                 (Some(f), Some(l)) => (f, l),
-                _ => return Ok(ReadBatches::default()),
+                _ => return Ok(Some(ReadBatches::default())),
             }
         };
+        let views = self.wal.read_range(self.group, first_raft, last_raft + 1, usize::MAX)?;
+        if views.first().is_none_or(|v| v.index != first_raft) {
+            return Ok(None);
+        }
         let mut out = ReadBatches::default();
-        for v in self.wal.read_range(self.group, first_raft, last_raft + 1, usize::MAX)? {
+        for v in views {
             if let Some(records) = codec::stored_records(&v) {
                 out.bytes += records.len();
                 out.chunks.push(records);
             }
         }
-        Ok(out)
+        Ok(Some(out))
     }
 
     /// The stored batches of up to `limit` readable entries, in log order, whose max timestamp
@@ -208,37 +222,58 @@ impl PartitionLog {
     /// ones serve when its matching records lie below the log start). Segment files are
     /// searched through their time indexes, the WAL tail through the offset index's.
     pub fn time_candidates(&self, ts: i64, limit: usize) -> Result<Vec<Bytes>, ReadError> {
-        let start = self.log_start_offset();
-        let mut out = self.segments.at_or_after_time(ts, start, limit)?;
-        if out.len() < limit {
-            let hw = self.high_watermark();
-            let wal_entries: Vec<u64> = {
-                let index = self.index.read();
-                index
-                    .at_or_after_time(ts, index.entries_below(start))
-                    .map_while(|p| index.get(p).filter(|e| e.last_offset < hw).map(|e| e.raft_index))
-                    .take(limit - out.len())
-                    .collect()
-            };
-            for raft_index in wal_entries {
-                out.extend(self.entry_records(raft_index)?);
+        self.retry_if_moved(|| {
+            let start = self.log_start_offset();
+            let mut out = self.segments.at_or_after_time(ts, start, limit)?;
+            if out.len() < limit {
+                let hw = self.high_watermark();
+                let wal_entries: Vec<u64> = {
+                    let index = self.index.read();
+                    index
+                        .at_or_after_time(ts, index.entries_below(start))
+                        .map_while(|p| index.get(p).filter(|e| e.last_offset < hw).map(|e| e.raft_index))
+                        .take(limit - out.len())
+                        .collect()
+                };
+                for raft_index in wal_entries {
+                    let Some(records) = self.entry_records(raft_index)? else { return Ok(None) };
+                    out.push(records);
+                }
             }
-        }
-        Ok(out)
+            Ok(Some(out))
+        })
     }
 
     /// The readable entry holding the largest timestamp (the earliest such), with it.
     pub fn max_timestamp_candidate(&self) -> Result<Option<(i64, Bytes)>, ReadError> {
-        let below = self.segments.max_timestamp_entry(self.log_start_offset())?;
-        let above = self.with_readable(|entries| offsets::max_timestamp_entry(entries).copied());
-        match (below, above) {
-            (Some(b), Some(a)) if a.max_timestamp > b.0 => {
-                Ok(self.entry_records(a.raft_index)?.map(|r| (a.max_timestamp, r)))
+        self.retry_if_moved(|| {
+            let below = self.segments.max_timestamp_entry(self.log_start_offset())?;
+            let above = self.with_readable(|entries| offsets::max_timestamp_entry(entries).copied());
+            let from_wal = |a: EntryOffsets| -> Result<Option<Option<(i64, Bytes)>>, ReadError> {
+                Ok(self.entry_records(a.raft_index)?.map(|r| Some((a.max_timestamp, r))))
+            };
+            match (below, above) {
+                (Some(b), Some(a)) if a.max_timestamp > b.0 => from_wal(a),
+                (Some(b), _) => Ok(Some(Some(b))),
+                (None, Some(a)) => from_wal(a),
+                (None, None) => Ok(Some(None)),
             }
-            (Some(b), _) => Ok(Some(b)),
-            (None, Some(a)) => Ok(self.entry_records(a.raft_index)?.map(|r| (a.max_timestamp, r))),
-            (None, None) => Ok(None),
+        })
+    }
+
+    /// Runs a lookup that reads WAL entries it found in the offset index again if one of them
+    /// was purged meanwhile (`attempt` returns None): a move out of the WAL put it in a segment
+    /// file, where the next attempt finds it.
+    fn retry_if_moved<T>(&self, mut attempt: impl FnMut() -> Result<Option<T>, ReadError>) -> Result<T, ReadError> {
+        for _ in 0..8 {
+            if let Some(found) = attempt()? {
+                return Ok(found);
+            }
         }
+        Err(ReadError::Storage(chronik_wal::WalError::Group {
+            group: self.group,
+            reason: "the offset index lists entries the WAL no longer holds".into(),
+        }))
     }
 
     /// Runs `f` over the WAL's entries a consumer can read: committed, and not wholly below

@@ -75,7 +75,7 @@ impl EntryHeader {
 }
 
 /// What the footer says about its file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Footer {
     pub entries: u32,
     pub base_offset: u64,

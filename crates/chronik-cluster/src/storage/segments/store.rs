@@ -41,6 +41,9 @@ pub struct SegmentFile {
     path: PathBuf,
     footer: Footer,
     indexes: OnceLock<Indexes>,
+    /// Why the file cannot be read, if it is damaged beyond its footer: it still holds its span
+    /// of offsets (reads there fail naming it; retention deletes it like any other file).
+    damage: Option<String>,
 }
 
 impl SegmentFile {
@@ -52,7 +55,15 @@ impl SegmentFile {
         SegmentError::Corrupt { path: self.path.clone(), offset, reason: reason.into() }
     }
 
+    fn check_damage(&self) -> Result<(), SegmentError> {
+        match &self.damage {
+            Some(reason) => Err(self.corrupt(0, reason.clone())),
+            None => Ok(()),
+        }
+    }
+
     fn indexes(&self) -> Result<&Indexes, SegmentError> {
+        self.check_damage()?;
         if let Some(i) = self.indexes.get() {
             return Ok(i);
         }
@@ -70,6 +81,7 @@ impl SegmentFile {
         window: u64,
         mut take: impl FnMut(&EntryHeader) -> Scan,
     ) -> Result<Vec<(EntryHeader, Bytes)>, SegmentError> {
+        self.check_damage()?;
         let file = self.open_file()?;
         let data_len = self.footer.data_len;
         // `buf` holds the file's bytes from `buf_at` on.
@@ -133,10 +145,12 @@ pub struct SegmentStore {
 impl SegmentStore {
     /// Opens the files in `dir` (created if missing). `wal_front` is the first offset the WAL
     /// still holds: a file that did not finish (no valid footer) is dropped when the WAL still
-    /// has its offsets, and is corruption otherwise.
+    /// has its offsets. Otherwise it is damage: it keeps the offsets from its name up to the next
+    /// file (or the WAL), and reading them fails naming it, while every other offset reads.
     pub fn open(dir: &Path, wal_front: u64) -> Result<SegmentStore, SegmentError> {
         std::fs::create_dir_all(dir).map_err(io(dir))?;
         let mut files = Vec::new();
+        let mut damaged = Vec::new();
         for entry in std::fs::read_dir(dir).map_err(io(dir))? {
             let path = entry.map_err(io(dir))?.path();
             let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
@@ -147,21 +161,32 @@ impl SegmentStore {
             let Some(base) = name.strip_suffix(".seg").and_then(|b| b.parse::<u64>().ok()) else { continue };
             match read_footer(&path) {
                 Ok(footer) if footer.base_offset == base => {
-                    files.push(Arc::new(SegmentFile { path, footer, indexes: OnceLock::new() }))
+                    files.push(Arc::new(SegmentFile { path, footer, indexes: OnceLock::new(), damage: None }))
                 }
                 Ok(_) | Err(_) if base >= wal_front => {
                     tracing::warn!(path = %path.display(), "dropping a damaged segment file whose data the WAL still holds");
                     std::fs::remove_file(&path).map_err(io(&path))?;
                 }
-                Ok(f) => {
-                    return Err(SegmentError::Corrupt {
-                        path,
-                        offset: 0,
-                        reason: format!("named for offset {base} but starts at {}", f.base_offset),
-                    });
-                }
-                Err(reason) => return Err(SegmentError::Corrupt { path, offset: 0, reason }),
+                Ok(f) => damaged.push((base, path, format!("named for offset {base} but starts at {}", f.base_offset))),
+                Err(reason) => damaged.push((base, path, reason)),
             }
+        }
+        let mut bases: Vec<u64> =
+            files.iter().map(|f| f.footer.base_offset).chain(damaged.iter().map(|d| d.0)).collect();
+        bases.sort_unstable();
+        for (base, path, reason) in damaged {
+            let next = bases.iter().copied().find(|b| *b > base).unwrap_or(wal_front).min(wal_front);
+            tracing::error!(path = %path.display(), first = base, last = next - 1, "segment file damaged: {reason}; its offsets cannot be read");
+            let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            let footer = Footer {
+                base_offset: base,
+                last_offset: next - 1,
+                // Its timestamps are unknown: time lookups that might need it fail rather than skip it.
+                max_timestamp: i64::MAX,
+                data_len: len,
+                ..Footer::default()
+            };
+            files.push(Arc::new(SegmentFile { path, footer, indexes: OnceLock::new(), damage: Some(reason) }));
         }
         files.sort_by_key(|f| f.footer.base_offset);
         for pair in files.windows(2) {
@@ -247,9 +272,11 @@ impl SegmentStore {
         out.flush().map_err(io(&tmp))?;
         drop(out);
         file.sync_all().map_err(io(&tmp))?;
+        crate::crash_point::crash_point("move.file_written");
         std::fs::rename(&tmp, &final_path).map_err(io(&final_path))?;
         File::open(&self.dir).and_then(|d| d.sync_all()).map_err(io(&self.dir))?;
-        let seg = Arc::new(SegmentFile { path: final_path, footer, indexes: OnceLock::from(idx) });
+        crate::crash_point::crash_point("move.file_renamed");
+        let seg = Arc::new(SegmentFile { path: final_path, footer, indexes: OnceLock::from(idx), damage: None });
         self.files.write().push(seg.clone());
         Ok(seg)
     }
@@ -461,7 +488,7 @@ mod tests {
     }
 
     #[test]
-    fn damage_is_dropped_when_the_wal_has_it_and_refused_when_not() {
+    fn damage_is_dropped_when_the_wal_has_it_and_fenced_off_when_not() {
         let dir = tempfile::tempdir().unwrap();
         let store = SegmentStore::open(dir.path(), 0).unwrap();
         let f = store.write(&entries(0, 10, 1, |i| i as i64), (19, 1)).unwrap();
@@ -473,10 +500,21 @@ mod tests {
         let s = SegmentStore::open(dir.path(), 0).unwrap();
         assert_eq!(s.files().len(), 0);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "the torn file and the temporary one are gone");
-        // The same damage when the WAL no longer holds the data: an error naming the file.
+        // The same damage when the WAL no longer holds the data, with a good file after it: the
+        // damaged span (up to the good file) fails naming the file, the rest reads.
         std::fs::write(&path, &full[..full.len() - 10]).unwrap();
-        let err = SegmentStore::open(dir.path(), 20).err().expect("refused");
+        let good =
+            SegmentStore::open(dir.path(), 20).unwrap().write(&entries(40, 10, 1, |i| i as i64), (29, 1)).unwrap();
+        let s = SegmentStore::open(dir.path(), 60).unwrap();
+        let err = s.read(5, 1).expect_err("a damaged span");
         assert!(err.to_string().contains(&path.display().to_string()), "{err}");
+        assert!(s.read(39, 1).expect_err("damaged up to the good file").to_string().contains("damaged"));
+        assert_eq!(s.read(40, 1 << 20).unwrap().len(), 10, "the good file reads");
+        assert!(s.epoch_end(1).is_err(), "epochs are unknown in the damaged span");
+        assert_eq!(s.next_offset(), Some(60));
+        assert_eq!(s.delete_below(40).unwrap(), 1, "retention deletes the damaged file");
+        assert_eq!(s.first_offset(), Some(40));
+        drop(good);
         // A flipped byte inside an entry: found when that entry is read.
         let mut flipped = full.clone();
         flipped[ENTRY_HEADER_LEN + 30] ^= 1;
