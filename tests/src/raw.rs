@@ -133,14 +133,12 @@ pub fn try_produce(s: &mut TcpStream, topic: &str, partition: i32, records: Byte
 pub fn fetch(s: &mut TcpStream, topic: &str, partition: i32, offset: i64) -> (i16, Bytes) {
     let req =
         FetchRequest::default().with_replica_id(BrokerId(-1)).with_max_wait_ms(0).with_max_bytes(8 << 20).with_topics(
-            vec![
-                FetchTopic::default().with_topic(topic_name(topic)).with_partitions(vec![
+            vec![FetchTopic::default().with_topic(topic_name(topic)).with_partitions(vec![
                     FetchPartition::default()
                         .with_partition(partition)
                         .with_fetch_offset(offset)
                         .with_partition_max_bytes(8 << 20),
-                ]),
-            ],
+                ])],
         );
     let r: FetchResponse = call(s, ApiKey::Fetch, 11, &req);
     let p = &r.responses[0].partitions[0];

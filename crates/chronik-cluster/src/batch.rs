@@ -12,7 +12,7 @@ use std::ops::Range;
 pub const BATCH_HEADER_LEN: usize = 61;
 /// The bytes a leader stamps: base offset (0..8), batch length (8..12, unchanged), leader epoch (12..16).
 pub const STAMP_LEN: usize = 16;
-const CRC_START: usize = 21;
+pub(crate) const CRC_START: usize = 21;
 const ATTR_TIMESTAMP_TYPE: i16 = 0x08;
 const ATTR_TRANSACTIONAL: i16 = 0x10;
 const ATTR_CONTROL: i16 = 0x20;

@@ -60,6 +60,9 @@ pub enum ClusterError {
     /// A partition's log could not be read or moved (its WAL or segment files).
     #[error(transparent)]
     Log(#[from] crate::storage::ReadError),
+    /// A snapshot's log could not be sent or received (a replica catching up).
+    #[error(transparent)]
+    Transfer(#[from] crate::storage::TransferError),
     /// A state the code does not expect (a bug): reported, never guessed into a client error.
     #[error("internal error: {0}")]
     Internal(String),

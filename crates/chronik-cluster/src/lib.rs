@@ -36,10 +36,10 @@ pub use metadata::{
     check_topic_name,
 };
 pub use node::{Node, NodeOptions};
-pub use partition::{IdempotenceError, PartitionReplica, PendingAppend, ProducerBatch, SharedAppend};
+pub use partition::{IdempotenceError, OutgoingSnapshot, PartitionReplica, PendingAppend, ProducerBatch, SharedAppend};
 pub use raft::{GroupId, NodeId};
 pub use records::{RecordMeta, Records};
-pub use storage::{EntryOffsets, PartitionLog, ReadBatches, ReadError};
+pub use storage::{EntryOffsets, PartitionLog, ReadBatches, ReadError, TransferError};
 pub use tasks::{TaskFailure, Tasks};
 pub use topic_config::{TOPIC_CONFIGS, TimestampType, TopicDefaults, TopicSettings, validate_topic_config};
 

@@ -30,9 +30,11 @@ pub fn cluster_code(e: &ClusterError) -> ResponseError {
         ClusterError::Timeout(_) => ResponseError::RequestTimedOut,
         ClusterError::PeerUnreachable { .. } => ResponseError::NetworkException,
         ClusterError::EntryRefused { .. } => ResponseError::CorruptMessage,
-        ClusterError::GroupStopped { .. } | ClusterError::Wal(_) | ClusterError::Io { .. } | ClusterError::Log(_) => {
-            ResponseError::KafkaStorageError
-        }
+        ClusterError::GroupStopped { .. }
+        | ClusterError::Wal(_)
+        | ClusterError::Io { .. }
+        | ClusterError::Log(_)
+        | ClusterError::Transfer(_) => ResponseError::KafkaStorageError,
         ClusterError::Identity(_)
         | ClusterError::Locked(_)
         | ClusterError::DataDir(_)
@@ -147,6 +149,10 @@ mod tests {
             ),
             (ClusterError::Wal(WalError::Closed), ResponseError::KafkaStorageError),
             (ClusterError::Io { context: "partition t-0".into(), source: io() }, ResponseError::KafkaStorageError),
+            (
+                ClusterError::Transfer(chronik_cluster::TransferError::Protocol("a gap".into())),
+                ResponseError::KafkaStorageError,
+            ),
             (ClusterError::Locked(PathBuf::from("/d")), ResponseError::UnknownServerError),
             (ClusterError::DataDir("foreign data".into()), ResponseError::UnknownServerError),
             (ClusterError::Settings("bad".into()), ResponseError::UnknownServerError),

@@ -67,10 +67,11 @@ impl NodeOptions {
         openraft_config(r, SnapshotPolicy::LogsSinceLast(r.snapshot_threshold), r.compaction_retain_entries, "meta")
     }
 
-    /// openraft settings of partition groups. Their snapshots are tiny, so taking them often
-    /// bounds re-apply at restart; the log is the partition's data, so it is never purged
-    /// behind a snapshot (only by retention).
-    pub(super) fn partition_raft(&self) -> Result<Arc<OpenraftConfig>, ClusterError> {
+    /// openraft settings of partition groups. Their snapshots are small (state, and the log's
+    /// files by reference), so taking them often bounds re-apply at restart; the log is the
+    /// partition's data, so openraft never purges it behind a snapshot: only retention and
+    /// moves into segment files do.
+    pub(crate) fn partition_raft(&self) -> Result<Arc<OpenraftConfig>, ClusterError> {
         openraft_config(&self.raft, SnapshotPolicy::LogsSinceLast(10_000), u64::MAX, "partition")
     }
 }

@@ -3,6 +3,9 @@
 //! this handle; the node's registry starts and stops it.
 
 mod idempotence;
+mod snapshot_transfer;
+#[cfg(test)]
+mod transfer_tests;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -15,6 +18,7 @@ use openraft::{BasicNode, Config as RaftConfig, Raft, ServerState};
 use uuid::Uuid;
 
 pub use idempotence::{IdempotenceError, ProducerBatch, SharedAppend};
+pub use snapshot_transfer::OutgoingSnapshot;
 
 use crate::error::ClusterError;
 use crate::raft::{self, Command, GroupId, NodeId, Response, TypeConfig};
@@ -80,7 +84,8 @@ impl PartitionReplica {
     ) -> Result<Arc<PartitionReplica>, ClusterError> {
         let ReplicaSpec { topic, topic_id, partition, group, voters, segments_dir } = spec;
         let io = |e| ClusterError::io(format!("partition {topic}-{partition}"), e);
-        let snap = PartitionStateMachine::stored_snapshot(wal, group).map_err(io)?;
+        let (snapshot_id, snap) = PartitionStateMachine::stored_snapshot(wal, group).map_err(io)?;
+        PartitionLog::finish_interrupted_install(&segments_dir, snapshot_id).map_err(io)?;
         let log =
             PartitionLog::recover(wal.clone(), group, snap.next_offset, snap.log_start, &segments_dir).map_err(io)?;
         let store = LogStore::new(wal.clone(), group, Some(log.clone()));
@@ -88,12 +93,17 @@ impl PartitionReplica {
         let raft = Raft::new(node_id, config, raft::NetworkFactory, store, state_machine.clone())
             .await
             .map_err(|e| ClusterError::stopped(group, e))?;
-        if !raft.is_initialized().await.map_err(|e| ClusterError::stopped(group, e))?
+        // With no voters given, the replica waits for a leader to bring it the log (a snapshot).
+        let creates_group = !voters.is_empty();
+        if creates_group
+            && !raft.is_initialized().await.map_err(|e| ClusterError::stopped(group, e))?
             && let Err(e) = raft.initialize(voters).await
         {
             tracing::debug!(group, "partition group already initialized: {e}");
         }
-        raft::quiet_if_alone(&raft, node_id).await;
+        if creates_group {
+            raft::quiet_if_alone(&raft, node_id).await;
+        }
         Ok(Arc::new(PartitionReplica {
             topic,
             topic_id,

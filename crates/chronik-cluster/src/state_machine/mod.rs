@@ -6,7 +6,7 @@ mod metadata;
 mod partition;
 
 pub use metadata::MetadataStateMachine;
-pub use partition::PartitionStateMachine;
+pub use partition::{PartitionSnapshot, PartitionStateMachine};
 
 use std::io;
 use std::sync::Arc;

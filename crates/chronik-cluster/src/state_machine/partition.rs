@@ -86,11 +86,14 @@ impl PartitionStateMachine {
         PartitionStateMachine { wal, group, log, state: Arc::default() }
     }
 
-    /// The snapshot's data as stored, for building the partition log before the group starts.
-    pub fn stored_snapshot(wal: &Arc<Wal>, group: GroupId) -> io::Result<PartitionSnapshot> {
+    /// The stored snapshot's last entry (index and term) and data, for building the partition
+    /// log before the group starts.
+    pub fn stored_snapshot(wal: &Arc<Wal>, group: GroupId) -> io::Result<(Option<(u64, u64)>, PartitionSnapshot)> {
         match load_snapshot(wal, group)? {
-            Some(s) => PartitionSnapshot::decode(&s.snapshot),
-            None => Ok(PartitionSnapshot::default()),
+            Some(s) => {
+                Ok((s.meta.last_log_id.map(|l| (l.index, l.leader_id.term)), PartitionSnapshot::decode(&s.snapshot)?))
+            }
+            None => Ok((None, PartitionSnapshot::default())),
         }
     }
 
@@ -219,10 +222,14 @@ impl RaftStateMachine<TypeConfig> for PartitionStateMachine {
 
     async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: Bytes) -> io::Result<()> {
         let data = PartitionSnapshot::decode(&snapshot)?;
+        // At start openraft installs the stored snapshot again: its files are already in place.
+        let stored = load_snapshot(&self.wal, self.group)?.map(|s| s.meta.last_log_id);
+        let from_another_replica = stored != Some(meta.last_log_id);
         save_snapshot(&self.wal, self.group, meta, &snapshot).await?;
-        self.log.reset_front(data.next_offset);
-        self.log.set_log_start(data.log_start);
-        self.log.set_high_watermark(data.next_offset);
+        let last = meta.last_log_id.map_or((0, 0), |l| (l.index, l.leader_id.term));
+        self.log
+            .adopt_installed(last, data.next_offset, data.log_start, from_another_replica)
+            .map_err(io::Error::other)?;
         let mut s = self.state.lock();
         s.applied = meta.last_log_id;
         s.membership = meta.last_membership.clone();

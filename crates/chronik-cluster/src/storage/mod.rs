@@ -9,8 +9,11 @@ mod offsets;
 mod partition_log;
 mod retention;
 mod segments;
+mod transfer;
 
 pub use offsets::EntryOffsets;
 pub use partition_log::{PartitionLog, ReadBatches, ReadError};
+pub use transfer::TransferError;
+pub(crate) use transfer::{LogChunk, LogReceiver, LogSender};
 
 pub(crate) use log_store::{LogStore, STATE_SNAPSHOT, wal_io};

@@ -87,10 +87,24 @@ impl OffsetIndex {
         }
     }
 
-    /// Moves the front to `offset` when the log holds nothing (after installing a snapshot).
-    pub fn reset_front(&mut self, offset: u64) {
+    /// Moves the front to `offset` when the log holds nothing (a snapshot of its own, installed
+    /// again at start, with every entry it covers purged).
+    pub fn start_at_if_empty(&mut self, offset: u64) {
         if self.entries.is_empty() {
             self.front_offset = offset;
+        }
+    }
+
+    /// After a snapshot through Raft index `raft_index` (next offset `next_offset`) was
+    /// installed: entries it covers go, and so do later ones that do not follow it (Raft
+    /// truncates those); the front moves to the snapshot's next offset if nothing is left.
+    pub fn install(&mut self, raft_index: u64, next_offset: u64) {
+        self.purge_through(raft_index);
+        if self.entries.front().is_some_and(|e| e.base_offset != next_offset) {
+            *self = OffsetIndex::default();
+        }
+        if self.entries.is_empty() {
+            self.front_offset = next_offset;
         }
     }
 
@@ -223,7 +237,22 @@ mod tests {
         assert_eq!(idx.at_or_after_time(300, 0).collect::<Vec<_>>(), vec![0], "the time index follows the purge");
         idx.purge_through(10);
         assert_eq!((idx.front_offset(), idx.next_offset(), idx.iter().next().is_none()), (6, 6, true));
-        idx.reset_front(50);
+        idx.start_at_if_empty(50);
         assert_eq!(idx.next_offset(), 50);
+    }
+
+    #[test]
+    fn installing_a_snapshot_keeps_only_what_follows_it() {
+        // (snapshot's last Raft index, its next offset) -> (front, entries left)
+        for (raft, next, expected) in [
+            (3, 6, (6, 1)),   // entry 5 follows the snapshot: kept
+            (3, 7, (7, 0)),   // entry 5 does not start at the snapshot's next offset: dropped
+            (5, 10, (10, 0)), // everything covered
+            (9, 40, (40, 0)), // a snapshot beyond this log
+        ] {
+            let mut idx = index();
+            idx.install(raft, next);
+            assert_eq!((idx.front_offset(), idx.iter().count()), expected, "snapshot ({raft}, {next})");
+        }
     }
 }

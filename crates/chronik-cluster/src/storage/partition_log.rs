@@ -15,7 +15,7 @@ use parking_lot::RwLock;
 use tokio::sync::watch;
 
 use super::offsets::{self, EntryOffsets, OffsetIndex};
-use super::segments::{MovedEntry, SegmentError, SegmentStore};
+use super::segments::{self, MovedEntry, SegmentError, SegmentStore};
 use super::{codec, retention};
 use crate::batch;
 use crate::raft::GroupId;
@@ -47,7 +47,7 @@ pub struct PartitionLog {
     /// Log start offset set by DeleteRecords or retention (may be inside an entry).
     log_start: AtomicU64,
     /// What moved out of the WAL: the offsets below the index's front.
-    segments: SegmentStore,
+    pub(super) segments: SegmentStore,
 }
 
 impl PartitionLog {
@@ -290,9 +290,57 @@ impl PartitionLog {
         self.index.read().iter().take_while(|e| e.last_offset < offset).last().map(|e| e.raft_index)
     }
 
-    /// Moves the front to `offset` when the log holds nothing (after installing a snapshot).
-    pub(crate) fn reset_front(&self, offset: u64) {
-        self.index.write().reset_front(offset);
+    /// Where the partition's segment files live.
+    pub(crate) fn segments_dir(&self) -> &Path {
+        self.segments.dir()
+    }
+
+    /// At open, before [`Self::recover`]: finishes adopting the files of an installed snapshot
+    /// (`snapshot` is the one Raft recorded) if a crash interrupted it, or drops files staged
+    /// for a snapshot that never got installed.
+    pub(crate) fn finish_interrupted_install(segments_dir: &Path, snapshot: Option<(u64, u64)>) -> io::Result<()> {
+        if segments_dir.exists() {
+            segments::finish_install(segments_dir, snapshot).map_err(io::Error::other)?;
+        }
+        Ok(())
+    }
+
+    /// After Raft recorded an installed snapshot (its last entry `snapshot`, its `next_offset`
+    /// and `log_start`): the files it brought replace this log's (`segments::finish_install`),
+    /// the WAL entries it covers are forgotten, and the log reads from its log start to its
+    /// next offset. A snapshot `from_another_replica` whose log holds records must have brought
+    /// them; this replica's own snapshot (installed again at start) finds them in place.
+    pub(crate) fn adopt_installed(
+        &self,
+        snapshot: (u64, u64),
+        next_offset: u64,
+        log_start: u64,
+        from_another_replica: bool,
+    ) -> Result<(), SegmentError> {
+        let adopted = segments::finish_install(self.segments.dir(), Some(snapshot))?;
+        if from_another_replica && !adopted && log_start < next_offset {
+            return Err(SegmentError::Corrupt {
+                path: self.segments.dir().to_path_buf(),
+                offset: 0,
+                reason: format!(
+                    "snapshot {snapshot:?} was installed without its log (offsets {log_start}..{next_offset})"
+                ),
+            });
+        }
+        if from_another_replica {
+            // Its log replaces this one below the snapshot point.
+            self.index.write().install(snapshot.0, next_offset);
+        } else {
+            // The log recovered from this replica's own WAL stays (it may hold entries the
+            // snapshot covers that are in no file yet).
+            self.index.write().start_at_if_empty(next_offset);
+        }
+        if adopted {
+            self.segments.reload(next_offset)?;
+        }
+        self.set_log_start(log_start);
+        self.set_high_watermark(next_offset);
+        Ok(())
     }
 
     /// (largest epoch <= `epoch` in the log, offset where the next epoch starts or the log end).

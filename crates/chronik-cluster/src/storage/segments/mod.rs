@@ -3,6 +3,10 @@
 //! partition no longer pins it. See `format.rs` for the file layout.
 
 mod format;
+mod install;
 mod store;
+mod writer;
 
+pub(crate) use install::{InstallMarker, finish_install, incoming_dir, verify_file};
 pub(crate) use store::{MovedEntry, SegmentError, SegmentStore};
+pub(crate) use writer::{SegmentWriter, file_name as segment_file_name};

@@ -2,8 +2,7 @@
 //! offset order. Opening reads only the footers; a file's indexes are read the first time it
 //! is searched; every entry's CRC is checked when the entry is read.
 
-use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Write};
+use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
@@ -12,6 +11,7 @@ use bytes::{Bytes, BytesMut};
 use parking_lot::RwLock;
 
 use super::format::{ENTRY_HEADER_LEN, EntryHeader, FOOTER_LEN, Footer, INDEX_INTERVAL, Indexes};
+use super::writer::SegmentWriter;
 use crate::storage::EntryOffsets;
 
 #[derive(Debug, thiserror::Error)]
@@ -26,7 +26,7 @@ pub enum SegmentError {
     Corrupt { path: PathBuf, offset: u64, reason: String },
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SegmentError + '_ {
+pub(super) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SegmentError + '_ {
     move |source| SegmentError::Io { path: path.to_path_buf(), source }
 }
 
@@ -132,10 +132,6 @@ enum Scan {
     Stop,
 }
 
-fn file_name(base_offset: u64) -> String {
-    format!("{base_offset:020}.seg")
-}
-
 /// A partition's segment files.
 pub struct SegmentStore {
     dir: PathBuf,
@@ -201,6 +197,10 @@ impl SegmentStore {
         Ok(SegmentStore { dir: dir.to_path_buf(), files: RwLock::new(files) })
     }
 
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     pub fn files(&self) -> Vec<Arc<SegmentFile>> {
         self.files.read().clone()
     }
@@ -222,63 +222,33 @@ impl SegmentStore {
     /// and adds it. `last_raft` is the (index, term) of the last Raft entry they cover.
     pub fn write(&self, entries: &[MovedEntry], last_raft: (u64, u64)) -> Result<Arc<SegmentFile>, SegmentError> {
         let first = entries.first().expect("a segment holds at least one entry").offsets;
-        let final_path = self.dir.join(file_name(first.base_offset));
-        let tmp = self.dir.join(format!("{}.tmp", file_name(first.base_offset)));
-        let file = OpenOptions::new().write(true).create(true).truncate(true).open(&tmp).map_err(io(&tmp))?;
-        let mut out = BufWriter::with_capacity(1 << 20, &file);
-        let mut idx = Indexes::default();
-        let (mut pos, mut since_point, mut max_ts) = (0u64, u64::MAX, i64::MIN);
+        let mut w = SegmentWriter::create(&self.dir, first.base_offset)?;
         for e in entries {
-            let o = e.offsets;
-            let rel = (o.base_offset - first.base_offset) as u32;
-            max_ts = max_ts.max(o.max_timestamp);
-            if since_point >= INDEX_INTERVAL {
-                idx.offsets.push((rel, pos as u32));
-                idx.times.push((max_ts, rel));
-                since_point = 0;
-            }
-            if idx.epochs.last().is_none_or(|(epoch, _)| *epoch != o.epoch) {
-                idx.epochs.push((o.epoch, o.base_offset));
-            }
-            let h = EntryHeader {
-                len: e.records.len() as u32,
-                crc: crc32c::crc32c(&e.records),
-                base_offset: o.base_offset,
-                last_offset: o.last_offset,
-                max_timestamp: o.max_timestamp,
-                epoch: o.epoch,
-            };
-            out.write_all(&h.encode()).map_err(io(&tmp))?;
-            out.write_all(&e.records).map_err(io(&tmp))?;
-            pos += h.footprint();
-            since_point = since_point.saturating_add(h.footprint());
+            w.push(&e.offsets, &e.records)?;
         }
-        let sections = idx.encode();
-        let footer = Footer {
-            entries: entries.len() as u32,
-            base_offset: first.base_offset,
-            last_offset: entries.last().expect("not empty").offsets.last_offset,
-            max_timestamp: max_ts,
-            data_len: pos,
-            index_entries: idx.offsets.len() as u32,
-            time_entries: idx.times.len() as u32,
-            epoch_entries: idx.epochs.len() as u32,
-            last_raft_index: last_raft.0,
-            last_raft_term: last_raft.1,
-            sections_crc: crc32c::crc32c(&sections),
-        };
-        out.write_all(&sections).map_err(io(&tmp))?;
-        out.write_all(&footer.encode()).map_err(io(&tmp))?;
-        out.flush().map_err(io(&tmp))?;
-        drop(out);
-        file.sync_all().map_err(io(&tmp))?;
-        crate::crash_point::crash_point("move.file_written");
-        std::fs::rename(&tmp, &final_path).map_err(io(&final_path))?;
-        File::open(&self.dir).and_then(|d| d.sync_all()).map_err(io(&self.dir))?;
-        crate::crash_point::crash_point("move.file_renamed");
-        let seg = Arc::new(SegmentFile { path: final_path, footer, indexes: OnceLock::from(idx), damage: None });
+        let (path, footer, idx) = w.finish(last_raft)?;
+        let seg = Arc::new(SegmentFile { path, footer, indexes: OnceLock::from(idx), damage: None });
         self.files.write().push(seg.clone());
         Ok(seg)
+    }
+
+    /// Opens, for sending, the files that hold offsets from `from` on and end below `end`: a
+    /// run of (first offset, last offset, open file). An open file stays readable if retention
+    /// deletes it meanwhile.
+    pub fn open_for_transfer(&self, from: u64, end: u64) -> Result<Vec<(u64, u64, File)>, SegmentError> {
+        let mut out = Vec::new();
+        for f in self.files().iter().filter(|f| f.footer.last_offset >= from && f.footer.last_offset < end) {
+            f.check_damage()?;
+            out.push((f.footer.base_offset, f.footer.last_offset, f.open_file()?));
+        }
+        Ok(out)
+    }
+
+    /// Reads the files again from the directory (after an installed snapshot replaced them).
+    pub fn reload(&self, wal_front: u64) -> Result<(), SegmentError> {
+        let fresh = SegmentStore::open(&self.dir, wal_front)?;
+        *self.files.write() = fresh.files.into_inner();
+        Ok(())
     }
 
     /// Deletes the files wholly below `offset` (the log start moved past them).
@@ -397,7 +367,7 @@ impl SegmentStore {
     }
 }
 
-fn read_footer(path: &Path) -> Result<Footer, String> {
+pub(super) fn read_footer(path: &Path) -> Result<Footer, String> {
     let file = File::open(path).map_err(|e| e.to_string())?;
     let len = file.metadata().map_err(|e| e.to_string())?.len();
     if len < FOOTER_LEN as u64 {

@@ -1,0 +1,127 @@
+//! Writing one segment file, entry by entry: to `<name>.tmp`, then footer, fsync, rename and
+//! directory fsync, so a file under its final name is always whole. Used by moves out of the
+//! WAL and by a replica receiving a snapshot's log.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use super::format::{EntryHeader, Footer, INDEX_INTERVAL, Indexes};
+use super::store::{SegmentError, io};
+use crate::storage::EntryOffsets;
+
+pub fn file_name(base_offset: u64) -> String {
+    format!("{base_offset:020}.seg")
+}
+
+/// A segment file being written.
+pub struct SegmentWriter {
+    dir: PathBuf,
+    tmp: PathBuf,
+    out: BufWriter<File>,
+    base_offset: u64,
+    last_offset: u64,
+    entries: u32,
+    idx: Indexes,
+    pos: u64,
+    since_point: u64,
+    max_ts: i64,
+}
+
+impl SegmentWriter {
+    /// Starts `<dir>/<base_offset>.seg.tmp` (replacing a leftover one).
+    pub fn create(dir: &Path, base_offset: u64) -> Result<SegmentWriter, SegmentError> {
+        let tmp = dir.join(format!("{}.tmp", file_name(base_offset)));
+        let file = OpenOptions::new().write(true).create(true).truncate(true).open(&tmp).map_err(io(&tmp))?;
+        Ok(SegmentWriter {
+            dir: dir.to_path_buf(),
+            tmp,
+            out: BufWriter::with_capacity(1 << 20, file),
+            base_offset,
+            last_offset: base_offset,
+            entries: 0,
+            idx: Indexes::default(),
+            pos: 0,
+            since_point: u64::MAX,
+            max_ts: i64::MIN,
+        })
+    }
+
+    /// Bytes of entries written so far.
+    pub fn data_len(&self) -> u64 {
+        self.pos
+    }
+
+    /// Appends one entry: its offsets and its stored record batches. Entries come in offset
+    /// order (the caller checks that they are contiguous).
+    pub fn push(&mut self, o: &EntryOffsets, records: &[u8]) -> Result<(), SegmentError> {
+        let h = EntryHeader {
+            len: records.len() as u32,
+            crc: crc32c::crc32c(records),
+            base_offset: o.base_offset,
+            last_offset: o.last_offset,
+            max_timestamp: o.max_timestamp,
+            epoch: o.epoch,
+        };
+        if self.pos + h.footprint() > u64::from(u32::MAX) {
+            return Err(SegmentError::Corrupt {
+                path: self.tmp.clone(),
+                offset: self.pos,
+                reason: "a segment file cannot grow past 4 GiB".into(),
+            });
+        }
+        let rel = (o.base_offset - self.base_offset) as u32;
+        self.max_ts = self.max_ts.max(o.max_timestamp);
+        if self.since_point >= INDEX_INTERVAL {
+            self.idx.offsets.push((rel, self.pos as u32));
+            self.idx.times.push((self.max_ts, rel));
+            self.since_point = 0;
+        }
+        if self.idx.epochs.last().is_none_or(|(epoch, _)| *epoch != o.epoch) {
+            self.idx.epochs.push((o.epoch, o.base_offset));
+        }
+        self.out.write_all(&h.encode()).map_err(io(&self.tmp))?;
+        self.out.write_all(records).map_err(io(&self.tmp))?;
+        self.pos += h.footprint();
+        self.since_point = self.since_point.saturating_add(h.footprint());
+        self.entries += 1;
+        self.last_offset = o.last_offset;
+        Ok(())
+    }
+
+    /// Seals the file (indexes, footer), makes it durable and gives it its final name.
+    /// `last_raft` is the (index, term) of the last Raft entry it covers. Returns the final
+    /// path, the footer and the indexes.
+    pub fn finish(mut self, last_raft: (u64, u64)) -> Result<(PathBuf, Footer, Indexes), SegmentError> {
+        assert!(self.entries > 0, "a segment file holds at least one entry");
+        let sections = self.idx.encode();
+        let footer = Footer {
+            entries: self.entries,
+            base_offset: self.base_offset,
+            last_offset: self.last_offset,
+            max_timestamp: self.max_ts,
+            data_len: self.pos,
+            index_entries: self.idx.offsets.len() as u32,
+            time_entries: self.idx.times.len() as u32,
+            epoch_entries: self.idx.epochs.len() as u32,
+            last_raft_index: last_raft.0,
+            last_raft_term: last_raft.1,
+            sections_crc: crc32c::crc32c(&sections),
+        };
+        self.out.write_all(&sections).map_err(io(&self.tmp))?;
+        self.out.write_all(&footer.encode()).map_err(io(&self.tmp))?;
+        let file =
+            self.out.into_inner().map_err(|e| SegmentError::Io { path: self.tmp.clone(), source: e.into_error() })?;
+        file.sync_all().map_err(io(&self.tmp))?;
+        crate::crash_point::crash_point("move.file_written");
+        let path = self.dir.join(file_name(self.base_offset));
+        std::fs::rename(&self.tmp, &path).map_err(io(&path))?;
+        sync_dir(&self.dir)?;
+        crate::crash_point::crash_point("move.file_renamed");
+        Ok((path, footer, self.idx))
+    }
+}
+
+pub fn sync_dir(dir: &Path) -> Result<(), SegmentError> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
+}
