@@ -51,3 +51,12 @@ pub fn small_fdatasync_latency(dir: &Path, samples: usize) -> std::io::Result<(f
     std::fs::remove_file(&path)?;
     Ok((lat.percentile_ms(50.0), lat.percentile_ms(99.0)))
 }
+
+/// Bytes free for an unprivileged writer on the file system holding `dir` (0 if unknown).
+pub fn free_bytes(dir: &Path) -> u64 {
+    let out = std::process::Command::new("df").args(["--output=avail", "-B1"]).arg(dir).output();
+    out.ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.lines().nth(1).and_then(|l| l.trim().parse().ok()))
+        .unwrap_or(0)
+}

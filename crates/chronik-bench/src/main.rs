@@ -7,6 +7,7 @@ mod load;
 mod machine;
 mod raft;
 mod stats;
+mod tier;
 mod wal;
 
 use clap::{Parser, Subcommand};
@@ -32,6 +33,10 @@ enum Command {
     /// produce throughput, end-to-end latency at half the peak rate, fetch of a 2 GB topic
     /// (scripts/bench-kafka.sh runs it).
     Kafka(kafka::KafkaArgs),
+    /// The segment tier: produce through Raft with data moving out of the WAL against the
+    /// tier idle (`tier_active_vs_idle_ratio=`), memory per retained GiB, fetch from segment
+    /// files cold and warm, restart with 20 GiB over 1,000 partitions.
+    Tier(tier::TierArgs),
     /// The paced producer of the latency runs, alone, against a running broker: stamped 1 KiB
     /// messages at a fixed rate (for rdkafka_performance -C -l to measure); prints the rate
     /// achieved.
@@ -45,5 +50,6 @@ fn main() -> anyhow::Result<()> {
         Command::Partitions(args) => raft::partitions(args),
         Command::Kafka(args) => kafka::run(args),
         Command::Produce(args) => load::run(args),
+        Command::Tier(args) => tier::run(args),
     }
 }

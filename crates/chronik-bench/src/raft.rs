@@ -33,7 +33,7 @@ pub struct PartitionsArgs {
 }
 
 /// A node for the benchmarks; its retention loop runs every `retention_every`.
-fn node_options(dir: &std::path::Path, segment_mib: u64, retention_every: Duration) -> NodeOptions {
+pub(crate) fn node_options(dir: &std::path::Path, segment_mib: u64, retention_every: Duration) -> NodeOptions {
     NodeOptions {
         data_dir: dir.to_path_buf(),
         node_id: 1,
@@ -76,7 +76,7 @@ pub fn record_batch(body_len: usize) -> Bytes {
     b.into()
 }
 
-async fn create_topic(node: &Node, name: &str, partitions: u32) -> anyhow::Result<()> {
+pub(crate) async fn create_topic(node: &Node, name: &str, partitions: u32) -> anyhow::Result<()> {
     create_topic_with(node, name, partitions, Default::default()).await
 }
 
@@ -183,7 +183,18 @@ async fn raft_throughput(args: &RaftArgs) -> anyhow::Result<(f64, Latencies)> {
     Ok((n as f64 * batch.len() as f64 / 1e6 / secs, lat))
 }
 
-fn rss_bytes() -> u64 {
+/// Anonymous resident memory (heap and the like, not mapped files), from /proc/self/status.
+pub(crate) fn rss_anon_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("RssAnon:"))?.to_string();
+            line.split_whitespace().nth(1)?.parse::<u64>().ok()
+        })
+        .map_or(0, |kib| kib * 1024)
+}
+
+pub(crate) fn rss_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/statm")
         .ok()
         .and_then(|s| s.split_whitespace().nth(1).and_then(|p| p.parse::<u64>().ok()))

@@ -12,6 +12,8 @@ mod lifecycle;
 mod meta;
 mod options;
 mod registry;
+#[cfg(test)]
+mod transfer_tests;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -4,8 +4,6 @@
 
 mod idempotence;
 mod snapshot_transfer;
-#[cfg(test)]
-mod transfer_tests;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -186,6 +184,12 @@ impl PartitionReplica {
                 Ok(outcome)
             }
         }
+    }
+
+    /// Idempotent producers as the state machine has applied them.
+    #[cfg(test)]
+    pub(crate) fn applied_producer_state(&self) -> BTreeMap<i64, crate::producers::ProducerState> {
+        self.state_machine.producers()
     }
 
     /// The producer state once the state machine has applied the whole log.

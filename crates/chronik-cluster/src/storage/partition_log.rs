@@ -153,6 +153,11 @@ impl PartitionLog {
         self.segments.data_bytes() + self.index.read().bytes()
     }
 
+    /// The first offset the WAL holds: below it, the log is in segment files.
+    pub fn wal_front_offset(&self) -> u64 {
+        self.index.read().front_offset()
+    }
+
     /// Bytes of record batches in the segment files.
     pub fn segment_bytes(&self) -> u64 {
         self.segments.data_bytes()

@@ -13,10 +13,10 @@ use chronik_wal::{SyncMode, Wal, WalOptions};
 use futures::Stream;
 use uuid::Uuid;
 
-use super::{PartitionReplica, ReplicaSpec};
 use crate::batch::tests::batch_of;
 use crate::metadata::MetaCommand;
 use crate::node::{Node, NodeOptions};
+use crate::partition::{PartitionReplica, ReplicaSpec};
 use crate::tasks::Tasks;
 use crate::topic_config::TopicDefaults;
 
@@ -164,7 +164,7 @@ async fn a_snapshot_brings_every_offset_from_the_log_start() {
     let end = b.replica.log().high_watermark();
     assert!(end >= 600, "the snapshot covers what was moved and what followed: {end}");
     same_log(&a, &b.replica, end);
-    assert_eq!(b.replica.state_machine.producers(), a.state_machine.producers(), "producer state came along");
+    assert_eq!(b.replica.applied_producer_state(), a.applied_producer_state(), "producer state came along");
     // The files A had are there byte for byte (the one holding the log start included).
     let (files_a, files_b) =
         (seg_files(&dir_a.path().join("partitions").join(a.group().to_string())), seg_files(&b.segments_dir));
