@@ -40,6 +40,11 @@ pub struct KafkaArgs {
     /// GiB of memory to touch before starting (see machine::prewarm_memory); 0 skips it.
     #[arg(long, default_value_t = 0)]
     prewarm_memory_gib: u64,
+    /// Instead of the usual runs: produce throughput with the segment tier idle (the default
+    /// WAL window, larger than what is produced) and then active (a broker whose WAL window is
+    /// this many MiB, filled past it first, so data moves out while the run produces).
+    #[arg(long, default_value_t = 0)]
+    tier_window_mib: u64,
 }
 
 struct Server {
@@ -59,9 +64,14 @@ fn free_port() -> u16 {
 }
 
 fn start_server(args: &KafkaArgs) -> anyhow::Result<Server> {
+    start_server_with(args, "server", &[])
+}
+
+fn start_server_with(args: &KafkaArgs, data: &str, env: &[(&str, String)]) -> anyhow::Result<Server> {
     let port = free_port();
     let child = Command::new(&args.server)
-        .env("CHRONIK_DATA_DIR", args.dir.join("server"))
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .env("CHRONIK_DATA_DIR", args.dir.join(data))
         .env("CHRONIK_KAFKA_ADDR", format!("127.0.0.1:{port}"))
         .env("CHRONIK_ADMIN_ADDR", format!("127.0.0.1:{}", free_port()))
         .env("CHRONIK_NUM_PARTITIONS", "8")
@@ -124,6 +134,9 @@ fn run_in(args: &KafkaArgs) -> anyhow::Result<()> {
     println!("disk_4k_fdatasync_p50_ms={p50:.3}");
     println!("disk_4k_fdatasync_p99_ms={p99:.3}");
 
+    if args.tier_window_mib > 0 {
+        return tier_produce(args, disk);
+    }
     let server = start_server(args)?;
     // Produce: one producer, 1 KiB records, acks=all, linger 5 ms, a topic of 8 partitions.
     let n = args.produce_messages.to_string();
@@ -221,6 +234,60 @@ fn run_in(args: &KafkaArgs) -> anyhow::Result<()> {
 
 /// Starts a consumer of all 8 partitions of `latency` from the end, for `count` messages, in
 /// latency mode (one line per message in `latency_file`), and waits until it has joined.
+/// Produce throughput (as in the usual run) with the segment tier idle, then active. Both
+/// brokers are first filled past the window, so both write into recycled WAL segments: the
+/// idle one because retention (`window / 8` a partition, checked every 250 ms) frees them, the
+/// active one because its moves do.
+fn tier_produce(args: &KafkaArgs, disk: f64) -> anyhow::Result<()> {
+    let n = args.produce_messages.to_string();
+    let window = args.tier_window_mib << 20;
+    let fill = ((window + window / 2) >> 10).to_string();
+    let run = |data: &str, env: &[(&str, String)]| -> anyhow::Result<f64> {
+        let server = start_server_with(args, data, env)?;
+        let produce = |count: &str| -> anyhow::Result<f64> {
+            let out = perf(
+                args,
+                &server,
+                &["-P", "-t", "produce8", "-s", "1024", "-a", "-1", "-X", "linger.ms=5", "-c", count],
+            )?;
+            figure(&out, "MB/s").context(out)
+        };
+        produce(&fill)?;
+        produce(&n)
+    };
+    let segment = ("CHRONIK_WAL_SEGMENT_SIZE", (window / 4).to_string());
+    let idle = run(
+        "tier-idle",
+        &[
+            segment.clone(),
+            ("CHRONIK_LOG_RETENTION_BYTES", (window / 8).to_string()),
+            ("CHRONIK_RETENTION_CHECK_INTERVAL_MS", "250".into()),
+        ],
+    )?;
+    let _ = std::fs::remove_dir_all(args.dir.join("tier-idle"));
+    let active = run("tier-active", &[segment, ("CHRONIK_WAL_RETENTION_BYTES", window.to_string())])?;
+    let moved = dir_bytes(&args.dir.join("tier-active").join("partitions"));
+    println!("kafka_tier_window_mib={}", args.tier_window_mib);
+    println!("kafka_tier_idle_produce_mbps={idle:.0}");
+    println!("kafka_tier_active_produce_mbps={active:.0}");
+    println!("kafka_tier_active_vs_idle_ratio={:.2}", active / idle);
+    println!("kafka_tier_segment_files_mib_after={}", moved >> 20);
+    println!("produce_vs_disk_ratio_idle={:.2}", idle / disk);
+    Ok(())
+}
+
+fn dir_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir).map_or(0, |d| {
+        d.flatten()
+            .map(|e| match e.metadata() {
+                Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+                Ok(m) => m.len(),
+                Err(_) => 0,
+            })
+            .sum()
+    })
+}
+
 fn spawn_consumer(args: &KafkaArgs, server: &Server, count: &str, latency_file: &Path) -> anyhow::Result<Consumer> {
     let mut cmd = Command::new(&args.perf);
     cmd.args(["-C", "-t", "latency", "-o", "end", "-c", count, "-b", &server.bootstrap, "-q"]);

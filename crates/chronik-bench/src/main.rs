@@ -44,6 +44,13 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
+    // The in-process benchmarks run nodes: their warnings and errors go to stderr.
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn,openraft=error".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     match Cli::parse().command {
         Command::Wal(args) => wal::run(args),
         Command::Raft(args) => raft::run(args),

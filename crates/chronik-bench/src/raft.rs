@@ -80,7 +80,7 @@ pub(crate) async fn create_topic(node: &Node, name: &str, partitions: u32) -> an
     create_topic_with(node, name, partitions, Default::default()).await
 }
 
-async fn create_topic_with(
+pub(crate) async fn create_topic_with(
     node: &Node,
     name: &str,
     partitions: u32,

@@ -10,13 +10,14 @@ use std::time::{Duration, Instant};
 
 use chronik_cluster::{Node, PartitionReplica};
 
-use crate::raft::{create_topic, node_options, record_batch, rss_anon_bytes, rss_bytes};
+use crate::raft::{create_topic, create_topic_with, node_options, record_batch, rss_anon_bytes, rss_bytes};
 
 #[derive(clap::Args)]
 pub struct TierArgs {
     #[arg(long, default_value = "chronik-bench-data")]
     dir: PathBuf,
-    /// GiB produced in each throughput phase (after a fill that puts the WAL over its window).
+    /// GiB produced in each throughput phase (after a fill that puts the WAL over its window);
+    /// 0 skips the throughput, fetch and memory phases.
     #[arg(long, default_value_t = 4)]
     gib: u64,
     /// The WAL's window in the active phase, MiB.
@@ -52,10 +53,12 @@ fn run_in(args: &TierArgs) -> anyhow::Result<()> {
     );
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     rt.block_on(async {
-        let idle = throughput_phase(args, "idle", u64::MAX).await?;
-        let active = throughput_phase(args, "active", args.window_mib << 20).await?;
-        println!("tier_active_vs_idle_ratio={:.2}", active / idle);
-        fetch_and_memory(args).await?;
+        if args.gib > 0 {
+            let idle = throughput_phase(args, "idle", u64::MAX).await?;
+            let active = throughput_phase(args, "active", args.window_mib << 20).await?;
+            println!("tier_active_vs_idle_ratio={:.2}", active / idle);
+            fetch_and_memory(args).await?;
+        }
         if args.restart_gib > 0 {
             restart_phase(args).await?;
         }
@@ -64,13 +67,18 @@ fn run_in(args: &TierArgs) -> anyhow::Result<()> {
 }
 
 /// Produces `gib` GiB through Raft into `partitions` partitions (64 KiB entries) after a fill
-/// of window + 512 MiB; returns the measured MB/s. `window` u64::MAX keeps the tier idle.
+/// of window + 512 MiB; returns the measured MB/s. `window` u64::MAX keeps the tier idle; then
+/// retention (64 MiB a partition, every 250 ms) keeps the WAL recycling its segments, as the
+/// moves do in the active phase, so both phases write into reused files.
 async fn throughput_phase(args: &TierArgs, name: &str, window: u64) -> anyhow::Result<f64> {
     let dir = args.dir.join(name);
-    let mut opts = node_options(&dir, args.segment_mib, Duration::from_secs(3600));
+    let idle = window == u64::MAX;
+    let mut opts = node_options(&dir, args.segment_mib, Duration::from_millis(if idle { 250 } else { 3_600_000 }));
     opts.wal_retention_bytes = window;
     let node = Node::start(opts, &chronik_cluster::Tasks::new()).await?;
-    create_topic(&node, "bench", args.partitions).await?;
+    let configs =
+        if idle { [("retention.bytes".to_string(), (64u64 << 20).to_string())].into() } else { Default::default() };
+    create_topic_with(&node, "bench", args.partitions, configs).await?;
     let replicas: Vec<Arc<PartitionReplica>> =
         (0..args.partitions).map(|p| node.partition("bench", p as i32).expect("local")).collect();
     let fill = (args.window_mib << 20) + (512 << 20);
@@ -196,7 +204,8 @@ fn drop_from_page_cache(dir: &Path) -> anyhow::Result<()> {
 }
 
 /// `restart_gib` GiB over `restart_partitions` partitions, most of it moved into segment
-/// files; then the time a restart takes until every partition has a leader, and memory.
+/// files; then the time a restart takes until every partition has a leader, and the resident
+/// memory the data adds (a restart with the same partitions empty is the baseline).
 async fn restart_phase(args: &TierArgs) -> anyhow::Result<()> {
     let dir = args.dir.join("restart");
     let free = crate::disk::free_bytes(&args.dir);
@@ -209,14 +218,17 @@ async fn restart_phase(args: &TierArgs) -> anyhow::Result<()> {
         o.wal_retention_bytes = args.window_mib << 20;
         o
     };
-    let node = Node::start(options(), &chronik_cluster::Tasks::new()).await?;
     let topics = args.restart_partitions.div_ceil(100);
-    let mut replicas = Vec::new();
+    let node = Node::start(options(), &chronik_cluster::Tasks::new()).await?;
     for t in 0..topics {
-        let n = 100.min(args.restart_partitions - t * 100);
-        create_topic(&node, &format!("r{t}"), n).await?;
-        replicas.extend((0..n).map(|p| node.partition(&format!("r{t}"), p as i32).expect("local")));
+        create_topic(&node, &format!("r{t}"), 100.min(args.restart_partitions - t * 100)).await?;
     }
+    node.shutdown().await?;
+    drop(node);
+    let empty = restart(options(), topics).await?;
+    println!("restart_empty_seconds={:.2} ({} partitions)", empty.seconds, args.restart_partitions);
+    let node = empty.node;
+    let replicas = node.partitions();
     let started = Instant::now();
     produce(&replicas, args.writers, args.restart_gib << 30).await;
     println!(
@@ -232,17 +244,48 @@ async fn restart_phase(args: &TierArgs) -> anyhow::Result<()> {
     drop(replicas);
     node.shutdown().await?;
     drop(node);
+    let full = restart(options(), topics).await?;
+    println!("restart_seconds={:.2}", full.seconds);
+    let replicas = full.node.partitions();
+    let retained: u64 = replicas.iter().map(|r| r.log().size_bytes()).sum();
+    let in_files: u64 = replicas.iter().map(|r| r.log().segment_bytes()).sum();
+    let files = count_files(&dir.join("partitions"));
+    println!(
+        "restart_retained_gib={:.2} in_segment_files_gib={:.2} segment_files={files}",
+        gib(retained),
+        gib(in_files)
+    );
+    let per = |full: u64, empty: u64| full.saturating_sub(empty) as f64 / 1048576.0 / gib(retained).max(1e-9);
+    println!("restart_rss_mib_per_retained_gib={:.2}", per(full.rss, empty.rss));
+    println!("restart_anon_rss_mib_per_retained_gib={:.2}", per(full.anon, empty.anon));
+    drop(replicas);
+    full.node.shutdown().await?;
+    Ok(())
+}
+
+struct Restarted {
+    node: Arc<Node>,
+    seconds: f64,
+    /// Resident and anonymous resident memory the started node added.
+    rss: u64,
+    anon: u64,
+}
+
+/// Starts a node and waits until every topic has leaders.
+async fn restart(options: chronik_cluster::NodeOptions, topics: u32) -> anyhow::Result<Restarted> {
     let (rss0, anon0) = (rss_bytes(), rss_anon_bytes());
     let started = Instant::now();
-    let node = Node::start(options(), &chronik_cluster::Tasks::new()).await?;
+    let node = Node::start(options, &chronik_cluster::Tasks::new()).await?;
     for t in 0..topics {
         anyhow::ensure!(node.wait_for_topic(&format!("r{t}"), Duration::from_secs(300)).await, "r{t}: no leaders");
     }
-    println!("restart_seconds={:.2}", started.elapsed().as_secs_f64());
-    let retained: u64 = node.partitions().iter().map(|r| r.log().size_bytes()).sum();
-    let in_files: u64 = node.partitions().iter().map(|r| r.log().segment_bytes()).sum();
-    println!("restart_retained_gib={:.2} in_segment_files_gib={:.2}", gib(retained), gib(in_files));
-    memory_per_gib("restart", rss0, anon0, retained);
-    node.shutdown().await?;
-    Ok(())
+    let seconds = started.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (rss, anon) = (rss_bytes().saturating_sub(rss0), rss_anon_bytes().saturating_sub(anon0));
+    Ok(Restarted { node, seconds, rss, anon })
+}
+
+fn count_files(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .map_or(0, |d| d.flatten().map(|g| std::fs::read_dir(g.path()).map_or(0, |f| f.count())).sum())
 }

@@ -375,6 +375,12 @@ impl Wal {
         (oldest < self.inner.active_seq.load(Ordering::Acquire)).then_some(oldest)
     }
 
+    /// The sealed segments holding log records, oldest first (the one being written excluded).
+    pub fn sealed_segments(&self) -> Vec<u64> {
+        let active = self.inner.active_seq.load(Ordering::Acquire);
+        self.inner.segments.read().keys().copied().filter(|s| *s < active).collect()
+    }
+
     /// For each group with entries in segments up to `seq`: the index of the last of them.
     /// Moving those entries elsewhere (and purging them) lets the segments go.
     pub fn entries_through_segment(&self, seq: u64) -> Vec<(u64, u64)> {

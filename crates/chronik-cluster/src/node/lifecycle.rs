@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Weak;
 use std::time::Duration;
 
+use futures::StreamExt;
 use openraft::BasicNode;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -119,23 +120,41 @@ impl Node {
 /// How often the WAL's size is checked against its window.
 const TIERING_CHECK: Duration = Duration::from_secs(1);
 
+/// Partitions moving out of the WAL at once: their file writes and fsyncs overlap, and their
+/// snapshots and purges share the WAL's sync rounds.
+const CONCURRENT_MOVES: usize = 4;
+
 impl Node {
-    /// While the WAL holds more than `window` bytes: the partitions with entries in its oldest
-    /// segment move them (and everything before them) to their segment files, so the segment
-    /// can be retired. Retention runs first, so data about to expire is not copied.
+    /// While the WAL holds more than `window` bytes: the partitions with entries in the oldest
+    /// segments (as many as it takes to get back within the window) move them, and everything
+    /// before them, to their segment files, so those segments can be retired. Retention runs
+    /// first, so data about to expire is not copied.
     pub async fn move_out_of_wal(&self, window: u64, defaults: &TopicDefaults) {
         let segment_size = self.wal.options().segment_size;
-        while self.wal.stats().live_segments * segment_size > window {
-            let Some(oldest) = self.wal.oldest_segment() else { return };
-            let mut moved_any = false;
-            for (group, last_index) in self.wal.entries_through_segment(oldest) {
-                let Some(r) = self.registry.by_group(group) else { continue };
-                self.apply_retention(&r, defaults, crate::now_ms()).await;
-                if let Err(e) = r.move_to_segments(last_index).await {
-                    tracing::warn!(topic = %r.topic(), partition = r.partition(), "moving to segment files: {e}");
-                    return;
-                }
-                moved_any = true;
+        loop {
+            let live = self.wal.stats().live_segments * segment_size;
+            let sealed = self.wal.sealed_segments();
+            if live <= window || sealed.is_empty() {
+                return;
+            }
+            let excess = (live - window).div_ceil(segment_size) as usize;
+            let through = sealed[excess.clamp(1, sealed.len()) - 1];
+            let moves = self.wal.entries_through_segment(through).into_iter().filter_map(|(group, last_index)| {
+                let r = self.registry.by_group(group)?;
+                Some(async move {
+                    self.apply_retention(&r, defaults, crate::now_ms()).await;
+                    r.move_to_segments(last_index).await.map_err(|e| (r, e))
+                })
+            });
+            let results: Vec<_> = futures::stream::iter(moves).buffer_unordered(CONCURRENT_MOVES).collect().await;
+            let moved_any = !results.is_empty();
+            let mut failed = false;
+            for (r, e) in results.into_iter().filter_map(Result::err) {
+                tracing::warn!(topic = %r.topic(), partition = r.partition(), "moving to segment files: {e}");
+                failed = true;
+            }
+            if failed {
+                return; // the segments they share stay; the next check tries again
             }
             crate::crash_point::crash_point("move.purged");
             if let Err(e) = self.wal.collect_garbage() {
@@ -143,8 +162,8 @@ impl Node {
                 return;
             }
             crate::crash_point::crash_point("move.wal_collected");
-            if !moved_any || self.wal.oldest_segment() == Some(oldest) {
-                return; // the rest of that segment is not a partition's to move (yet)
+            if !moved_any || self.wal.sealed_segments().first() == sealed.first() {
+                return; // the rest of those segments is not a partition's to move (yet)
             }
         }
     }

@@ -57,6 +57,14 @@ impl MetaGroup {
             .state(ServerState::Leader, "metadata group leader")
             .await
             .map_err(|e| ClusterError::Timeout(format!("the metadata group's election: {e}")))?;
+        // A leader applies its log after it is elected: what this node reads next (and what
+        // the reconciler starts) must be the whole metadata, not a prefix of it.
+        let last = self.raft.metrics().borrow_watched().last_log_index;
+        self.raft
+            .wait(Some(Duration::from_secs(30)))
+            .applied_index_at_least(last, "the metadata log applied")
+            .await
+            .map_err(|e| ClusterError::Timeout(format!("applying the metadata log: {e}")))?;
         let (cluster_id, registered) = self.read(|m| (m.cluster_id, m.nodes.get(&me.id) == Some(&me)));
         match cluster_id {
             Some(id) if id != identity.cluster_id => {

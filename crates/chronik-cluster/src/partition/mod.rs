@@ -254,7 +254,12 @@ impl PartitionReplica {
     /// then lets the WAL drop them. A crash in between leaves both copies, never neither: the
     /// file is durable before the snapshot point and the purge move.
     pub async fn move_to_segments(&self, upto: u64) -> Result<(), ClusterError> {
-        let Some(moved) = self.log.move_to_segments(upto)? else { return Ok(()) };
+        // File writes and fsyncs stay off the async threads that serve produce and fetch.
+        let log = self.log.clone();
+        let moved = tokio::task::spawn_blocking(move || log.move_to_segments(upto))
+            .await
+            .map_err(|e| ClusterError::Internal(format!("group {}: a move task: {e}", self.group)))?;
+        let Some(moved) = moved? else { return Ok(()) };
         self.purge_wal_through(moved).await
     }
 

@@ -2,6 +2,7 @@
 //! here (one sealed file per move), so the WAL keeps only the recent tail and a long-retention
 //! partition no longer pins it. See `format.rs` for the file layout.
 
+mod direct;
 mod format;
 mod install;
 mod store;

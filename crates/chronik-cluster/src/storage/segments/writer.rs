@@ -2,10 +2,10 @@
 //! directory fsync, so a file under its final name is always whole. Used by moves out of the
 //! WAL and by a replica receiving a snapshot's log.
 
-use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Write};
+use std::fs::File;
 use std::path::{Path, PathBuf};
 
+use super::direct::DirectWriter;
 use super::format::{EntryHeader, Footer, INDEX_INTERVAL, Indexes};
 use super::store::{SegmentError, io};
 use crate::storage::EntryOffsets;
@@ -18,7 +18,7 @@ pub fn file_name(base_offset: u64) -> String {
 pub struct SegmentWriter {
     dir: PathBuf,
     tmp: PathBuf,
-    out: BufWriter<File>,
+    out: DirectWriter,
     base_offset: u64,
     last_offset: u64,
     entries: u32,
@@ -32,11 +32,11 @@ impl SegmentWriter {
     /// Starts `<dir>/<base_offset>.seg.tmp` (replacing a leftover one).
     pub fn create(dir: &Path, base_offset: u64) -> Result<SegmentWriter, SegmentError> {
         let tmp = dir.join(format!("{}.tmp", file_name(base_offset)));
-        let file = OpenOptions::new().write(true).create(true).truncate(true).open(&tmp).map_err(io(&tmp))?;
+        let out = DirectWriter::create(&tmp).map_err(io(&tmp))?;
         Ok(SegmentWriter {
             dir: dir.to_path_buf(),
             tmp,
-            out: BufWriter::with_capacity(1 << 20, file),
+            out,
             base_offset,
             last_offset: base_offset,
             entries: 0,
@@ -110,9 +110,7 @@ impl SegmentWriter {
         };
         self.out.write_all(&sections).map_err(io(&self.tmp))?;
         self.out.write_all(&footer.encode()).map_err(io(&self.tmp))?;
-        let file =
-            self.out.into_inner().map_err(|e| SegmentError::Io { path: self.tmp.clone(), source: e.into_error() })?;
-        file.sync_all().map_err(io(&self.tmp))?;
+        self.out.finish().map_err(io(&self.tmp))?;
         crate::crash_point::crash_point("move.file_written");
         let path = self.dir.join(file_name(self.base_offset));
         std::fs::rename(&self.tmp, &path).map_err(io(&path))?;
