@@ -37,6 +37,10 @@ enum Command {
     /// tier idle (`tier_active_vs_idle_ratio=`), memory per retained GiB, fetch from segment
     /// files cold and warm, restart with 20 GiB over 1,000 partitions.
     Tier(tier::TierArgs),
+    /// Used by `tier`: starts a node on a data directory in a fresh process, waits for its
+    /// topics' leaders, prints the time and resident memory, exits.
+    #[command(hide = true)]
+    TierOpen(tier::OpenArgs),
     /// The paced producer of the latency runs, alone, against a running broker: stamped 1 KiB
     /// messages at a fixed rate (for rdkafka_performance -C -l to measure); prints the rate
     /// achieved.
@@ -58,5 +62,6 @@ fn main() -> anyhow::Result<()> {
         Command::Kafka(args) => kafka::run(args),
         Command::Produce(args) => load::run(args),
         Command::Tier(args) => tier::run(args),
+        Command::TierOpen(args) => tier::open_and_report(args),
     }
 }

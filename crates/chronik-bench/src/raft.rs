@@ -55,6 +55,7 @@ pub(crate) fn node_options(dir: &std::path::Path, segment_mib: u64, retention_ev
         retention_check_interval: retention_every,
         producer_id_expiration: Duration::from_secs(86_400),
         wal_retention_bytes: 4 << 30,
+        compaction_io_bytes_per_second: 0,
     }
 }
 

@@ -225,9 +225,12 @@ async fn restart_phase(args: &TierArgs) -> anyhow::Result<()> {
     }
     node.shutdown().await?;
     drop(node);
-    let empty = restart(options(), topics).await?;
+    // Time and memory come from a fresh process each: in this one, the allocator would reuse
+    // what producing freed and hide what the data costs.
+    let open = OpenArgs { dir: dir.clone(), segment_mib: args.segment_mib, window_mib: args.window_mib, topics };
+    let empty = open_in_child(&open)?;
     println!("restart_empty_seconds={:.2} ({} partitions)", empty.seconds, args.restart_partitions);
-    let node = empty.node;
+    let node = Node::start(options(), &chronik_cluster::Tasks::new()).await?;
     let replicas = node.partitions();
     let started = Instant::now();
     produce(&replicas, args.writers, args.restart_gib << 30).await;
@@ -241,48 +244,91 @@ async fn restart_phase(args: &TierArgs) -> anyhow::Result<()> {
     let defaults = node_options(&dir, args.segment_mib, Duration::from_secs(3600)).topic_defaults;
     node.move_out_of_wal(args.window_mib << 20, &defaults).await;
     println!("restart_final_move_seconds={:.1}", settled.elapsed().as_secs_f64());
+    let retained: u64 = replicas.iter().map(|r| r.log().size_bytes()).sum();
+    let in_files: u64 = replicas.iter().map(|r| r.log().segment_bytes()).sum();
     drop(replicas);
     node.shutdown().await?;
     drop(node);
-    let full = restart(options(), topics).await?;
+    let full = open_in_child(&open)?;
     println!("restart_seconds={:.2}", full.seconds);
-    let replicas = full.node.partitions();
-    let retained: u64 = replicas.iter().map(|r| r.log().size_bytes()).sum();
-    let in_files: u64 = replicas.iter().map(|r| r.log().segment_bytes()).sum();
     let files = count_files(&dir.join("partitions"));
     println!(
         "restart_retained_gib={:.2} in_segment_files_gib={:.2} segment_files={files}",
         gib(retained),
         gib(in_files)
     );
-    let per = |full: u64, empty: u64| full.saturating_sub(empty) as f64 / 1048576.0 / gib(retained).max(1e-9);
+    println!(
+        "restart_rss_mib empty={:.1} full={:.1} anon_empty={:.1} anon_full={:.1}",
+        mib(empty.rss),
+        mib(full.rss),
+        mib(empty.anon),
+        mib(full.anon)
+    );
+    let per = |full: u64, empty: u64| mib(full.saturating_sub(empty)) / gib(retained).max(1e-9);
     println!("restart_rss_mib_per_retained_gib={:.2}", per(full.rss, empty.rss));
     println!("restart_anon_rss_mib_per_retained_gib={:.2}", per(full.anon, empty.anon));
-    drop(replicas);
-    full.node.shutdown().await?;
     Ok(())
 }
 
-struct Restarted {
-    node: Arc<Node>,
+#[derive(clap::Args)]
+pub struct OpenArgs {
+    #[arg(long)]
+    dir: PathBuf,
+    #[arg(long)]
+    segment_mib: u64,
+    #[arg(long)]
+    window_mib: u64,
+    /// Topics r0..r{topics-1} to wait for.
+    #[arg(long)]
+    topics: u32,
+}
+
+/// A restart as measured in its own process.
+struct Opened {
     seconds: f64,
-    /// Resident and anonymous resident memory the started node added.
     rss: u64,
     anon: u64,
 }
 
-/// Starts a node and waits until every topic has leaders.
-async fn restart(options: chronik_cluster::NodeOptions, topics: u32) -> anyhow::Result<Restarted> {
-    let (rss0, anon0) = (rss_bytes(), rss_anon_bytes());
-    let started = Instant::now();
-    let node = Node::start(options, &chronik_cluster::Tasks::new()).await?;
-    for t in 0..topics {
-        anyhow::ensure!(node.wait_for_topic(&format!("r{t}"), Duration::from_secs(300)).await, "r{t}: no leaders");
-    }
-    let seconds = started.elapsed().as_secs_f64();
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let (rss, anon) = (rss_bytes().saturating_sub(rss0), rss_anon_bytes().saturating_sub(anon0));
-    Ok(Restarted { node, seconds, rss, anon })
+fn open_in_child(open: &OpenArgs) -> anyhow::Result<Opened> {
+    let out = std::process::Command::new(std::env::current_exe()?)
+        .arg("tier-open")
+        .args(["--dir", &open.dir.display().to_string()])
+        .args(["--segment-mib", &open.segment_mib.to_string()])
+        .args(["--window-mib", &open.window_mib.to_string()])
+        .args(["--topics", &open.topics.to_string()])
+        .stderr(std::process::Stdio::inherit())
+        .output()?;
+    anyhow::ensure!(out.status.success(), "tier-open failed: {}", out.status);
+    let text = String::from_utf8(out.stdout)?;
+    let value = |key: &str| -> anyhow::Result<f64> {
+        let line = text.lines().find_map(|l| l.strip_prefix(key)).ok_or_else(|| anyhow::anyhow!("{key} missing"))?;
+        Ok(line.trim().parse()?)
+    };
+    Ok(Opened { seconds: value("seconds=")?, rss: value("rss=")? as u64, anon: value("anon=")? as u64 })
+}
+
+/// The child side of [`open_in_child`]: start, wait for every topic's leaders, report.
+pub fn open_and_report(args: OpenArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let mut options = node_options(&args.dir, args.segment_mib, Duration::from_secs(3600));
+        options.wal_retention_bytes = args.window_mib << 20;
+        let started = Instant::now();
+        let node = Node::start(options, &chronik_cluster::Tasks::new()).await?;
+        for t in 0..args.topics {
+            anyhow::ensure!(node.wait_for_topic(&format!("r{t}"), Duration::from_secs(300)).await, "r{t}: no leaders");
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        println!("seconds={seconds}\nrss={}\nanon={}", rss_bytes(), rss_anon_bytes());
+        node.shutdown().await?;
+        Ok(())
+    })
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / 1048576.0
 }
 
 fn count_files(dir: &Path) -> usize {

@@ -1,7 +1,8 @@
-//! The records inside an uncompressed v2 batch, read in place: each record's offset delta and
-//! timestamp, with its framing checked. Nothing is allocated and the work is bounded by the
-//! batch's own bytes, so a hostile length or header count costs no more than the bytes sent.
-//! Compressed batches are never opened here (the broker does not decompress).
+//! The records inside a v2 batch, read in place: each record's offset delta, timestamp and key,
+//! with its framing checked. Nothing is allocated and the work is bounded by the bytes given,
+//! so a hostile length or header count costs no more than the bytes sent. A compressed batch's
+//! records are read only after a bounded decompression (compaction, and produce validation on
+//! compacted topics: `crate::storage::compaction`).
 //!
 //! Record layout (Kafka protocol docs, "Record"): length varint, attributes int8,
 //! timestampDelta varlong, offsetDelta varint, key (varint length, -1 null), value (same),
@@ -11,9 +12,15 @@ use crate::batch::{BATCH_HEADER_LEN, BatchError, BatchHeader};
 
 /// What the broker reads of one record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RecordMeta {
+pub struct RecordMeta<'a> {
     pub offset_delta: i32,
     pub timestamp: i64,
+    /// The key; `None` for a null key.
+    pub key: Option<&'a [u8]>,
+    /// A null value: a tombstone on a compacted topic.
+    pub is_tombstone: bool,
+    /// The whole record as stored, its length prefix included.
+    pub raw: &'a [u8],
 }
 
 /// The records of one uncompressed batch (`batch`: its whole bytes, header first).
@@ -24,13 +31,15 @@ pub struct Records<'a> {
 }
 
 impl<'a> Records<'a> {
+    /// The records of an uncompressed batch (`batch`: its whole bytes, header first).
     pub fn new(batch: &'a [u8], header: &BatchHeader) -> Records<'a> {
         let end = header.total_len().min(batch.len());
-        Records {
-            rest: batch.get(BATCH_HEADER_LEN..end).unwrap_or(&[]),
-            base_timestamp: header.base_timestamp,
-            index: 0,
-        }
+        Records::in_section(batch.get(BATCH_HEADER_LEN..end).unwrap_or(&[]), header.base_timestamp)
+    }
+
+    /// The records in `section`: the bytes after a batch header (decompressed if need be).
+    pub fn in_section(section: &'a [u8], base_timestamp: i64) -> Records<'a> {
+        Records { rest: section, base_timestamp, index: 0 }
     }
 
     fn bad(&self, reason: &'static str) -> BatchError {
@@ -38,8 +47,8 @@ impl<'a> Records<'a> {
     }
 }
 
-impl Iterator for Records<'_> {
-    type Item = Result<RecordMeta, BatchError>;
+impl<'a> Iterator for Records<'a> {
+    type Item = Result<RecordMeta<'a>, BatchError>;
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.rest.is_empty() {
@@ -54,21 +63,22 @@ impl Iterator for Records<'_> {
     }
 }
 
-impl Records<'_> {
-    fn read_one(&mut self) -> Result<RecordMeta, BatchError> {
+impl<'a> Records<'a> {
+    fn read_one(&mut self) -> Result<RecordMeta<'a>, BatchError> {
+        let start = self.rest;
         let mut cur = Cursor(self.rest);
         let len = cur.varint().ok_or_else(|| self.bad("truncated length"))?;
         let len = usize::try_from(len).map_err(|_| self.bad("negative length"))?;
         let body = cur.0.get(..len).ok_or_else(|| self.bad("length runs past the batch"))?;
         self.rest = &cur.0[len..];
+        let raw = &start[..start.len() - self.rest.len()];
         let mut r = Cursor(body);
         r.take(1).ok_or_else(|| self.bad("truncated attributes"))?;
         let ts_delta = r.varint().ok_or_else(|| self.bad("truncated timestamp delta"))?;
         let offset_delta = r.varint().ok_or_else(|| self.bad("truncated offset delta"))?;
         let offset_delta = i32::try_from(offset_delta).map_err(|_| self.bad("offset delta out of range"))?;
-        for what in ["key", "value"] {
-            r.bytes().ok_or_else(|| self.bad(if what == "key" { "bad key length" } else { "bad value length" }))?;
-        }
+        let key = r.bytes().ok_or_else(|| self.bad("bad key length"))?;
+        let value = r.bytes().ok_or_else(|| self.bad("bad value length"))?;
         let headers = r.varint().ok_or_else(|| self.bad("truncated header count"))?;
         // Each header takes at least two bytes (two lengths): a count the bytes cannot hold
         // is refused before anything is read.
@@ -85,7 +95,13 @@ impl Records<'_> {
         if !r.0.is_empty() {
             return Err(self.bad("bytes left after the record's fields"));
         }
-        Ok(RecordMeta { offset_delta, timestamp: self.base_timestamp.wrapping_add(ts_delta) })
+        Ok(RecordMeta {
+            offset_delta,
+            timestamp: self.base_timestamp.wrapping_add(ts_delta),
+            key,
+            is_tombstone: value.is_none(),
+            raw,
+        })
     }
 }
 
@@ -139,6 +155,27 @@ pub(crate) mod tests {
         }
     }
 
+    /// A record with a key and a value or none (a tombstone), no headers.
+    pub fn keyed(ts_delta: i64, offset_delta: i64, key: &[u8], value: Option<&[u8]>) -> Vec<u8> {
+        let mut body = vec![0u8];
+        zigzag(ts_delta, &mut body);
+        zigzag(offset_delta, &mut body);
+        zigzag(key.len() as i64, &mut body);
+        body.extend_from_slice(key);
+        match value {
+            Some(v) => {
+                zigzag(v.len() as i64, &mut body);
+                body.extend_from_slice(v);
+            }
+            None => zigzag(-1, &mut body),
+        }
+        zigzag(0, &mut body);
+        let mut out = Vec::new();
+        zigzag(body.len() as i64, &mut out);
+        out.extend(body);
+        out
+    }
+
     /// One record's bytes: (timestamp delta, offset delta, key, value, headers).
     pub fn record(
         ts_delta: i64,
@@ -172,9 +209,14 @@ pub(crate) mod tests {
         out
     }
 
-    fn walk(b: &[u8]) -> Vec<Result<RecordMeta, BatchError>> {
+    /// (offset delta, timestamp, key, tombstone)
+    type Walked = (i32, i64, Option<Vec<u8>>, bool);
+
+    fn walk(b: &[u8]) -> Vec<Result<Walked, BatchError>> {
         let h = split_batches(b, true).unwrap()[0].header;
-        Records::new(b, &h).collect()
+        Records::new(b, &h)
+            .map(|r| r.map(|m| (m.offset_delta, m.timestamp, m.key.map(<[u8]>::to_vec), m.is_tombstone)))
+            .collect()
     }
 
     #[test]
@@ -185,9 +227,13 @@ pub(crate) mod tests {
             record(-3, 2, Some(b""), b"value", &[]),
         ];
         let b = batch_of(&recs, 3, 2, 1000, 1007);
-        let metas: Vec<RecordMeta> = walk(&b).into_iter().map(Result::unwrap).collect();
-        let expected = [(0, 1000), (1, 1007), (2, 997)];
-        assert_eq!(metas.iter().map(|m| (m.offset_delta, m.timestamp)).collect::<Vec<_>>(), expected);
+        let metas: Vec<_> = walk(&b).into_iter().map(Result::unwrap).collect();
+        let expected =
+            [(0, 1000, Some(b"k0".to_vec()), false), (1, 1007, None, false), (2, 997, Some(Vec::new()), false)];
+        assert_eq!(metas, expected);
+        let h = split_batches(&b, true).unwrap()[0].header;
+        let raw: Vec<u8> = Records::new(&b, &h).flat_map(|r| r.unwrap().raw.to_vec()).collect();
+        assert_eq!(raw, recs.concat(), "the raw records are the stored bytes, whole");
     }
 
     #[test]

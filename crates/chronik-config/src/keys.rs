@@ -89,7 +89,16 @@ pub const KEYS: &[Key] = &[
     ),
     key("kafka.log_retention_ms", Kind::Int, "Default `retention.ms` of topics; -1 keeps data forever."),
     key("kafka.log_retention_bytes", Kind::Int, "Default `retention.bytes` of each partition; -1 means no size limit."),
-    key("kafka.retention_check_interval_ms", Kind::Int, "How often retention is applied to every partition."),
+    key(
+        "kafka.retention_check_interval_ms",
+        Kind::Int,
+        "How often retention, and on compacted topics compaction, is applied to every partition.",
+    ),
+    key(
+        "kafka.log_cleaner_io_max_bytes_per_second",
+        Kind::Int,
+        "Bytes per second log compaction may read plus write, over all partitions of the node; 0 means no limit.",
+    ),
     key(
         "kafka.log_message_timestamp_before_max_ms",
         Kind::Int,

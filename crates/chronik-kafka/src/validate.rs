@@ -68,6 +68,25 @@ pub fn check_batch(h: &BatchHeader, bytes: &[u8], topic: &TopicSettings, now_ms:
             return Err(invalid(format!("batch claims {} records and holds {count}", h.record_count)));
         }
     }
+    if topic.cleanup.compact {
+        check_keys(h, bytes)?;
+    }
+    Ok(())
+}
+
+/// A compacted topic keeps the latest record per key, so every record needs one (Kafka's
+/// validator refuses the batch the same way). A compressed batch is decompressed for this,
+/// within a bound: one that expands further is refused, as compaction could not read it.
+fn check_keys(h: &BatchHeader, bytes: &[u8]) -> Result<(), ApiError> {
+    let mut keyless = 0usize;
+    chronik_cluster::visit_records(bytes, h, |_, r| keyless += usize::from(r.key.is_none()))
+        .map_err(|e| ApiError::new(ResponseError::CorruptMessage, e.to_string()))?;
+    if keyless > 0 {
+        return Err(ApiError::new(
+            ResponseError::InvalidRecord,
+            format!("compacted topic cannot accept records without a key ({keyless} in the batch)"),
+        ));
+    }
     Ok(())
 }
 
@@ -190,6 +209,39 @@ mod tests {
             let h = split_batches(&bytes, true).unwrap_or_else(|e| panic!("{name}: {e}"))[0].header;
             let got = check_batch(&h, &bytes, topic, NOW).err().map(|e| e.code);
             assert_eq!(got, expected, "{name}");
+        }
+    }
+
+    /// A batch of records with these keys.
+    fn keyed(keys: &[Option<&str>], compression: Compression) -> Vec<u8> {
+        let records: Vec<Record> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| crate::codec::plain_record(i as i64, NOW, k.map(|k| k.to_string().into()), Some("v".into())))
+            .collect();
+        let mut buf = BytesMut::new();
+        RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression }).unwrap();
+        buf.to_vec()
+    }
+
+    #[test]
+    fn compacted_topics_need_a_key_on_every_record_in_every_codec() {
+        let mut compacted = topic(TimestampType::CreateTime);
+        compacted.cleanup.compact = true;
+        let plain = topic(TimestampType::CreateTime);
+        for compression in
+            [Compression::None, Compression::Gzip, Compression::Snappy, Compression::Lz4, Compression::Zstd]
+        {
+            let cases = [
+                ("keyed", keyed(&[Some("a"), Some("b")], compression), &compacted, None),
+                ("one keyless", keyed(&[Some("a"), None], compression), &compacted, Some(ResponseError::InvalidRecord)),
+                ("keyless on a delete topic", keyed(&[None], compression), &plain, None),
+            ];
+            for (name, bytes, topic, expected) in cases {
+                let h = split_batches(&bytes, true).unwrap()[0].header;
+                let got = check_batch(&h, &bytes, topic, NOW).err().map(|e| e.code);
+                assert_eq!(got, expected, "{name} ({compression:?})");
+            }
         }
     }
 }

@@ -3,7 +3,7 @@
 //! compact), and the one-off cleanup of data that deleted partitions left behind.
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::Weak;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -16,6 +16,7 @@ use crate::error::ClusterError;
 use crate::metadata::META_GROUP;
 use crate::partition::{PartitionReplica, ReplicaSpec};
 use crate::raft::GroupId;
+use crate::storage::compaction::IoBudget;
 use crate::topic_config::{TopicDefaults, TopicSettings};
 
 impl Node {
@@ -93,6 +94,9 @@ impl Node {
         if r.is_leader(self.node_id) {
             let settings =
                 self.with_metadata(|m| m.topic(r.topic()).map(|t| TopicSettings::resolve(defaults, &t.configs)))?;
+            if !settings.cleanup.delete {
+                return None; // `compact` alone: nothing expires
+            }
             if let Some(new_start) = r.log().retention_plan(now_ms, settings.retention_ms, settings.retention_bytes) {
                 match r.advance_log_start(new_start).await {
                     Ok(s) => moved = Some(s),
@@ -112,6 +116,37 @@ impl Node {
         for r in self.registry.all().into_iter().filter(|r| r.is_leader(self.node_id)) {
             if let Err(e) = r.expire_producers(before_ms).await {
                 tracing::warn!(topic = %r.topic(), partition = r.partition(), "expiring producers: {e}");
+            }
+        }
+    }
+}
+
+impl Node {
+    /// Log compaction on every local replica of a compacted topic (and any replica with a pass
+    /// Raft delivered): see [`PartitionReplica::compaction_round`].
+    pub async fn compact_topics(&self, defaults: &TopicDefaults, now_ms: i64, budget: &Arc<IoBudget>) {
+        for r in self.registry.all() {
+            let Some(settings) =
+                self.with_metadata(|m| m.topic(r.topic()).map(|t| TopicSettings::resolve(defaults, &t.configs)))
+            else {
+                continue;
+            };
+            if !settings.cleanup.compact && !r.log().has_pending_compaction() {
+                continue;
+            }
+            match r.compaction_round(&settings, self.node_id, now_ms, budget.clone()).await {
+                Ok(Some(o)) => tracing::info!(
+                    topic = %r.topic(),
+                    partition = r.partition(),
+                    files_in = o.files_in,
+                    files_out = o.files_out,
+                    bytes_in = o.bytes_in,
+                    bytes_out = o.bytes_out,
+                    cleaned_through = o.cleaned_through,
+                    "compacted"
+                ),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(topic = %r.topic(), partition = r.partition(), "compaction: {e}"),
             }
         }
     }
@@ -192,6 +227,8 @@ pub(super) struct Housekeeping {
     pub defaults: TopicDefaults,
     pub every: Duration,
     pub producer_expiration: Duration,
+    /// Shared by every compaction pass on the node.
+    pub compaction_budget: Arc<IoBudget>,
 }
 
 /// Reconciles whenever the metadata changes, until cancelled.
@@ -232,6 +269,7 @@ pub(super) async fn housekeeping_loop(
         for (topic, partition, start) in node.enforce_retention(&h.defaults, now).await {
             tracing::info!(%topic, partition, log_start = start, "retention moved the log start");
         }
+        node.compact_topics(&h.defaults, now, &h.compaction_budget).await;
         let expiration = i64::try_from(h.producer_expiration.as_millis()).unwrap_or(i64::MAX);
         node.expire_idle_producers(now.saturating_sub(expiration)).await;
     }

@@ -27,6 +27,7 @@ use crate::identity::NodeIdentity;
 use crate::metadata::{MetaCommand, MetadataState, NodeInfo};
 use crate::partition::PartitionReplica;
 use crate::raft::NodeId;
+use crate::storage::compaction::IoBudget;
 use crate::tasks::Tasks;
 use data_dir::DataDir;
 use meta::MetaGroup;
@@ -86,6 +87,7 @@ impl Node {
             defaults: opts.topic_defaults,
             every: opts.retention_check_interval,
             producer_expiration: opts.producer_id_expiration,
+            compaction_budget: Arc::new(IoBudget::new(opts.compaction_io_bytes_per_second)),
         };
         let weak = Arc::downgrade(&node);
         node.tasks.spawn("housekeeping", move |cancel| lifecycle::housekeeping_loop(weak, housekeeping, cancel));

@@ -32,6 +32,8 @@ pub struct NodeOptions {
     /// The WAL's window: beyond this many bytes of segments, the oldest entries move to their
     /// partitions' segment files.
     pub wal_retention_bytes: u64,
+    /// Bytes per second compaction may read and write (0: no limit).
+    pub compaction_io_bytes_per_second: u64,
 }
 
 impl NodeOptions {
@@ -57,6 +59,7 @@ impl NodeOptions {
             retention_check_interval: Duration::from_millis(c.kafka.retention_check_interval_ms),
             producer_id_expiration: Duration::from_millis(c.kafka.producer_id_expiration_ms),
             wal_retention_bytes: s.wal_retention_bytes,
+            compaction_io_bytes_per_second: c.kafka.log_cleaner_io_max_bytes_per_second,
         }
     }
 

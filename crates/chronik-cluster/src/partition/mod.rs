@@ -21,8 +21,10 @@ pub use snapshot_transfer::OutgoingSnapshot;
 use crate::error::ClusterError;
 use crate::raft::{self, Command, GroupId, NodeId, Response, TypeConfig};
 use crate::state_machine::PartitionStateMachine;
+use crate::storage::compaction::{CompactionOutcome, CompactionRules, IoBudget};
 use crate::storage::{LogStore, PartitionLog};
 use crate::tasks::Tasks;
+use crate::topic_config::TopicSettings;
 use idempotence::{IdempotenceGuard, Verdict};
 
 type PartitionRaft = Raft<TypeConfig, PartitionStateMachine>;
@@ -211,6 +213,51 @@ impl PartitionReplica {
             Response::LogStart { offset } => Ok(offset),
             other => Err(ClusterError::unexpected(self.group, other)),
         }
+    }
+
+    /// One round of log compaction on a compacted topic's replica: its WAL tail rolls into a
+    /// segment file once it reaches `segment.bytes` or its oldest record `segment.ms`; where
+    /// this node leads, the next pass is proposed through Raft when one is due; then any pass
+    /// Raft delivered runs over this replica's files (on a blocking thread, within `budget`).
+    pub(crate) async fn compaction_round(
+        &self,
+        settings: &TopicSettings,
+        node: NodeId,
+        now_ms: i64,
+        budget: Arc<IoBudget>,
+    ) -> Result<Option<CompactionOutcome>, ClusterError> {
+        if settings.cleanup.compact {
+            let (tail_bytes, oldest) = self.log.wal_tail();
+            let aged = oldest.is_some_and(|ts| now_ms.saturating_sub(ts) >= settings.segment_ms);
+            if (tail_bytes >= settings.segment_bytes || aged)
+                && let Some(upto) = self.log.last_committed_raft_index()
+            {
+                self.move_to_segments(upto).await?;
+            }
+            let rules = CompactionRules {
+                min_cleanable_dirty_ratio: settings.min_cleanable_dirty_ratio,
+                min_compaction_lag_ms: settings.min_compaction_lag_ms,
+                max_compaction_lag_ms: settings.max_compaction_lag_ms,
+                delete_retention_ms: settings.delete_retention_ms,
+            };
+            if self.is_leader(node)
+                && !self.log.has_pending_compaction()
+                && let Some(plan) = self.log.compaction_plan(&rules, now_ms)
+            {
+                self.raft
+                    .client_write(Command::Compact(plan))
+                    .await
+                    .map_err(|e| ClusterError::from_write(self.group, e))?;
+            }
+        }
+        if !self.log.has_pending_compaction() {
+            return Ok(None);
+        }
+        let (log, segment_bytes) = (self.log.clone(), settings.segment_bytes);
+        let outcome = tokio::task::spawn_blocking(move || log.run_pending_compaction(segment_bytes, &budget))
+            .await
+            .map_err(|e| ClusterError::Internal(format!("group {}: a compaction task: {e}", self.group)))?;
+        Ok(outcome?)
     }
 
     /// Forgets idempotent producers last seen before `before_ms`, through the log (nothing is

@@ -31,6 +31,9 @@ pub enum Command {
     /// Forgets the partition's idempotent producers last seen before this time (ms), as the
     /// leader proposes it: the time travels in the log, so every replica forgets the same.
     ExpireProducers { before_ms: i64 },
+    /// A compaction pass the leader decided: every replica runs it over its own segment files
+    /// and, compaction being a pure function of the log and the plan, keeps the same records.
+    Compact(CompactionPlan),
     /// A metadata change (`__meta` group only).
     Meta(MetaCommand),
 }
@@ -41,9 +44,24 @@ impl fmt::Display for Command {
             Command::Produce { records } => write!(f, "produce({} bytes)", records.len()),
             Command::AdvanceLogStart { offset } => write!(f, "advance-log-start({offset})"),
             Command::ExpireProducers { before_ms } => write!(f, "expire-producers(before {before_ms})"),
+            Command::Compact(p) => write!(f, "compact({}..{} at {})", p.dirty_start, p.end, p.now_ms),
             Command::Meta(m) => write!(f, "meta:{m}"),
         }
     }
+}
+
+/// One compaction pass over a partition (`cleanup.policy=compact`), with everything that
+/// decides what it keeps: the records in `[dirty_start, end)` supersede older ones with the
+/// same key, and tombstones older than `delete_retention_ms` at `now_ms` go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompactionPlan {
+    /// Where the part not yet cleaned starts (the previous pass's end).
+    pub dirty_start: u64,
+    /// Offsets from here on are left alone.
+    pub end: u64,
+    /// The leader's clock when it decided.
+    pub now_ms: i64,
+    pub delete_retention_ms: i64,
 }
 
 /// What applying an entry answered.

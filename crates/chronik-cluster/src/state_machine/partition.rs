@@ -158,6 +158,12 @@ impl PartitionStateMachine {
                 }
                 Response::None
             }
+            Command::Compact(plan) => {
+                // The pass runs in the background (the lifecycle's compaction loop), over this
+                // replica's own segment files.
+                self.log.request_compaction(plan);
+                Response::None
+            }
             Command::Meta(_) => Response::Invalid("metadata command sent to a partition".into()),
         }
     }

@@ -24,6 +24,7 @@ const TAG_PRODUCE: u8 = 1;
 const TAG_LOG_START: u8 = 2;
 const TAG_META: u8 = 3;
 const TAG_EXPIRE_PRODUCERS: u8 = 4;
+const TAG_COMPACT: u8 = 5;
 
 enum Part {
     Owned(Range<usize>),
@@ -122,6 +123,11 @@ pub fn encode(entry: &Entry, next_offset: Option<u64>) -> io::Result<Encoded> {
                     e.push_owned(&[TAG_EXPIRE_PRODUCERS]);
                     e.push_owned(&before_ms.to_le_bytes());
                 }
+                Command::Compact(plan) => {
+                    e.push_owned(&[TAG_COMPACT]);
+                    let body = postcard::to_stdvec(plan).map_err(io_err)?;
+                    e.push_owned(&body);
+                }
                 Command::Meta(m) => {
                     e.push_owned(&[TAG_META]);
                     let body = postcard::to_stdvec(m).map_err(io_err)?;
@@ -155,6 +161,7 @@ pub fn decode_command(payload: &Bytes) -> io::Result<Command> {
         TAG_EXPIRE_PRODUCERS => Command::ExpireProducers {
             before_ms: i64::from_le_bytes(body.try_into().map_err(|_| io_err("bad expire-producers command"))?),
         },
+        TAG_COMPACT => Command::Compact(postcard::from_bytes(body).map_err(io_err)?),
         other => return Err(io_err(format!("unknown command tag {other}"))),
     })
 }

@@ -4,6 +4,7 @@
 //! offsets, high watermark, log start, reads, retention plans, moves out of the WAL).
 
 mod codec;
+pub(crate) mod compaction;
 mod log_store;
 mod offsets;
 mod partition_log;

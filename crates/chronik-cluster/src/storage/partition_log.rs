@@ -14,11 +14,12 @@ use chronik_wal::Wal;
 use parking_lot::RwLock;
 use tokio::sync::watch;
 
+use super::compaction::{self, CompactionOutcome, CompactionRules, FileSummary, IoBudget};
 use super::offsets::{self, EntryOffsets, OffsetIndex};
 use super::segments::{self, MovedEntry, SegmentError, SegmentStore};
 use super::{codec, retention};
 use crate::batch;
-use crate::raft::GroupId;
+use crate::raft::{CompactionPlan, GroupId};
 
 /// Record batches read for a fetch.
 #[derive(Debug, Default)]
@@ -48,6 +49,8 @@ pub struct PartitionLog {
     log_start: AtomicU64,
     /// What moved out of the WAL: the offsets below the index's front.
     pub(super) segments: SegmentStore,
+    /// The last compaction pass Raft delivered that this replica has not run yet.
+    pending_compaction: parking_lot::Mutex<Option<CompactionPlan>>,
 }
 
 impl PartitionLog {
@@ -109,6 +112,7 @@ impl PartitionLog {
             high_watermark,
             log_start: AtomicU64::new(snapshot_log_start),
             segments,
+            pending_compaction: parking_lot::Mutex::new(None),
         }))
     }
 
@@ -416,6 +420,73 @@ impl PartitionLog {
             self.segments.write(&moved, (last.raft_index, last.epoch))?;
         }
         Ok(Some(last.raft_index))
+    }
+
+    /// Records a compaction pass Raft delivered, for the compaction loop to run.
+    pub(crate) fn request_compaction(&self, plan: CompactionPlan) {
+        *self.pending_compaction.lock() = Some(plan);
+    }
+
+    /// The pass the leader should propose next, if one is due by `rules` at `now_ms`.
+    pub(crate) fn compaction_plan(&self, rules: &CompactionRules, now_ms: i64) -> Option<CompactionPlan> {
+        let files: Vec<FileSummary> = self
+            .segments
+            .files()
+            .iter()
+            .map(|f| {
+                let footer = f.footer();
+                FileSummary {
+                    base_offset: footer.base_offset,
+                    last_offset: footer.last_offset,
+                    bytes: footer.data_len,
+                    max_timestamp: footer.max_timestamp,
+                    cleaned_through: footer.cleaned_through,
+                }
+            })
+            .collect();
+        compaction::plan(&files, self.log_start_offset(), rules, now_ms)
+    }
+
+    /// Whether a pass Raft delivered waits to run here.
+    pub(crate) fn has_pending_compaction(&self) -> bool {
+        self.pending_compaction.lock().is_some()
+    }
+
+    /// Runs the pending pass, if any, over the segment files (blocking: file I/O). Files
+    /// written are at most about `segment_bytes`. A pass this replica already ran (its files
+    /// are clean up to the plan's end: a plan re-applied from the log after a restart) is
+    /// skipped.
+    pub(crate) fn run_pending_compaction(
+        &self,
+        segment_bytes: u64,
+        budget: &IoBudget,
+    ) -> Result<Option<CompactionOutcome>, ReadError> {
+        let Some(plan) = self.pending_compaction.lock().take() else { return Ok(None) };
+        let cleaned = self.segments.files().iter().map(|f| f.footer().cleaned_through).max().unwrap_or(0);
+        if cleaned >= plan.end {
+            return Ok(None);
+        }
+        // A replica whose moves lag the leader's could hold some of the plan's offsets in the
+        // WAL still: compaction never touches the WAL, so those stay until the next pass.
+        let plan = CompactionPlan { end: plan.end.min(self.segments.next_offset().unwrap_or(0)), ..plan };
+        Ok(compaction::run(&self.segments, &plan, segment_bytes, budget, compaction::MAP_CAPACITY)?)
+    }
+
+    /// Bytes of this partition's entries still in the WAL, and the newest timestamp of its
+    /// oldest such entry (`None` when the WAL holds none): a compacted topic's "active
+    /// segment", which rolls into a segment file by `segment.bytes` and `segment.ms`.
+    pub(crate) fn wal_tail(&self) -> (u64, Option<i64>) {
+        let hw = self.high_watermark();
+        let index = self.index.read();
+        let mut committed = index.iter().take_while(|e| e.last_offset < hw);
+        let oldest = committed.next().map(|e| e.max_timestamp);
+        let bytes = index.iter().map(|e| e.bytes).sum();
+        (bytes, oldest)
+    }
+
+    /// The Raft index of the last committed entry in the WAL.
+    pub(crate) fn last_committed_raft_index(&self) -> Option<u64> {
+        self.last_raft_index_below(self.high_watermark())
     }
 }
 

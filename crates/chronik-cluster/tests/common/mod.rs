@@ -38,6 +38,7 @@ pub fn options(dir: &Path, node_id: u64) -> NodeOptions {
         producer_id_expiration: Duration::from_secs(86_400),
         // Tiering only where a test asks for it.
         wal_retention_bytes: u64::MAX,
+        compaction_io_bytes_per_second: 0,
     }
 }
 

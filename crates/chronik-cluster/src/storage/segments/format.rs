@@ -12,10 +12,15 @@
 //! epochs            (leader epoch u64, first offset u64) for each epoch the file starts
 //! footer (96 bytes) magic "CHRSEGF\0", version u32, entries u32, base offset u64, last offset
 //!                     u64, max timestamp i64, data length u64, index entries u32, time
-//!                     entries u32, epoch entries u32, reserved u32, last Raft index u64, last
-//!                     Raft term u64, CRC-32C of the three index sections u32, CRC-32C of the
-//!                     footer's first 92 bytes u32
+//!                     entries u32, epoch entries u32, flags u32, last Raft index u64, last
+//!                     Raft term u64, cleaned through u64, CRC-32C of the three index
+//!                     sections u32, CRC-32C of the footer's first 92 bytes u32
 //! ```
+//!
+//! A file written by compaction (flag `COMPACTED`) holds the span of offsets of the files it
+//! replaced (base to last offset), but its entries may leave gaps where records were removed,
+//! and it may hold none at all. Such a file is named `<base>.<generation>.seg`: a file of a
+//! higher generation replaces the files whose span it covers (see `SegmentStore::open`).
 //!
 //! The footer makes a file self-describing: opening one reads only its footer (its entries are
 //! checked by their CRCs when read), so a restart costs the same whatever is retained.
@@ -25,6 +30,8 @@ pub const ENTRY_HEADER_LEN: usize = 48;
 pub const FOOTER_MAGIC: [u8; 8] = *b"CHRSEGF\0";
 pub const FOOTER_LEN: usize = 96;
 pub const VERSION: u32 = 1;
+/// Footer flag: the file was written by compaction.
+pub const COMPACTED: u32 = 1;
 /// Bytes of entries between two index points (Kafka's `index.interval.bytes` idea, coarser:
 /// the indexes of the files a broker reads stay small in memory).
 pub const INDEX_INTERVAL: u64 = 64 * 1024;
@@ -90,6 +97,11 @@ pub struct Footer {
     /// point must be before the WAL may drop these entries.
     pub last_raft_index: u64,
     pub last_raft_term: u64,
+    /// `COMPACTED` or 0.
+    pub flags: u32,
+    /// For a compacted file: the offset below which the compaction that wrote it removed
+    /// superseded records (the partition is clean up to there).
+    pub cleaned_through: u64,
     pub sections_crc: u32,
 }
 
@@ -102,6 +114,10 @@ impl Footer {
         u64::from(self.index_entries) * INDEX_POINT_LEN as u64
             + u64::from(self.time_entries) * TIME_POINT_LEN as u64
             + u64::from(self.epoch_entries) * EPOCH_POINT_LEN as u64
+    }
+
+    pub fn is_compacted(&self) -> bool {
+        self.flags & COMPACTED != 0
     }
 
     /// The file's size, as its footer describes it.
@@ -121,8 +137,10 @@ impl Footer {
         b[48..52].copy_from_slice(&self.index_entries.to_le_bytes());
         b[52..56].copy_from_slice(&self.time_entries.to_le_bytes());
         b[56..60].copy_from_slice(&self.epoch_entries.to_le_bytes());
+        b[60..64].copy_from_slice(&self.flags.to_le_bytes());
         b[64..72].copy_from_slice(&self.last_raft_index.to_le_bytes());
         b[72..80].copy_from_slice(&self.last_raft_term.to_le_bytes());
+        b[80..88].copy_from_slice(&self.cleaned_through.to_le_bytes());
         b[88..92].copy_from_slice(&self.sections_crc.to_le_bytes());
         let crc = crc32c::crc32c(&b[..92]);
         b[92..96].copy_from_slice(&crc.to_le_bytes());
@@ -150,8 +168,10 @@ impl Footer {
             index_entries: u32_at(b, 48),
             time_entries: u32_at(b, 52),
             epoch_entries: u32_at(b, 56),
+            flags: u32_at(b, 60),
             last_raft_index: u64_at(b, 64),
             last_raft_term: u64_at(b, 72),
+            cleaned_through: u64_at(b, 80),
             sections_crc: u32_at(b, 88),
         })
     }
@@ -251,6 +271,8 @@ mod tests {
             epoch_entries: 1,
             last_raft_index: 77,
             last_raft_term: 3,
+            flags: COMPACTED,
+            cleaned_through: 110,
             sections_crc: crc32c::crc32c(&sections),
         };
         let mut file = vec![1u8; 20];

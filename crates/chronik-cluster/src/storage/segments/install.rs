@@ -98,7 +98,8 @@ pub fn finish_install(dir: &Path, installed: Option<(u64, u64)>) -> Result<bool,
 }
 
 /// Checks a whole received file: footer, indexes, every entry's header and checksum, entries
-/// contiguous from `base_offset`. Returns its footer.
+/// contiguous from `base_offset` (in order within its span, for a compacted file, whose
+/// entries leave gaps). Returns its footer.
 pub fn verify_file(path: &Path, base_offset: u64) -> Result<Footer, SegmentError> {
     let corrupt = |offset: u64, reason: String| SegmentError::Corrupt { path: path.to_path_buf(), offset, reason };
     let footer = read_footer(path).map_err(|r| corrupt(0, r))?;
@@ -116,7 +117,8 @@ pub fn verify_file(path: &Path, base_offset: u64) -> Result<Footer, SegmentError
         let mut head = [0u8; ENTRY_HEADER_LEN];
         reader.read_exact(&mut head).map_err(io(path))?;
         let h = EntryHeader::decode(&head).ok_or_else(|| corrupt(pos, "no entry header".into()))?;
-        if h.base_offset != next || h.last_offset < h.base_offset || pos + h.footprint() > footer.data_len {
+        let in_place = if footer.is_compacted() { h.base_offset >= next } else { h.base_offset == next };
+        if !in_place || h.last_offset < h.base_offset || pos + h.footprint() > footer.data_len {
             return Err(corrupt(pos, format!("entry at offset {} out of place (expected {next})", h.base_offset)));
         }
         records.resize(h.len as usize, 0);
@@ -128,7 +130,9 @@ pub fn verify_file(path: &Path, base_offset: u64) -> Result<Footer, SegmentError
         next = h.last_offset + 1;
         entries += 1;
     }
-    if entries != footer.entries || next != footer.last_offset + 1 {
+    let ends_right =
+        if footer.is_compacted() { next <= footer.last_offset + 1 } else { next == footer.last_offset + 1 };
+    if entries != footer.entries || !ends_right {
         return Err(corrupt(pos, "the entries do not match the footer".into()));
     }
     Ok(footer)

@@ -9,5 +9,5 @@ mod store;
 mod writer;
 
 pub(crate) use install::{InstallMarker, finish_install, incoming_dir, verify_file};
-pub(crate) use store::{MovedEntry, SegmentError, SegmentStore};
-pub(crate) use writer::{SegmentWriter, file_name as segment_file_name};
+pub(crate) use store::{MovedEntry, SegmentError, SegmentFile, SegmentStore};
+pub(crate) use writer::{CompactedSpan, SegmentWriter, file_name as segment_file_name};

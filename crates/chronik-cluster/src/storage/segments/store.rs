@@ -3,15 +3,17 @@
 //! is searched; every entry's CRC is checked when the entry is read.
 
 use std::fs::File;
+use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use bytes::{Bytes, BytesMut};
 use parking_lot::RwLock;
 
 use super::format::{ENTRY_HEADER_LEN, EntryHeader, FOOTER_LEN, Footer, INDEX_INTERVAL, Indexes};
-use super::writer::SegmentWriter;
+use super::writer::{SegmentWriter, parse_file_name};
 use crate::storage::EntryOffsets;
 
 #[derive(Debug, thiserror::Error)]
@@ -40,13 +42,72 @@ pub struct MovedEntry {
 pub struct SegmentFile {
     path: PathBuf,
     footer: Footer,
+    /// 0 for a file moved out of the WAL; compaction writes one more than what it replaced.
+    generation: u32,
     indexes: OnceLock<Indexes>,
     /// Why the file cannot be read, if it is damaged beyond its footer: it still holds its span
     /// of offsets (reads there fail naming it; retention deletes it like any other file).
     damage: Option<String>,
+    /// Set when compaction replaced the file: it is deleted once the last reader lets it go.
+    delete_when_unused: AtomicBool,
+}
+
+impl Drop for SegmentFile {
+    fn drop(&mut self) {
+        if self.delete_when_unused.load(Ordering::Acquire)
+            && let Err(e) = std::fs::remove_file(&self.path)
+        {
+            // The next start deletes it (a higher generation covers its span).
+            tracing::warn!(path = %self.path.display(), "removing a compacted-away segment file: {e}");
+        }
+    }
 }
 
 impl SegmentFile {
+    fn new(path: PathBuf, footer: Footer, generation: u32, indexes: OnceLock<Indexes>, damage: Option<String>) -> Self {
+        SegmentFile { path, footer, generation, indexes, damage, delete_when_unused: AtomicBool::new(false) }
+    }
+
+    pub fn footer(&self) -> &Footer {
+        &self.footer
+    }
+
+    #[cfg(test)]
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn generation(&self) -> u32 {
+        self.generation
+    }
+
+    /// Every entry of the file in order, read sequentially (`f` sees each after its CRC is
+    /// checked). Stops at the first error `f` returns.
+    pub fn for_each_entry<E: From<SegmentError>>(
+        &self,
+        mut f: impl FnMut(&EntryHeader, Bytes) -> Result<(), E>,
+    ) -> Result<(), E> {
+        self.check_damage()?;
+        let mut reader = std::io::BufReader::with_capacity(1 << 20, self.open_file()?);
+        let mut pos = 0;
+        while pos < self.footer.data_len {
+            let mut head = [0u8; ENTRY_HEADER_LEN];
+            reader.read_exact(&mut head).map_err(io(&self.path))?;
+            let h = EntryHeader::decode(&head).ok_or_else(|| self.corrupt(pos, "no entry header"))?;
+            if pos + h.footprint() > self.footer.data_len {
+                return Err(self.corrupt(pos, "entry runs past the data").into());
+            }
+            let mut records = BytesMut::zeroed(h.len as usize);
+            reader.read_exact(&mut records).map_err(io(&self.path))?;
+            if crc32c::crc32c(&records) != h.crc {
+                return Err(self.corrupt(pos, "entry checksum mismatch").into());
+            }
+            f(&h, records.freeze())?;
+            pos += h.footprint();
+        }
+        Ok(())
+    }
+
     fn open_file(&self) -> Result<File, SegmentError> {
         File::open(&self.path).map_err(io(&self.path))
     }
@@ -145,28 +206,52 @@ impl SegmentStore {
     /// file (or the WAL), and reading them fails naming it, while every other offset reads.
     pub fn open(dir: &Path, wal_front: u64) -> Result<SegmentStore, SegmentError> {
         std::fs::create_dir_all(dir).map_err(io(dir))?;
-        let mut files = Vec::new();
+        let mut found = Vec::new();
         let mut damaged = Vec::new();
         for entry in std::fs::read_dir(dir).map_err(io(dir))? {
             let path = entry.map_err(io(dir))?.path();
             let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
             if name.ends_with(".tmp") {
-                std::fs::remove_file(&path).map_err(io(&path))?; // a move that never finished
+                std::fs::remove_file(&path).map_err(io(&path))?; // a move or compaction that never finished
                 continue;
             }
-            let Some(base) = name.strip_suffix(".seg").and_then(|b| b.parse::<u64>().ok()) else { continue };
+            let Some((base, generation)) = parse_file_name(&name) else { continue };
             match read_footer(&path) {
-                Ok(footer) if footer.base_offset == base => {
-                    files.push(Arc::new(SegmentFile { path, footer, indexes: OnceLock::new(), damage: None }))
-                }
-                Ok(_) | Err(_) if base >= wal_front => {
-                    tracing::warn!(path = %path.display(), "dropping a damaged segment file whose data the WAL still holds");
+                Ok(footer) if footer.base_offset == base => found.push((path, footer, generation)),
+                Ok(_) | Err(_) if base >= wal_front || generation > 0 => {
+                    // Not done moving (the WAL has it) or not done compacting (its inputs are
+                    // still here: they are deleted only after it is whole).
+                    tracing::warn!(path = %path.display(), "dropping a damaged segment file whose data is held elsewhere");
                     std::fs::remove_file(&path).map_err(io(&path))?;
                 }
                 Ok(f) => damaged.push((base, path, format!("named for offset {base} but starts at {}", f.base_offset))),
                 Err(reason) => damaged.push((base, path, reason)),
             }
         }
+        // A compaction that stopped before deleting what it replaced: the newer generation wins.
+        found.sort_by_key(|(_, _, generation)| std::cmp::Reverse(*generation));
+        let mut files: Vec<Arc<SegmentFile>> = Vec::new();
+        let covered_by_newer = |files: &[Arc<SegmentFile>], base: u64, last: u64, generation: u32| {
+            files
+                .iter()
+                .any(|k| k.generation > generation && k.footer.base_offset <= base && last <= k.footer.last_offset)
+        };
+        for (path, footer, generation) in found {
+            if covered_by_newer(&files, footer.base_offset, footer.last_offset, generation) {
+                std::fs::remove_file(&path).map_err(io(&path))?;
+                continue;
+            }
+            files.push(Arc::new(SegmentFile::new(path, footer, generation, OnceLock::new(), None)));
+        }
+        let mut kept_damage = Vec::new();
+        for (base, path, reason) in damaged {
+            if covered_by_newer(&files, base, base, 0) {
+                std::fs::remove_file(&path).map_err(io(&path))?;
+            } else {
+                kept_damage.push((base, path, reason));
+            }
+        }
+        let damaged = kept_damage;
         let mut bases: Vec<u64> =
             files.iter().map(|f| f.footer.base_offset).chain(damaged.iter().map(|d| d.0)).collect();
         bases.sort_unstable();
@@ -182,7 +267,7 @@ impl SegmentStore {
                 data_len: len,
                 ..Footer::default()
             };
-            files.push(Arc::new(SegmentFile { path, footer, indexes: OnceLock::new(), damage: Some(reason) }));
+            files.push(Arc::new(SegmentFile::new(path, footer, 0, OnceLock::new(), Some(reason))));
         }
         files.sort_by_key(|f| f.footer.base_offset);
         for pair in files.windows(2) {
@@ -227,9 +312,23 @@ impl SegmentStore {
             w.push(&e.offsets, &e.records)?;
         }
         let (path, footer, idx) = w.finish(last_raft)?;
-        let seg = Arc::new(SegmentFile { path, footer, indexes: OnceLock::from(idx), damage: None });
+        let seg = Arc::new(SegmentFile::new(path, footer, 0, OnceLock::from(idx), None));
         self.files.write().push(seg.clone());
         Ok(seg)
+    }
+
+    /// Puts the files compaction wrote (durable, under their final names) in place of
+    /// `replaced`, which are deleted once no reader holds them.
+    pub fn replace(&self, replaced: &[Arc<SegmentFile>], written: Vec<(PathBuf, Footer, Indexes, u32)>) {
+        let mut files = self.files.write();
+        files.retain(|f| !replaced.iter().any(|r| Arc::ptr_eq(f, r)));
+        for (path, footer, idx, generation) in written {
+            files.push(Arc::new(SegmentFile::new(path, footer, generation, OnceLock::from(idx), None)));
+        }
+        files.sort_by_key(|f| f.footer.base_offset);
+        for r in replaced {
+            r.delete_when_unused.store(true, Ordering::Release);
+        }
     }
 
     /// Opens, for sending, the files that hold offsets from `from` on and end below `end`: a
@@ -266,23 +365,31 @@ impl SegmentStore {
 
     /// Stored batches from the entry holding `offset` (or the first after it), up to about
     /// `max_bytes` (at least one entry), all from one file.
+    /// A compacted file may hold no entry at or after `offset` (compaction removed them): the
+    /// read goes on in the next file, and is empty only past the last file.
     pub fn read(&self, offset: u64, max_bytes: usize) -> Result<Vec<Bytes>, SegmentError> {
-        let Some(file) = self.file_for(offset) else { return Ok(Vec::new()) };
-        let rel = offset.saturating_sub(file.footer.base_offset) as u32;
-        let from = u64::from(file.indexes()?.position_for(rel));
-        let mut taken = 0usize;
-        let window = (max_bytes as u64).clamp(64 * 1024, 16 << 20) + INDEX_INTERVAL;
-        let entries = file.scan(from, window, |h| {
-            if h.last_offset < offset {
-                Scan::Skip
-            } else if taken > 0 && taken + h.len as usize > max_bytes {
-                Scan::Stop
-            } else {
-                taken += h.len as usize;
-                Scan::Keep
+        let mut offset = offset;
+        while let Some(file) = self.file_for(offset) {
+            let rel = offset.saturating_sub(file.footer.base_offset) as u32;
+            let from = u64::from(file.indexes()?.position_for(rel));
+            let mut taken = 0usize;
+            let window = (max_bytes as u64).clamp(64 * 1024, 16 << 20) + INDEX_INTERVAL;
+            let entries = file.scan(from, window, |h| {
+                if h.last_offset < offset {
+                    Scan::Skip
+                } else if taken > 0 && taken + h.len as usize > max_bytes {
+                    Scan::Stop
+                } else {
+                    taken += h.len as usize;
+                    Scan::Keep
+                }
+            })?;
+            if !entries.is_empty() {
+                return Ok(entries.into_iter().map(|(_, records)| records).collect());
             }
-        })?;
-        Ok(entries.into_iter().map(|(_, records)| records).collect())
+            offset = file.footer.last_offset + 1;
+        }
+        Ok(Vec::new())
     }
 
     /// Up to `limit` entries (their stored batches), from the first whose max timestamp is at
