@@ -1,6 +1,7 @@
 //! `chronik-bench`: the benchmark commands named in README.md and docs/BENCHMARKS.md.
 //! Each prints its figures as `key=value` lines; nothing here is a pass/fail test.
 
+mod compact;
 mod disk;
 mod kafka;
 mod load;
@@ -37,6 +38,9 @@ enum Command {
     /// tier idle (`tier_active_vs_idle_ratio=`), memory per retained GiB, fetch from segment
     /// files cold and warm, restart with 20 GiB over 1,000 partitions.
     Tier(tier::TierArgs),
+    /// Log compaction: a pass's throughput (MB/s of input) and the produce latency of another
+    /// topic while it runs, against the same probe with no pass running.
+    Compact(compact::CompactArgs),
     /// Used by `tier`: starts a node on a data directory in a fresh process, waits for its
     /// topics' leaders, prints the time and resident memory, exits.
     #[command(hide = true)]
@@ -62,6 +66,7 @@ fn main() -> anyhow::Result<()> {
         Command::Kafka(args) => kafka::run(args),
         Command::Produce(args) => load::run(args),
         Command::Tier(args) => tier::run(args),
+        Command::Compact(args) => compact::run(args),
         Command::TierOpen(args) => tier::open_and_report(args),
     }
 }

@@ -16,7 +16,7 @@ use crate::error::ClusterError;
 use crate::metadata::META_GROUP;
 use crate::partition::{PartitionReplica, ReplicaSpec};
 use crate::raft::GroupId;
-use crate::storage::compaction::IoBudget;
+use crate::storage::compaction::{CompactionOutcome, IoBudget};
 use crate::topic_config::{TopicDefaults, TopicSettings};
 
 impl Node {
@@ -124,7 +124,14 @@ impl Node {
 impl Node {
     /// Log compaction on every local replica of a compacted topic (and any replica with a pass
     /// Raft delivered): see [`PartitionReplica::compaction_round`].
-    pub async fn compact_topics(&self, defaults: &TopicDefaults, now_ms: i64, budget: &Arc<IoBudget>) {
+    /// Returns what each pass that ran did.
+    pub async fn compact_topics(
+        &self,
+        defaults: &TopicDefaults,
+        now_ms: i64,
+        budget: &Arc<IoBudget>,
+    ) -> Vec<CompactionOutcome> {
+        let mut done = Vec::new();
         for r in self.registry.all() {
             let Some(settings) =
                 self.with_metadata(|m| m.topic(r.topic()).map(|t| TopicSettings::resolve(defaults, &t.configs)))
@@ -135,20 +142,24 @@ impl Node {
                 continue;
             }
             match r.compaction_round(&settings, self.node_id, now_ms, budget.clone()).await {
-                Ok(Some(o)) => tracing::info!(
-                    topic = %r.topic(),
-                    partition = r.partition(),
-                    files_in = o.files_in,
-                    files_out = o.files_out,
-                    bytes_in = o.bytes_in,
-                    bytes_out = o.bytes_out,
-                    cleaned_through = o.cleaned_through,
-                    "compacted"
-                ),
+                Ok(Some(o)) => {
+                    tracing::info!(
+                        topic = %r.topic(),
+                        partition = r.partition(),
+                        files_in = o.files_in,
+                        files_out = o.files_out,
+                        bytes_in = o.bytes_in,
+                        bytes_out = o.bytes_out,
+                        cleaned_through = o.cleaned_through,
+                        "compacted"
+                    );
+                    done.push(o);
+                }
                 Ok(None) => {}
                 Err(e) => tracing::warn!(topic = %r.topic(), partition = r.partition(), "compaction: {e}"),
             }
         }
+        done
     }
 }
 

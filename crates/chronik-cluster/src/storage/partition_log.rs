@@ -485,7 +485,7 @@ impl PartitionLog {
     }
 
     /// The Raft index of the last committed entry in the WAL.
-    pub(crate) fn last_committed_raft_index(&self) -> Option<u64> {
+    pub fn last_committed_raft_index(&self) -> Option<u64> {
         self.last_raft_index_below(self.high_watermark())
     }
 }

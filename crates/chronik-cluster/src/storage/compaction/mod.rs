@@ -15,4 +15,5 @@ mod run;
 pub use batch_filter::{FilterError, MAX_RECORDS_BYTES, visit as visit_records};
 pub use cleaner::{CompactionRules, FileSummary, plan};
 pub use codec::CodecError;
-pub(crate) use run::{CompactionOutcome, IoBudget, MAP_CAPACITY, run};
+pub use run::{CompactionOutcome, IoBudget};
+pub(crate) use run::{MAP_CAPACITY, run};
