@@ -123,7 +123,7 @@ impl Node {
 
 impl Node {
     /// Log compaction on every local replica of a compacted topic (and any replica with a pass
-    /// Raft delivered): see [`PartitionReplica::compaction_round`].
+    /// Raft delivered): see `PartitionReplica::compaction_round`.
     /// Returns what each pass that ran did.
     pub async fn compact_topics(
         &self,

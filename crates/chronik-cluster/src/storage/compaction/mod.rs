@@ -3,7 +3,7 @@
 //! the WAL tail, and writes new files with gaps in their offsets (as Kafka's cleaner does).
 //!
 //! The leader decides each pass ([`plan`]: which offsets, at what time) and proposes it through
-//! the partition's Raft log; every replica runs it over its own files ([`run`]). What a pass
+//! the partition's Raft log; every replica runs it over its own files ([`run()`]). What a pass
 //! keeps is a pure function of the log and the plan ([`cleaner`]), so replicas that compact on
 //! their own serve the same bytes at the same offsets.
 
