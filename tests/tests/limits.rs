@@ -176,11 +176,12 @@ fn offset_commit_metadata_is_bounded() {
     assert_eq!(commit(&mut s, 4097), 12, "one byte more: OFFSET_METADATA_TOO_LARGE");
 }
 
-/// Committed offsets of a group with large metadata on many partitions, then enough commits to
-/// force a checkpoint: the checkpoint is larger than a WAL segment, so it is written in several
-/// entries, and `__consumer_offsets` keeps working (and keeps every offset across a restart).
+/// `__consumer_offsets` is a compacted topic: commits with large metadata on 100 partitions,
+/// then thousands of commits to one partition (more than a WAL segment holds). The topic's log
+/// rolls into segment files and compaction keeps the latest commit of each partition, so what
+/// a restart replays stays small; every offset is there after the restart.
 #[test]
-fn an_offsets_checkpoint_larger_than_a_segment_is_written_in_pieces() {
+fn consumer_offsets_is_compacted_and_replays_every_offset() {
     use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
     use kafka_protocol::messages::{OffsetFetchRequest, OffsetFetchResponse};
     let mut b = Broker::start(&[
@@ -188,6 +189,8 @@ fn an_offsets_checkpoint_larger_than_a_segment_is_written_in_pieces() {
         ("CHRONIK_MAX_REQUEST_SIZE", "258048"),
         ("CHRONIK_MESSAGE_MAX_BYTES", "100000"),
         ("CHRONIK_NUM_PARTITIONS", "100"),
+        ("CHRONIK_OFFSETS_TOPIC_SEGMENT_BYTES", "65536"),
+        ("CHRONIK_RETENTION_CHECK_INTERVAL_MS", "200"),
     ]);
     let mut s = connect(&b);
     fill(&mut s, "wide", 1, 100);
@@ -211,7 +214,7 @@ fn an_offsets_checkpoint_larger_than_a_segment_is_written_in_pieces() {
     let big = "m".repeat(4096);
     commit(&mut s, 0..50, 7, &big);
     commit(&mut s, 50..100, 7, &big);
-    for i in 0..2100 {
+    for i in 0..5000 {
         commit(&mut s, 0..1, 100 + i, "");
     }
     let fetch = |s: &mut TcpStream| {
@@ -225,8 +228,24 @@ fn an_offsets_checkpoint_larger_than_a_segment_is_written_in_pieces() {
             .map(|p| (p.committed_offset, p.metadata.as_ref().map_or(0, |m| m.len())))
             .collect::<Vec<_>>()
     };
-    let expected: Vec<(i64, usize)> = (0..100).map(|p| if p == 0 { (2199, 0) } else { (7, 4096) }).collect();
+    let expected: Vec<(i64, usize)> = (0..100).map(|p| if p == 0 { (5099, 0) } else { (7, 4096) }).collect();
     assert_eq!(fetch(&mut s), expected);
+    // 5,100 commits were written (one record each); compaction leaves the latest of each of the
+    // 100 partitions plus the commits it has not reached yet: those not rolled into a segment
+    // file (64 KiB), and those rolled since the last pass (a pass waits until they are half of
+    // the files, min.cleanable.dirty.ratio 0.5 as in Kafka).
+    let records = |s: &mut TcpStream| -> i32 {
+        let batches = raw::fetch_batches(s, "__consumer_offsets", 0, 0, 5100);
+        batches.iter().map(|b| i32::from_be_bytes(b[57..61].try_into().unwrap())).sum()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut left = records(&mut s);
+    while left > 2500 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(300));
+        left = records(&mut s);
+    }
+    assert!(left <= 2500, "__consumer_offsets holds {left} of the 5,100 commits after compaction");
+    assert_eq!(fetch(&mut s), expected, "compaction changes no committed offset");
     drop(s);
     b.restart();
     let mut s = connect(&b);

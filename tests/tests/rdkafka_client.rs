@@ -158,10 +158,11 @@ async fn rdkafka_end_to_end() {
     let resource = described[0].as_ref().unwrap();
     let retention = resource.get("retention.ms").and_then(|e| e.value.clone());
     assert_eq!(retention.as_deref(), Some("3600000"));
-    // cleanup.policy=compact is refused. (The rdkafka crate reports every AlterConfigs resource
-    // as Ok, so the refusal shows as an unchanged config; the other clients check the error.)
-    let compact = AlterConfig::new(ResourceSpecifier::Topic(TOPIC)).set("cleanup.policy", "compact");
-    admin.alter_configs(&[compact], &opts).await.unwrap();
+    // An unknown cleanup.policy is refused. (The rdkafka crate reports every AlterConfigs
+    // resource as Ok, so the refusal shows as an unchanged config; the other clients check the
+    // error.)
+    let bad = AlterConfig::new(ResourceSpecifier::Topic(TOPIC)).set("cleanup.policy", "compact,archive");
+    admin.alter_configs(&[bad], &opts).await.unwrap();
     let described = admin.describe_configs(&[ResourceSpecifier::Topic(TOPIC)], &opts).await.unwrap();
     let resource = described[0].as_ref().unwrap();
     assert_eq!(resource.get("cleanup.policy").and_then(|e| e.value.clone()).as_deref(), Some("delete"));

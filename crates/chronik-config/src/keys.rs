@@ -95,6 +95,12 @@ pub const KEYS: &[Key] = &[
         "How often retention, and on compacted topics compaction, is applied to every partition.",
     ),
     key(
+        "kafka.offsets_topic_segment_bytes",
+        Kind::Int,
+        "`segment.bytes` of `__consumer_offsets` (a compacted topic): its newest commits roll into a segment file \
+            at this size, and compaction then keeps the latest commit of each group and partition.",
+    ),
+    key(
         "kafka.log_cleaner_io_max_bytes_per_second",
         Kind::Int,
         "Bytes per second log compaction may read plus write, over all partitions of the node; 0 means no limit.",

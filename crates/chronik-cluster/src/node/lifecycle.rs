@@ -1,6 +1,7 @@
 //! The loops that keep a node's replicas in line with the metadata and its topics' settings:
 //! reconcile (start and stop replicas as assignments change), retention (move log starts and
-//! compact), and the one-off cleanup of data that deleted partitions left behind.
+//! drop what lies below them), the segment tier (move data out of the WAL), log compaction,
+//! and the one-off cleanup of data that deleted partitions left behind.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Weak};
@@ -75,7 +76,7 @@ impl Node {
     }
 
     /// Applies each led partition's retention (its topic's `retention.ms` / `retention.bytes`
-    /// over `defaults`) by moving its log start offset through Raft, then compacts every local
+    /// over `defaults`) by moving its log start offset through Raft, then drops every local
     /// replica's log below its log start. Returns the partitions whose log start moved.
     pub async fn enforce_retention(&self, defaults: &TopicDefaults, now_ms: i64) -> Vec<(String, i32, u64)> {
         let mut moved = Vec::new();
@@ -104,8 +105,8 @@ impl Node {
                 }
             }
         }
-        if let Err(e) = r.compact().await {
-            tracing::warn!(topic = %r.topic(), partition = r.partition(), "compaction: {e}");
+        if let Err(e) = r.drop_below_log_start().await {
+            tracing::warn!(topic = %r.topic(), partition = r.partition(), "dropping below the log start: {e}");
         }
         moved
     }

@@ -291,7 +291,7 @@ impl PartitionReplica {
 
     /// Drops the log below the log start offset: the segment files wholly below it, then (with
     /// a snapshot at the applied position) the WAL entries wholly below it.
-    pub async fn compact(&self) -> Result<(), ClusterError> {
+    pub async fn drop_below_log_start(&self) -> Result<(), ClusterError> {
         self.log.delete_segments_below_log_start()?;
         let Some(upto) = self.log.last_raft_index_below(self.log.log_start_offset()) else { return Ok(()) };
         self.purge_wal_through(upto).await

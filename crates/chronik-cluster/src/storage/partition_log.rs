@@ -183,10 +183,16 @@ impl PartitionLog {
         // them; the index already points below the WAL then, so the next attempt finds them in
         // the segment files. Returning what the WAL still had would skip offsets.
         self.retry_if_moved(|| {
-            if offset < self.index.read().front_offset() {
+            let front = self.index.read().front_offset();
+            if offset < front {
                 // Below the WAL: moved entries were all committed.
                 let chunks = self.segments.read(offset, max_bytes)?;
-                return Ok(Some(ReadBatches { bytes: chunks.iter().map(Bytes::len).sum(), chunks }));
+                if !chunks.is_empty() {
+                    return Ok(Some(ReadBatches { bytes: chunks.iter().map(Bytes::len).sum(), chunks }));
+                }
+                // Compaction removed everything from `offset` to the end of the files: the
+                // next batches are the WAL's first.
+                return self.read_wal(front, max_bytes, hw);
             }
             self.read_wal(offset, max_bytes, hw)
         })

@@ -38,6 +38,8 @@ pub struct GroupSettings {
     pub initial_rebalance_delay: Duration,
     /// `offset.metadata.max.bytes`: a commit with longer metadata is refused for that partition.
     pub offset_metadata_max_bytes: usize,
+    /// `segment.bytes` of the compacted `__consumer_offsets` (`offsets.topic.segment.bytes`).
+    pub offsets_segment_bytes: u64,
 }
 
 impl GroupSettings {
@@ -45,6 +47,7 @@ impl GroupSettings {
         GroupSettings {
             initial_rebalance_delay: Duration::from_millis(c.kafka.group_initial_rebalance_delay_ms),
             offset_metadata_max_bytes: c.kafka.offset_metadata_max_bytes as usize,
+            offsets_segment_bytes: c.kafka.offsets_topic_segment_bytes,
         }
     }
 }
@@ -71,7 +74,7 @@ impl GroupCoordinator {
         settings: GroupSettings,
         tasks: &Tasks,
     ) -> Result<Arc<GroupCoordinator>, OffsetStoreError> {
-        let offsets = OffsetStore::open(node, tasks).await?;
+        let offsets = OffsetStore::open(node, settings.offsets_segment_bytes, tasks).await?;
         let c = Arc::new(GroupCoordinator { groups: Mutex::new(HashMap::new()), offsets, settings });
         let weak = Arc::downgrade(&c);
         tasks.spawn("group-reaper", move |cancel| reaper(weak, cancel));

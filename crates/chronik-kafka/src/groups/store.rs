@@ -1,7 +1,9 @@
 //! Committed offsets, kept in memory and persisted in the internal topic `__consumer_offsets`
-//! (one partition, so one Raft group). On start the partition is replayed; commits are written
-//! by one writer task (`writer.rs`), which batches them and checkpoints the whole map now and
-//! then so replay stays short.
+//! (one partition, so one Raft group), a compacted topic as in Kafka: each record's key is a
+//! (group, topic, partition) and its value the commit (none: deleted), so compaction keeps the
+//! latest commit of each and replay at start reads about one record per committed offset plus
+//! the newest, not yet compacted, commits. Commits are written by one writer task
+//! (`writer.rs`), which batches them.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -81,27 +83,33 @@ pub(super) struct Shared {
 }
 
 impl OffsetStore {
-    /// Opens (creating if needed) the offsets topic, replays it, and starts its writer in `tasks`.
-    pub async fn open(node: &Arc<Node>, tasks: &Tasks) -> Result<OffsetStore, OffsetStoreError> {
-        if node.with_metadata(|m| m.topic(TOPIC).is_none()) {
-            let rf = node.with_metadata(|m| m.nodes.len() as u32).clamp(1, 3);
-            let cmd = MetaCommand::CreateTopic {
-                name: TOPIC.into(),
-                topic_id: uuid::Uuid::new_v4(),
-                partitions: 1,
-                replication_factor: rf,
-                // Kept whole: replay at start needs every commit since the oldest checkpoint.
-                configs: [
-                    ("retention.ms".to_string(), "-1".to_string()),
-                    ("retention.bytes".to_string(), "-1".to_string()),
-                ]
-                .into(),
-            };
-            if let Err(e) = node.propose_meta(cmd).await
-                && node.with_metadata(|m| m.topic(TOPIC).is_none())
-            {
-                return Err(OffsetStoreError::Create(e));
+    /// Opens (creating if needed) the offsets topic, replays it, and starts its writer in
+    /// `tasks`. `segment_bytes` is the topic's `segment.bytes`.
+    pub async fn open(node: &Arc<Node>, segment_bytes: u64, tasks: &Tasks) -> Result<OffsetStore, OffsetStoreError> {
+        let configs = topic_configs(segment_bytes);
+        match node.with_metadata(|m| m.topic(TOPIC).map(|t| t.configs.clone())) {
+            None => {
+                let rf = node.with_metadata(|m| m.nodes.len() as u32).clamp(1, 3);
+                let cmd = MetaCommand::CreateTopic {
+                    name: TOPIC.into(),
+                    topic_id: uuid::Uuid::new_v4(),
+                    partitions: 1,
+                    replication_factor: rf,
+                    configs,
+                };
+                if let Err(e) = node.propose_meta(cmd).await
+                    && node.with_metadata(|m| m.topic(TOPIC).is_none())
+                {
+                    return Err(OffsetStoreError::Create(e));
+                }
             }
+            // Created by an earlier build (checkpointed, not compacted) or with another
+            // segment size: brought to what this start wants. The records are the same.
+            Some(existing) if existing != configs => {
+                let cmd = MetaCommand::AlterTopicConfigs { name: TOPIC.into(), set: configs, delete: Vec::new() };
+                node.propose_meta(cmd).await.map_err(OffsetStoreError::Create)?;
+            }
+            Some(_) => {}
         }
         if !node.wait_for_topic(TOPIC, OPEN_TIMEOUT).await {
             return Err(OffsetStoreError::NoLeader);
@@ -192,6 +200,20 @@ impl OffsetStore {
             Err(_) => Err(OffsetStoreError::Stopped),
         }
     }
+}
+
+/// The configs of `__consumer_offsets`: compacted, never deleted by age or size (Kafka's
+/// `offsets.retention.minutes` expiry of empty groups' offsets is not implemented).
+fn topic_configs(segment_bytes: u64) -> BTreeMap<String, String> {
+    [
+        ("cleanup.policy", "compact".to_string()),
+        ("retention.ms", "-1".to_string()),
+        ("retention.bytes", "-1".to_string()),
+        ("segment.bytes", segment_bytes.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
 }
 
 /// A commit (or delete) waiting for the writer, with where to send its outcome.

@@ -30,7 +30,7 @@ pub async fn handle(b: &Arc<Broker>, req: &Request) -> anyhow::Result<Outcome> {
                     ));
                 }
                 let start = g.advance_log_start(target).await?;
-                let _ = g.compact().await;
+                let _ = g.drop_below_log_start().await;
                 Ok(start)
             }
             .await;

@@ -5,7 +5,9 @@
 //! the batch still ends where it did and offsets stay a function of the log), timestamps,
 //! producer id, epoch and base sequence, attributes and codec. Only the record count, the
 //! records, the length and the CRC change. A batch with no record left is dropped (this broker
-//! keeps producer state in its snapshots, not in the log, so no empty batch need stay).
+//! keeps producer state in its snapshots, not in the log, so no empty batch need stay for
+//! that), except where the caller asks to keep it: then it stays as an empty batch (no records,
+//! uncompressed), which consumers step over to the offset after it, as they do over Kafka's.
 
 use std::borrow::Cow;
 
@@ -62,10 +64,12 @@ pub enum Filtered {
     Rewritten(Vec<u8>),
 }
 
-/// `batch` with only the records `keep(offset, record)` keeps.
+/// `batch` with only the records `keep(offset, record)` keeps; with none left, dropped, or
+/// empty if `keep_empty`.
 pub fn filter(
     batch: &[u8],
     h: &BatchHeader,
+    keep_empty: bool,
     mut keep: impl FnMut(u64, &RecordMeta<'_>) -> bool,
 ) -> Result<Filtered, FilterError> {
     let section = records_section(batch, h)?;
@@ -82,13 +86,21 @@ pub fn filter(
     if count == total {
         return Ok(Filtered::Unchanged);
     }
-    if count == 0 {
+    if count == 0 && !keep_empty {
         return Ok(Filtered::Dropped);
     }
-    let records = codec::compress(h.compression(), &kept)
-        .map_err(|source| FilterError::Codec { offset: h.base_offset, source })?;
+    let records = if count == 0 {
+        Vec::new()
+    } else {
+        codec::compress(h.compression(), &kept)
+            .map_err(|source| FilterError::Codec { offset: h.base_offset, source })?
+    };
     let mut out = Vec::with_capacity(BATCH_HEADER_LEN + records.len());
     out.extend_from_slice(&batch[..BATCH_HEADER_LEN]);
+    if count == 0 {
+        let attributes = h.attributes & !0x07; // nothing to decompress
+        out[21..23].copy_from_slice(&attributes.to_be_bytes());
+    }
     out.extend_from_slice(&records);
     let length = (out.len() - 12) as i32;
     out[8..12].copy_from_slice(&length.to_be_bytes());
@@ -143,9 +155,15 @@ pub(crate) mod tests {
             let b = keyed_batch(100, codec, &[("a", Some("1")), ("b", Some("2")), ("a", None), ("c", Some("3"))], 5);
             let h = split_batches(&b, true).unwrap()[0].header;
             assert_eq!(keys_of(&b)[2], (102, "a".into(), true), "codec {codec}");
-            assert_eq!(filter(&b, &h, |_, _| true).unwrap(), Filtered::Unchanged);
-            assert_eq!(filter(&b, &h, |_, _| false).unwrap(), Filtered::Dropped);
-            let Filtered::Rewritten(out) = filter(&b, &h, |o, _| o == 101 || o == 103).unwrap() else {
+            assert_eq!(filter(&b, &h, false, |_, _| true).unwrap(), Filtered::Unchanged);
+            assert_eq!(filter(&b, &h, false, |_, _| false).unwrap(), Filtered::Dropped);
+            let Filtered::Rewritten(empty) = filter(&b, &h, true, |_, _| false).unwrap() else {
+                panic!("codec {codec}: kept empty")
+            };
+            let eh = split_batches(&empty, true).expect("the CRC is valid")[0].header;
+            assert_eq!((eh.base_offset, eh.last_offset(), eh.record_count, eh.compression()), (100, 103, 0, 0));
+            assert_eq!(empty.len(), BATCH_HEADER_LEN);
+            let Filtered::Rewritten(out) = filter(&b, &h, false, |o, _| o == 101 || o == 103).unwrap() else {
                 panic!("codec {codec}: rewritten")
             };
             let nh = split_batches(&out, true).expect("the CRC is valid")[0].header;

@@ -4,8 +4,9 @@
 //!
 //! Kafka's rules: a record goes when a later record in the cleaned range has the same key;
 //! a tombstone (null value) that nothing supersedes goes once it is older than
-//! `delete.retention.ms` at the plan's time; records without a key, and everything at or
-//! after the plan's end, stay.
+//! `delete.retention.ms` at the plan's time; a record without a key goes too (it can only be
+//! there if the topic was switched to `compact`; Kafka's cleaner drops those as well);
+//! everything at or after the plan's end stays.
 
 use std::collections::HashMap;
 use std::hash::Hasher;
@@ -70,7 +71,7 @@ impl KeyMap {
         if offset >= reach {
             return true;
         }
-        let Some(key) = r.key else { return true };
+        let Some(key) = r.key else { return false };
         if self.latest.get(&key_hash(key)).is_some_and(|latest| *latest > offset) {
             return false;
         }
@@ -89,7 +90,9 @@ pub struct CleanedEntry {
 }
 
 /// The entry `records` (its stored batches) with only what the pass keeps; `None` if nothing
-/// is left. A batch that cannot be read is kept whole.
+/// is left. A batch that cannot be read is kept whole. The batch holding the plan's last
+/// offset stays, empty if need be: it may be the end of the log, and a consumer must be able
+/// to step to the log end over what compaction removed (an empty batch tells it where).
 pub fn clean_entry(records: &Bytes, map: &KeyMap, plan: &CompactionPlan, reach: u64) -> Option<CleanedEntry> {
     let spans = split_batches(records, false).ok()?;
     let mut out: Vec<u8> = Vec::new();
@@ -97,7 +100,9 @@ pub fn clean_entry(records: &Bytes, map: &KeyMap, plan: &CompactionPlan, reach: 
     for s in &spans {
         let h = &s.header;
         let batch = &records[s.range.clone()];
-        let kept = match batch_filter::filter(batch, h, |o, r| map.keeps(o, r, h.max_timestamp, plan, reach)) {
+        let holds_end = (h.base_offset as u64) < plan.end && h.last_offset() as u64 + 1 >= plan.end;
+        let kept = match batch_filter::filter(batch, h, holds_end, |o, r| map.keeps(o, r, h.max_timestamp, plan, reach))
+        {
             Ok(Filtered::Unchanged) | Err(_) => Some(Bytes::copy_from_slice(batch)),
             Ok(Filtered::Dropped) => None,
             Ok(Filtered::Rewritten(b)) => Some(Bytes::from(b)),
@@ -259,6 +264,17 @@ mod tests {
             assert_eq!(got, expected, "{name}");
             assert_eq!(out, compact(&entries, &plan, capacity), "{name}: the same input gives the same bytes");
         }
+    }
+
+    #[test]
+    fn records_without_a_key_go_as_kafka_drops_them() {
+        let keyless: Bytes =
+            crate::batch::tests::batch_of(&[crate::records::tests::record(0, 0, None, b"v", &[])], 1, 0, 5, 5).into();
+        let entries = vec![keyless, keyed_batch(1, 0, &[("a", Some("1"))], 5).into()];
+        let out = compact(&entries, &plan_at(10, 2), 100);
+        assert_eq!(contents(&out), vec![(1, "a".to_string(), Some(()))]);
+        let untouched = compact(&entries, &plan_at(10, 0), 100);
+        assert_eq!(untouched, entries, "at or after the end nothing goes");
     }
 
     #[test]
