@@ -231,3 +231,82 @@ async fn a_state_store_restored_from_a_compacted_changelog_equals_the_history() 
     assert_eq!(last_offset, updates.len() as i64 - 1, "the last batch ends at the log end");
     assert_eq!(i32::from_be_bytes(last[57..61].try_into().unwrap()), 0, "and holds no record");
 }
+
+/// Killed after a pass wrote its new file and before the files it replaces were dropped: at
+/// the restart the newer file wins, the old ones go, and every key reads its latest value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_between_writing_a_compacted_file_and_dropping_what_it_replaces() {
+    let mut broker = Broker::start(&[
+        ("CHRONIK_RETENTION_CHECK_INTERVAL_MS", "200"),
+        ("CHRONIK_TEST_CRASH_AT", "compact.file_written"),
+    ]);
+    let topic = "compacted-crash";
+    create_compacted(
+        &broker,
+        topic,
+        &[
+            ("cleanup.policy", "compact"),
+            ("segment.ms", "100"),
+            ("min.cleanable.dirty.ratio", "0.01"),
+            // Nothing is compacted until everything is acknowledged.
+            ("min.compaction.lag.ms", "3000"),
+        ],
+    )
+    .await;
+    let updates: Vec<(String, Option<String>)> =
+        (0..300).map(|i| (format!("k{}", i % 30), (i % 11 != 0).then(|| format!("v{i}")))).collect();
+    let offsets = produce(&broker, topic, &updates, 100).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while broker.is_running() {
+        assert!(Instant::now() < deadline, "the broker did not reach the kill point:\n{}", broker.log_text());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    broker.env.retain(|(k, _)| k != "CHRONIK_TEST_CRASH_AT");
+    let files_before = segment_files(&broker);
+    assert!(files_before.iter().any(|(_, generation)| *generation > 0), "the pass wrote its file: {files_before:?}");
+    broker.start_again();
+
+    let mut by_offset: Vec<(i64, String, Option<String>)> =
+        offsets.iter().zip(&updates).map(|(o, (k, v))| (*o, k.clone(), v.clone())).collect();
+    by_offset.sort();
+    let mut latest: BTreeMap<String, (i64, Option<String>)> = BTreeMap::new();
+    for (o, k, v) in &by_offset {
+        latest.insert(k.clone(), (*o, v.clone()));
+    }
+    let mut expected: Read = latest.into_iter().map(|(k, (o, v))| (o, k, v)).collect();
+    expected.sort();
+    // Right after the restart: the files the pass replaced are gone (one file per span), every
+    // key's latest record is there, and replaying what is read gives the same state.
+    let replaced: Vec<(u64, u32)> = files_before
+        .iter()
+        .filter(|(base, generation)| *generation == 0 && files_before.iter().any(|(b, g)| b == base && *g > 0))
+        .copied()
+        .collect();
+    assert!(!replaced.is_empty(), "the crash left a file beside its replacement: {files_before:?}");
+    let files_after = segment_files(&broker);
+    assert!(replaced.iter().all(|r| !files_after.contains(r)), "replaced files are gone: {files_after:?}");
+    let first = read_all(&broker, topic);
+    assert!(expected.iter().all(|e| first.contains(e)), "every key's latest record survives the crash");
+    let state = |read: &Read| -> BTreeMap<String, Option<String>> {
+        read.iter().map(|(_, k, v)| (k.clone(), v.clone())).collect()
+    };
+    assert_eq!(state(&first), state(&expected));
+    // And compaction goes on from there.
+    let read = read_until(&broker, topic, |r| r == &expected);
+    assert_eq!(read, expected);
+}
+
+/// (base offset, generation) of every partition segment file of the broker.
+fn segment_files(broker: &Broker) -> Vec<(u64, u32)> {
+    let mut out = Vec::new();
+    for group in std::fs::read_dir(broker.data.path().join("data/partitions")).unwrap().flatten() {
+        for f in std::fs::read_dir(group.path()).unwrap().flatten() {
+            let name = f.file_name().to_string_lossy().into_owned();
+            let Some(stem) = name.strip_suffix(".seg") else { continue };
+            let (base, generation) = stem.split_once('.').unwrap_or((stem, "0"));
+            out.push((base.parse().unwrap(), generation.parse().unwrap()));
+        }
+    }
+    out.sort();
+    out
+}

@@ -2,7 +2,7 @@
 //! with its framing checked. Nothing is allocated and the work is bounded by the bytes given,
 //! so a hostile length or header count costs no more than the bytes sent. A compressed batch's
 //! records are read only after a bounded decompression (compaction, and produce validation on
-//! compacted topics: `crate::storage::compaction`).
+//! compacted topics, both in the storage module).
 //!
 //! Record layout (Kafka protocol docs, "Record"): length varint, attributes int8,
 //! timestampDelta varlong, offsetDelta varint, key (varint length, -1 null), value (same),

@@ -218,3 +218,57 @@ async fn a_damaged_or_cut_transfer_leaves_the_receiver_as_it_was() {
     b.replica.stop().await;
     node.shutdown().await.unwrap();
 }
+
+/// A keyed batch of one record (`key` = `value`, or a tombstone).
+fn keyed(key: &str, value: Option<&str>) -> Bytes {
+    let now = crate::now_ms();
+    let record = crate::records::tests::keyed(0, 0, key.as_bytes(), value.map(str::as_bytes));
+    batch_of(&[record], 1, 0, now, now).into()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compacted_files_travel_as_they_are_and_read_the_same() {
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let node = Node::start(node_options(dir_a.path()), &Tasks::new()).await.unwrap();
+    let configs: BTreeMap<String, String> =
+        [("cleanup.policy", "compact"), ("segment.ms", "1"), ("min.cleanable.dirty.ratio", "0.01")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+    node.propose_meta(MetaCommand::CreateTopic {
+        name: "t".into(),
+        topic_id: Uuid::new_v4(),
+        partitions: 1,
+        replication_factor: 1,
+        configs,
+    })
+    .await
+    .unwrap();
+    assert!(node.wait_for_topic("t", Duration::from_secs(10)).await);
+    let a = node.partition("t", 0).unwrap();
+    for i in 0..400 {
+        let key = format!("k{}", i % 25);
+        a.append(keyed(&key, (i % 9 != 0).then_some(&*format!("v{i}")))).await.unwrap();
+    }
+    let budget = Arc::new(crate::storage::compaction::IoBudget::new(0));
+    let passes = node.compact_topics(&keep_forever(), crate::now_ms() + 1000, &budget).await;
+    assert_eq!(passes.len(), 1, "the WAL tail rolled and a pass ran");
+    assert!(passes[0].bytes_out < passes[0].bytes_in / 4, "{:?}", passes[0]);
+    for i in 0..10 {
+        a.append(keyed("tail", Some(&format!("t{i}")))).await.unwrap();
+    }
+
+    let options = node_options(dir_b.path());
+    let b = receiver(dir_b.path(), &a, &options).await;
+    let (header, chunks) = send(&a, |_, c| Some(c)).await;
+    b.replica.install_snapshot(&header, chunks).await.unwrap();
+    let end = b.replica.log().high_watermark();
+    assert_eq!(end, 410);
+    same_log(&a, &b.replica, end);
+    let files_a: Vec<Vec<u8>> =
+        seg_files(&dir_a.path().join("partitions").join(a.group().to_string())).into_values().collect();
+    let files_b: Vec<Vec<u8>> = seg_files(&b.segments_dir).into_values().collect();
+    assert!(files_a.iter().all(|f| files_b.contains(f)), "the compacted file arrives byte for byte");
+    b.replica.stop().await;
+    node.shutdown().await.unwrap();
+}
