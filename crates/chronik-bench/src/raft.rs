@@ -56,6 +56,7 @@ pub(crate) fn node_options(dir: &std::path::Path, segment_mib: u64, retention_ev
         producer_id_expiration: Duration::from_secs(86_400),
         wal_retention_bytes: 4 << 30,
         compaction_io_bytes_per_second: 0,
+        request_timeout: Duration::from_secs(5),
     }
 }
 

@@ -15,7 +15,7 @@ use super::options::NodeOptions;
 use crate::error::ClusterError;
 use crate::identity::NodeIdentity;
 use crate::metadata::{META_GROUP, MetaCommand, MetaResponse, MetadataState, NodeInfo};
-use crate::raft::{self, Command, NodeId, Response, TypeConfig};
+use crate::raft::{self, Command, NodeId, Response, SharedTransport, TypeConfig};
 use crate::state_machine::MetadataStateMachine;
 use crate::storage::LogStore;
 
@@ -31,12 +31,17 @@ pub(super) struct MetaGroup {
 }
 
 impl MetaGroup {
-    pub async fn open(wal: &Arc<Wal>, opts: &NodeOptions) -> Result<MetaGroup, ClusterError> {
+    pub async fn open(
+        wal: &Arc<Wal>,
+        opts: &NodeOptions,
+        transport: SharedTransport,
+    ) -> Result<MetaGroup, ClusterError> {
         let sm = MetadataStateMachine::new(wal.clone());
         let view = sm.view();
         let version = sm.subscribe();
         let store = LogStore::new(wal.clone(), META_GROUP, None);
-        let raft = Raft::new(opts.node_id, opts.metadata_raft()?, raft::NetworkFactory, store, sm)
+        let network = raft::NetworkFactory::new(transport, META_GROUP, opts.request_timeout);
+        let raft = Raft::new(opts.node_id, opts.metadata_raft()?, network, store, sm)
             .await
             .map_err(|e| ClusterError::stopped(META_GROUP, e))?;
         Ok(MetaGroup { raft, view, version, producer_ids: tokio::sync::Mutex::new((0, 0)) })

@@ -13,6 +13,8 @@ mod meta;
 mod options;
 mod registry;
 #[cfg(test)]
+mod replication_tests;
+#[cfg(test)]
 mod transfer_tests;
 
 use std::sync::Arc;
@@ -26,7 +28,7 @@ use crate::error::ClusterError;
 use crate::identity::NodeIdentity;
 use crate::metadata::{MetaCommand, MetadataState, NodeInfo};
 use crate::partition::PartitionReplica;
-use crate::raft::NodeId;
+use crate::raft::{NoTransport, NodeId, SharedTransport};
 use crate::storage::compaction::IoBudget;
 use crate::tasks::Tasks;
 use data_dir::DataDir;
@@ -63,12 +65,22 @@ impl Node {
             if data_dir.fresh { " (new node)" } else { "" }
         );
         let wal = Arc::new(wal);
-        let meta = MetaGroup::open(&wal, &opts).await?;
+        // Standalone: every group's only voter is this node (the cluster transport comes with
+        // cluster mode).
+        let transport: SharedTransport = Arc::new(NoTransport);
+        let meta = MetaGroup::open(&wal, &opts, transport.clone()).await?;
         let tasks = tasks.child();
         let node = Arc::new(Node {
             node_id: opts.node_id,
             identity: data_dir.identity,
-            registry: Registry::new(wal.clone(), &opts.data_dir, opts.node_id, opts.partition_raft()?, tasks.child()),
+            registry: Registry::new(
+                wal.clone(),
+                &opts.data_dir,
+                opts.node_id,
+                opts.partition_raft()?,
+                (transport.clone(), opts.request_timeout),
+                tasks.child(),
+            ),
             wal,
             meta,
             reconciler: tasks.child(),

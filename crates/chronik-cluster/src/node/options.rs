@@ -34,6 +34,8 @@ pub struct NodeOptions {
     pub wal_retention_bytes: u64,
     /// Bytes per second compaction may read and write (0: no limit).
     pub compaction_io_bytes_per_second: u64,
+    /// The longest a Raft message to another node waits for its answer.
+    pub request_timeout: Duration,
 }
 
 impl NodeOptions {
@@ -60,6 +62,7 @@ impl NodeOptions {
             producer_id_expiration: Duration::from_millis(c.kafka.producer_id_expiration_ms),
             wal_retention_bytes: s.wal_retention_bytes,
             compaction_io_bytes_per_second: c.kafka.log_cleaner_io_max_bytes_per_second,
+            request_timeout: Duration::from_millis(c.cluster.network.request_timeout_ms),
         }
     }
 

@@ -4,6 +4,7 @@
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use chronik_wal::Wal;
 use openraft::Config as RaftConfig;
@@ -12,7 +13,7 @@ use tokio::sync::watch;
 
 use crate::error::ClusterError;
 use crate::partition::{PartitionReplica, ReplicaSpec};
-use crate::raft::{GroupId, NodeId};
+use crate::raft::{GroupId, NetworkFactory, NodeId, SharedTransport};
 use crate::tasks::Tasks;
 
 #[derive(Default)]
@@ -27,6 +28,9 @@ pub(crate) struct Registry {
     partitions_dir: PathBuf,
     node_id: NodeId,
     config: Arc<RaftConfig>,
+    /// How the replicas' Raft messages reach other nodes.
+    transport: SharedTransport,
+    request_timeout: Duration,
     /// Each replica gets a child of this scope.
     tasks: Tasks,
     replicas: RwLock<Replicas>,
@@ -35,12 +39,21 @@ pub(crate) struct Registry {
 }
 
 impl Registry {
-    pub fn new(wal: Arc<Wal>, data_dir: &Path, node_id: NodeId, config: Arc<RaftConfig>, tasks: Tasks) -> Registry {
+    pub fn new(
+        wal: Arc<Wal>,
+        data_dir: &Path,
+        node_id: NodeId,
+        config: Arc<RaftConfig>,
+        (transport, request_timeout): (SharedTransport, Duration),
+        tasks: Tasks,
+    ) -> Registry {
         Registry {
             wal,
             partitions_dir: data_dir.join("partitions"),
             node_id,
             config,
+            transport,
+            request_timeout,
             tasks,
             replicas: RwLock::default(),
             changed: watch::channel(0).0,
@@ -89,8 +102,10 @@ impl Registry {
     /// Opens and registers a replica (nothing is registered if it fails to open).
     pub async fn start(&self, spec: ReplicaSpec) -> Result<(), ClusterError> {
         let name = (spec.topic.clone(), spec.partition);
+        let network = NetworkFactory::new(self.transport.clone(), spec.group, self.request_timeout);
         let replica =
-            PartitionReplica::open(&self.wal, self.node_id, self.config.clone(), spec, self.tasks.child()).await?;
+            PartitionReplica::open(&self.wal, self.node_id, self.config.clone(), network, spec, self.tasks.child())
+                .await?;
         {
             let mut replicas = self.replicas.write();
             replicas.by_name.insert(name, replica.group());

@@ -103,7 +103,10 @@ async fn receiver(dir: &Path, a: &PartitionReplica, options: &NodeOptions) -> Re
         voters: BTreeMap::new(),
         segments_dir: segments_dir.clone(),
     };
-    let replica = PartitionReplica::open(&wal, 2, options.partition_raft().unwrap(), spec, Tasks::new()).await.unwrap();
+    let network =
+        crate::raft::NetworkFactory::new(Arc::new(crate::raft::NoTransport), a.group(), options.request_timeout);
+    let replica =
+        PartitionReplica::open(&wal, 2, options.partition_raft().unwrap(), network, spec, Tasks::new()).await.unwrap();
     Receiver { wal, replica, segments_dir }
 }
 

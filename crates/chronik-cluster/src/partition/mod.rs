@@ -79,6 +79,7 @@ impl PartitionReplica {
         wal: &Arc<chronik_wal::Wal>,
         node_id: NodeId,
         config: Arc<RaftConfig>,
+        network: raft::NetworkFactory,
         spec: ReplicaSpec,
         tasks: Tasks,
     ) -> Result<Arc<PartitionReplica>, ClusterError> {
@@ -90,18 +91,19 @@ impl PartitionReplica {
             PartitionLog::recover(wal.clone(), group, snap.next_offset, snap.log_start, &segments_dir).map_err(io)?;
         let store = LogStore::new(wal.clone(), group, Some(log.clone()));
         let state_machine = PartitionStateMachine::new(wal.clone(), group, log.clone());
-        let raft = Raft::new(node_id, config, raft::NetworkFactory, store, state_machine.clone())
+        let raft = Raft::new(node_id, config, network, store, state_machine.clone())
             .await
             .map_err(|e| ClusterError::stopped(group, e))?;
         // With no voters given, the replica waits for a leader to bring it the log (a snapshot).
         let creates_group = !voters.is_empty();
+        let alone = voters.keys().eq([&node_id]);
         if creates_group
             && !raft.is_initialized().await.map_err(|e| ClusterError::stopped(group, e))?
             && let Err(e) = raft.initialize(voters).await
         {
             tracing::debug!(group, "partition group already initialized: {e}");
         }
-        if creates_group {
+        if alone {
             raft::quiet_if_alone(&raft, node_id).await;
         }
         Ok(Arc::new(PartitionReplica {
@@ -115,6 +117,15 @@ impl PartitionReplica {
             producers: tokio::sync::Mutex::new(IdempotenceGuard::default()),
             tasks,
         }))
+    }
+
+    /// Where the transport delivers the Raft messages other nodes send this replica.
+    #[cfg_attr(
+        not(test),
+        allow(dead_code, reason = "registered with the in-process router today, the TCP transport next")
+    )]
+    pub(crate) fn inbound(&self) -> Arc<dyn raft::Inbound> {
+        Arc::new(self.raft.clone())
     }
 
     /// Stops the replica's waits and its Raft group (its data stays in the WAL).

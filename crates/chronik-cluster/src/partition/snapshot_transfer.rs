@@ -100,7 +100,7 @@ impl PartitionReplica {
         if response.vote != vote {
             // Refused: this replica has seen a newer leader. The staged files go at the next
             // start or with the next transfer.
-            return Err(ClusterError::NotLeader { group, leader: Some(response.vote.leader_id().node_id) });
+            return Err(ClusterError::NotLeader { group, leader: Some(response.vote.leader_id().voted_for) });
         }
         Ok(())
     }

@@ -3,6 +3,9 @@
 //! an openraft type.
 
 mod network;
+#[cfg(test)]
+pub(crate) mod sim;
+mod transport;
 
 use std::fmt;
 use std::time::Duration;
@@ -13,6 +16,7 @@ use openraft::{Raft, ServerState};
 use serde::{Deserialize, Serialize};
 
 pub(crate) use network::NetworkFactory;
+pub(crate) use transport::{Inbound, NoTransport, SharedTransport};
 
 use crate::metadata::{MetaCommand, MetaResponse};
 
@@ -83,12 +87,15 @@ pub enum Response {
 }
 
 openraft::declare_raft_types!(
-    /// Raft types for every Chronik group (partitions and `__meta`).
+    /// Raft types for every Chronik group (partitions and `__meta`). Leader ids are Raft's
+    /// standard ones, at most one leader per term: the term is the Kafka leader epoch, which
+    /// must name one leader (openraft's default ids let several leaders share a term).
     pub TypeConfig:
         D = Command,
         R = Response,
         NodeId = NodeId,
         Node = openraft::BasicNode,
+        LeaderId = openraft::impls::leader_id_std::LeaderId<u64, NodeId>,
 );
 
 pub type LogId = openraft::type_config::alias::LogIdOf<TypeConfig>;
@@ -99,8 +106,10 @@ pub type SnapshotMeta = openraft::type_config::alias::SnapshotMetaOf<TypeConfig>
 /// Snapshots of both kinds of group are small serialized values.
 pub type Snapshot = openraft::type_config::alias::SnapshotOf<TypeConfig, Bytes>;
 
-pub fn log_id(term: u64, leader: NodeId, index: u64) -> LogId {
-    openraft::LogId::new(openraft::impls::leader_id_adv::LeaderId { term, node_id: leader }, index)
+/// The id of the entry at `index` written in `term` (a term has one leader, so the term
+/// names it).
+pub fn log_id(term: u64, index: u64) -> LogId {
+    openraft::LogId::new(term.into(), index)
 }
 
 /// A group whose only voter is this node needs no timers once it leads: no one to heartbeat,

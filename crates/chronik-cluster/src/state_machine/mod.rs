@@ -16,7 +16,7 @@ use chronik_wal::Wal;
 use serde::{Deserialize, Serialize};
 
 use crate::raft::{GroupId, Snapshot, SnapshotMeta};
-use crate::storage::{STATE_SNAPSHOT, wal_io};
+use crate::storage::{LEGACY_STATE_SNAPSHOT, LegacyStoredSnapshot, STATE_SNAPSHOT, wal_io};
 
 #[derive(Serialize, Deserialize)]
 struct StoredSnapshot {
@@ -34,7 +34,13 @@ async fn save_snapshot(wal: &Wal, group: GroupId, meta: &SnapshotMeta, data: &By
 }
 
 fn load_snapshot(wal: &Arc<Wal>, group: GroupId) -> io::Result<Option<Snapshot>> {
-    let Some(bytes) = wal.state(group, STATE_SNAPSHOT) else { return Ok(None) };
-    let s: StoredSnapshot = postcard::from_bytes(&bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-    Ok(Some(Snapshot { meta: s.meta, snapshot: s.data }))
+    let invalid = |e| io::Error::new(io::ErrorKind::InvalidData, e);
+    if let Some(bytes) = wal.state(group, STATE_SNAPSHOT) {
+        let s: StoredSnapshot = postcard::from_bytes(&bytes).map_err(invalid)?;
+        return Ok(Some(Snapshot { meta: s.meta, snapshot: s.data }));
+    }
+    // Written by an earlier build (other leader ids); the next snapshot is stored anew.
+    let Some(bytes) = wal.state(group, LEGACY_STATE_SNAPSHOT) else { return Ok(None) };
+    let (meta, data) = postcard::from_bytes::<LegacyStoredSnapshot>(&bytes).map_err(invalid)?.into_current();
+    Ok(Some(Snapshot { meta, snapshot: data }))
 }

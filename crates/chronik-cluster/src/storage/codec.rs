@@ -72,7 +72,8 @@ pub fn encode(entry: &Entry, next_offset: Option<u64>) -> io::Result<Encoded> {
     let mut e = Encoded {
         index: entry.log_id.index,
         term: entry.log_id.leader_id.term,
-        leader_id: entry.log_id.leader_id.node_id,
+        // A term has one leader, so the term names it; the record's leader field stays 0.
+        leader_id: 0,
         kind: KIND_BLANK,
         owned: Vec::new(),
         parts: Vec::new(),
@@ -147,7 +148,7 @@ pub fn decode(v: &EntryView) -> io::Result<Entry> {
         KIND_NORMAL => EntryPayload::Normal(decode_command(&v.payload)?),
         other => return Err(io_err(format!("entry {} has unknown kind {other}", v.index))),
     };
-    Ok(Entry { log_id: log_id(v.term, v.leader_id, v.index), payload })
+    Ok(Entry { log_id: log_id(v.term, v.index), payload })
 }
 
 pub fn decode_command(payload: &Bytes) -> io::Result<Command> {
@@ -185,7 +186,7 @@ mod tests {
     #[test]
     fn produce_is_stamped_and_round_trips() {
         let records: Bytes = [batch(3, 10), batch(2, 20)].concat().into();
-        let entry = Entry { log_id: log_id(7, 1, 42), payload: EntryPayload::Normal(Command::Produce { records }) };
+        let entry = Entry { log_id: log_id(7, 42), payload: EntryPayload::Normal(Command::Produce { records }) };
         let enc = encode(&entry, Some(100)).unwrap();
         assert_eq!(
             enc.offsets,
@@ -206,7 +207,7 @@ mod tests {
             vec![(100, 7), (103, 7)]
         );
         let back = decode(&v).unwrap();
-        assert_eq!(back.log_id, log_id(7, 1, 42));
+        assert_eq!(back.log_id, log_id(7, 42));
         assert!(matches!(back.payload, EntryPayload::Normal(Command::Produce { records }) if records == stored));
     }
 
@@ -220,7 +221,7 @@ mod tests {
             EntryPayload::Membership(openraft::Membership::new_with_defaults(vec![[1u64].into()], [1u64])),
         ];
         for payload in cases {
-            let entry = Entry { log_id: log_id(2, 3, 9), payload };
+            let entry = Entry { log_id: log_id(2, 9), payload };
             let back = decode(&view(&encode(&entry, None).unwrap())).unwrap();
             assert_eq!(back, entry);
         }

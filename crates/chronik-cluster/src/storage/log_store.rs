@@ -16,13 +16,19 @@ use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
 use openraft::{OptionalSend, RaftTypeConfig};
 
 use super::codec;
+use super::legacy_ids::{LegacyLogId, LegacyVote};
 use super::partition_log::PartitionLog;
 use crate::raft::{Entry, GroupId, LogId, TypeConfig, Vote, log_id};
 
-/// Keys of the WAL state records a group keeps.
-pub const STATE_VOTE: u8 = 1;
-pub const STATE_COMMITTED: u8 = 2;
-pub const STATE_SNAPSHOT: u8 = 3;
+/// Keys of the WAL state records a group keeps. Keys 1-3 hold the same records as earlier
+/// builds wrote them (other leader ids: `legacy_ids.rs`); they are read only when the current
+/// key has no record yet.
+pub const STATE_VOTE: u8 = 4;
+pub const STATE_COMMITTED: u8 = 5;
+pub const STATE_SNAPSHOT: u8 = 6;
+pub const LEGACY_STATE_VOTE: u8 = 1;
+pub const LEGACY_STATE_COMMITTED: u8 = 2;
+pub const LEGACY_STATE_SNAPSHOT: u8 = 3;
 
 /// Most bytes one replication request reads (openraft also caps the entry count).
 const MAX_REPLICATION_BYTES: usize = 4 << 20;
@@ -86,7 +92,11 @@ impl RaftLogReader<TypeConfig> for LogStore {
     }
 
     async fn read_vote(&mut self) -> io::Result<Option<Vote>> {
-        self.wal.state(self.group, STATE_VOTE).map(|b| postcard::from_bytes(&b).map_err(decode_err)).transpose()
+        if let Some(b) = self.wal.state(self.group, STATE_VOTE) {
+            return postcard::from_bytes(&b).map(Some).map_err(decode_err);
+        }
+        let legacy = self.wal.state(self.group, LEGACY_STATE_VOTE);
+        legacy.map(|b| postcard::from_bytes::<LegacyVote>(&b).map(Vote::from).map_err(decode_err)).transpose()
     }
 
     async fn limited_get_log_entries(&mut self, start: u64, end: u64) -> io::Result<Vec<Entry>> {
@@ -99,7 +109,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> io::Result<LogState<TypeConfig>> {
         let info = self.wal.group_info(self.group).unwrap_or_default();
-        let to_id = |p: LogPos| log_id(p.term, p.leader_id, p.index);
+        let to_id = |p: LogPos| log_id(p.term, p.index);
         let last_purged_log_id = info.last_purged.map(to_id);
         let last_log_id = info.last.map(to_id).or(last_purged_log_id);
         Ok(LogState { last_purged_log_id, last_log_id })
@@ -125,8 +135,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_committed(&mut self) -> io::Result<Option<LogId>> {
-        match self.wal.state(self.group, STATE_COMMITTED) {
-            Some(b) => postcard::from_bytes(&b).map_err(decode_err),
+        if let Some(b) = self.wal.state(self.group, STATE_COMMITTED) {
+            return postcard::from_bytes(&b).map_err(decode_err);
+        }
+        match self.wal.state(self.group, LEGACY_STATE_COMMITTED) {
+            Some(b) => postcard::from_bytes::<Option<LegacyLogId>>(&b).map(|c| c.map(LogId::from)).map_err(decode_err),
             None => Ok(None),
         }
     }
@@ -179,7 +192,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, upto: LogId) -> io::Result<()> {
-        let pos = LogPos { index: upto.index, term: upto.leader_id.term, leader_id: upto.leader_id.node_id };
+        let pos = LogPos { index: upto.index, term: upto.leader_id.term, leader_id: 0 };
         // The offset index first: from then on readers look for these entries in the segment
         // files (where a move put them) or not at all (below the log start), never in the WAL.
         if let Some(p) = &self.partition {

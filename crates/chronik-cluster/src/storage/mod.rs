@@ -5,6 +5,7 @@
 
 mod codec;
 pub(crate) mod compaction;
+mod legacy_ids;
 mod log_store;
 mod offsets;
 mod partition_log;
@@ -17,4 +18,5 @@ pub use partition_log::{PartitionLog, ReadBatches, ReadError};
 pub use transfer::TransferError;
 pub(crate) use transfer::{LogChunk, LogReceiver, LogSender};
 
-pub(crate) use log_store::{LogStore, STATE_SNAPSHOT, wal_io};
+pub(crate) use legacy_ids::LegacyStoredSnapshot;
+pub(crate) use log_store::{LEGACY_STATE_SNAPSHOT, LogStore, STATE_SNAPSHOT, wal_io};

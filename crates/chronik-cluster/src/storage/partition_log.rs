@@ -510,7 +510,7 @@ mod tests {
         let wal = Arc::new(Wal::open(dir, WalOptions::default()).unwrap().0);
         for (i, next_offset) in [(1u64, 0u64), (2, 2), (3, 4)] {
             let records: Bytes = batch(2, 10).into();
-            let entry = Entry { log_id: log_id(1, 1, i), payload: EntryPayload::Normal(Command::Produce { records }) };
+            let entry = Entry { log_id: log_id(1, i), payload: EntryPayload::Normal(Command::Produce { records }) };
             let enc = codec::encode(&entry, Some(next_offset)).unwrap();
             let parts = enc.payload_parts();
             let e = AppendEntry {
