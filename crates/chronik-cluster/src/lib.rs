@@ -18,6 +18,7 @@ mod crash_point;
 mod error;
 mod identity;
 mod metadata;
+mod net;
 mod node;
 mod partition;
 mod producers;

@@ -121,6 +121,25 @@ impl Tasks {
         self.trackers[0].spawn(tracked);
     }
 
+    /// Spawns a task that may end on its own (a peer's connection, one request): stopping the
+    /// scope waits for it like any other, but its ending is not a failure. It should watch the
+    /// scope's token (or something tied to it) so that it ends when the scope stops.
+    pub fn spawn_transient<Fut>(&self, name: &'static str, task: Fut)
+    where
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let supervised = async move {
+            if let Err(panic) = AssertUnwindSafe(task).catch_unwind().await {
+                tracing::error!(task = name, "task panicked: {}", panic_message(&panic));
+            }
+        };
+        let mut tracked: futures::future::BoxFuture<'static, ()> = Box::pin(supervised);
+        for ancestor in &self.trackers[1..] {
+            tracked = Box::pin(ancestor.track_future(tracked));
+        }
+        self.trackers[0].spawn(tracked);
+    }
+
     /// Resolves when the process must stop because a task failed.
     pub async fn failed(&self) {
         self.root.cancelled().await

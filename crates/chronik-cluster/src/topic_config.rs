@@ -11,6 +11,7 @@ pub struct TopicDefaults {
     pub max_message_bytes: u64,
     pub timestamp_before_max_ms: i64,
     pub timestamp_after_max_ms: i64,
+    pub max_compaction_lag_ms: i64,
 }
 
 impl TopicDefaults {
@@ -21,6 +22,7 @@ impl TopicDefaults {
             max_message_bytes: c.kafka.message_max_bytes,
             timestamp_before_max_ms: c.kafka.log_message_timestamp_before_max_ms,
             timestamp_after_max_ms: c.kafka.log_message_timestamp_after_max_ms,
+            max_compaction_lag_ms: c.kafka.log_cleaner_max_compaction_lag_ms,
         }
     }
 }
@@ -200,7 +202,7 @@ impl TopicSettings {
                 .unwrap_or(0.5)
                 .clamp(0.0, 1.0),
             min_compaction_lag_ms: int(MIN_COMPACTION_LAG_MS, 0).max(0),
-            max_compaction_lag_ms: int(MAX_COMPACTION_LAG_MS, i64::MAX).max(1),
+            max_compaction_lag_ms: int(MAX_COMPACTION_LAG_MS, defaults.max_compaction_lag_ms).max(1),
             segment_ms: int(SEGMENT_MS, 604_800_000).max(1),
         }
     }

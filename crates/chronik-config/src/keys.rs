@@ -101,6 +101,12 @@ pub const KEYS: &[Key] = &[
             at this size, and compaction then keeps the latest commit of each group and partition.",
     ),
     key(
+        "kafka.log_cleaner_max_compaction_lag_ms",
+        Kind::Int,
+        "Default `max.compaction.lag.ms` of compacted topics (`__consumer_offsets` included): compact once the \
+            oldest uncompacted segment file is this old, whatever the dirty ratio.",
+    ),
+    key(
         "kafka.log_cleaner_io_max_bytes_per_second",
         Kind::Int,
         "Bytes per second log compaction may read plus write, over all partitions of the node; 0 means no limit.",

@@ -15,6 +15,8 @@ mod registry;
 #[cfg(test)]
 mod replication_tests;
 #[cfg(test)]
+mod tcp_tests;
+#[cfg(test)]
 mod transfer_tests;
 
 use std::sync::Arc;

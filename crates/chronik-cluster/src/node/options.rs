@@ -96,6 +96,9 @@ fn openraft_config(
         max_payload_entries: r.max_payload_entries,
         snapshot_policy,
         max_in_snapshot_log_to_keep: keep,
+        // A node cut off and back must not force an election by its raised term: it asks
+        // first (the transport carries a real pre-vote).
+        enable_pre_vote: Some(true),
         ..Default::default()
     };
     Ok(Arc::new(c.validate().map_err(|e| ClusterError::Settings(e.into()))?))

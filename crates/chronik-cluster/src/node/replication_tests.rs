@@ -306,3 +306,23 @@ async fn a_restarted_replica_keeps_its_vote_and_catches_up_by_log() {
     c.converged(&all, &acked).await;
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_cut_off_and_back_does_not_unseat_the_leader() {
+    let c = Cluster::start(3, 5).await;
+    let all = [1, 2, 3];
+    let acked = c.produce(&all, 0..10).await;
+    let leader = c.leader(&all).await;
+    let (term, _) = c.member(leader).replica.leadership();
+    let follower = all.iter().copied().find(|id| *id != leader).unwrap();
+    c.router.isolate(follower);
+    // Several election timeouts pass: without pre-vote it would raise its term each time and
+    // force an election when it comes back.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    c.router.heal();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(c.leader(&all).await, leader, "the leader stayed");
+    assert_eq!(c.member(leader).replica.leadership().0, term, "and so did its term");
+    c.converged(&all, &acked).await;
+    c.stop().await;
+}

@@ -5,7 +5,7 @@
 mod network;
 #[cfg(test)]
 pub(crate) mod sim;
-mod transport;
+pub(crate) mod transport;
 
 use std::fmt;
 use std::time::Duration;

@@ -1,0 +1,171 @@
+//! A partition replicated on three in-process nodes over the real TCP transport on 127.0.0.1
+//! (each node with its own WAL, disk, listener and tasks): replication with identical bytes on
+//! every replica, a leader whose node stops (its listener and connections go with it) replaced
+//! by the others, and a node of another cluster refused at the handshake with the reason.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use chronik_wal::{SyncMode, Wal, WalOptions};
+use openraft::BasicNode;
+use parking_lot::Mutex;
+use uuid::Uuid;
+
+use crate::batch::tests::batch_of;
+use crate::net::{self as tcp, TcpSettings, TcpTransport};
+use crate::node::NodeOptions;
+use crate::partition::{PartitionReplica, ReplicaSpec};
+use crate::raft::transport::{Inbound, Request, Transport, TransportError};
+use crate::raft::{GroupId, NetworkFactory, NodeId, Vote};
+use crate::tasks::Tasks;
+
+const GROUP: GroupId = 11;
+
+struct TcpNode {
+    id: NodeId,
+    tasks: Tasks,
+    replica: Arc<PartitionReplica>,
+    _wal: Arc<Wal>,
+    _dir: tempfile::TempDir,
+}
+
+fn settings(cluster: Uuid, me: NodeId) -> TcpSettings {
+    TcpSettings { cluster, me, connect_timeout: Duration::from_secs(1), max_message_size: 8 << 20 }
+}
+
+/// Three nodes listening on 127.0.0.1, every one an initial voter of group `GROUP`.
+async fn three_nodes(cluster: Uuid) -> (Vec<TcpNode>, tcp::Addresses) {
+    let mut listeners = Vec::new();
+    let mut addrs = HashMap::new();
+    for id in 1..=3u64 {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        addrs.insert(id, l.local_addr().unwrap().to_string());
+        listeners.push((id, l));
+    }
+    let addresses: tcp::Addresses = Arc::new(move |n| addrs.get(&n).cloned());
+    let voters: BTreeMap<NodeId, BasicNode> = (1..=3).map(|id| (id, BasicNode::new(addresses(id).unwrap()))).collect();
+    let mut o = NodeOptions::from_config(&chronik_config::Config::default());
+    (o.raft.heartbeat_interval_ms, o.raft.election_timeout_ms) = (30, 150);
+    let mut nodes = Vec::new();
+    for (id, listener) in listeners {
+        let tasks = Tasks::new();
+        let groups: Arc<Mutex<HashMap<GroupId, Arc<dyn Inbound>>>> = Arc::default();
+        let lookup = groups.clone();
+        let groups_fn: tcp::Groups = Arc::new(move |g| lookup.lock().get(&g).cloned());
+        let (s, scope) = (settings(cluster, id), tasks.clone());
+        tasks.spawn("raft-transport", move |_| tcp::serve(listener, s, groups_fn, scope));
+        let transport = TcpTransport::new(settings(cluster, id), addresses.clone(), tasks.clone());
+        let dir = tempfile::tempdir().unwrap();
+        let wal_options = WalOptions { segment_size: 1 << 20, sync_mode: SyncMode::Always, ..WalOptions::default() };
+        let wal = Arc::new(Wal::open(&dir.path().join("wal"), wal_options).unwrap().0);
+        let spec = ReplicaSpec {
+            topic: "t".into(),
+            topic_id: Uuid::nil(),
+            partition: 0,
+            group: GROUP,
+            voters: voters.clone(),
+            segments_dir: dir.path().join("partitions").join(GROUP.to_string()),
+        };
+        let network = NetworkFactory::new(transport, GROUP, Duration::from_millis(500));
+        let replica =
+            PartitionReplica::open(&wal, id, o.partition_raft().unwrap(), network, spec, tasks.child()).await.unwrap();
+        groups.lock().insert(GROUP, replica.inbound());
+        nodes.push(TcpNode { id, tasks, replica, _wal: wal, _dir: dir });
+    }
+    (nodes, addresses)
+}
+
+fn tagged(tag: u32) -> Bytes {
+    batch_of(&[tag.to_be_bytes().to_vec()], 1, 0, 0, 0).into()
+}
+
+/// Appends `tags` through whichever of `nodes` leads, retrying while leadership moves.
+async fn produce(nodes: &[&TcpNode], tags: std::ops::Range<u32>) -> Vec<(u32, u64)> {
+    let mut acked = Vec::new();
+    for tag in tags {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            assert!(Instant::now() < deadline, "batch {tag} was never acknowledged");
+            let Some(leader) = nodes.iter().find(|n| n.replica.is_leader(n.id)) else {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            };
+            if let Ok(Ok((base, _))) =
+                tokio::time::timeout(Duration::from_secs(2), leader.replica.append(tagged(tag))).await
+            {
+                acked.push((tag, base));
+                break;
+            }
+        }
+    }
+    acked
+}
+
+/// Every batch below the high watermark, by base offset, once it reaches `end`.
+async fn log_of(r: &PartitionReplica, end: u64) -> BTreeMap<u64, Bytes> {
+    let mut hw = r.log().subscribe_high_watermark();
+    tokio::time::timeout(Duration::from_secs(20), hw.wait_for(|h| *h >= end)).await.expect("caught up").unwrap();
+    let mut out = BTreeMap::new();
+    let mut next = 0;
+    while next < end {
+        for chunk in r.log().read(next, 1 << 20).unwrap().chunks {
+            for span in crate::batch::split_batches(&chunk, true).unwrap() {
+                out.insert(span.header.base_offset as u64, chunk.slice(span.range.clone()));
+                next = span.header.last_offset() as u64 + 1;
+            }
+        }
+    }
+    out
+}
+
+async fn check(nodes: &[&TcpNode], acked: &[(u32, u64)]) {
+    let end = acked.iter().map(|(_, b)| b + 1).max().unwrap();
+    let mut logs = Vec::new();
+    for n in nodes {
+        let log = log_of(&n.replica, end).await;
+        for (tag, base) in acked {
+            assert_eq!(log.get(base).map(|b| u32::from_be_bytes(b[61..65].try_into().unwrap())), Some(*tag));
+        }
+        logs.push(log);
+    }
+    assert!(logs.windows(2).all(|w| w[0] == w[1]), "identical bytes on every replica");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_replicate_over_tcp_and_survive_a_stopped_leader() {
+    let (nodes, _) = three_nodes(Uuid::new_v4()).await;
+    let all: Vec<&TcpNode> = nodes.iter().collect();
+    let mut acked = produce(&all, 0..100).await;
+    check(&all, &acked).await;
+
+    let leader = nodes.iter().find(|n| n.replica.is_leader(n.id)).expect("a leader");
+    leader.replica.stop().await;
+    leader.tasks.shutdown().await;
+    let rest: Vec<&TcpNode> = nodes.iter().filter(|n| n.id != leader.id).collect();
+    acked.extend(produce(&rest, 100..150).await);
+    check(&rest, &acked).await;
+    for n in &rest {
+        n.replica.stop().await;
+        n.tasks.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_of_another_cluster_is_refused_with_the_reason() {
+    let (nodes, addresses) = three_nodes(Uuid::new_v4()).await;
+    let stranger_tasks = Tasks::new();
+    let stranger = TcpTransport::new(settings(Uuid::new_v4(), 9), addresses, stranger_tasks.clone());
+    let vote = openraft::raft::VoteRequest::new(Vote::new(1, 9), None);
+    let err = stranger.send(1, GROUP, Request::Vote(vote), Duration::from_secs(2)).await.err().expect("refused");
+    match err {
+        TransportError::Unreachable { node: 1, reason } => assert!(reason.contains("belongs to cluster"), "{reason}"),
+        other => panic!("{other}"),
+    }
+    stranger_tasks.shutdown().await;
+    for n in &nodes {
+        n.replica.stop().await;
+        n.tasks.shutdown().await;
+    }
+}
