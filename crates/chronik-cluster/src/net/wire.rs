@@ -65,6 +65,9 @@ enum WireRequest {
     PreVote(openraft::raft::VoteRequest<TypeConfig>),
     TransferLeader(openraft::raft::TransferLeaderRequest<TypeConfig>),
     Snapshot { vote: Vote, meta: SnapshotMeta, data: Bytes },
+    SnapshotStart { session: u64, header: Bytes },
+    SnapshotChunk { session: u64, chunk: Bytes },
+    SnapshotEnd { session: u64 },
 }
 
 /// [`Reply`] as it travels.
@@ -74,6 +77,7 @@ enum WireReply {
     Vote(openraft::raft::VoteResponse<TypeConfig>),
     TransferLeader(openraft::raft::TransferLeaderResponse<TypeConfig>),
     Snapshot(openraft::raft::SnapshotResponse<TypeConfig>),
+    Ack,
 }
 
 fn frame(kind: u8, id: u64, body: impl FnOnce(&mut BytesMut)) -> Bytes {
@@ -96,6 +100,9 @@ pub fn request_frame(id: u64, group: GroupId, request: Request) -> Result<Bytes,
         Request::Snapshot { vote, snapshot } => {
             WireRequest::Snapshot { vote, meta: snapshot.meta, data: snapshot.snapshot }
         }
+        Request::SnapshotStart { session, header } => WireRequest::SnapshotStart { session, header },
+        Request::SnapshotChunk { session, chunk } => WireRequest::SnapshotChunk { session, chunk },
+        Request::SnapshotEnd { session } => WireRequest::SnapshotEnd { session },
     };
     let body = postcard::to_stdvec(&wire).map_err(|e| format!("encoding a Raft request: {e}"))?;
     Ok(frame(KIND_REQUEST, id, |b| {
@@ -110,6 +117,7 @@ pub fn reply_frame(id: u64, reply: Reply) -> Result<Bytes, String> {
         Reply::Vote(r) => WireReply::Vote(r),
         Reply::TransferLeader(r) => WireReply::TransferLeader(r),
         Reply::Snapshot(r) => WireReply::Snapshot(r),
+        Reply::Ack => WireReply::Ack,
     };
     let body = postcard::to_stdvec(&wire).map_err(|e| format!("encoding a Raft reply: {e}"))?;
     Ok(frame(KIND_REPLY, id, |b| b.put_slice(&body)))
@@ -143,6 +151,9 @@ pub fn decode(frame: &[u8]) -> Result<Incoming, String> {
                 WireRequest::Snapshot { vote, meta, data } => {
                     Request::Snapshot { vote, snapshot: Snapshot { meta, snapshot: data } }
                 }
+                WireRequest::SnapshotStart { session, header } => Request::SnapshotStart { session, header },
+                WireRequest::SnapshotChunk { session, chunk } => Request::SnapshotChunk { session, chunk },
+                WireRequest::SnapshotEnd { session } => Request::SnapshotEnd { session },
             };
             Ok(Incoming::Request { id, group, request })
         }
@@ -153,6 +164,7 @@ pub fn decode(frame: &[u8]) -> Result<Incoming, String> {
                 WireReply::Vote(r) => Reply::Vote(r),
                 WireReply::TransferLeader(r) => Reply::TransferLeader(r),
                 WireReply::Snapshot(r) => Reply::Snapshot(r),
+                WireReply::Ack => Reply::Ack,
             };
             Ok(Incoming::Reply { id, reply })
         }
@@ -182,6 +194,16 @@ mod tests {
             Incoming::Request { id: 42, group: 9, request: Request::Vote(v) } => assert_eq!(v, vote),
             _ => panic!("a vote request"),
         }
+        let chunk = Bytes::from_static(b"segment file bytes, as they are");
+        let f = request_frame(7, 9, Request::SnapshotChunk { session: 3, chunk: chunk.clone() }).unwrap();
+        match decode(&f[4..]).unwrap() {
+            Incoming::Request { id: 7, group: 9, request: Request::SnapshotChunk { session: 3, chunk: c } } => {
+                assert_eq!(c, chunk)
+            }
+            _ => panic!("a snapshot chunk"),
+        }
+        let f = reply_frame(8, Reply::Ack).unwrap();
+        assert!(matches!(decode(&f[4..]).unwrap(), Incoming::Reply { id: 8, reply: Reply::Ack }));
         let e = error_frame(5, "no such group");
         assert!(matches!(decode(&e[4..]).unwrap(), Incoming::Error { id: 5, why } if why == "no such group"));
         assert!(decode(&[9, 0, 0, 0, 0, 0, 0, 0, 1]).is_err(), "unknown kind");

@@ -326,3 +326,28 @@ async fn a_follower_cut_off_and_back_does_not_unseat_the_leader() {
     c.converged(&all, &acked).await;
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_behind_a_purged_log_gets_a_snapshot_that_carries_it() {
+    let c = Cluster::start(3, 6).await;
+    let all = [1, 2, 3];
+    let mut acked = c.produce(&all, 0..30).await;
+    let leader = c.leader(&all).await;
+    let behind = all.iter().copied().find(|id| *id != leader).unwrap();
+    c.router.isolate(behind);
+    let rest: Vec<NodeId> = all.iter().copied().filter(|id| *id != behind).collect();
+    acked.extend(c.produce(&rest, 30..80).await);
+    // The leader moves its log into segment files and purges it from the WAL: what the cut
+    // off follower lacks can only come as a snapshot, and a snapshot must bring the records.
+    let leader = c.leader(&rest).await;
+    let l = &c.member(leader).replica;
+    let upto = l.log().last_committed_raft_index().expect("committed entries");
+    l.move_to_segments(upto).await.unwrap();
+    assert!(l.log().wal_front_offset() >= 80, "the leader's WAL no longer holds the log");
+    c.router.heal();
+    c.converged(&all, &acked).await;
+    let b = &c.member(behind).replica;
+    assert!(b.log().segment_bytes() > 0, "the follower got the log as segment files");
+    assert_eq!(b.log().log_start_offset(), 0, "from the log start");
+    c.stop().await;
+}

@@ -3,6 +3,7 @@
 //! this handle; the node's registry starts and stops it.
 
 mod idempotence;
+mod inbound;
 mod snapshot_transfer;
 
 use std::collections::BTreeMap;
@@ -91,6 +92,7 @@ impl PartitionReplica {
             PartitionLog::recover(wal.clone(), group, snap.next_offset, snap.log_start, &segments_dir).map_err(io)?;
         let store = LogStore::new(wal.clone(), group, Some(log.clone()));
         let state_machine = PartitionStateMachine::new(wal.clone(), group, log.clone());
+        let snapshot_source = network.snapshot_source();
         let raft = Raft::new(node_id, config, network, store, state_machine.clone())
             .await
             .map_err(|e| ClusterError::stopped(group, e))?;
@@ -106,7 +108,7 @@ impl PartitionReplica {
         if alone {
             raft::quiet_if_alone(&raft, node_id).await;
         }
-        Ok(Arc::new(PartitionReplica {
+        let replica = Arc::new(PartitionReplica {
             topic,
             topic_id,
             partition,
@@ -116,16 +118,16 @@ impl PartitionReplica {
             state_machine,
             producers: tokio::sync::Mutex::new(IdempotenceGuard::default()),
             tasks,
-        }))
+        });
+        let weak: std::sync::Weak<dyn raft::SnapshotSource> = Arc::downgrade(&replica) as _;
+        let _ = snapshot_source.set(weak);
+        Ok(replica)
     }
 
     /// Where the transport delivers the Raft messages other nodes send this replica.
-    #[cfg_attr(
-        not(test),
-        allow(dead_code, reason = "registered with the in-process router today, the TCP transport next")
-    )]
-    pub(crate) fn inbound(&self) -> Arc<dyn raft::Inbound> {
-        Arc::new(self.raft.clone())
+    #[cfg_attr(not(test), allow(dead_code, reason = "registered by the tests' nodes until cluster mode does"))]
+    pub(crate) fn inbound(self: &Arc<Self>) -> Arc<dyn raft::Inbound> {
+        Arc::new(inbound::PartitionInbound::new(self))
     }
 
     /// Stops the replica's waits and its Raft group (its data stays in the WAL).

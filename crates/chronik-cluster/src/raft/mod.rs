@@ -16,7 +16,7 @@ use openraft::{Raft, ServerState};
 use serde::{Deserialize, Serialize};
 
 pub(crate) use network::NetworkFactory;
-pub(crate) use transport::{Inbound, NoTransport, SharedTransport};
+pub(crate) use transport::{Inbound, NoTransport, SharedTransport, SnapshotSource};
 
 use crate::metadata::{MetaCommand, MetaResponse};
 

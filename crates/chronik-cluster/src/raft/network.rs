@@ -14,7 +14,7 @@ use openraft::raft::{
 };
 use openraft::{BasicNode, OptionalSend};
 
-use super::transport::{Reply, Request, SharedTransport, TransportError};
+use super::transport::{Reply, Request, SharedTransport, SnapshotSourceCell, TransportError};
 use super::{GroupId, NodeId, Snapshot, TypeConfig, Vote};
 
 #[derive(Clone)]
@@ -23,11 +23,18 @@ pub(crate) struct NetworkFactory {
     group: GroupId,
     /// The longest any message waits for its answer (`cluster.network.request_timeout_ms`).
     request_timeout: Duration,
+    /// A partition group's replica, which builds the snapshots (with their logs) to send.
+    snapshots: SnapshotSourceCell,
 }
 
 impl NetworkFactory {
     pub(crate) fn new(transport: SharedTransport, group: GroupId, request_timeout: Duration) -> NetworkFactory {
-        NetworkFactory { transport, group, request_timeout }
+        NetworkFactory { transport, group, request_timeout, snapshots: SnapshotSourceCell::default() }
+    }
+
+    /// Where the replica registers itself as the source of its group's snapshots.
+    pub(crate) fn snapshot_source(&self) -> SnapshotSourceCell {
+        self.snapshots.clone()
     }
 }
 
@@ -56,6 +63,41 @@ impl PeerClient {
             node: self.target,
             group: self.net.group,
             reason: format!("answered a {what} with another kind of reply"),
+        }
+    }
+}
+
+/// How long the end of a snapshot session may take, in request timeouts: the receiver checks
+/// the staged log and installs it before it answers.
+const INSTALL_TIMEOUTS: u32 = 4;
+
+impl PeerClient {
+    async fn send_partition_snapshot(&self) -> Result<SnapshotResponse<TypeConfig>, TransportError> {
+        let (node, group) = (self.target, self.net.group);
+        let refused = |reason: String| TransportError::Refused { node, group, reason };
+        let source = self.net.snapshots.get().and_then(std::sync::Weak::upgrade);
+        let source = source.ok_or_else(|| refused("the replica is not ready to send a snapshot".into()))?;
+        let mut parts = source.outgoing().await.map_err(refused)?;
+        let session = uuid::Uuid::new_v4().as_u64_pair().0;
+        let timeout = self.net.request_timeout;
+        let send = |request: Request, timeout: Duration| self.net.transport.send(node, group, request, timeout);
+        expect_ack(send(Request::SnapshotStart { session, header: parts.header }, timeout).await?, node, group)?;
+        while let Some(chunk) = futures::StreamExt::next(&mut parts.chunks).await {
+            let chunk = chunk.map_err(refused)?;
+            expect_ack(send(Request::SnapshotChunk { session, chunk }, timeout).await?, node, group)?;
+        }
+        match send(Request::SnapshotEnd { session }, timeout * INSTALL_TIMEOUTS).await? {
+            Reply::Snapshot(r) => Ok(r),
+            _ => Err(refused("answered a snapshot's end with another kind of reply".into())),
+        }
+    }
+}
+
+fn expect_ack(reply: Reply, node: NodeId, group: GroupId) -> Result<(), TransportError> {
+    match reply {
+        Reply::Ack => Ok(()),
+        _ => {
+            Err(TransportError::Refused { node, group, reason: "answered a snapshot chunk with another reply".into() })
         }
     }
 }
@@ -117,19 +159,23 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         &mut self,
         vote: Vote,
         snapshot: Snapshot,
-        _cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
+        cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
         option: RPCOption,
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
         if self.net.group != crate::metadata::META_GROUP {
-            // A partition's snapshot is its state plus its log, sent in chunks
-            // (`partition/snapshot_transfer.rs`); the openraft snapshot alone would leave the
-            // follower without the records below it. Until the transport carries those chunks,
-            // a follower that needs a snapshot waits, and nothing is lost.
-            let reason = "sending a partition snapshot (with its log) between nodes is not built yet".to_string();
-            return Err(StreamingError::Unreachable(Unreachable::new(&TransportError::Unreachable {
-                node: self.target,
-                reason,
-            })));
+            // A partition's snapshot is its state plus its log: the replica builds it fresh
+            // (files by reference, the WAL tail as entries) and it goes as a session of chunks.
+            // openraft's snapshot alone would leave the follower without the records below it.
+            let _ = (vote, snapshot);
+            let transfer = async {
+                let r = self.send_partition_snapshot().await;
+                eprintln!("DBG snapshot to {}: {:?}", self.target, r.as_ref().map(|_| ()).map_err(|e| e.to_string()));
+                r
+            };
+            return tokio::select! {
+                r = transfer => r.map_err(|e| StreamingError::Unreachable(Unreachable::new(&e))),
+                closed = cancel => Err(StreamingError::Closed(closed)),
+            };
         }
         match self.call(Request::Snapshot { vote, snapshot }, &option).await {
             Ok(Reply::Snapshot(r)) => Ok(r),

@@ -7,6 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures::future::BoxFuture;
 use openraft::Raft;
 use openraft::raft::{
@@ -20,19 +21,30 @@ use super::{GroupId, NodeId, Snapshot, TypeConfig, Vote};
 /// A Raft message for one group.
 #[cfg_attr(
     not(test),
-    allow(dead_code, reason = "read by the receiving side: the in-process router today, the TCP transport next")
+    allow(dead_code, reason = "read by the receiving side: the tests' nodes until cluster mode starts one")
 )]
 pub(crate) enum Request {
     Append(AppendEntriesRequest<TypeConfig>),
     Vote(VoteRequest<TypeConfig>),
     PreVote(VoteRequest<TypeConfig>),
     TransferLeader(TransferLeaderRequest<TypeConfig>),
-    /// A whole snapshot of a group whose snapshot is its state (the metadata group). A
-    /// partition's snapshot carries its log and travels in chunks instead (not yet over a
-    /// transport: see `network.rs`).
+    /// A whole snapshot of a group whose snapshot is its state (the metadata group).
     Snapshot {
         vote: Vote,
         snapshot: Snapshot,
+    },
+    /// A partition's snapshot carries its log, so it travels as a session: its header, the
+    /// log's chunks in order, then the end, which answers once the receiver installed it.
+    SnapshotStart {
+        session: u64,
+        header: Bytes,
+    },
+    SnapshotChunk {
+        session: u64,
+        chunk: Bytes,
+    },
+    SnapshotEnd {
+        session: u64,
     },
 }
 
@@ -42,6 +54,8 @@ pub(crate) enum Reply {
     Vote(VoteResponse<TypeConfig>),
     TransferLeader(TransferLeaderResponse<TypeConfig>),
     Snapshot(SnapshotResponse<TypeConfig>),
+    /// A snapshot session's start or chunk was taken.
+    Ack,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -90,7 +104,7 @@ impl Transport for NoTransport {
 /// The receiving end: one group's Raft on this node, handed the messages addressed to it.
 #[cfg_attr(
     not(test),
-    allow(dead_code, reason = "read by the receiving side: the in-process router today, the TCP transport next")
+    allow(dead_code, reason = "read by the receiving side: the tests' nodes until cluster mode starts one")
 )]
 pub(crate) trait Inbound: Send + Sync + 'static {
     fn handle(&self, request: Request) -> BoxFuture<'static, Result<Reply, String>>;
@@ -110,6 +124,9 @@ impl<SM: RaftStateMachine<TypeConfig, SnapshotData = bytes::Bytes>> Inbound for 
                 Request::Snapshot { vote, snapshot } => {
                     raft.install_full_snapshot(vote, snapshot).await.map(Reply::Snapshot).map_err(|e| e.to_string())
                 }
+                Request::SnapshotStart { .. } | Request::SnapshotChunk { .. } | Request::SnapshotEnd { .. } => {
+                    Err("this group takes no snapshot sessions (a partition's replica does)".into())
+                }
             }
         })
     }
@@ -117,3 +134,19 @@ impl<SM: RaftStateMachine<TypeConfig, SnapshotData = bytes::Bytes>> Inbound for 
 
 /// A shared transport.
 pub(crate) type SharedTransport = Arc<dyn Transport>;
+
+/// A partition's snapshot as the sender hands it to the network: the header and the log's
+/// chunks, in order.
+pub(crate) struct OutgoingParts {
+    pub header: Bytes,
+    pub chunks: futures::stream::BoxStream<'static, Result<Bytes, String>>,
+}
+
+/// Where a partition group's network gets the snapshot (with its log) to send: its replica,
+/// known once the replica is built (after its Raft).
+pub(crate) trait SnapshotSource: Send + Sync + 'static {
+    fn outgoing(self: Arc<Self>) -> BoxFuture<'static, Result<OutgoingParts, String>>;
+}
+
+/// Set once the replica exists; the network holds it weakly (the replica owns the network).
+pub(crate) type SnapshotSourceCell = Arc<std::sync::OnceLock<std::sync::Weak<dyn SnapshotSource>>>;
