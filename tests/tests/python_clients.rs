@@ -43,3 +43,15 @@ fn an_empty_group_keeps_its_offsets_and_can_be_reset() {
         .current_dir(client_script(""));
     run_client(cmd, "groups_admin.py");
 }
+
+/// kafka-python reads a compacted topic: one record per live key, offsets with gaps, and a
+/// position that reaches the end offset although the last record was compacted away.
+#[test]
+fn kafka_python_reads_a_compacted_topic_to_its_end() {
+    let broker = Broker::start(&[("CHRONIK_RETENTION_CHECK_INTERVAL_MS", "200")]);
+    let mut cmd = python();
+    cmd.arg(client_script("compacted_reader.py"))
+        .args(["--bootstrap", &broker.bootstrap(), "--topic", "py-compacted"])
+        .current_dir(client_script(""));
+    run_client(cmd, "compacted_reader.py");
+}
