@@ -95,9 +95,22 @@ impl Broker {
             if exited.is_some() && log.contains("Address already in use") {
                 continue; // a port raced with another test: pick new ones
             }
+            if exited.is_none() && attempt == 0 && self.fresh_data_dir() {
+                // A fresh node that stalled before becoming ready (seen rarely under the load
+                // of a full CI run, not yet explained: docs/ARCHITECTURE.md "Known defects").
+                // Shown here so it stays visible, then tried once more on a new data dir.
+                eprintln!("chronik-server stalled before becoming ready; retrying once:\n{log}");
+                let _ = std::fs::remove_dir_all(self.data.path().join("data"));
+                continue;
+            }
             panic!("chronik-server did not become ready:\n{log}");
         }
         panic!("could not find free ports");
+    }
+
+    /// Whether this broker's data directory was new at this start (nothing was acknowledged).
+    fn fresh_data_dir(&self) -> bool {
+        self.log_text().matches("WAL opened").count() == 1 && self.log_text().contains("(new node)")
     }
 
     fn wait_ready(&mut self, timeout: Duration) -> bool {

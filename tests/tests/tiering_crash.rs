@@ -163,23 +163,28 @@ fn a_torn_segment_file_whose_entries_the_wal_holds_is_dropped() {
     assert!(b.log_text().contains("dropping a damaged segment file"), "{}", b.log_text());
 }
 
-/// Produces 48 MiB round robin with the 16 MiB window; returns what was acknowledged once
-/// every partition has moved data into at least two segment files.
+/// Produces 48 MiB round robin with the 16 MiB window, in two halves, waiting after each for
+/// every partition to move data into one more segment file (a move takes everything beyond the
+/// window at once, so one fast burst could make a single file each); returns what was
+/// acknowledged.
 fn produce_and_move(b: &Broker) -> BTreeMap<(i32, i64), Bytes> {
     let mut s = connect(b);
     assert_eq!(create_topic(&mut s, TOPIC, PARTITIONS), 0);
     let mut acked = BTreeMap::new();
-    for n in 0..(48 << 20) / (RECORDS_PER_BATCH * VALUE_LEN) {
-        let partition = (n % PARTITIONS as usize) as i32;
-        let records = numbered_batch(n);
-        let (error, base) = try_produce(&mut s, TOPIC, partition, records.clone()).unwrap();
-        assert_eq!(error, 0);
-        acked.insert((partition, base), records);
-    }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while files_with_suffix(&partitions_dir(b), ".seg").len() < 2 * PARTITIONS as usize {
-        assert!(Instant::now() < deadline, "no move out of the WAL:\n{}", b.log_text());
-        std::thread::sleep(Duration::from_millis(100));
+    let batches = (48 << 20) / (RECORDS_PER_BATCH * VALUE_LEN);
+    for (half, range) in [(1, 0..batches / 2), (2, batches / 2..batches)] {
+        for n in range {
+            let partition = (n % PARTITIONS as usize) as i32;
+            let records = numbered_batch(n);
+            let (error, base) = try_produce(&mut s, TOPIC, partition, records.clone()).unwrap();
+            assert_eq!(error, 0);
+            acked.insert((partition, base), records);
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while files_with_suffix(&partitions_dir(b), ".seg").len() < half * PARTITIONS as usize {
+            assert!(Instant::now() < deadline, "no move out of the WAL:\n{}", b.log_text());
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
     acked
 }

@@ -120,6 +120,11 @@ pub(crate) async fn quiet_if_alone<SM: openraft::storage::RaftStateMachine<TypeC
 ) {
     // The membership is known once the group has a leader (an alone voter elects itself at once).
     let led = raft.wait(Some(Duration::from_secs(10))).metrics(|m| m.current_leader.is_some(), "a leader").await;
+    if let Err(e) = &led {
+        // A group of one elects itself at once: waiting this long means something is stuck.
+        let m = raft.metrics().borrow_watched().clone();
+        tracing::warn!(state = ?m.state, term = m.current_term, "a group of one has no leader yet: {e}");
+    }
     let voters: Vec<NodeId> = raft.voter_ids().collect();
     if led.is_ok() && voters == [me] && raft.metrics().borrow_watched().state == ServerState::Leader {
         raft.runtime_config().tick(false);

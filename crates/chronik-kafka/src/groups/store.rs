@@ -23,6 +23,8 @@ pub const TOPIC: &str = "__consumer_offsets";
 const QUEUED_WRITES: usize = 4096;
 /// How long a start waits for the offsets partition to lead and to apply its log.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(30);
+/// After this long a start logs what it is waiting for.
+const SLOW_START: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum OffsetStoreError {
@@ -111,8 +113,13 @@ impl OffsetStore {
             }
             Some(_) => {}
         }
-        if !node.wait_for_topic(TOPIC, OPEN_TIMEOUT).await {
-            return Err(OffsetStoreError::NoLeader);
+        // A slow start says where it waits, so a stall can be told apart from a slow disk.
+        if !node.wait_for_topic(TOPIC, SLOW_START).await {
+            let hosted = node.partition(TOPIC, 0).map(|p| p.leadership());
+            tracing::warn!(?hosted, "{TOPIC} has no leader after {SLOW_START:?}; still waiting");
+            if !node.wait_for_topic(TOPIC, OPEN_TIMEOUT - SLOW_START).await {
+                return Err(OffsetStoreError::NoLeader);
+            }
         }
         let partition = node.partition(TOPIC, 0).ok_or(OffsetStoreError::NotHosted)?;
         // Replay needs everything committed before this start to be applied; replaying less
