@@ -37,7 +37,9 @@ pub use metadata::{
     check_topic_name,
 };
 pub use node::{Node, NodeOptions};
-pub use partition::{IdempotenceError, OutgoingSnapshot, PartitionReplica, PendingAppend, ProducerBatch, SharedAppend};
+pub use partition::{
+    IdempotenceError, OutgoingSnapshot, PartitionReplica, PendingAppend, ProducerBatch, ReplicationView, SharedAppend,
+};
 pub use raft::{GroupId, NodeId};
 pub use records::{RecordMeta, Records};
 pub use storage::compaction::{CodecError, CompactionOutcome, FilterError, IoBudget, MAX_RECORDS_BYTES, visit_records};

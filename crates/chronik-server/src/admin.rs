@@ -1,4 +1,6 @@
-//! The admin HTTP API (axum): health, cluster members, topics, Prometheus metrics.
+//! The admin HTTP API (axum): health and readiness, cluster members, the metadata leader, the
+//! partitions this node hosts, topics, Prometheus metrics (docs/ADMIN_API.md, checked by a
+//! test against a running node).
 //! Cluster operations (learners, membership changes, leadership transfer, ...) come with the
 //! clustered mode; this build answers them with 501 Not Implemented and says so.
 
@@ -32,7 +34,10 @@ impl AdminState {
 pub fn router(state: AdminState) -> Router {
     Router::new()
         .route("/health", get(health))
+        .route("/ready", get(ready))
         .route("/admin/cluster/members", get(members))
+        .route("/admin/cluster/leader", get(leader))
+        .route("/admin/cluster/partitions", get(partitions))
         .route("/admin/topics", get(topics))
         .route("/metrics", get(prometheus))
         .route("/admin/cluster/{operation}", post(not_supported))
@@ -53,6 +58,73 @@ struct Health {
 
 async fn health(State(s): State<AdminState>) -> Json<Health> {
     Json(Health { status: "ok", node_id: s.node.node_id(), cluster_id: s.node.identity().cluster_id.to_string() })
+}
+
+#[derive(Serialize)]
+struct Ready {
+    ready: bool,
+    metadata_leader: Option<u64>,
+}
+
+/// Ready once the metadata group has a leader (the node applied its metadata log before it
+/// started serving); 503 otherwise.
+async fn ready(State(s): State<AdminState>) -> Response {
+    let metadata_leader = s.node.metadata_leader();
+    let ready = metadata_leader.is_some();
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(Ready { ready, metadata_leader })).into_response()
+}
+
+#[derive(Serialize)]
+struct Leader {
+    leader: Option<u64>,
+    voters: Vec<u64>,
+}
+
+async fn leader(State(s): State<AdminState>) -> Json<Leader> {
+    Json(Leader { leader: s.node.metadata_leader(), voters: s.node.metadata_voters() })
+}
+
+#[derive(Serialize)]
+struct ReplicaStatus {
+    topic: String,
+    partition: i32,
+    raft_group: u64,
+    leader: Option<u64>,
+    leader_epoch: u64,
+    replicas: Vec<u64>,
+    /// Known on the node that leads the partition; null elsewhere.
+    isr: Option<Vec<u64>>,
+    high_watermark: u64,
+    commit_index: Option<u64>,
+    /// Entries each replica is behind the leader's log (on the leading node).
+    lag_entries: Option<std::collections::BTreeMap<u64, u64>>,
+}
+
+/// Every partition this node hosts, as its Raft group stands.
+async fn partitions(State(s): State<AdminState>) -> Json<Vec<ReplicaStatus>> {
+    let mut out: Vec<ReplicaStatus> = s
+        .node
+        .partitions()
+        .iter()
+        .map(|r| {
+            let v = r.replication();
+            ReplicaStatus {
+                topic: r.topic().to_string(),
+                partition: r.partition(),
+                raft_group: r.group(),
+                leader: v.leader,
+                leader_epoch: v.leader_epoch,
+                replicas: v.voters,
+                isr: v.isr,
+                high_watermark: r.log().high_watermark(),
+                commit_index: v.commit_index,
+                lag_entries: v.lag_entries,
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+    Json(out)
 }
 
 #[derive(Serialize)]

@@ -56,6 +56,21 @@ pub struct PartitionReplica {
     tasks: Tasks,
 }
 
+/// A partition group's replicas as one node sees them ([`PartitionReplica::replication`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicationView {
+    pub leader: Option<NodeId>,
+    /// The leader's term: the Kafka leader epoch.
+    pub leader_epoch: u64,
+    pub voters: Vec<NodeId>,
+    /// The Raft index everything up to which is committed.
+    pub commit_index: Option<u64>,
+    /// Voters whose log reaches the commit index (known where this node leads).
+    pub isr: Option<Vec<NodeId>>,
+    /// Entries each replica is behind the leader's log (known where this node leads).
+    pub lag_entries: Option<BTreeMap<NodeId, u64>>,
+}
+
 /// A produce queued in the partition's Raft log, not yet committed.
 pub struct PendingAppend {
     group: GroupId,
@@ -295,6 +310,38 @@ impl PartitionReplica {
     pub fn is_leader(&self, node: NodeId) -> bool {
         let m = self.raft.metrics().borrow_watched().clone();
         m.state == ServerState::Leader && m.current_leader == Some(node)
+    }
+
+    /// How the group's replicas stand as this node sees them. Where this node leads it knows
+    /// each replica's progress: the in-sync replicas (voters whose log reaches the commit
+    /// index) and each replica's lag in entries; elsewhere those are `None`.
+    pub fn replication(&self) -> ReplicationView {
+        let m = self.raft.metrics().borrow_watched().clone();
+        let voters: Vec<NodeId> = m.membership_config.voter_ids().collect();
+        let commit = m.cluster_committed.map(|l| l.index);
+        let (mut isr, mut lag) = (None, None);
+        if let (Some(progress), ServerState::Leader) = (&m.replication, m.state) {
+            let last = m.last_log_index.unwrap_or(0);
+            let matched = |id: &NodeId| {
+                if *id == m.id { m.last_log_index } else { progress.get(id).copied().flatten().map(|l| l.index) }
+            };
+            isr = Some(voters.iter().copied().filter(|id| matched(id) >= commit).collect());
+            lag = Some(
+                voters
+                    .iter()
+                    .chain(progress.keys())
+                    .map(|id| (*id, last.saturating_sub(matched(id).unwrap_or(0))))
+                    .collect(),
+            );
+        }
+        ReplicationView {
+            leader: m.current_leader,
+            leader_epoch: m.current_term,
+            voters,
+            commit_index: commit,
+            isr,
+            lag_entries: lag,
+        }
     }
 
     /// Waits until the group has a leader (true) or `timeout` passes (false).

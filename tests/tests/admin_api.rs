@@ -1,0 +1,63 @@
+//! docs/ADMIN_API.md against a running node: every `GET` endpoint it documents answers 200
+//! with exactly the fields of its example (recursively; arrays by their first element).
+
+use chronik_tests::raw::{batch, connect, create_topic, try_produce};
+use chronik_tests::{Broker, http_get, repo_dir};
+use serde_json::Value;
+
+/// (path, example) of each documented `GET` endpoint that answers JSON.
+fn documented() -> Vec<(String, Value)> {
+    let doc = std::fs::read_to_string(repo_dir().join("docs/ADMIN_API.md")).unwrap();
+    let mut out = Vec::new();
+    let mut lines = doc.lines();
+    while let Some(line) = lines.next() {
+        let Some(path) = line.strip_prefix("### `GET ").and_then(|p| p.strip_suffix('`')) else { continue };
+        let mut json = None;
+        for l in lines.by_ref() {
+            if l.starts_with("### ") {
+                break;
+            }
+            if l == "```json" {
+                json = Some(lines.by_ref().take_while(|l| *l != "```").collect::<Vec<_>>().join("\n"));
+                break;
+            }
+        }
+        if let Some(json) = json {
+            out.push((path.to_string(), serde_json::from_str(&json).unwrap_or_else(|e| panic!("{path}: {e}"))));
+        }
+    }
+    out
+}
+
+/// The fields of a JSON value, recursively: objects by their keys, arrays by their first
+/// element, everything else by its type.
+fn shape(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(m.iter().map(|(k, v)| (k.clone(), shape(v))).collect()),
+        Value::Array(a) => Value::Array(a.first().map(shape).into_iter().collect()),
+        Value::Number(_) => "number".into(),
+        Value::String(_) => "string".into(),
+        Value::Bool(_) => "bool".into(),
+        Value::Null => "null".into(),
+    }
+}
+
+#[test]
+fn every_documented_endpoint_answers_with_the_documented_fields() {
+    let b = Broker::start(&[]);
+    let mut s = connect(&b);
+    assert_eq!(create_topic(&mut s, "orders", 1), 0);
+    assert_eq!(try_produce(&mut s, "orders", 0, batch(&[chronik_tests::now_ms()], b"x", -1)).map(|r| r.0), Some(0));
+    let documented = documented();
+    assert!(documented.len() >= 6, "the doc lists the endpoints: {documented:?}");
+    for (path, example) in documented {
+        let (status, body) = http_get(&b.admin_url(&path));
+        assert_eq!(status, 200, "{path}: {body}");
+        let mut live: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"));
+        if let Value::Array(items) = &mut live {
+            // The examples show the user's topic; the node also hosts __consumer_offsets.
+            items.retain(|i| i.get("topic").or(i.get("name")) != Some(&Value::from("__consumer_offsets")));
+        }
+        assert_eq!(shape(&live), shape(&example), "{path}: the answer's fields differ from docs/ADMIN_API.md:\n{body}");
+    }
+}
