@@ -29,6 +29,22 @@ pub const METRICS: &[(&str, &str, &str)] = &[
     ("chronik_partition_high_watermark", "gauge", "Offset after the last committed record."),
     ("chronik_partition_log_start_offset", "gauge", "First offset still readable."),
     ("chronik_partition_size_bytes", "gauge", "Record-batch bytes in the partition's log."),
+    (
+        "chronik_partition_segment_bytes",
+        "gauge",
+        "Record-batch bytes of the partition in its segment files (moved out of the WAL).",
+    ),
+    ("chronik_partition_commit_index", "gauge", "The partition's Raft commit index (0 before the first commit)."),
+    (
+        "chronik_partition_in_sync_replicas",
+        "gauge",
+        "Voters whose log reaches the commit index; exported by the node that leads the partition.",
+    ),
+    (
+        "chronik_partition_replica_lag_entries",
+        "gauge",
+        "Entries a replica (label `replica`) is behind the leader's log; exported by the node that leads the partition.",
+    ),
     ("chronik_metadata_version", "gauge", "Number of metadata changes applied."),
 ];
 
@@ -75,6 +91,10 @@ pub fn render(node: &Node) -> Result<String, std::fmt::Error> {
     let hw = Family::<Labels, Gauge>::default();
     let start = Family::<Labels, Gauge>::default();
     let size = Family::<Labels, Gauge>::default();
+    let in_files = Family::<Labels, Gauge>::default();
+    let commit = Family::<Labels, Gauge>::default();
+    let isr = Family::<Labels, Gauge>::default();
+    let lag = Family::<Labels, Gauge>::default();
     for g in &groups {
         let labels =
             vec![("topic".to_string(), g.topic().to_string()), ("partition".to_string(), g.partition().to_string())];
@@ -84,12 +104,27 @@ pub fn render(node: &Node) -> Result<String, std::fmt::Error> {
         hw.get_or_create(&labels).set(g.log().high_watermark() as i64);
         start.get_or_create(&labels).set(g.log().log_start_offset() as i64);
         size.get_or_create(&labels).set(g.log().size_bytes() as i64);
+        in_files.get_or_create(&labels).set(g.log().segment_bytes() as i64);
+        let v = g.replication();
+        commit.get_or_create(&labels).set(v.commit_index.unwrap_or(0) as i64);
+        if let Some(in_sync) = &v.isr {
+            isr.get_or_create(&labels).set(in_sync.len() as i64);
+        }
+        for (replica, behind) in v.lag_entries.iter().flatten() {
+            let mut with_replica = labels.clone();
+            with_replica.push(("replica".to_string(), replica.to_string()));
+            lag.get_or_create(&with_replica).set(*behind as i64);
+        }
     }
     registry.register("chronik_partition_leader", help("chronik_partition_leader"), leader);
     registry.register("chronik_partition_leader_epoch", help("chronik_partition_leader_epoch"), epoch);
     registry.register("chronik_partition_high_watermark", help("chronik_partition_high_watermark"), hw);
     registry.register("chronik_partition_log_start_offset", help("chronik_partition_log_start_offset"), start);
     registry.register("chronik_partition_size_bytes", help("chronik_partition_size_bytes"), size);
+    registry.register("chronik_partition_segment_bytes", help("chronik_partition_segment_bytes"), in_files);
+    registry.register("chronik_partition_commit_index", help("chronik_partition_commit_index"), commit);
+    registry.register("chronik_partition_in_sync_replicas", help("chronik_partition_in_sync_replicas"), isr);
+    registry.register("chronik_partition_replica_lag_entries", help("chronik_partition_replica_lag_entries"), lag);
     let version = node.with_metadata(|m| m.version);
     registry.register("chronik_metadata_version", help("chronik_metadata_version"), gauge(version as i64));
 
@@ -158,6 +193,11 @@ mod tests {
         let listed: std::collections::BTreeSet<String> = METRICS.iter().map(|(n, ..)| n.to_string()).collect();
         assert_eq!(exported, listed);
         assert!(text.contains("chronik_partition_high_watermark{topic=\"m\",partition=\"0\"} 0"), "{text}");
+        assert!(text.contains("chronik_partition_in_sync_replicas{topic=\"m\",partition=\"0\"} 1"), "{text}");
+        assert!(
+            text.contains("chronik_partition_replica_lag_entries{topic=\"m\",partition=\"0\",replica=\"1\"} 0"),
+            "{text}"
+        );
         node.shutdown().await.unwrap();
     }
 
