@@ -67,6 +67,20 @@ async fn produce(broker: &Broker, topic: &str, updates: &[(String, Option<String
     offsets
 }
 
+/// The last write of each key (by the offset it was acknowledged at), in offset order: what a
+/// fully compacted log holds while its tombstones are still kept.
+fn latest_per_key(offsets: &[i64], updates: &[(String, Option<String>)]) -> Read {
+    let mut latest: BTreeMap<&String, (i64, &Option<String>)> = BTreeMap::new();
+    for (o, (k, v)) in offsets.iter().zip(updates) {
+        if latest.get(k).is_none_or(|(seen, _)| seen < o) {
+            latest.insert(k, (*o, v));
+        }
+    }
+    let mut out: Read = latest.into_iter().map(|(k, (o, v))| (o, k.clone(), v.clone())).collect();
+    out.sort();
+    out
+}
+
 /// Everything a new consumer reads from the beginning up to the high watermark.
 fn read_all(broker: &Broker, topic: &str) -> Read {
     let consumer: BaseConsumer = config(&broker.bootstrap())
@@ -144,15 +158,7 @@ async fn a_new_consumer_reads_the_latest_value_per_key_and_recent_tombstones() {
     }
     updates.push(("k8".into(), Some("back".into())));
     let offsets = produce(&broker, topic, &updates, 100).await;
-    let mut by_offset: Vec<(i64, &String, &Option<String>)> =
-        offsets.iter().zip(&updates).map(|(o, (k, v))| (*o, k, v)).collect();
-    by_offset.sort();
-    let mut expected: BTreeMap<String, (i64, Option<String>)> = BTreeMap::new();
-    for (o, k, v) in by_offset {
-        expected.insert(k.clone(), (o, v.clone()));
-    }
-    let mut expected: Read = expected.into_iter().map(|(k, (o, v))| (o, k, v)).collect();
-    expected.sort();
+    let expected = latest_per_key(&offsets, &updates);
 
     let read = read_until(&broker, topic, |r| r == &expected);
     assert_eq!(read, expected, "exactly the latest record of each key, at its acknowledged offset");
@@ -266,15 +272,7 @@ async fn killed_between_writing_a_compacted_file_and_dropping_what_it_replaces()
     assert!(files_before.iter().any(|(_, generation)| *generation > 0), "the pass wrote its file: {files_before:?}");
     broker.start_again();
 
-    let mut by_offset: Vec<(i64, String, Option<String>)> =
-        offsets.iter().zip(&updates).map(|(o, (k, v))| (*o, k.clone(), v.clone())).collect();
-    by_offset.sort();
-    let mut latest: BTreeMap<String, (i64, Option<String>)> = BTreeMap::new();
-    for (o, k, v) in &by_offset {
-        latest.insert(k.clone(), (*o, v.clone()));
-    }
-    let mut expected: Read = latest.into_iter().map(|(k, (o, v))| (o, k, v)).collect();
-    expected.sort();
+    let expected = latest_per_key(&offsets, &updates);
     // Right after the restart: the files the pass replaced are gone (one file per span), every
     // key's latest record is there, and replaying what is read gives the same state.
     let replaced: Vec<(u64, u32)> = files_before

@@ -90,7 +90,7 @@ fn run_in(args: &CompactArgs) -> anyhow::Result<()> {
             async move { probe_latency(&probe, rate, Duration::from_secs(3600), Some(running)).await }
         });
         let started = Instant::now();
-        let outcomes = node.compact_topics(&defaults, chronik_cluster_now_ms(), &budget).await;
+        let outcomes = node.compact_topics(&defaults, chronik_cluster::now_ms(), &budget).await;
         let secs = started.elapsed().as_secs_f64();
         running.store(false, Ordering::Release);
         let during = probing.await?;
@@ -108,10 +108,6 @@ fn run_in(args: &CompactArgs) -> anyhow::Result<()> {
         node.shutdown().await?;
         Ok(())
     })
-}
-
-fn chronik_cluster_now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 fn report(name: &str, (mut lat, count): (Latencies, usize)) {
@@ -195,7 +191,7 @@ fn keyed_batch(keys: &[u64], value_bytes: usize) -> Bytes {
         b.extend(body);
     }
     let n = keys.len() as i32;
-    let now = chronik_cluster_now_ms();
+    let now = chronik_cluster::now_ms();
     let len = (b.len() - 12) as i32;
     b[8..12].copy_from_slice(&len.to_be_bytes());
     b[16] = 2;

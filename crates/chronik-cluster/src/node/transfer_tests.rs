@@ -56,21 +56,26 @@ fn batch(tag: &str, producer: i64, seq: i32) -> Bytes {
     b.into()
 }
 
-/// Node A with topic `t`: 300 entries, the older ones moved into segment files, the log start
-/// moved to 10, then 20 more entries in the WAL (some idempotent).
-async fn sender(dir: &Path) -> (Arc<Node>, Arc<PartitionReplica>) {
-    let node = Node::start(node_options(dir), &Tasks::new()).await.unwrap();
+/// Topic `t` (one partition, `configs`) on `node`; its replica once it leads.
+async fn create_topic_t(node: &Node, configs: BTreeMap<String, String>) -> Arc<PartitionReplica> {
     node.propose_meta(MetaCommand::CreateTopic {
         name: "t".into(),
         topic_id: Uuid::new_v4(),
         partitions: 1,
         replication_factor: 1,
-        configs: BTreeMap::new(),
+        configs,
     })
     .await
     .unwrap();
     assert!(node.wait_for_topic("t", Duration::from_secs(10)).await);
-    let a = node.partition("t", 0).unwrap();
+    node.partition("t", 0).unwrap()
+}
+
+/// Node A with topic `t`: 300 entries, the older ones moved into segment files, the log start
+/// moved to 10, then 20 more entries in the WAL (some idempotent).
+async fn sender(dir: &Path) -> (Arc<Node>, Arc<PartitionReplica>) {
+    let node = Node::start(node_options(dir), &Tasks::new()).await.unwrap();
+    let a = create_topic_t(&node, BTreeMap::new()).await;
     for i in 0..300 {
         let producer = if i % 3 == 0 { 7 } else { -1 };
         a.append(batch(&format!("{i:04}{}", "x".repeat(20_000)), producer, 2 * (i / 3))).await.unwrap();
@@ -238,17 +243,7 @@ async fn compacted_files_travel_as_they_are_and_read_the_same() {
             .into_iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-    node.propose_meta(MetaCommand::CreateTopic {
-        name: "t".into(),
-        topic_id: Uuid::new_v4(),
-        partitions: 1,
-        replication_factor: 1,
-        configs,
-    })
-    .await
-    .unwrap();
-    assert!(node.wait_for_topic("t", Duration::from_secs(10)).await);
-    let a = node.partition("t", 0).unwrap();
+    let a = create_topic_t(&node, configs).await;
     for i in 0..400 {
         let key = format!("k{}", i % 25);
         a.append(keyed(&key, (i % 9 != 0).then_some(&*format!("v{i}")))).await.unwrap();

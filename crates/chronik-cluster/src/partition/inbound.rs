@@ -121,8 +121,12 @@ impl SnapshotSource for PartitionReplica {
                     }
                 }
             });
-            let chunks = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) });
-            Ok(OutgoingParts { header, chunks: Box::pin(chunks) })
+            Ok(OutgoingParts { header, chunks: Box::pin(received(rx)) })
         })
     }
+}
+
+/// What a channel receives, as a stream (ends when every sender is gone).
+fn received<T: Send + 'static>(rx: mpsc::Receiver<T>) -> impl futures::Stream<Item = T> + Send + 'static {
+    futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) })
 }
