@@ -77,9 +77,11 @@ fn modes_refuse_the_wrong_config() {
     let (code, _, err) = cli(&["-c", cfg.to_str().unwrap()]);
     assert_eq!(code, 1);
     assert!(err.contains("chronik-server cluster"), "{err}");
-    let (code, _, err) = cli(&["cluster", "-c", cfg.to_str().unwrap()]);
+    let standalone_cfg = dir.path().join("s.toml");
+    std::fs::write(&standalone_cfg, format!("data_dir = \"{}\"\n", dir.path().join("d").display())).unwrap();
+    let (code, _, err) = cli(&["cluster", "-c", standalone_cfg.to_str().unwrap()]);
     assert_eq!(code, 1);
-    assert!(err.contains("not supported yet"), "clustered mode says clearly that it is not built: {err}");
+    assert!(err.contains("needs `[cluster] enabled = true`"), "{err}");
     let (code, _, err) = cli(&["-c", dir.path().join("missing.toml").to_str().unwrap()]);
     assert_eq!(code, 1);
     assert!(err.contains("cannot read config file"), "{err}");

@@ -57,6 +57,12 @@ pub enum ClusterError {
         #[source]
         source: Cause,
     },
+    /// The node a request was forwarded to (the metadata leader) could not make it.
+    #[error("node {node} refused the forwarded request: {reason}")]
+    Forwarded { node: NodeId, reason: String },
+    /// A node could not join the cluster through its seeds (each seed's answer is named).
+    #[error("cannot join the cluster: {0}")]
+    Join(String),
     /// A partition's log could not be read or moved (its WAL or segment files).
     #[error(transparent)]
     Log(#[from] crate::storage::ReadError),
@@ -75,6 +81,20 @@ impl ClusterError {
 
     pub(crate) fn stopped(group: GroupId, source: impl Into<Cause>) -> ClusterError {
         ClusterError::GroupStopped { group, source: source.into() }
+    }
+
+    /// A message to another node that did not get its answer.
+    pub(crate) fn from_transport(node: NodeId, e: crate::raft::transport::TransportError) -> ClusterError {
+        use crate::raft::transport::TransportError;
+        match e {
+            TransportError::Refused { reason, .. } => ClusterError::Forwarded { node, reason },
+            TransportError::Timeout { after, .. } => {
+                ClusterError::Timeout(format!("node {node} to answer ({after:?})"))
+            }
+            unreachable @ TransportError::Unreachable { .. } => {
+                ClusterError::PeerUnreachable { node, source: Box::new(unreachable) }
+            }
+        }
     }
 
     /// A client write openraft did not take.

@@ -85,25 +85,6 @@ impl NodeIdentity {
         File::open(data_dir).and_then(|d| d.sync_all()).map_err(io)?;
         Ok(())
     }
-
-    /// The identity of `data_dir` for `node_id`: the stored one (which must name `node_id`), or
-    /// a new one in a new cluster when the directory has none.
-    pub fn load_or_create(data_dir: &Path, node_id: u64) -> Result<(NodeIdentity, bool), IdentityError> {
-        match NodeIdentity::read(data_dir)? {
-            Some(id) if id.node_id == node_id => Ok((id, false)),
-            Some(id) => Err(IdentityError::OtherNode {
-                dir: data_dir.into(),
-                found: id.node_id,
-                wanted: node_id,
-                cluster: id.cluster_id,
-            }),
-            None => {
-                let id = NodeIdentity { cluster_id: Uuid::new_v4(), node_id };
-                id.write(data_dir)?;
-                Ok((id, true))
-            }
-        }
-    }
 }
 
 #[cfg(test)]
@@ -111,20 +92,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn create_read_and_refuse_other_node() {
+    fn write_and_read_back() {
         let dir = tempfile::tempdir().unwrap();
-        let (id, created) = NodeIdentity::load_or_create(dir.path(), 1).unwrap();
-        assert!(created);
-        let (again, created) = NodeIdentity::load_or_create(dir.path(), 1).unwrap();
-        assert_eq!((again, created), (id, false));
-        let err = NodeIdentity::load_or_create(dir.path(), 2).unwrap_err();
-        assert!(err.to_string().contains("belongs to node 1"), "{err}");
+        assert_eq!(NodeIdentity::read(dir.path()).unwrap(), None);
+        let id = NodeIdentity { cluster_id: Uuid::from_u128(9), node_id: 1 };
+        id.write(dir.path()).unwrap();
+        assert_eq!(NodeIdentity::read(dir.path()).unwrap(), Some(id));
     }
 
     #[test]
     fn damaged_file_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        NodeIdentity::load_or_create(dir.path(), 1).unwrap();
+        NodeIdentity { cluster_id: Uuid::from_u128(9), node_id: 1 }.write(dir.path()).unwrap();
         let path = dir.path().join(FILE_NAME);
         let mut b = std::fs::read(&path).unwrap();
         b[30] ^= 1;

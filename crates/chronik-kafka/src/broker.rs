@@ -74,16 +74,19 @@ impl Broker {
     /// On failure, whatever had started is stopped again.
     pub async fn start(config: &Config, tasks: &Tasks) -> Result<Arc<Broker>, StartError> {
         let node = Node::start(NodeOptions::from_config(config), tasks).await?;
-        let groups = match GroupCoordinator::start(&node, GroupSettings::from_config(config), tasks).await {
-            Ok(groups) => groups,
-            Err(e) => {
-                tasks.shutdown().await;
-                if let Err(stop) = node.shutdown().await {
-                    tracing::warn!("stopping the node after a failed start: {stop}");
+        let groups =
+            match GroupCoordinator::start(&node, GroupSettings::from_config(config), config.cluster.enabled, tasks)
+                .await
+            {
+                Ok(groups) => groups,
+                Err(e) => {
+                    tasks.shutdown().await;
+                    if let Err(stop) = node.shutdown().await {
+                        tracing::warn!("stopping the node after a failed start: {stop}");
+                    }
+                    return Err(e.into());
                 }
-                return Err(e.into());
-            }
-        };
+            };
         Ok(Arc::new(Broker { node, groups, config: BrokerConfig::from_config(config) }))
     }
 

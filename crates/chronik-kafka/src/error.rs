@@ -29,6 +29,8 @@ pub fn cluster_code(e: &ClusterError) -> ResponseError {
         ClusterError::Rejected(m) => meta_code(m),
         ClusterError::Timeout(_) => ResponseError::RequestTimedOut,
         ClusterError::PeerUnreachable { .. } => ResponseError::NetworkException,
+        // The metadata leader changed under a forwarded request: the client retries.
+        ClusterError::Forwarded { .. } => ResponseError::NotController,
         ClusterError::EntryRefused { .. } => ResponseError::CorruptMessage,
         ClusterError::GroupStopped { .. }
         | ClusterError::Wal(_)
@@ -39,6 +41,7 @@ pub fn cluster_code(e: &ClusterError) -> ResponseError {
         | ClusterError::Locked(_)
         | ClusterError::DataDir(_)
         | ClusterError::Settings(_)
+        | ClusterError::Join(_)
         | ClusterError::Internal(_) => ResponseError::UnknownServerError,
     }
 }
@@ -72,6 +75,10 @@ pub fn read_code(e: &ReadError) -> ResponseError {
 /// The code for a failed offset commit (or delete). The other errors only happen at start.
 pub fn offset_store_code(e: &OffsetStoreError) -> ResponseError {
     match e {
+        // The offsets partition's leadership moved: so did the coordinator.
+        OffsetStoreError::Append(ClusterError::NotLeader { .. }) | OffsetStoreError::NotCoordinator => {
+            ResponseError::NotCoordinator
+        }
         OffsetStoreError::Append(e) | OffsetStoreError::Create(e) => cluster_code(e),
         OffsetStoreError::Batch(e) => offset_store_code(e),
         OffsetStoreError::Stopped => ResponseError::CoordinatorNotAvailable,
@@ -95,6 +102,7 @@ impl GroupError {
     pub fn code(self) -> ResponseError {
         match self {
             GroupError::UnknownMemberId => ResponseError::UnknownMemberId,
+            GroupError::NotCoordinator => ResponseError::NotCoordinator,
             GroupError::IllegalGeneration => ResponseError::IllegalGeneration,
             GroupError::RebalanceInProgress => ResponseError::RebalanceInProgress,
             GroupError::InconsistentGroupProtocol => ResponseError::InconsistentGroupProtocol,
@@ -141,6 +149,7 @@ mod tests {
             (ClusterError::NotLeader { group: 3, leader: None }, ResponseError::NotLeaderOrFollower),
             (ClusterError::Timeout("a leader".into()), ResponseError::RequestTimedOut),
             (ClusterError::PeerUnreachable { node: 2, source: "refused".into() }, ResponseError::NetworkException),
+            (ClusterError::Forwarded { node: 2, reason: "not the leader".into() }, ResponseError::NotController),
             (ClusterError::EntryRefused { group: 3, reason: "out of order".into() }, ResponseError::CorruptMessage),
             (ClusterError::GroupStopped { group: 3, source: "shut down".into() }, ResponseError::KafkaStorageError),
             (
@@ -214,7 +223,7 @@ mod tests {
         let stores = [
             (
                 OffsetStoreError::Append(ClusterError::NotLeader { group: 1, leader: None }),
-                ResponseError::NotLeaderOrFollower,
+                ResponseError::NotCoordinator,
             ),
             (
                 OffsetStoreError::Append(ClusterError::Wal(WalError::DiskFull {
@@ -224,6 +233,7 @@ mod tests {
                 ResponseError::KafkaStorageError,
             ),
             (OffsetStoreError::NoLeader, ResponseError::CoordinatorNotAvailable),
+            (OffsetStoreError::NotCoordinator, ResponseError::NotCoordinator),
             (OffsetStoreError::CatchUp { applied: 1, target: 2 }, ResponseError::CoordinatorNotAvailable),
         ];
         for (error, code) in stores {

@@ -25,7 +25,7 @@ async fn concurrent_commits_share_entries() {
             let b = b.clone();
             tokio::spawn(async move {
                 let c = Committed { offset: i, leader_epoch: 0, metadata: String::new() };
-                b.groups.offsets.write(vec![((format!("group-{i}"), "t".to_string(), 0), Some(c))]).await
+                b.groups.commit(&format!("group-{i}"), vec![(("t".to_string(), 0), c)]).await
             })
         })
         .collect();
@@ -36,7 +36,7 @@ async fn concurrent_commits_share_entries() {
     assert!(used < commits as u64 / 4, "{commits} concurrent commits took {used} entries");
     for i in [0, 250, 499] {
         let key = (format!("group-{i}"), "t".to_string(), 0);
-        assert_eq!(b.groups.offsets.get(&key).map(|c| c.offset), Some(i), "commit {i} is visible");
+        assert_eq!(b.groups.committed(&key).unwrap().map(|c| c.offset), Some(i), "commit {i} is visible");
     }
     b.node.shutdown().await.unwrap();
 }

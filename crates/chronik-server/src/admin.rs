@@ -1,8 +1,8 @@
 //! The admin HTTP API (axum): health and readiness, cluster members, the metadata leader, the
 //! partitions this node hosts, topics, Prometheus metrics (docs/ADMIN_API.md, checked by a
 //! test against a running node).
-//! Cluster operations (learners, membership changes, leadership transfer, ...) come with the
-//! clustered mode; this build answers them with 501 Not Implemented and says so.
+//! Cluster operations (membership changes, leadership transfer, recovery, ...) are not built
+//! yet; they answer 501 Not Implemented and say so.
 
 use std::sync::Arc;
 
@@ -132,8 +132,13 @@ struct Member {
     node_id: u64,
     raft_addr: String,
     kafka_addr: String,
+    /// In the metadata group: voter, learner, or none (registered, not yet added).
     role: &'static str,
     metadata_leader: bool,
+    reachable: bool,
+    last_contact_ms: Option<u64>,
+    partitions_hosted: usize,
+    partitions_led: usize,
 }
 
 #[derive(Serialize)]
@@ -145,19 +150,22 @@ struct Members {
 
 async fn members(State(s): State<AdminState>) -> Json<Members> {
     let leader = s.node.metadata_leader();
-    let voters = s.node.metadata_voters();
-    let members = s.node.with_metadata(|m| {
-        m.nodes
-            .values()
-            .map(|n| Member {
-                node_id: n.id,
-                raft_addr: n.raft_addr.clone(),
-                kafka_addr: n.kafka_addr.clone(),
-                role: if voters.contains(&n.id) { "voter" } else { "learner" },
-                metadata_leader: leader == Some(n.id),
-            })
-            .collect()
-    });
+    let members = s
+        .node
+        .members()
+        .into_iter()
+        .map(|m| Member {
+            node_id: m.id,
+            raft_addr: m.raft_addr,
+            kafka_addr: m.kafka_addr,
+            role: m.metadata_role,
+            metadata_leader: leader == Some(m.id),
+            reachable: m.reachable,
+            last_contact_ms: m.last_contact_ms,
+            partitions_hosted: m.partitions_hosted,
+            partitions_led: m.partitions_led,
+        })
+        .collect();
     Json(Members {
         cluster_id: s.node.identity().cluster_id.to_string(),
         mode: if s.clustered { "cluster" } else { "standalone" },
@@ -231,7 +239,10 @@ async fn not_supported(axum::extract::Path(operation): axum::extract::Path<Strin
     (
         StatusCode::NOT_IMPLEMENTED,
         Json(serde_json::json!({
-            "error": format!("cluster operation '{operation}' is not supported: this build runs standalone only"),
+            "error": format!(
+                "cluster operation '{operation}' is not supported yet: membership changes, leadership \
+                 transfer and recovery through the admin API are not built (docs/ADMIN_API.md)"
+            ),
         })),
     )
         .into_response()

@@ -68,12 +68,6 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             if !clustered && config.cluster.enabled {
                 anyhow::bail!("the config enables [cluster]; start it with `chronik-server cluster`");
             }
-            if clustered {
-                anyhow::bail!(
-                    "clustered mode is not supported yet: this build runs standalone only (`chronik-server` \
-                        without `cluster`)"
-                );
-            }
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("chronik").build()?;
             runtime.block_on(node::run(config, shutdown::signal()))?;
             Ok(0)

@@ -8,10 +8,8 @@
 //! one that is not who the sender meant, is refused with the reason. A lost connection fails
 //! what was in flight as unreachable (openraft backs off and retries), and reconnecting backs
 //! off too, up to a few seconds. Frames above `cluster.network.max_message_size` are refused.
-
-// `chronik-server cluster` is not wired to it yet (the next step of cluster mode); until then
-// only the multi-node tests run it.
-#![cfg_attr(not(test), allow(dead_code, reason = "run by the tests until cluster mode starts it"))]
+//! A node that is joining (and so does not know the cluster id yet) connects with the nil id
+//! and may only send its join request on that connection.
 
 mod wire;
 
@@ -40,12 +38,16 @@ pub(crate) type Addresses = Arc<dyn Fn(NodeId) -> Option<String> + Send + Sync>;
 /// This node's groups, by id, for what peers send.
 pub(crate) type Groups = Arc<dyn Fn(GroupId) -> Option<Arc<dyn Inbound>> + Send + Sync>;
 
+/// When each peer was last heard from (a reply to this node, or a request from it).
+pub(crate) type Contacts = Arc<Mutex<HashMap<NodeId, Instant>>>;
+
 #[derive(Debug, Clone)]
 pub(crate) struct TcpSettings {
     pub cluster: Uuid,
     pub me: NodeId,
     pub connect_timeout: Duration,
     pub max_message_size: usize,
+    pub contacts: Contacts,
 }
 
 /// Frames queued for one connection's writer.
@@ -190,7 +192,9 @@ impl Peer {
             let mine = Handshake { cluster: self.settings.cluster, from: self.settings.me, to: self.node };
             stream.write_all(&mine.encode()).await.map_err(|e| e.to_string())?;
             let theirs = read_handshake(&mut stream).await?;
-            if theirs != (Handshake { cluster: self.settings.cluster, from: self.node, to: self.settings.me }) {
+            // A joining node (nil cluster id) learns the cluster's id from its join's answer.
+            let cluster = if self.settings.cluster.is_nil() { theirs.cluster } else { self.settings.cluster };
+            if theirs != (Handshake { cluster, from: self.node, to: self.settings.me }) {
                 return Err(format!("{addr} answered as node {} of cluster {}", theirs.from, theirs.cluster));
             }
             Ok(stream)
@@ -205,8 +209,9 @@ impl Peer {
         let (closed, max) = (conn.closed.clone(), self.settings.max_message_size);
         self.tasks.spawn_transient("raft-peer-writer", write_frames(write, queue, closed.clone()));
         let pending = conn.pending.clone();
+        let heard = (self.settings.contacts.clone(), self.node);
         self.tasks.spawn_transient("raft-peer-reader", async move {
-            let why = read_replies(read, &pending, max, &closed).await;
+            let why = read_replies(read, &pending, max, &closed, heard).await;
             tracing::debug!("raft connection closed: {why}");
             closed.cancel();
             // Whoever still waits learns the connection is gone.
@@ -267,7 +272,13 @@ async fn read_frame(read: &mut OwnedReadHalf, max: usize) -> Result<BytesMut, St
     Ok(frame)
 }
 
-async fn read_replies(mut read: OwnedReadHalf, pending: &Pending, max: usize, closed: &CancellationToken) -> String {
+async fn read_replies(
+    mut read: OwnedReadHalf,
+    pending: &Pending,
+    max: usize,
+    closed: &CancellationToken,
+    (contacts, peer): (Contacts, NodeId),
+) -> String {
     loop {
         let frame = tokio::select! {
             f = read_frame(&mut read, max) => f,
@@ -277,6 +288,7 @@ async fn read_replies(mut read: OwnedReadHalf, pending: &Pending, max: usize, cl
             Ok(f) => f,
             Err(e) => return e,
         };
+        contacts.lock().insert(peer, Instant::now());
         match wire::decode(&frame) {
             Ok(Incoming::Reply { id, reply }) => {
                 if let Some(tx) = pending.lock().remove(&id) {
@@ -326,7 +338,9 @@ async fn serve_connection(
     let hello = tokio::time::timeout(settings.connect_timeout, read_handshake(&mut stream))
         .await
         .map_err(|_| "no handshake in time".to_string())??;
-    let refusal = if hello.cluster != settings.cluster {
+    // A node joining the cluster does not know its id yet: it may ask to join, nothing else.
+    let joining = hello.cluster.is_nil();
+    let refusal = if hello.cluster != settings.cluster && !joining {
         Some(format!("node {} belongs to cluster {}, not {}", settings.me, settings.cluster, hello.cluster))
     } else if hello.to != settings.me {
         Some(format!("this is node {}, not node {}", settings.me, hello.to))
@@ -353,11 +367,19 @@ async fn serve_connection(
             Ok(f) => f,
             Err(e) => break Err(e),
         };
+        if !joining {
+            settings.contacts.lock().insert(hello.from, Instant::now());
+        }
         let (id, group, request) = match wire::decode(&frame) {
             Ok(Incoming::Request { id, group, request }) => (id, group, request),
             Ok(_) => break Err("a reply came on an incoming connection".into()),
             Err(e) => break Err(e),
         };
+        if joining && !matches!(request, Request::Join(_)) {
+            let _ =
+                out.send(wire::error_frame(id, "a node that has not joined the cluster may only ask to join")).await;
+            continue;
+        }
         let permit = in_flight.clone().acquire_owned().await.map_err(|e| e.to_string())?;
         let (groups, out, me) = (groups.clone(), out.clone(), settings.me);
         // Each request is handled on its own, so one slow group does not hold up the rest.

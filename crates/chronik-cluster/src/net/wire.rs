@@ -2,7 +2,9 @@
 //!
 //! ```text
 //! handshake  magic "CHRAFT01", cluster id (16 bytes), sender node u64, receiver node u64
-//!            (the receiver answers with its own, or an error frame and closes)
+//!            (the receiver answers with its own, or an error frame and closes); a node
+//!            joining a cluster whose id it does not know yet sends the nil id, and may
+//!            then only send its join request
 //! frame      length u32 (of what follows), kind u8, request id u64, body:
 //!              request (1): group u64, then the message (postcard)
 //!              reply   (2): the reply (postcard)
@@ -16,6 +18,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::metadata::{MetaCommand, MetaResponse, NodeInfo};
 use crate::raft::transport::{Reply, Request};
 use crate::raft::{GroupId, NodeId, Snapshot, SnapshotMeta, TypeConfig, Vote};
 
@@ -68,6 +71,8 @@ enum WireRequest {
     SnapshotStart { session: u64, header: Bytes },
     SnapshotChunk { session: u64, chunk: Bytes },
     SnapshotEnd { session: u64 },
+    Join(NodeInfo),
+    Propose(MetaCommand),
 }
 
 /// [`Reply`] as it travels.
@@ -78,6 +83,8 @@ enum WireReply {
     TransferLeader(openraft::raft::TransferLeaderResponse<TypeConfig>),
     Snapshot(openraft::raft::SnapshotResponse<TypeConfig>),
     Ack,
+    Joined { cluster_id: Uuid },
+    Proposed(MetaResponse),
 }
 
 fn frame(kind: u8, id: u64, body: impl FnOnce(&mut BytesMut)) -> Bytes {
@@ -103,6 +110,8 @@ pub fn request_frame(id: u64, group: GroupId, request: Request) -> Result<Bytes,
         Request::SnapshotStart { session, header } => WireRequest::SnapshotStart { session, header },
         Request::SnapshotChunk { session, chunk } => WireRequest::SnapshotChunk { session, chunk },
         Request::SnapshotEnd { session } => WireRequest::SnapshotEnd { session },
+        Request::Join(n) => WireRequest::Join(n),
+        Request::Propose(c) => WireRequest::Propose(c),
     };
     let body = postcard::to_stdvec(&wire).map_err(|e| format!("encoding a Raft request: {e}"))?;
     Ok(frame(KIND_REQUEST, id, |b| {
@@ -118,6 +127,8 @@ pub fn reply_frame(id: u64, reply: Reply) -> Result<Bytes, String> {
         Reply::TransferLeader(r) => WireReply::TransferLeader(r),
         Reply::Snapshot(r) => WireReply::Snapshot(r),
         Reply::Ack => WireReply::Ack,
+        Reply::Joined { cluster_id } => WireReply::Joined { cluster_id },
+        Reply::Proposed(r) => WireReply::Proposed(r),
     };
     let body = postcard::to_stdvec(&wire).map_err(|e| format!("encoding a Raft reply: {e}"))?;
     Ok(frame(KIND_REPLY, id, |b| b.put_slice(&body)))
@@ -154,6 +165,8 @@ pub fn decode(frame: &[u8]) -> Result<Incoming, String> {
                 WireRequest::SnapshotStart { session, header } => Request::SnapshotStart { session, header },
                 WireRequest::SnapshotChunk { session, chunk } => Request::SnapshotChunk { session, chunk },
                 WireRequest::SnapshotEnd { session } => Request::SnapshotEnd { session },
+                WireRequest::Join(n) => Request::Join(n),
+                WireRequest::Propose(c) => Request::Propose(c),
             };
             Ok(Incoming::Request { id, group, request })
         }
@@ -165,6 +178,8 @@ pub fn decode(frame: &[u8]) -> Result<Incoming, String> {
                 WireReply::TransferLeader(r) => Reply::TransferLeader(r),
                 WireReply::Snapshot(r) => Reply::Snapshot(r),
                 WireReply::Ack => Reply::Ack,
+                WireReply::Joined { cluster_id } => Reply::Joined { cluster_id },
+                WireReply::Proposed(r) => Reply::Proposed(r),
             };
             Ok(Incoming::Reply { id, reply })
         }

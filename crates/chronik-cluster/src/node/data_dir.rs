@@ -2,36 +2,60 @@
 //! identity file (one node of one cluster), checked before anything in it is read.
 
 use std::fs::File;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+use uuid::Uuid;
 
 use crate::error::ClusterError;
-use crate::identity::NodeIdentity;
+use crate::identity::{IdentityError, NodeIdentity};
 use crate::raft::NodeId;
 
 /// The held directory: dropping it releases the lock.
 pub(super) struct DataDir {
-    pub identity: NodeIdentity,
-    /// Whether the identity was created by this start (a new node of a new cluster).
-    pub fresh: bool,
+    dir: PathBuf,
+    node_id: NodeId,
+    /// The identity the directory holds; `None` until a new node knows its cluster (it
+    /// creates one, or joins one through the seeds).
+    pub identity: Option<NodeIdentity>,
     _lock: File,
 }
 
 impl DataDir {
-    /// Creates `dir` if needed, locks it and loads (or, for an empty directory, creates) the
-    /// identity of `node_id`. A directory holding a WAL but no identity is refused: its data
-    /// is of unknown origin.
+    /// Creates `dir` if needed, locks it and loads the identity it holds (which must be
+    /// `node_id`'s). A directory holding a WAL but no identity is refused: its data is of
+    /// unknown origin.
     pub fn claim(dir: &Path, node_id: NodeId) -> Result<DataDir, ClusterError> {
         std::fs::create_dir_all(dir).map_err(|e| ClusterError::io(dir.display().to_string(), e))?;
         let lock = lock(dir)?;
+        let identity = NodeIdentity::read(dir)?;
         let has_wal = std::fs::read_dir(dir.join("wal")).map(|mut d| d.next().is_some()).unwrap_or(false);
-        if NodeIdentity::read(dir)?.is_none() && has_wal {
-            return Err(ClusterError::DataDir(format!(
-                "{} holds a WAL but no node identity file; refusing to adopt data of unknown origin",
-                dir.display()
-            )));
+        match identity {
+            None if has_wal => {
+                return Err(ClusterError::DataDir(format!(
+                    "{} holds a WAL but no node identity file; refusing to adopt data of unknown origin",
+                    dir.display()
+                )));
+            }
+            Some(found) if found.node_id != node_id => {
+                return Err(IdentityError::OtherNode {
+                    dir: dir.into(),
+                    found: found.node_id,
+                    wanted: node_id,
+                    cluster: found.cluster_id,
+                }
+                .into());
+            }
+            _ => {}
         }
-        let (identity, fresh) = NodeIdentity::load_or_create(dir, node_id)?;
-        Ok(DataDir { identity, fresh, _lock: lock })
+        Ok(DataDir { dir: dir.into(), node_id, identity, _lock: lock })
+    }
+
+    /// Writes a new node's identity in `cluster` (durably, before any data is written).
+    pub fn adopt(&mut self, cluster: Uuid) -> Result<NodeIdentity, ClusterError> {
+        let identity = NodeIdentity { cluster_id: cluster, node_id: self.node_id };
+        identity.write(&self.dir)?;
+        self.identity = Some(identity);
+        Ok(identity)
     }
 }
 

@@ -286,3 +286,19 @@ pub(super) async fn housekeeping_loop(
         node.expire_idle_producers(now.saturating_sub(expiration)).await;
     }
 }
+
+/// How often the metadata leader looks for learners to promote.
+const MEMBERSHIP_CHECK: Duration = Duration::from_millis(500);
+
+/// On whichever node leads the metadata group: promotes caught-up learners to voters.
+pub(super) async fn membership_loop(node: Weak<Node>, cancel: CancellationToken) -> Result<(), ClusterError> {
+    let mut tick = tokio::time::interval(MEMBERSHIP_CHECK);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = cancel.cancelled() => return Ok(()),
+        }
+        let Some(node) = node.upgrade() else { return Ok(()) };
+        node.meta.promote_caught_up_learners().await;
+    }
+}

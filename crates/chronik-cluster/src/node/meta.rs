@@ -2,25 +2,39 @@
 //! first-start bootstrap, proposals, and the block of producer ids the node hands out.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use chronik_wal::Wal;
+use futures::future::BoxFuture;
 use openraft::async_runtime::WatchReceiver;
-use openraft::{BasicNode, Raft, ServerState};
+use openraft::{BasicNode, ChangeMembers, Raft, ServerState};
 use parking_lot::RwLock;
 use tokio::sync::watch;
+use uuid::Uuid;
 
+use super::cluster::FINAL_REFUSAL;
 use super::options::NodeOptions;
 use crate::error::ClusterError;
 use crate::identity::NodeIdentity;
 use crate::metadata::{META_GROUP, MetaCommand, MetaResponse, MetadataState, NodeInfo};
+use crate::raft::transport::{Inbound, Reply, Request};
 use crate::raft::{self, Command, NodeId, Response, SharedTransport, TypeConfig};
 use crate::state_machine::MetadataStateMachine;
 use crate::storage::LogStore;
 
 /// Producer ids reserved through the metadata at a time.
 const PRODUCER_ID_BLOCK: u32 = 1000;
+/// The most voters the metadata group has; further nodes stay learners (more voters make
+/// every metadata write wait for more acknowledgements, and buy nothing past five).
+const MAX_METADATA_VOTERS: usize = 5;
+/// A learner this close to the leader's last entry is caught up enough to vote.
+const CAUGHT_UP_SLACK: u64 = 16;
+/// How long a proposal keeps trying through an election, and waits for the leader's answer.
+const PROPOSE_TIMEOUT: Duration = Duration::from_secs(10);
+const PROPOSE_RETRY: Duration = Duration::from_millis(100);
+/// How often a node that waits for the metadata group says so.
+const SLOW_START_REPORT: Duration = Duration::from_secs(10);
 
 pub(super) struct MetaGroup {
     raft: Raft<TypeConfig, MetadataStateMachine>,
@@ -28,6 +42,11 @@ pub(super) struct MetaGroup {
     version: watch::Receiver<u64>,
     /// The reserved block of producer ids: (next, end).
     producer_ids: tokio::sync::Mutex<(i64, i64)>,
+    me: NodeId,
+    /// Where proposals made here go when another node leads.
+    transport: SharedTransport,
+    /// Cluster mode: the group has (or will have) other members, so it never goes quiet.
+    clustered: bool,
 }
 
 impl MetaGroup {
@@ -40,36 +59,57 @@ impl MetaGroup {
         let view = sm.view();
         let version = sm.subscribe();
         let store = LogStore::new(wal.clone(), META_GROUP, None);
-        let network = raft::NetworkFactory::new(transport, META_GROUP, opts.request_timeout);
+        let network = raft::NetworkFactory::new(transport.clone(), META_GROUP, opts.request_timeout);
         let raft = Raft::new(opts.node_id, opts.metadata_raft()?, network, store, sm)
             .await
             .map_err(|e| ClusterError::stopped(META_GROUP, e))?;
-        Ok(MetaGroup { raft, view, version, producer_ids: tokio::sync::Mutex::new((0, 0)) })
+        Ok(MetaGroup {
+            raft,
+            view,
+            version,
+            producer_ids: tokio::sync::Mutex::new((0, 0)),
+            me: opts.node_id,
+            transport,
+            clustered: opts.cluster.is_some(),
+        })
     }
 
-    /// Makes sure the group has a leader, belongs to this node's cluster, and knows this node's
-    /// current addresses. A brand-new data directory bootstraps a cluster of one.
-    pub async fn bootstrap(&self, identity: &NodeIdentity, me: NodeInfo) -> Result<(), ClusterError> {
+    /// The applied metadata, shared (the transport reads node addresses from it).
+    pub fn view(&self) -> Arc<RwLock<MetadataState>> {
+        self.view.clone()
+    }
+
+    /// Makes sure the group has a leader and this node has applied its log, that it belongs
+    /// to this node's cluster, and that it knows this node's current addresses. `initialize`:
+    /// this node creates the group (a standalone node, or a new cluster's bootstrap node);
+    /// every other node waits for a leader to reach it.
+    pub async fn start(&self, identity: &NodeIdentity, me: NodeInfo, initialize: bool) -> Result<(), ClusterError> {
         let stopped = |e| ClusterError::stopped(META_GROUP, e);
-        if !self.raft.is_initialized().await.map_err(stopped)? {
+        if initialize && !self.raft.is_initialized().await.map_err(stopped)? {
             let members = BTreeMap::from([(me.id, BasicNode::new(&me.raft_addr))]);
             if let Err(e) = self.raft.initialize(members).await {
                 tracing::debug!("metadata group already initialized: {e}");
             }
         }
-        self.raft
-            .wait(Some(Duration::from_secs(30)))
-            .state(ServerState::Leader, "metadata group leader")
-            .await
-            .map_err(|e| ClusterError::Timeout(format!("the metadata group's election: {e}")))?;
-        // A leader applies its log after it is elected: what this node reads next (and what
-        // the reconciler starts) must be the whole metadata, not a prefix of it.
-        let last = self.raft.metrics().borrow_watched().last_log_index;
-        self.raft
-            .wait(Some(Duration::from_secs(30)))
-            .applied_index_at_least(last, "the metadata log applied")
-            .await
-            .map_err(|e| ClusterError::Timeout(format!("applying the metadata log: {e}")))?;
+        if self.clustered {
+            // A joining node was registered by the leader before it was added; the bootstrap
+            // node registers itself below.
+            self.wait_until_caught_up((!initialize).then_some(me.id)).await;
+        } else {
+            self.raft
+                .wait(Some(Duration::from_secs(30)))
+                .state(ServerState::Leader, "metadata group leader")
+                .await
+                .map_err(|e| ClusterError::Timeout(format!("the metadata group's election: {e}")))?;
+            // A leader applies its log after it is elected: what this node reads next (and
+            // what the reconciler starts) must be the whole metadata, not a prefix of it.
+            let last = self.raft.metrics().borrow_watched().last_log_index;
+            self.raft
+                .wait(Some(Duration::from_secs(30)))
+                .applied_index_at_least(last, "the metadata log applied")
+                .await
+                .map_err(|e| ClusterError::Timeout(format!("applying the metadata log: {e}")))?;
+        }
         let (cluster_id, registered) = self.read(|m| (m.cluster_id, m.nodes.get(&me.id) == Some(&me)));
         match cluster_id {
             Some(id) if id != identity.cluster_id => {
@@ -84,8 +124,33 @@ impl MetaGroup {
         if !registered {
             self.propose(MetaCommand::RegisterNode(me)).await?;
         }
-        raft::quiet_if_alone(&self.raft, identity.node_id).await;
+        if !self.clustered {
+            raft::quiet_if_alone(&self.raft, identity.node_id).await;
+        }
         Ok(())
+    }
+
+    /// Waits (as long as it takes: without a quorum there is nothing to serve) until the group
+    /// has a leader and this node has applied its own log, including (`registered`) its own
+    /// registration.
+    async fn wait_until_caught_up(&self, registered: Option<NodeId>) {
+        let view = self.view.clone();
+        let caught_up = move |m: &openraft::RaftMetrics<TypeConfig>| {
+            m.current_leader.is_some()
+                && m.last_applied.map(|l| l.index) >= m.last_log_index
+                && registered.is_none_or(|me| view.read().nodes.contains_key(&me))
+        };
+        let started = std::time::Instant::now();
+        while let Err(e) = self.raft.wait(Some(SLOW_START_REPORT)).metrics(caught_up.clone(), "caught up").await {
+            let m = self.raft.metrics().borrow_watched().clone();
+            tracing::warn!(
+                leader = ?m.current_leader,
+                applied = ?m.last_applied.map(|l| l.index),
+                last_log = ?m.last_log_index,
+                "waiting {:?} for the metadata group (a leader, and this node's log applied): {e}",
+                started.elapsed()
+            );
+        }
     }
 
     /// Runs `f` on the applied metadata without copying it.
@@ -98,13 +163,114 @@ impl MetaGroup {
         self.version.clone()
     }
 
-    /// Proposes a change and waits until it is applied; a rejected change is an error.
+    /// Proposes a change and waits until it is applied; a rejected change is an error. On a
+    /// follower the change goes to the leader; while there is no leader (an election), it
+    /// is retried for up to [`PROPOSE_TIMEOUT`].
     pub async fn propose(&self, cmd: MetaCommand) -> Result<MetaResponse, ClusterError> {
+        let deadline = tokio::time::Instant::now() + PROPOSE_TIMEOUT;
+        loop {
+            let answer = match self.propose_here(cmd.clone()).await {
+                Err(ClusterError::NotLeader { leader: Some(leader), .. }) if leader != self.me => {
+                    self.forward(leader, cmd.clone()).await
+                }
+                other => other,
+            };
+            let retry = matches!(
+                answer,
+                Err(ClusterError::NotLeader { .. }
+                    | ClusterError::PeerUnreachable { .. }
+                    | ClusterError::Forwarded { .. })
+            );
+            if !retry || tokio::time::Instant::now() >= deadline {
+                return match answer? {
+                    MetaResponse::Rejected(e) => Err(ClusterError::Rejected(e)),
+                    ok => Ok(ok),
+                };
+            }
+            tokio::time::sleep(PROPOSE_RETRY).await;
+        }
+    }
+
+    /// Proposes on this node's Raft (it must lead).
+    async fn propose_here(&self, cmd: MetaCommand) -> Result<MetaResponse, ClusterError> {
         let written = self.raft.client_write(Command::Meta(cmd)).await;
         match written.map_err(|e| ClusterError::from_write(META_GROUP, e))?.data {
-            Response::Meta(MetaResponse::Rejected(e)) => Err(ClusterError::Rejected(e)),
-            Response::Meta(ok) => Ok(ok),
+            Response::Meta(r) => Ok(r),
             other => Err(ClusterError::unexpected(META_GROUP, other)),
+        }
+    }
+
+    /// Sends a proposal to the leader, which makes it.
+    async fn forward(&self, leader: NodeId, cmd: MetaCommand) -> Result<MetaResponse, ClusterError> {
+        let reply = self.transport.send(leader, META_GROUP, Request::Propose(cmd), PROPOSE_TIMEOUT).await;
+        match reply.map_err(|e| ClusterError::from_transport(leader, e))? {
+            Reply::Proposed(r) => Ok(r),
+            _ => Err(ClusterError::Internal(format!("node {leader} answered a proposal with another kind of reply"))),
+        }
+    }
+
+    /// A new node asks to join (through this node): the leader checks its id, registers its
+    /// addresses and adds it to the group as a learner; it becomes a voter once caught up
+    /// ([`Self::promote_caught_up_learners`]). Answers the cluster id the node adopts.
+    async fn admit(&self, node: NodeInfo) -> Result<Uuid, String> {
+        let leader = self.leader();
+        if leader != Some(self.me) {
+            let Some(leader) = leader else {
+                return Err("the metadata group has no leader (an election); retry".into());
+            };
+            let reply = self.transport.send(leader, META_GROUP, Request::Join(node), PROPOSE_TIMEOUT).await;
+            return match reply.map_err(|e| e.to_string())? {
+                Reply::Joined { cluster_id } => Ok(cluster_id),
+                _ => Err(format!("node {leader} answered a join with another kind of reply")),
+            };
+        }
+        let id = node.id;
+        let (cluster, removed, registered) =
+            self.read(|m| (m.cluster_id, m.removed_nodes.contains(&id), m.nodes.contains_key(&id)));
+        let cluster = cluster.ok_or("the cluster is still starting (no cluster id yet); retry")?;
+        if removed {
+            return Err(format!(
+                "{FINAL_REFUSAL}node id {id} belonged to a node removed from cluster {cluster} and can never be used again; \
+                 start this node with a node_id not used before"
+            ));
+        }
+        let member = self.raft.metrics().borrow_watched().membership_config.membership().get_node(&id).is_some();
+        if registered && member {
+            return Err(format!(
+                "{FINAL_REFUSAL}node id {id} is already a member of cluster {cluster}; a node that lost its data directory \
+                 cannot take its old id back (the group would count a vote it no longer remembers): start \
+                 it with a new node_id, and remove the old one"
+            ));
+        }
+        let addr = node.raft_addr.clone();
+        let registered = self.propose_here(MetaCommand::RegisterNode(node)).await.map_err(|e| e.to_string())?;
+        if let MetaResponse::Rejected(e) = registered {
+            return Err(e.to_string());
+        }
+        self.raft.add_learner(id, BasicNode::new(&addr), false).await.map_err(|e| e.to_string())?;
+        tracing::info!(node = id, %addr, "node joined the cluster as a learner of the metadata group");
+        Ok(cluster)
+    }
+
+    /// On the leader: makes caught-up learners voters, one at a time, up to
+    /// [`MAX_METADATA_VOTERS`] (more nodes stay learners of the metadata group).
+    pub async fn promote_caught_up_learners(&self) {
+        let m = self.raft.metrics().borrow_watched().clone();
+        if m.state != ServerState::Leader {
+            return;
+        }
+        let membership = m.membership_config.membership();
+        if membership.voter_ids().count() >= MAX_METADATA_VOTERS {
+            return;
+        }
+        let last = m.last_log_index.unwrap_or(0);
+        let matched = |id: &NodeId| m.replication.as_ref()?.get(id).cloned().flatten().map(|l| l.index);
+        let caught_up = membership.learner_ids().find(|id| matched(id) >= Some(last.saturating_sub(CAUGHT_UP_SLACK)));
+        if let Some(id) = caught_up {
+            match self.raft.change_membership(ChangeMembers::AddVoterIds([id].into()), false).await {
+                Ok(_) => tracing::info!(node = id, "promoted to voter of the metadata group"),
+                Err(e) => tracing::warn!(node = id, "promoting to voter of the metadata group: {e}"),
+            }
         }
     }
 
@@ -130,9 +296,39 @@ impl MetaGroup {
         self.raft.voter_ids().collect()
     }
 
+    /// The group's members: (node, voter).
+    pub fn members(&self) -> Vec<(NodeId, bool)> {
+        let m = self.raft.metrics().borrow_watched().membership_config.clone();
+        let voters: Vec<NodeId> = m.membership().voter_ids().collect();
+        m.membership().nodes().map(|(id, _)| (*id, voters.contains(id))).collect()
+    }
+
+    /// What receives the messages other nodes send to this group: its Raft's, joins and
+    /// forwarded proposals.
+    pub fn inbound(self: &Arc<Self>) -> Arc<dyn Inbound> {
+        Arc::new(MetaInbound(Arc::downgrade(self)))
+    }
+
     pub async fn shutdown(&self) {
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!("stopping the metadata group: {e}");
         }
+    }
+}
+
+/// The metadata group's side of the transport.
+struct MetaInbound(Weak<MetaGroup>);
+
+impl Inbound for MetaInbound {
+    fn handle(&self, request: Request) -> BoxFuture<'static, Result<Reply, String>> {
+        let Some(meta) = self.0.upgrade() else { return Box::pin(async { Err("the node is stopping".into()) }) };
+        Box::pin(async move {
+            match request {
+                Request::Join(node) => meta.admit(node).await.map(|cluster_id| Reply::Joined { cluster_id }),
+                // Made here or refused: never forwarded again, so a proposal cannot circle.
+                Request::Propose(cmd) => meta.propose_here(cmd).await.map(Reply::Proposed).map_err(|e| e.to_string()),
+                raft_message => meta.raft.handle(raft_message).await,
+            }
+        })
     }
 }

@@ -4,9 +4,11 @@
 //! metadata group), [`registry`] (the replicas hosted here) and [`lifecycle`] (the loops that
 //! keep them in line with the metadata).
 //!
-//! In this build a node is a cluster of one (standalone): every group has this node as its
-//! only voter, so a write commits once the local WAL has made it durable.
+//! Standalone, a node is a cluster of one: every group has this node as its only voter, so a
+//! write commits once the local WAL has made it durable. In cluster mode ([`cluster`]) the
+//! groups reach their other members over the TCP transport.
 
+mod cluster;
 mod data_dir;
 mod lifecycle;
 mod meta;
@@ -24,26 +26,53 @@ use std::time::{Duration, Instant};
 
 use chronik_wal::{Wal, WalStats};
 
-pub use options::NodeOptions;
+pub use options::{ClusterOptions, NodeOptions};
 
 use crate::error::ClusterError;
 use crate::identity::NodeIdentity;
-use crate::metadata::{MetaCommand, MetadataState, NodeInfo};
+use crate::metadata::{META_GROUP, MetaCommand, MetadataState, NodeInfo};
+use crate::net::Contacts;
 use crate::partition::PartitionReplica;
 use crate::raft::{NoTransport, NodeId, SharedTransport};
 use crate::storage::compaction::IoBudget;
 use crate::tasks::Tasks;
+use cluster::AddressBook;
 use data_dir::DataDir;
 use meta::MetaGroup;
 use registry::Registry;
+use uuid::Uuid;
+
+/// A peer not heard from for this long is reported unreachable (every node hears from the
+/// metadata group's members at least every heartbeat).
+const REACHABLE_WITHIN: Duration = Duration::from_secs(3);
+
+/// One node of the cluster, as the node asked sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberView {
+    pub id: NodeId,
+    pub raft_addr: String,
+    pub kafka_addr: String,
+    /// In the metadata group: "voter", "learner", or "none" (registered, not yet added).
+    pub metadata_role: &'static str,
+    /// Heard from within the last few seconds (always true of the node asked).
+    pub reachable: bool,
+    /// Milliseconds since it was last heard from; `None` if never (since this node started).
+    pub last_contact_ms: Option<u64>,
+    /// Partition replicas the metadata assigns it.
+    pub partitions_hosted: usize,
+    /// Of the partitions the node asked hosts, those this node leads.
+    pub partitions_led: usize,
+}
 
 /// A running node.
 pub struct Node {
     node_id: NodeId,
     identity: NodeIdentity,
     wal: Arc<Wal>,
-    meta: MetaGroup,
+    meta: Arc<MetaGroup>,
     registry: Registry,
+    /// Cluster mode: when each peer was last heard from.
+    contacts: Option<Contacts>,
     /// The node's scope: its loops run here, each replica in a child.
     tasks: Tasks,
     /// The reconciler's own scope, so tests can stop it alone.
@@ -53,10 +82,33 @@ pub struct Node {
 
 impl Node {
     /// Opens the data directory and starts every group this node holds, with its loops in a
-    /// child scope of `tasks`. On first start the node bootstraps a new cluster of one.
+    /// child scope of `tasks`. Standalone, a first start bootstraps a cluster of one. In
+    /// cluster mode (`opts.cluster`) the node listens for its peers; a first start either
+    /// bootstraps a new cluster (no seeds) or joins one through its seeds, and every start
+    /// returns once the metadata group has a leader and this node has applied its log.
     pub async fn start(opts: NodeOptions, tasks: &Tasks) -> Result<Arc<Node>, ClusterError> {
         let started = Instant::now();
-        let data_dir = DataDir::claim(&opts.data_dir, opts.node_id)?;
+        // Bound first: a port in use fails the start before any data is touched.
+        let listener = match &opts.cluster {
+            Some(c) => Some(
+                tokio::net::TcpListener::bind(&c.listen_addr)
+                    .await
+                    .map_err(|e| ClusterError::io(format!("binding cluster.node_addr {}", c.listen_addr), e))?,
+            ),
+            None => None,
+        };
+        let mut data_dir = DataDir::claim(&opts.data_dir, opts.node_id)?;
+        let tasks = tasks.child();
+        let me = NodeInfo { id: opts.node_id, raft_addr: opts.raft_addr.clone(), kafka_addr: opts.kafka_addr.clone() };
+        let fresh = data_dir.identity.is_none();
+        let identity = match (data_dir.identity, &opts.cluster) {
+            (Some(identity), _) => identity,
+            (None, Some(c)) if !c.seeds.is_empty() => data_dir.adopt(cluster::join(c, &me, &tasks).await?)?,
+            (None, _) => data_dir.adopt(Uuid::new_v4())?,
+        };
+        // Only a standalone node or the bootstrap node of a new cluster creates the metadata
+        // group; every other node is brought into it by the leader.
+        let initialize = opts.cluster.as_ref().is_none_or(|c| c.seeds.is_empty());
         let (wal, report) = Wal::open(&opts.data_dir.join("wal"), opts.wal.clone())?;
         tracing::info!(
             segments = report.segments,
@@ -64,17 +116,24 @@ impl Node {
             groups = report.groups,
             "WAL opened in {:?}{}",
             started.elapsed(),
-            if data_dir.fresh { " (new node)" } else { "" }
+            if fresh { " (new node)" } else { "" }
         );
         let wal = Arc::new(wal);
-        // Standalone: every group's only voter is this node (the cluster transport comes with
-        // cluster mode).
-        let transport: SharedTransport = Arc::new(NoTransport);
-        let meta = MetaGroup::open(&wal, &opts, transport.clone()).await?;
-        let tasks = tasks.child();
+        let contacts = opts.cluster.as_ref().map(|_| Contacts::default());
+        let book = AddressBook::new(opts.cluster.as_ref().map_or(&[][..], |c| &c.seeds));
+        let (transport, listen): (SharedTransport, _) = match (&opts.cluster, &contacts) {
+            (Some(c), Some(contacts)) => {
+                let (t, s) = cluster::transport(c, identity.cluster_id, opts.node_id, &book, contacts, &tasks);
+                (t, Some(s))
+            }
+            // Standalone: every group's only voter is this node.
+            _ => (Arc::new(NoTransport), None),
+        };
+        let meta = Arc::new(MetaGroup::open(&wal, &opts, transport.clone()).await?);
+        book.follow(meta.view());
         let node = Arc::new(Node {
             node_id: opts.node_id,
-            identity: data_dir.identity,
+            identity,
             registry: Registry::new(
                 wal.clone(),
                 &opts.data_dir,
@@ -85,12 +144,15 @@ impl Node {
             ),
             wal,
             meta,
+            contacts,
             reconciler: tasks.child(),
             tasks,
             _data_dir: data_dir,
         });
-        let me = NodeInfo { id: node.node_id, raft_addr: opts.raft_addr.clone(), kafka_addr: opts.kafka_addr.clone() };
-        node.meta.bootstrap(&node.identity, me).await?;
+        if let (Some(listener), Some(settings)) = (listener, listen) {
+            node.listen(listener, settings);
+        }
+        node.meta.start(&node.identity, me, initialize).await?;
         node.reconcile().await;
         node.drop_orphaned_groups();
         let (weak, version) = (Arc::downgrade(&node), node.meta.subscribe());
@@ -105,6 +167,10 @@ impl Node {
         };
         let weak = Arc::downgrade(&node);
         node.tasks.spawn("housekeeping", move |cancel| lifecycle::housekeeping_loop(weak, housekeeping, cancel));
+        if opts.cluster.is_some() {
+            let weak = Arc::downgrade(&node);
+            node.tasks.spawn("metadata-membership", move |cancel| lifecycle::membership_loop(weak, cancel));
+        }
         tracing::info!(
             node = node.node_id,
             cluster = %node.identity.cluster_id,
@@ -113,6 +179,21 @@ impl Node {
             started.elapsed()
         );
         Ok(node)
+    }
+
+    /// Serves peers' Raft messages on `listener`: the metadata group's, and each hosted
+    /// replica's.
+    fn listen(self: &Arc<Self>, listener: tokio::net::TcpListener, settings: crate::net::TcpSettings) {
+        let weak = Arc::downgrade(self);
+        let meta = self.meta.inbound();
+        let groups: crate::net::Groups = Arc::new(move |group| {
+            if group == META_GROUP {
+                return Some(meta.clone());
+            }
+            weak.upgrade()?.registry.by_group(group).map(|r| r.inbound())
+        });
+        let scope = self.tasks.clone();
+        self.tasks.spawn("raft-listener", move |_| cluster::serve(listener, settings, groups, scope));
     }
 
     pub fn node_id(&self) -> NodeId {
@@ -151,6 +232,38 @@ impl Node {
     /// The metadata group's voters (the other members are learners).
     pub fn metadata_voters(&self) -> Vec<NodeId> {
         self.meta.voters()
+    }
+
+    /// Every node of the cluster as this node sees it (see [`MemberView`]).
+    pub fn members(&self) -> Vec<MemberView> {
+        let roles: std::collections::HashMap<NodeId, bool> = self.meta.members().into_iter().collect();
+        let led = |id: NodeId| self.registry.all().iter().filter(|r| r.leadership().1 == Some(id)).count();
+        self.with_metadata(|m| {
+            m.nodes
+                .values()
+                .map(|n| {
+                    let since = match &self.contacts {
+                        _ if n.id == self.node_id => Some(Duration::ZERO),
+                        Some(c) => cluster::since_contact(c, n.id),
+                        None => None,
+                    };
+                    MemberView {
+                        id: n.id,
+                        raft_addr: n.raft_addr.clone(),
+                        kafka_addr: n.kafka_addr.clone(),
+                        metadata_role: match roles.get(&n.id) {
+                            Some(true) => "voter",
+                            Some(false) => "learner",
+                            None => "none",
+                        },
+                        reachable: since.is_some_and(|d| d < REACHABLE_WITHIN),
+                        last_contact_ms: since.map(|d| d.as_millis() as u64),
+                        partitions_hosted: m.partitions_of(n.id).count(),
+                        partitions_led: led(n.id),
+                    }
+                })
+                .collect()
+        })
     }
 
     /// This node's replica of a partition, if it hosts one.

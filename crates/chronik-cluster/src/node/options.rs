@@ -36,6 +36,20 @@ pub struct NodeOptions {
     pub compaction_io_bytes_per_second: u64,
     /// The longest a Raft message to another node waits for its answer.
     pub request_timeout: Duration,
+    /// Cluster mode (`chronik-server cluster`); `None` runs standalone, a cluster of one with
+    /// no Raft listener.
+    pub cluster: Option<ClusterOptions>,
+}
+
+/// How a clustered node reaches the others (`[cluster]` and `[cluster.network]`).
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    /// Where the Raft listener binds (`node_addr`).
+    pub listen_addr: String,
+    /// Nodes a new node joins through (`seed_nodes`); empty bootstraps a new cluster.
+    pub seeds: Vec<(NodeId, String)>,
+    pub connect_timeout: Duration,
+    pub max_message_size: usize,
 }
 
 impl NodeOptions {
@@ -63,6 +77,12 @@ impl NodeOptions {
             wal_retention_bytes: s.wal_retention_bytes,
             compaction_io_bytes_per_second: c.kafka.log_cleaner_io_max_bytes_per_second,
             request_timeout: Duration::from_millis(c.cluster.network.request_timeout_ms),
+            cluster: c.cluster.enabled.then(|| ClusterOptions {
+                listen_addr: c.cluster.node_addr.clone(),
+                seeds: c.cluster.seeds().into_iter().map(|s| (s.id, s.addr)).collect(),
+                connect_timeout: Duration::from_millis(c.cluster.network.connect_timeout_ms),
+                max_message_size: c.cluster.network.max_message_size as usize,
+            }),
         }
     }
 

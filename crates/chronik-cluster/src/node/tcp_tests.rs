@@ -32,7 +32,13 @@ struct TcpNode {
 }
 
 fn settings(cluster: Uuid, me: NodeId) -> TcpSettings {
-    TcpSettings { cluster, me, connect_timeout: Duration::from_secs(1), max_message_size: 8 << 20 }
+    TcpSettings {
+        cluster,
+        me,
+        connect_timeout: Duration::from_secs(1),
+        max_message_size: 8 << 20,
+        contacts: Default::default(),
+    }
 }
 
 /// Three nodes listening on 127.0.0.1, every one an initial voter of group `GROUP`.

@@ -4,8 +4,6 @@
 //! whole before Raft sees it. The sending side is [`SnapshotSource`]: the replica builds a
 //! fresh snapshot with its log when its group's network needs one.
 
-#![cfg_attr(not(test), allow(dead_code, reason = "used by the tests' nodes until cluster mode registers replicas"))]
-
 use std::sync::{Arc, Weak};
 
 use bytes::Bytes;

@@ -140,7 +140,6 @@ impl PartitionReplica {
     }
 
     /// Where the transport delivers the Raft messages other nodes send this replica.
-    #[cfg_attr(not(test), allow(dead_code, reason = "registered by the tests' nodes until cluster mode does"))]
     pub(crate) fn inbound(self: &Arc<Self>) -> Arc<dyn raft::Inbound> {
         Arc::new(inbound::PartitionInbound::new(self))
     }

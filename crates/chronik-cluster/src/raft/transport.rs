@@ -16,13 +16,12 @@ use openraft::raft::{
 };
 use openraft::storage::RaftStateMachine;
 
+use uuid::Uuid;
+
 use super::{GroupId, NodeId, Snapshot, TypeConfig, Vote};
+use crate::metadata::{MetaCommand, MetaResponse, NodeInfo};
 
 /// A Raft message for one group.
-#[cfg_attr(
-    not(test),
-    allow(dead_code, reason = "read by the receiving side: the tests' nodes until cluster mode starts one")
-)]
 pub(crate) enum Request {
     Append(AppendEntriesRequest<TypeConfig>),
     Vote(VoteRequest<TypeConfig>),
@@ -46,6 +45,11 @@ pub(crate) enum Request {
     SnapshotEnd {
         session: u64,
     },
+    /// A new node asks to join the cluster (metadata group only; the one request a node that
+    /// does not know the cluster id yet may send).
+    Join(NodeInfo),
+    /// A metadata change proposed on a follower, for the leader to make.
+    Propose(MetaCommand),
 }
 
 /// The answer to a [`Request`], of the matching kind.
@@ -56,6 +60,12 @@ pub(crate) enum Reply {
     Snapshot(SnapshotResponse<TypeConfig>),
     /// A snapshot session's start or chunk was taken.
     Ack,
+    /// The joining node was added; this is the cluster it joined.
+    Joined {
+        cluster_id: Uuid,
+    },
+    /// What the leader's metadata answered to a forwarded proposal.
+    Proposed(MetaResponse),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -65,7 +75,6 @@ pub(crate) enum TransportError {
     #[error("node {node} is unreachable: {reason}")]
     Unreachable { node: NodeId, reason: String },
     #[error("node {node} did not answer within {after:?}")]
-    #[cfg_attr(not(test), allow(dead_code, reason = "raised by the in-process router today, the TCP transport next"))]
     Timeout { node: NodeId, after: Duration },
     /// The node got the message and could not handle it (the group is not there, or stopped).
     #[error("node {node}, group {group}: {reason}")]
@@ -102,10 +111,6 @@ impl Transport for NoTransport {
 }
 
 /// The receiving end: one group's Raft on this node, handed the messages addressed to it.
-#[cfg_attr(
-    not(test),
-    allow(dead_code, reason = "read by the receiving side: the tests' nodes until cluster mode starts one")
-)]
 pub(crate) trait Inbound: Send + Sync + 'static {
     fn handle(&self, request: Request) -> BoxFuture<'static, Result<Reply, String>>;
 }
@@ -126,6 +131,9 @@ impl<SM: RaftStateMachine<TypeConfig, SnapshotData = bytes::Bytes>> Inbound for 
                 }
                 Request::SnapshotStart { .. } | Request::SnapshotChunk { .. } | Request::SnapshotEnd { .. } => {
                     Err("this group takes no snapshot sessions (a partition's replica does)".into())
+                }
+                Request::Join(_) | Request::Propose(_) => {
+                    Err("only the metadata group takes joins and proposals".into())
                 }
             }
         })

@@ -12,6 +12,8 @@ use tokio::sync::oneshot;
 /// What the group logic refuses with (the crate's error module maps them to Kafka codes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GroupError {
+    /// This node does not coordinate groups now (it does not lead `__consumer_offsets`).
+    NotCoordinator,
     UnknownMemberId,
     IllegalGeneration,
     RebalanceInProgress,
@@ -80,7 +82,7 @@ pub struct JoinResult {
 }
 
 impl JoinResult {
-    fn error(e: GroupError, member_id: String) -> JoinResult {
+    pub(super) fn error(e: GroupError, member_id: String) -> JoinResult {
         JoinResult {
             error: Some(e),
             generation: -1,

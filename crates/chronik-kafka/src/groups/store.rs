@@ -55,6 +55,8 @@ pub enum OffsetStoreError {
     Batch(std::sync::Arc<OffsetStoreError>),
     #[error("the offsets writer has stopped")]
     Stopped,
+    #[error("this node is not the group coordinator (it does not lead {TOPIC}-0)")]
+    NotCoordinator,
     /// kafka-protocol's record encoder failed (its errors are untyped).
     #[error("encoding offsets: {0}")]
     Encode(#[source] Cause),
@@ -85,9 +87,9 @@ pub(super) struct Shared {
 }
 
 impl OffsetStore {
-    /// Opens (creating if needed) the offsets topic, replays it, and starts its writer in
-    /// `tasks`. `segment_bytes` is the topic's `segment.bytes`.
-    pub async fn open(node: &Arc<Node>, segment_bytes: u64, tasks: &Tasks) -> Result<OffsetStore, OffsetStoreError> {
+    /// Creates the offsets topic if it does not exist (on up to three nodes), or brings its
+    /// configs to what this start wants. `segment_bytes` is the topic's `segment.bytes`.
+    pub async fn ensure_topic(node: &Arc<Node>, segment_bytes: u64) -> Result<(), OffsetStoreError> {
         let configs = topic_configs(segment_bytes);
         match node.with_metadata(|m| m.topic(TOPIC).map(|t| t.configs.clone())) {
             None => {
@@ -113,6 +115,12 @@ impl OffsetStore {
             }
             Some(_) => {}
         }
+        Ok(())
+    }
+
+    /// Waits for this node's replica of the offsets topic to lead, replays it, and starts
+    /// its writer in `tasks`.
+    pub async fn open(node: &Arc<Node>, tasks: &Tasks) -> Result<OffsetStore, OffsetStoreError> {
         // A slow start says where it waits, so a stall can be told apart from a slow disk.
         if !node.wait_for_topic(TOPIC, SLOW_START).await {
             let hosted = node.partition(TOPIC, 0).map(|p| p.leadership());
@@ -122,6 +130,9 @@ impl OffsetStore {
             }
         }
         let partition = node.partition(TOPIC, 0).ok_or(OffsetStoreError::NotHosted)?;
+        if !partition.is_leader(node.node_id()) {
+            return Err(OffsetStoreError::NotCoordinator);
+        }
         // Replay needs everything committed before this start to be applied; replaying less
         // would make the next checkpoint forget the commits left out.
         let target = partition.log().next_offset();

@@ -32,11 +32,16 @@ fn code(e: Option<GroupError>) -> i16 {
     e.map_or(0, |e| e.code().code())
 }
 
-pub fn find_coordinator(b: &Arc<Broker>, req: &Request) -> anyhow::Result<Outcome> {
+pub async fn find_coordinator(b: &Arc<Broker>, req: &Request) -> anyhow::Result<Outcome> {
     let r: FindCoordinatorRequest = codec::decode(&req.body, req.version)?;
-    let me = b.node.with_metadata(|m| m.nodes.get(&b.node.node_id()).map(|n| host_port(&n.kafka_addr)));
-    let (host, port) = me.unwrap_or_default();
-    let node = BrokerId(b.node.node_id() as i32);
+    // Every group has one coordinator: the leader of __consumer_offsets (one partition).
+    let leader = if r.key_type == 0 { b.groups.coordinator().await } else { None };
+    let found = leader.and_then(|id| {
+        b.node.with_metadata(|m| m.nodes.get(&id).map(|n| (BrokerId(id as i32), host_port(&n.kafka_addr))))
+    });
+    let Some((node, (host, port))) = found.or(if r.key_type == 0 { None } else { Some(Default::default()) }) else {
+        return respond_not_available(req, &r);
+    };
     // Only consumer groups (key type 0) are coordinated. Transactions (key type 1) are not
     // built: TRANSACTIONAL_ID_AUTHORIZATION_FAILED is the one error that both librdkafka and the
     // Java producer treat as fatal at once (COORDINATOR_NOT_AVAILABLE made them retry for a
@@ -78,6 +83,34 @@ pub fn find_coordinator(b: &Arc<Broker>, req: &Request) -> anyhow::Result<Outcom
             .with_port(port)
             .with_error_message(None)
     };
+    respond(req, &body)
+}
+
+/// FindCoordinator while the offsets topic has no leader (or is being created): the
+/// retriable COORDINATOR_NOT_AVAILABLE, as Kafka answers.
+fn respond_not_available(req: &Request, r: &FindCoordinatorRequest) -> anyhow::Result<Outcome> {
+    let code = ResponseError::CoordinatorNotAvailable;
+    let why = Some(s("the group coordinator (the leader of __consumer_offsets) is not known yet"));
+    if req.version >= 4 {
+        let coordinators = r
+            .coordinator_keys
+            .iter()
+            .map(|k| {
+                Coordinator::default()
+                    .with_key(k.clone())
+                    .with_node_id(BrokerId(-1))
+                    .with_port(-1)
+                    .with_error_code(code.code())
+                    .with_error_message(why.clone())
+            })
+            .collect();
+        return respond(req, &FindCoordinatorResponse::default().with_coordinators(coordinators));
+    }
+    let body = FindCoordinatorResponse::default()
+        .with_error_code(code.code())
+        .with_error_message(why)
+        .with_node_id(BrokerId(-1))
+        .with_port(-1);
     respond(req, &body)
 }
 
@@ -244,24 +277,31 @@ pub async fn offset_commit(b: &Arc<Broker>, req: &Request) -> anyhow::Result<Out
 type TopicOffsets = (TopicName, Vec<(i32, Option<Committed>)>);
 
 /// (topic, partition, committed) for the requested partitions, or all the group has.
-fn fetch_offsets(b: &Broker, group: &str, topics: Option<Vec<(TopicName, Vec<i32>)>>) -> Vec<TopicOffsets> {
-    match topics {
-        Some(ts) => ts
-            .into_iter()
-            .map(|(t, ps)| {
-                let parts =
-                    ps.into_iter().map(|p| (p, b.groups.offsets.get(&(group.to_string(), t.to_string(), p)))).collect();
-                (t, parts)
-            })
-            .collect(),
+fn fetch_offsets(
+    b: &Broker,
+    group: &str,
+    topics: Option<Vec<(TopicName, Vec<i32>)>>,
+) -> Result<Vec<TopicOffsets>, GroupError> {
+    Ok(match topics {
+        Some(ts) => {
+            let mut out = Vec::new();
+            for (t, ps) in ts {
+                let mut parts = Vec::new();
+                for p in ps {
+                    parts.push((p, b.groups.committed(&(group.to_string(), t.to_string(), p))?));
+                }
+                out.push((t, parts));
+            }
+            out
+        }
         None => {
             let mut by_topic: std::collections::BTreeMap<String, Vec<(i32, Option<Committed>)>> = Default::default();
-            for (t, p, c) in b.groups.offsets.of_group(group) {
+            for (t, p, c) in b.groups.committed_of_group(group)? {
                 by_topic.entry(t).or_default().push((p, Some(c)));
             }
             by_topic.into_iter().map(|(t, ps)| (TopicName(s(t)), ps)).collect()
         }
-    }
+    })
 }
 
 pub fn offset_fetch(b: &Arc<Broker>, req: &Request) -> anyhow::Result<Outcome> {
@@ -275,7 +315,12 @@ pub fn offset_fetch(b: &Arc<Broker>, req: &Request) -> anyhow::Result<Outcome> {
                     .topics
                     .as_ref()
                     .map(|ts| ts.iter().map(|t| (t.name.clone(), t.partition_indexes.clone())).collect());
-                let topics = fetch_offsets(b, &g.group_id, asked)
+                let out = OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone());
+                let fetched = match fetch_offsets(b, &g.group_id, asked) {
+                    Ok(f) => f,
+                    Err(e) => return out.with_error_code(e.code().code()),
+                };
+                let topics = fetched
                     .into_iter()
                     .map(|(name, parts)| {
                         OffsetFetchResponseTopics::default().with_name(name).with_partitions(
@@ -297,13 +342,19 @@ pub fn offset_fetch(b: &Arc<Broker>, req: &Request) -> anyhow::Result<Outcome> {
                         )
                     })
                     .collect();
-                OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone()).with_topics(topics)
+                out.with_topics(topics)
             })
             .collect();
         return respond(req, &OffsetFetchResponse::default().with_groups(groups));
     }
     let asked = r.topics.as_ref().map(|ts| ts.iter().map(|t| (t.name.clone(), t.partition_indexes.clone())).collect());
-    let topics = fetch_offsets(b, &r.group_id, asked)
+    let fetched = match fetch_offsets(b, &r.group_id, asked) {
+        Ok(f) => f,
+        // v0-v1 have no group error; their clients read a partition error (none here) as
+        // "nothing committed", so they get the coordinator error where it fits (v2+).
+        Err(e) => return respond(req, &OffsetFetchResponse::default().with_error_code(e.code().code())),
+    };
+    let topics = fetched
         .into_iter()
         .map(|(name, parts)| {
             OffsetFetchResponseTopic::default().with_name(name).with_partitions(
@@ -335,8 +386,9 @@ pub fn describe(b: &Arc<Broker>, req: &Request) -> anyhow::Result<Outcome> {
         .map(|g| {
             let out = DescribedGroup::default().with_group_id(g.clone());
             match b.groups.describe(g) {
-                None => out.with_group_state(s("Dead")),
-                Some(v) => out
+                Err(e) => out.with_error_code(e.code().code()),
+                Ok(None) => out.with_group_state(s("Dead")),
+                Ok(Some(v)) => out
                     .with_group_state(s(v.state))
                     .with_protocol_type(s(v.protocol_type))
                     .with_protocol_data(s(v.protocol))

@@ -68,7 +68,7 @@ pub async fn dispatch(broker: &Arc<Broker>, frame: Bytes) -> Outcome {
         ApiKey::IncrementalAlterConfigs => configs::incremental_alter(broker, &req).await,
         ApiKey::DeleteRecords => delete_records::handle(broker, &req).await,
         ApiKey::DescribeCluster => cluster::describe(broker, &req),
-        ApiKey::FindCoordinator => groups::find_coordinator(broker, &req),
+        ApiKey::FindCoordinator => groups::find_coordinator(broker, &req).await,
         ApiKey::JoinGroup => groups::join(broker, &req).await,
         ApiKey::SyncGroup => groups::sync(broker, &req).await,
         ApiKey::Heartbeat => groups::heartbeat(broker, &req),

@@ -1,0 +1,128 @@
+//! Cluster mode's edges: joining through the seed nodes, where each node's Raft listener is
+//! (the address book), and who was heard from when (for the members view).
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use parking_lot::RwLock;
+use uuid::Uuid;
+
+use super::options::ClusterOptions;
+use crate::error::ClusterError;
+use crate::metadata::{META_GROUP, MetadataState, NodeInfo};
+use crate::net::{self, Contacts, TcpSettings, TcpTransport};
+use crate::raft::NodeId;
+use crate::raft::transport::{Reply, Request, Transport, TransportError};
+use crate::tasks::Tasks;
+
+/// How long a new node keeps asking its seeds before it gives up (a seed may still be
+/// starting, or electing).
+const JOIN_DEADLINE: Duration = Duration::from_secs(120);
+/// The wait for one seed's answer: a join may wait for a metadata write.
+const JOIN_ANSWER: Duration = Duration::from_secs(15);
+const JOIN_RETRY: Duration = Duration::from_millis(500);
+/// Refusals that asking again (or asking another seed) cannot change start with this.
+pub(super) const FINAL_REFUSAL: &str = "join refused: ";
+
+/// Where each node's Raft listener is: what the metadata says, else the seed list (a new
+/// node reaches its seeds before it has any metadata).
+pub(super) struct AddressBook {
+    seeds: HashMap<NodeId, String>,
+    metadata: OnceLock<Arc<RwLock<MetadataState>>>,
+}
+
+impl AddressBook {
+    pub fn new(seeds: &[(NodeId, String)]) -> Arc<AddressBook> {
+        Arc::new(AddressBook { seeds: seeds.iter().cloned().collect(), metadata: OnceLock::new() })
+    }
+
+    /// From now on, addresses come from this metadata first.
+    pub fn follow(&self, metadata: Arc<RwLock<MetadataState>>) {
+        let _ = self.metadata.set(metadata);
+    }
+
+    pub fn lookup(&self, node: NodeId) -> Option<String> {
+        let registered = self.metadata.get().and_then(|m| m.read().nodes.get(&node).map(|n| n.raft_addr.clone()));
+        registered.or_else(|| self.seeds.get(&node).cloned())
+    }
+}
+
+/// The transport settings of a node of `cluster` (the nil id while joining).
+pub(super) fn settings(opts: &ClusterOptions, cluster: Uuid, me: NodeId, contacts: &Contacts) -> TcpSettings {
+    TcpSettings {
+        cluster,
+        me,
+        connect_timeout: opts.connect_timeout,
+        max_message_size: opts.max_message_size,
+        contacts: contacts.clone(),
+    }
+}
+
+/// Asks the seeds, in turn, to admit `me`, until one does; answers the cluster's id. A seed
+/// that is down, or a cluster in an election, is asked again; a refusal that names the node
+/// id (in use, or removed) ends it at once.
+pub(super) async fn join(opts: &ClusterOptions, me: &NodeInfo, tasks: &Tasks) -> Result<Uuid, ClusterError> {
+    let book = AddressBook::new(&opts.seeds);
+    let lookup = book.clone();
+    let scope = tasks.child();
+    let transport = TcpTransport::new(
+        settings(opts, Uuid::nil(), me.id, &Contacts::default()),
+        Arc::new(move |n| lookup.lookup(n)),
+        scope.clone(),
+    );
+    let deadline = Instant::now() + JOIN_DEADLINE;
+    let outcome = loop {
+        let mut failures = Vec::new();
+        let mut joined = None;
+        for (seed, addr) in &opts.seeds {
+            match transport.send(*seed, META_GROUP, Request::Join(me.clone()), JOIN_ANSWER).await {
+                Ok(Reply::Joined { cluster_id }) => {
+                    tracing::info!(seed, %addr, cluster = %cluster_id, "joined the cluster");
+                    joined = Some(Ok(cluster_id));
+                    break;
+                }
+                Ok(_) => failures.push(format!("seed {seed} at {addr}: answered with another kind of reply")),
+                Err(TransportError::Refused { reason, .. }) if reason.starts_with(FINAL_REFUSAL) => {
+                    joined = Some(Err(ClusterError::Join(reason)));
+                    break;
+                }
+                Err(e) => failures.push(format!("seed {seed} at {addr}: {e}")),
+            }
+        }
+        if let Some(done) = joined {
+            break done;
+        }
+        if Instant::now() >= deadline {
+            break Err(ClusterError::Join(format!(
+                "no seed admitted this node within {JOIN_DEADLINE:?}: {}",
+                failures.join("; ")
+            )));
+        }
+        tracing::info!("waiting for a seed to admit this node: {}", failures.join("; "));
+        tokio::time::sleep(JOIN_RETRY).await;
+    };
+    scope.stop().await;
+    outcome
+}
+
+/// Seconds since `node` was last heard from, if ever.
+pub(super) fn since_contact(contacts: &Contacts, node: NodeId) -> Option<Duration> {
+    contacts.lock().get(&node).map(|t| t.elapsed())
+}
+
+/// The transport every group of a clustered node uses, and its listener's settings.
+pub(super) fn transport(
+    opts: &ClusterOptions,
+    cluster: Uuid,
+    me: NodeId,
+    book: &Arc<AddressBook>,
+    contacts: &Contacts,
+    tasks: &Tasks,
+) -> (Arc<TcpTransport>, TcpSettings) {
+    let s = settings(opts, cluster, me, contacts);
+    let lookup = book.clone();
+    (TcpTransport::new(s.clone(), Arc::new(move |n| lookup.lookup(n)), tasks.clone()), s)
+}
+
+pub(super) use net::serve;

@@ -1,0 +1,241 @@
+//! Cluster mode with real processes on 127.0.0.1, started as the reference quick start says
+//! (`chronik-server cluster`, node 1 with no seeds, nodes 2 and 3 naming seeds): every node
+//! shows three metadata voters; an RF=3 topic takes acks=all writes from an idempotent
+//! producer while the metadata leader and then the group coordinator are killed with
+//! SIGKILL and restarted; every acknowledged record is read back exactly once at the offset
+//! it was acknowledged with, every replica reaches the same high watermark, a consumer group
+//! resumes from its commit after its coordinator died, and a node whose data directory was
+//! wiped is refused under its old id.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use chronik_tests::{Broker, http_get, raft_ports, server_bin, write_cluster_toml};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+use serde_json::Value;
+
+const TOPIC: &str = "orders";
+const PARTITIONS: i32 = 3;
+const PER_PHASE: usize = 200;
+
+fn get_json(node: &Broker, path: &str) -> Value {
+    let (status, body) = http_get(&node.admin_url(path));
+    assert_eq!(status, 200, "{path}: {body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"))
+}
+
+/// Polls `cond` until it holds, or fails the test naming `what`.
+fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The metadata voters a node reports.
+fn voters(node: &Broker) -> Vec<u64> {
+    let members = get_json(node, "/admin/cluster/members");
+    members["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["role"] == "voter")
+        .map(|m| m["node_id"].as_u64().unwrap())
+        .collect()
+}
+
+/// (leader, high watermark) of each hosted partition of `topic`, as `node` reports them.
+fn partitions(node: &Broker, topic: &str) -> BTreeMap<i64, (Option<u64>, u64)> {
+    get_json(node, "/admin/cluster/partitions")
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["topic"] == topic)
+        .map(|p| (p["partition"].as_i64().unwrap(), (p["leader"].as_u64(), p["high_watermark"].as_u64().unwrap())))
+        .collect()
+}
+
+fn client(bootstrap: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", bootstrap);
+    c
+}
+
+/// Produces `PER_PHASE` records numbered from `first` with acks=all and idempotence,
+/// returning where each was acknowledged.
+async fn produce(bootstrap: &str, first: usize) -> BTreeMap<(i32, i64), String> {
+    let producer: FutureProducer = client(bootstrap)
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("message.timeout.ms", "60000")
+        .set("linger.ms", "2")
+        .create()
+        .unwrap();
+    let sends = (first..first + PER_PHASE).map(|n| {
+        let producer = producer.clone();
+        async move {
+            let value = format!("record-{n}");
+            let record = FutureRecord::to(TOPIC).key(&value).payload(&value);
+            let d = producer.send(record, Duration::from_secs(60)).await;
+            let d = d.unwrap_or_else(|(e, _)| panic!("record {n} was not acknowledged: {e}"));
+            ((d.partition, d.offset), value)
+        }
+    });
+    futures::future::join_all(sends).await.into_iter().collect()
+}
+
+/// Waits until every live node hosts every partition of `topic` at the same high watermark,
+/// with a leader.
+fn wait_converged(nodes: &[&Broker], topic: &str) {
+    wait_until("every replica at the same high watermark", Duration::from_secs(60), || {
+        let views: Vec<_> = nodes.iter().map(|n| partitions(n, topic)).collect();
+        views[0].len() == PARTITIONS as usize
+            && views[0].values().all(|(leader, _)| leader.is_some())
+            && views.iter().all(|v| {
+                v.len() == views[0].len() && v.iter().all(|(p, (_, hw))| views[0].get(p).map(|x| x.1) == Some(*hw))
+            })
+    });
+}
+
+/// Where node `id` is in the list.
+fn node_index(id: u64) -> usize {
+    id as usize - 1
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quick_start_cluster_keeps_every_acknowledged_write_through_kills() {
+    let ports = raft_ports(3);
+    let mut nodes = vec![
+        Broker::start_cluster_node(1, &ports, &[], &[]),
+        Broker::start_cluster_node(2, &ports, &[1], &[]),
+        Broker::start_cluster_node(3, &ports, &[1, 2], &[]),
+    ];
+    for n in &nodes {
+        wait_until("three metadata voters", Duration::from_secs(30), || voters(n) == [1, 2, 3]);
+    }
+    let bootstrap: String = nodes.iter().map(|n| n.bootstrap()).collect::<Vec<_>>().join(",");
+
+    let admin: AdminClient<DefaultClientContext> = client(&bootstrap).create().unwrap();
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let created = admin.create_topics(&[NewTopic::new(TOPIC, PARTITIONS, TopicReplication::Fixed(3))], &opts).await;
+    assert!(created.unwrap()[0].is_ok());
+    let too_many = admin.create_topics(&[NewTopic::new("rf4", 1, TopicReplication::Fixed(4))], &opts).await;
+    let refusal = too_many.unwrap()[0].clone().unwrap_err();
+    assert_eq!(refusal.1, rdkafka::types::RDKafkaErrorCode::InvalidReplicationFactor, "{refusal:?}");
+    let refs: Vec<&Broker> = nodes.iter().collect();
+    wait_converged(&refs, TOPIC);
+
+    let mut acked = produce(&bootstrap, 0).await;
+
+    // A consumer group commits the first phase; its coordinator dies later.
+    let group: BaseConsumer = client(&bootstrap)
+        .set("group.id", "cluster-readers")
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    group.subscribe(&[TOPIC]).unwrap();
+    let mut seen = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while seen < PER_PHASE {
+        assert!(Instant::now() < deadline, "the group read {seen} of {PER_PHASE} records");
+        // Errors librdkafka reports here are transient (a broker down): it retries itself.
+        if let Some(Ok(_)) = group.poll(Duration::from_millis(200)) {
+            seen += 1;
+        }
+    }
+    group.commit_consumer_state(CommitMode::Sync).expect("commit");
+    let committed: BTreeMap<i32, i64> = group
+        .committed(Duration::from_secs(10))
+        .unwrap()
+        .elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            Offset::Offset(o) => Some((e.partition(), o)),
+            _ => None,
+        })
+        .collect();
+    drop(group);
+
+    // Kill the metadata leader; writes go on through the others.
+    let meta_leader = get_json(&nodes[0], "/admin/cluster/leader")["leader"].as_u64().unwrap();
+    let i = node_index(meta_leader);
+    nodes[i].kill9();
+    acked.extend(produce(&bootstrap, PER_PHASE).await);
+    nodes[i].start_again();
+    let refs: Vec<&Broker> = nodes.iter().collect();
+    wait_converged(&refs, TOPIC);
+
+    // Kill the group coordinator (the leader of __consumer_offsets).
+    let offsets = partitions(&nodes[0], "__consumer_offsets");
+    let coordinator = offsets.get(&0).and_then(|p| p.0).expect("__consumer_offsets has a leader");
+    let i = node_index(coordinator);
+    nodes[i].kill9();
+    acked.extend(produce(&bootstrap, 2 * PER_PHASE).await);
+
+    // The group resumes where it committed, at the new coordinator.
+    let resumed: BaseConsumer = client(&bootstrap)
+        .set("group.id", "cluster-readers")
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    resumed.subscribe(&[TOPIC]).unwrap();
+    let mut first_read: BTreeMap<i32, i64> = BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while first_read.len() < committed.len() {
+        assert!(Instant::now() < deadline, "the group resumed on {first_read:?} of {committed:?}");
+        if let Some(Ok(m)) = resumed.poll(Duration::from_millis(200)) {
+            first_read.entry(m.partition()).or_insert(m.offset());
+        }
+    }
+    assert_eq!(first_read, committed, "the group resumes at its committed offsets");
+    drop(resumed);
+
+    nodes[i].start_again();
+    let refs: Vec<&Broker> = nodes.iter().collect();
+    wait_converged(&refs, TOPIC);
+
+    // Every acknowledged record, once, at its offset.
+    assert_eq!(acked.len(), 3 * PER_PHASE);
+    let reader: BaseConsumer =
+        client(&bootstrap).set("group.id", "cluster-check").set("enable.auto.commit", "false").create().unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        tpl.add_partition_offset(TOPIC, p, Offset::Beginning).unwrap();
+    }
+    reader.assign(&tpl).unwrap();
+    let mut got: BTreeMap<(i32, i64), String> = BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while got.len() < acked.len() && Instant::now() < deadline {
+        if let Some(Ok(m)) = reader.poll(Duration::from_millis(200)) {
+            let value = String::from_utf8(m.payload().unwrap_or_default().to_vec()).unwrap();
+            assert!(got.insert((m.partition(), m.offset()), value).is_none(), "offset read twice");
+        }
+    }
+    assert_eq!(got, acked, "every acknowledged record at its offset, and nothing else");
+
+    // A node that lost its data directory cannot come back under its old id.
+    nodes[2].kill9();
+    let wiped = tempfile::tempdir().unwrap();
+    write_cluster_toml(wiped.path(), 3, &ports, &[1, 2]);
+    let free = raft_ports(2);
+    let out = std::process::Command::new(server_bin())
+        .args(["-c", "chronik.toml", "cluster"])
+        .current_dir(wiped.path())
+        .env("CHRONIK_DATA_DIR", wiped.path().join("data"))
+        .env("CHRONIK_KAFKA_ADDR", format!("127.0.0.1:{}", free[0]))
+        .env("CHRONIK_ADMIN_ADDR", format!("127.0.0.1:{}", free[1]))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("node id 3 is already a member") && stderr.contains("new node_id"), "{stderr}");
+}
