@@ -5,12 +5,16 @@
 //! SIGKILL and restarted; every acknowledged record is read back exactly once at the offset
 //! it was acknowledged with, every replica reaches the same high watermark, a consumer group
 //! resumes from its commit after its coordinator died, and a node whose data directory was
-//! wiped is refused under its old id.
+//! wiped is refused under its old id; a SIGTERM hands the node's leaderships over first. With RF=2, every node names every partition's leader,
+//! including those it does not host.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use chronik_tests::raw::{call, connect, topic_name};
 use chronik_tests::{Broker, http_get, raft_ports, server_bin, write_cluster_toml};
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::{ApiKey, MetadataRequest, MetadataResponse};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
@@ -59,6 +63,19 @@ fn partitions(node: &Broker, topic: &str) -> BTreeMap<i64, (Option<u64>, u64)> {
         .iter()
         .filter(|p| p["topic"] == topic)
         .map(|p| (p["partition"].as_i64().unwrap(), (p["leader"].as_u64(), p["high_watermark"].as_u64().unwrap())))
+        .collect()
+}
+
+/// (leader, leader epoch, replicas) of each partition of `topic`, as node's Metadata answers.
+fn leaders(node: &Broker, topic: &str) -> BTreeMap<i32, (i32, i32, Vec<i32>)> {
+    let request = MetadataRequest::default()
+        .with_topics(Some(vec![MetadataRequestTopic::default().with_name(Some(topic_name(topic)))]));
+    let answer: MetadataResponse = call(&mut connect(node), ApiKey::Metadata, 9, &request);
+    answer.topics[0]
+        .partitions
+        .iter()
+        .filter(|p| p.leader_id.0 >= 0)
+        .map(|p| (p.partition_index, (p.leader_id.0, p.leader_epoch, p.replica_nodes.iter().map(|r| r.0).collect())))
         .collect()
 }
 
@@ -131,6 +148,15 @@ async fn quick_start_cluster_keeps_every_acknowledged_write_through_kills() {
     assert_eq!(refusal.1, rdkafka::types::RDKafkaErrorCode::InvalidReplicationFactor, "{refusal:?}");
     let refs: Vec<&Broker> = nodes.iter().collect();
     wait_converged(&refs, TOPIC);
+
+    // With RF=2 each node hosts only some partitions; every node still names every leader.
+    let created = admin.create_topics(&[NewTopic::new("pairs", 3, TopicReplication::Fixed(2))], &opts).await;
+    assert!(created.unwrap()[0].is_ok());
+    wait_until("every node naming the same leader of every partition", Duration::from_secs(30), || {
+        let views: Vec<_> = nodes.iter().map(|n| leaders(n, "pairs")).collect();
+        views.iter().all(|v| v.len() == 3 && v.values().all(|(leader, _, replicas)| replicas.contains(leader)))
+            && views.iter().all(|v| *v == views[0])
+    });
 
     let mut acked = produce(&bootstrap, 0).await;
 
@@ -221,6 +247,20 @@ async fn quick_start_cluster_keeps_every_acknowledged_write_through_kills() {
         }
     }
     assert_eq!(got, acked, "every acknowledged record at its offset, and nothing else");
+
+    // A graceful stop hands everything the node leads to the others before it exits.
+    let meta_leader = get_json(&nodes[0], "/admin/cluster/leader")["leader"].as_u64().unwrap();
+    let i = node_index(meta_leader);
+    assert_eq!(nodes[i].stop(), Some(0), "SIGTERM exits 0");
+    let log = nodes[i].log_text();
+    assert!(log.contains("leadership handed over before stopping") && log.contains("stuck=0"), "{log}");
+    let other = &nodes[(i + 1) % 3];
+    wait_until("new leaders on the other nodes", Duration::from_secs(30), || {
+        let led_elsewhere = |l: Option<u64>| l.is_some_and(|l| l != meta_leader);
+        led_elsewhere(get_json(other, "/admin/cluster/leader")["leader"].as_u64())
+            && partitions(other, TOPIC).values().all(|(leader, _)| led_elsewhere(*leader))
+    });
+    nodes[i].start_again();
 
     // A node that lost its data directory cannot come back under its old id.
     nodes[2].kill9();

@@ -1,6 +1,7 @@
 //! A running node: the Raft groups (chronik-cluster), the Kafka listener (chronik-kafka) and the
-//! admin API, until the shutdown future resolves or a main task dies. Then: stop accepting, let
-//! in-flight requests finish, stop every task and group, make the WAL durable.
+//! admin API, until the shutdown future resolves or a main task dies. Then: in a cluster, hand
+//! the groups this node leads to other nodes; stop accepting, let in-flight requests finish,
+//! stop every task and group, make the WAL durable.
 
 use std::future::Future;
 
@@ -36,7 +37,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     );
 
     tokio::select! {
-        _ = shutdown => {}
+        _ = shutdown => {
+            // In a cluster, the groups this node leads move to caught-up followers first,
+            // while the transport still runs; a request that arrives meanwhile for one of
+            // them is answered NOT_LEADER_OR_FOLLOWER and the client retries at the new leader.
+            node.hand_over_leadership().await;
+        }
         _ = tasks.failed() => {}
     }
     let failure = tasks.shutdown().await;

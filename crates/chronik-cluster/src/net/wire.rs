@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::metadata::{MetaCommand, MetaResponse, NodeInfo};
-use crate::raft::transport::{Reply, Request};
+use crate::raft::transport::{Lead, Reply, Request};
 use crate::raft::{GroupId, NodeId, Snapshot, SnapshotMeta, TypeConfig, Vote};
 
 pub const MAGIC: [u8; 8] = *b"CHRAFT01";
@@ -73,6 +73,7 @@ enum WireRequest {
     SnapshotEnd { session: u64 },
     Join(NodeInfo),
     Propose(MetaCommand),
+    Leading { from: NodeId, leads: Vec<Lead> },
 }
 
 /// [`Reply`] as it travels.
@@ -112,6 +113,7 @@ pub fn request_frame(id: u64, group: GroupId, request: Request) -> Result<Bytes,
         Request::SnapshotEnd { session } => WireRequest::SnapshotEnd { session },
         Request::Join(n) => WireRequest::Join(n),
         Request::Propose(c) => WireRequest::Propose(c),
+        Request::Leading { from, leads } => WireRequest::Leading { from, leads },
     };
     let body = postcard::to_stdvec(&wire).map_err(|e| format!("encoding a Raft request: {e}"))?;
     Ok(frame(KIND_REQUEST, id, |b| {
@@ -167,6 +169,7 @@ pub fn decode(frame: &[u8]) -> Result<Incoming, String> {
                 WireRequest::SnapshotEnd { session } => Request::SnapshotEnd { session },
                 WireRequest::Join(n) => Request::Join(n),
                 WireRequest::Propose(c) => Request::Propose(c),
+                WireRequest::Leading { from, leads } => Request::Leading { from, leads },
             };
             Ok(Incoming::Request { id, group, request })
         }

@@ -309,6 +309,11 @@ impl MetaGroup {
         Arc::new(MetaInbound(Arc::downgrade(self)))
     }
 
+    /// See `raft::hand_over_leadership`.
+    pub async fn hand_over_leadership(&self, timeout: Duration) -> bool {
+        raft::hand_over_leadership(&self.raft, self.me, timeout).await
+    }
+
     pub async fn shutdown(&self) {
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!("stopping the metadata group: {e}");

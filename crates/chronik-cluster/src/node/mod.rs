@@ -10,6 +10,7 @@
 
 mod cluster;
 mod data_dir;
+mod leadership;
 mod lifecycle;
 mod meta;
 mod options;
@@ -24,8 +25,11 @@ mod transfer_tests;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::future::BoxFuture;
+
 use chronik_wal::{Wal, WalStats};
 
+pub use leadership::PartitionLeader;
 pub use options::{ClusterOptions, NodeOptions};
 
 use crate::error::ClusterError;
@@ -33,6 +37,7 @@ use crate::identity::NodeIdentity;
 use crate::metadata::{META_GROUP, MetaCommand, MetadataState, NodeInfo};
 use crate::net::Contacts;
 use crate::partition::PartitionReplica;
+use crate::raft::transport::{Inbound, NODE_GROUP, Reply, Request};
 use crate::raft::{NoTransport, NodeId, SharedTransport};
 use crate::storage::compaction::IoBudget;
 use crate::tasks::Tasks;
@@ -60,9 +65,29 @@ pub struct MemberView {
     pub last_contact_ms: Option<u64>,
     /// Partition replicas the metadata assigns it.
     pub partitions_hosted: usize,
-    /// Of the partitions the node asked hosts, those this node leads.
+    /// Partitions it leads: counted for the node asked, as last reported for the others.
     pub partitions_led: usize,
 }
+
+/// Messages for the node itself (not one of its groups): other nodes' leadership reports.
+struct NodeInbound(std::sync::Weak<Node>);
+
+impl Inbound for NodeInbound {
+    fn handle(&self, request: Request) -> BoxFuture<'static, Result<Reply, String>> {
+        let answer = match (self.0.upgrade(), request) {
+            (None, _) => Err("the node is stopping".into()),
+            (Some(node), Request::Leading { from, leads }) => {
+                node.reports.record(from, leads);
+                Ok(Reply::Ack)
+            }
+            (Some(_), _) => Err("the node itself takes only leadership reports".into()),
+        };
+        Box::pin(std::future::ready(answer))
+    }
+}
+
+/// How long a graceful stop waits for the groups this node leads to have new leaders.
+const HAND_OVER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A running node.
 pub struct Node {
@@ -73,6 +98,10 @@ pub struct Node {
     registry: Registry,
     /// Cluster mode: when each peer was last heard from.
     contacts: Option<Contacts>,
+    /// How this node's groups reach other nodes (and how it reports what it leads).
+    transport: SharedTransport,
+    /// What other nodes report leading.
+    reports: leadership::LeaderReports,
     /// The node's scope: its loops run here, each replica in a child.
     tasks: Tasks,
     /// The reconciler's own scope, so tests can stop it alone.
@@ -145,6 +174,8 @@ impl Node {
             wal,
             meta,
             contacts,
+            transport,
+            reports: Default::default(),
             reconciler: tasks.child(),
             tasks,
             _data_dir: data_dir,
@@ -170,6 +201,8 @@ impl Node {
         if opts.cluster.is_some() {
             let weak = Arc::downgrade(&node);
             node.tasks.spawn("metadata-membership", move |cancel| lifecycle::membership_loop(weak, cancel));
+            let weak = Arc::downgrade(&node);
+            node.tasks.spawn("leadership-reports", move |cancel| leadership::report_loop(weak, cancel));
         }
         tracing::info!(
             node = node.node_id,
@@ -186,11 +219,11 @@ impl Node {
     fn listen(self: &Arc<Self>, listener: tokio::net::TcpListener, settings: crate::net::TcpSettings) {
         let weak = Arc::downgrade(self);
         let meta = self.meta.inbound();
-        let groups: crate::net::Groups = Arc::new(move |group| {
-            if group == META_GROUP {
-                return Some(meta.clone());
-            }
-            weak.upgrade()?.registry.by_group(group).map(|r| r.inbound())
+        let itself: Arc<dyn Inbound> = Arc::new(NodeInbound(weak.clone()));
+        let groups: crate::net::Groups = Arc::new(move |group| match group {
+            META_GROUP => Some(meta.clone()),
+            NODE_GROUP => Some(itself.clone()),
+            _ => weak.upgrade()?.registry.by_group(group).map(|r| r.inbound()),
         });
         let scope = self.tasks.clone();
         self.tasks.spawn("raft-listener", move |_| cluster::serve(listener, settings, groups, scope));
@@ -237,7 +270,11 @@ impl Node {
     /// Every node of the cluster as this node sees it (see [`MemberView`]).
     pub fn members(&self) -> Vec<MemberView> {
         let roles: std::collections::HashMap<NodeId, bool> = self.meta.members().into_iter().collect();
-        let led = |id: NodeId| self.registry.all().iter().filter(|r| r.leadership().1 == Some(id)).count();
+        let reported = self.reports.counts();
+        let led = |id: NodeId| match id == self.node_id {
+            true => self.registry.all().iter().filter(|r| r.is_leader(id)).count(),
+            false => reported.get(&id).copied().unwrap_or(0),
+        };
         self.with_metadata(|m| {
             m.nodes
                 .values()
@@ -276,29 +313,44 @@ impl Node {
         self.registry.all()
     }
 
-    /// Waits until every partition of `topic` is hosted here with a leader; false if the topic
-    /// does not exist or `timeout` passes first.
+    /// Waits until every partition of `topic` has a leader (and, where this node hosts a
+    /// replica of it, that replica runs here and knows its leader); false if the topic does
+    /// not exist or `timeout` passes first.
     pub async fn wait_for_topic(&self, topic: &str, timeout: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + timeout;
         // Subscribed before looking, so no change between the look and the wait is missed.
         let mut started = self.registry.subscribe();
         let mut changed = self.meta.subscribe();
+        let mut reported = self.reports.subscribe();
         loop {
             let Some(partitions) = self.with_metadata(|m| m.topic(topic).map(|t| t.partitions.clone())) else {
                 return false;
             };
-            let hosted: Option<Vec<_>> = partitions.iter().map(|p| self.partition(topic, p.partition)).collect();
-            if let Some(replicas) = hosted {
-                for r in replicas {
-                    if !r.wait_for_leader(deadline.saturating_duration_since(tokio::time::Instant::now())).await {
-                        return false;
+            let hosted_here_run = partitions
+                .iter()
+                .filter(|p| p.replicas.contains(&self.node_id))
+                .all(|p| self.partition(topic, p.partition).is_some());
+            if hosted_here_run {
+                let mut all_led = true;
+                for p in &partitions {
+                    match self.partition(topic, p.partition) {
+                        Some(r) => {
+                            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                            if !r.wait_for_leader(left).await {
+                                return false;
+                            }
+                        }
+                        None => all_led &= self.partition_leader(topic, p.partition).leader.is_some(),
                     }
                 }
-                return true;
+                if all_led {
+                    return true;
+                }
             }
             tokio::select! {
                 _ = started.changed() => {}
                 _ = changed.changed() => {}
+                _ = reported.changed() => {}
                 _ = tokio::time::sleep_until(deadline) => return false,
             }
         }
@@ -330,6 +382,24 @@ impl Node {
     #[doc(hidden)]
     pub async fn stop_reconciler(&self) {
         self.reconciler.stop().await;
+    }
+
+    /// In cluster mode, hands every group this node leads (the metadata group too) to a
+    /// caught-up follower and waits, up to [`HAND_OVER_TIMEOUT`], until each has a new
+    /// leader: a graceful stop then pauses writes for an election's length at most, not an
+    /// election timeout. Returns how many groups did not hand over in time.
+    pub async fn hand_over_leadership(&self) -> usize {
+        if self.contacts.is_none() {
+            return 0; // standalone: nobody to hand over to
+        }
+        let me = self.node_id;
+        let replicas = self.registry.all();
+        let partitions = replicas.iter().map(|r| r.hand_over_leadership(me, HAND_OVER_TIMEOUT));
+        let (moved, meta) =
+            tokio::join!(futures::future::join_all(partitions), self.meta.hand_over_leadership(HAND_OVER_TIMEOUT));
+        let stuck = moved.iter().filter(|ok| !**ok).count() + usize::from(!meta);
+        tracing::info!(groups = replicas.len() + 1, stuck, "leadership handed over before stopping");
+        stuck
     }
 
     /// Stops the node's loops and every group, and makes the WAL durable.

@@ -306,9 +306,20 @@ impl PartitionReplica {
         (m.current_term, m.current_leader)
     }
 
+    /// Hands this group's leadership to its most caught-up voter if this node (`me`) leads
+    /// it, waiting up to `timeout` for the new leader; false if none took over in time.
+    pub(crate) async fn hand_over_leadership(&self, me: NodeId, timeout: Duration) -> bool {
+        crate::raft::hand_over_leadership(&self.raft, me, timeout).await
+    }
+
+    /// Whether `node` (this node) leads the group and may serve: a new leader serves nothing
+    /// until it has applied an entry of its own term, so its high watermark and producer
+    /// state include everything its predecessors committed.
     pub fn is_leader(&self, node: NodeId) -> bool {
         let m = self.raft.metrics().borrow_watched().clone();
-        m.state == ServerState::Leader && m.current_leader == Some(node)
+        m.state == ServerState::Leader
+            && m.current_leader == Some(node)
+            && m.last_applied.is_some_and(|l| l.leader_id.term == m.current_term)
     }
 
     /// How the group's replicas stand as this node sees them. Where this node leads it knows

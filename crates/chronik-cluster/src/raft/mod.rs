@@ -130,3 +130,25 @@ pub(crate) async fn quiet_if_alone<SM: openraft::storage::RaftStateMachine<TypeC
         raft.runtime_config().tick(false);
     }
 }
+
+/// Hands the group's leadership, if this node holds it, to the voter whose log is furthest
+/// along, and waits up to `timeout` until another node leads. True when another node leads
+/// (or this node did not lead, or leads alone: nobody to hand over to).
+pub(crate) async fn hand_over_leadership<SM: openraft::storage::RaftStateMachine<TypeConfig>>(
+    raft: &Raft<TypeConfig, SM>,
+    me: NodeId,
+    timeout: Duration,
+) -> bool {
+    let m = raft.metrics().borrow_watched().clone();
+    let Some(progress) = m.replication.as_ref().filter(|_| m.state == ServerState::Leader) else {
+        return true;
+    };
+    let matched = |id: &NodeId| progress.get(id).copied().flatten().map(|l| l.index);
+    let Some(to) = m.membership_config.membership().voter_ids().filter(|v| *v != me).max_by_key(|v| matched(v)) else {
+        return true;
+    };
+    if raft.trigger().transfer_leader(to).await.is_err() {
+        return false;
+    }
+    raft.wait(Some(timeout)).metrics(|m| m.current_leader.is_some_and(|l| l != me), "another leader").await.is_ok()
+}

@@ -50,6 +50,23 @@ pub(crate) enum Request {
     Join(NodeInfo),
     /// A metadata change proposed on a follower, for the leader to make.
     Propose(MetaCommand),
+    /// Node-level (group [`NODE_GROUP`]): the partition groups the sender leads, sent to every
+    /// node periodically, so a node knows the leaders of partitions it does not host.
+    Leading {
+        from: NodeId,
+        leads: Vec<Lead>,
+    },
+}
+
+/// The pseudo-group of messages for the node itself rather than one of its groups.
+pub(crate) const NODE_GROUP: GroupId = u64::MAX;
+
+/// One group the sending node leads: its term (the Kafka leader epoch) and in-sync replicas.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Lead {
+    pub group: GroupId,
+    pub term: u64,
+    pub isr: Vec<NodeId>,
 }
 
 /// The answer to a [`Request`], of the matching kind.
@@ -132,8 +149,8 @@ impl<SM: RaftStateMachine<TypeConfig, SnapshotData = bytes::Bytes>> Inbound for 
                 Request::SnapshotStart { .. } | Request::SnapshotChunk { .. } | Request::SnapshotEnd { .. } => {
                     Err("this group takes no snapshot sessions (a partition's replica does)".into())
                 }
-                Request::Join(_) | Request::Propose(_) => {
-                    Err("only the metadata group takes joins and proposals".into())
+                Request::Join(_) | Request::Propose(_) | Request::Leading { .. } => {
+                    Err("joins, proposals and leadership reports are not for a group's Raft".into())
                 }
             }
         })

@@ -126,7 +126,7 @@ impl GroupCoordinator {
         {
             tracing::warn!("creating {OFFSETS_TOPIC}: {e}");
         }
-        self.node.partition(OFFSETS_TOPIC, 0)?.leadership().1
+        self.node.partition_leader(OFFSETS_TOPIC, 0).leader
     }
 
     /// A group's committed offset of one partition.

@@ -88,15 +88,17 @@ pub(crate) fn describe_topic(b: &Broker, t: &TopicInfo) -> MetadataResponseTopic
         .iter()
         .map(|p| {
             let replicas: Vec<BrokerId> = p.replicas.iter().map(|r| BrokerId(*r as i32)).collect();
+            // From the local replica, or the leader's report where this node hosts none.
+            let led = b.node.partition_leader(&t.name, p.partition);
             let mut out = MetadataResponsePartition::default()
                 .with_partition_index(p.partition)
-                .with_replica_nodes(replicas.clone())
-                .with_isr_nodes(replicas);
-            match b.node.partition(&t.name, p.partition).map(|g| g.leadership()) {
-                Some((term, Some(leader))) => {
-                    out = out.with_leader_id(BrokerId(leader as i32)).with_leader_epoch(term as i32);
+                .with_replica_nodes(replicas)
+                .with_isr_nodes(led.isr.iter().map(|r| BrokerId(*r as i32)).collect());
+            match led.leader {
+                Some(leader) => {
+                    out = out.with_leader_id(BrokerId(leader as i32)).with_leader_epoch(led.epoch as i32);
                 }
-                _ => {
+                None => {
                     out = out.with_leader_id(BrokerId(-1)).with_error_code(ResponseError::LeaderNotAvailable.code());
                 }
             }

@@ -1,0 +1,158 @@
+//! Who leads which partition, cluster-wide. A node knows the leader of the partitions it hosts
+//! from their Raft groups; for the others, every node tells every other, twice a second, the
+//! groups it leads with their term and in-sync replicas (one message per pair of nodes, not
+//! one per group), and a node answers Metadata for partitions it does not host from these
+//! reports.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Weak;
+use std::time::{Duration, Instant};
+
+use parking_lot::RwLock;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::Node;
+use crate::error::ClusterError;
+use crate::raft::transport::{Lead, NODE_GROUP, Request};
+use crate::raft::{GroupId, NodeId};
+
+/// How often a node reports the groups it leads.
+const REPORT_EVERY: Duration = Duration::from_millis(500);
+/// A report older than this is not trusted (its sender stopped reporting).
+const REPORT_FRESH_FOR: Duration = Duration::from_secs(3);
+
+/// A partition's leader as this node knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionLeader {
+    pub leader: Option<NodeId>,
+    /// The leader's term (the Kafka leader epoch); 0 when no leader is known.
+    pub epoch: u64,
+    /// Replicas whose log reaches the commit index, as the leader last reported (the whole
+    /// replica set where that is not known).
+    pub isr: Vec<NodeId>,
+}
+
+/// The latest leadership reports from other nodes, by group.
+pub(super) struct LeaderReports {
+    by_group: RwLock<HashMap<GroupId, (NodeId, Lead, Instant)>>,
+    /// Bumped by every report taken, so waiters need not poll.
+    changed: watch::Sender<u64>,
+}
+
+impl Default for LeaderReports {
+    fn default() -> Self {
+        LeaderReports { by_group: RwLock::default(), changed: watch::channel(0).0 }
+    }
+}
+
+impl LeaderReports {
+    /// Takes `from`'s report: it leads exactly `leads` (a group it no longer lists is
+    /// forgotten, unless another node claims it); a report of an older term than one already
+    /// held does not replace it.
+    pub fn record(&self, from: NodeId, leads: Vec<Lead>) {
+        let now = Instant::now();
+        let claimed: HashSet<GroupId> = leads.iter().map(|l| l.group).collect();
+        let mut by_group = self.by_group.write();
+        by_group.retain(|g, (node, ..)| *node != from || claimed.contains(g));
+        for lead in leads {
+            let newer = by_group.get(&lead.group).is_none_or(|(_, held, _)| held.term <= lead.term);
+            if newer {
+                by_group.insert(lead.group, (from, lead, now));
+            }
+        }
+        drop(by_group);
+        self.changed.send_modify(|v| *v += 1);
+    }
+
+    /// Fires when a report is taken.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    /// The fresh report of `group`'s leader, if any.
+    pub fn get(&self, group: GroupId) -> Option<(NodeId, Lead)> {
+        let by_group = self.by_group.read();
+        let (node, lead, at) = by_group.get(&group)?;
+        (at.elapsed() < REPORT_FRESH_FOR).then(|| (*node, lead.clone()))
+    }
+
+    /// How many groups each node reports leading (fresh reports only).
+    pub fn counts(&self) -> HashMap<NodeId, usize> {
+        let mut counts = HashMap::new();
+        for (node, _, at) in self.by_group.read().values() {
+            if at.elapsed() < REPORT_FRESH_FOR {
+                *counts.entry(*node).or_default() += 1;
+            }
+        }
+        counts
+    }
+}
+
+impl Node {
+    /// The groups this node leads now, as it reports them.
+    fn leads(&self) -> Vec<Lead> {
+        self.registry
+            .all()
+            .iter()
+            .filter(|r| r.is_leader(self.node_id))
+            .map(|r| {
+                let v = r.replication();
+                Lead { group: r.group(), term: v.leader_epoch, isr: v.isr.unwrap_or(v.voters) }
+            })
+            .collect()
+    }
+
+    /// A partition's leader, epoch and in-sync replicas, from its local replica where this
+    /// node hosts it, else from the leader's report.
+    pub fn partition_leader(&self, topic: &str, partition: i32) -> PartitionLeader {
+        let (group, replicas) = self
+            .with_metadata(|m| {
+                let p = m.topic(topic)?.partitions.iter().find(|p| p.partition == partition)?;
+                Some((p.group, p.replicas.clone()))
+            })
+            .unwrap_or((0, Vec::new()));
+        let reported = self.reports.get(group);
+        match self.registry.get(topic, partition) {
+            Some(r) => {
+                let v = r.replication();
+                let isr = match (v.isr, reported) {
+                    (Some(isr), _) => isr,
+                    (None, Some((_, lead))) if lead.term == v.leader_epoch => lead.isr,
+                    (None, _) => v.voters,
+                };
+                PartitionLeader { leader: v.leader, epoch: v.leader_epoch, isr }
+            }
+            None => match reported {
+                Some((node, lead)) => PartitionLeader { leader: Some(node), epoch: lead.term, isr: lead.isr },
+                None => PartitionLeader { leader: None, epoch: 0, isr: replicas },
+            },
+        }
+    }
+}
+
+/// Sends this node's leadership report to every other node, every [`REPORT_EVERY`], until
+/// cancelled. A node that does not answer is skipped until the next round.
+pub(super) async fn report_loop(node: Weak<Node>, cancel: CancellationToken) -> Result<(), ClusterError> {
+    let mut tick = tokio::time::interval(REPORT_EVERY);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = cancel.cancelled() => return Ok(()),
+        }
+        let Some(node) = node.upgrade() else { return Ok(()) };
+        let leads = node.leads();
+        let me = node.node_id;
+        let peers: Vec<NodeId> = node.with_metadata(|m| m.nodes.keys().copied().filter(|id| *id != me).collect());
+        let sends = peers.into_iter().map(|peer| {
+            let request = Request::Leading { from: me, leads: leads.clone() };
+            let sent = node.transport.send(peer, NODE_GROUP, request, REPORT_EVERY);
+            async move {
+                if let Err(e) = sent.await {
+                    tracing::debug!(peer, "leadership report not delivered: {e}");
+                }
+            }
+        });
+        futures::future::join_all(sends).await;
+    }
+}
