@@ -11,8 +11,9 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use chronik_tests::raw::{call, connect, topic_name};
-use chronik_tests::{Broker, http_get, raft_ports, server_bin, write_cluster_toml};
+use chronik_tests::raw::{batch, call, connect, topic_name, try_produce};
+use chronik_tests::{Broker, http_get, now_ms, raft_ports, server_bin, write_cluster_toml};
+use kafka_protocol::ResponseError;
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::{ApiKey, MetadataRequest, MetadataResponse};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -79,15 +80,46 @@ fn leaders(node: &Broker, topic: &str) -> BTreeMap<i32, (i32, i32, Vec<i32>)> {
         .collect()
 }
 
+/// Reads `topic` from the beginning until every offset of `expected` came (or a minute
+/// passed): (partition, offset) -> value, failing on an offset read twice.
+fn read_all(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    expected: &BTreeMap<(i32, i64), String>,
+) -> BTreeMap<(i32, i64), String> {
+    let reader: BaseConsumer =
+        client(bootstrap).set("group.id", "cluster-check").set("enable.auto.commit", "false").create().unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, Offset::Beginning).unwrap();
+    }
+    reader.assign(&tpl).unwrap();
+    let mut got = BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !expected.keys().all(|k| got.contains_key(k)) && Instant::now() < deadline {
+        // Errors librdkafka reports here are transient (a broker down): it retries itself.
+        if let Some(Ok(m)) = reader.poll(Duration::from_millis(200)) {
+            let value = String::from_utf8(m.payload().unwrap_or_default().to_vec()).unwrap();
+            assert!(got.insert((m.partition(), m.offset()), value).is_none(), "offset read twice");
+        }
+    }
+    got
+}
+
 fn client(bootstrap: &str) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", bootstrap);
     c
 }
 
-/// Produces `PER_PHASE` records numbered from `first` with acks=all and idempotence,
-/// returning where each was acknowledged.
+/// Produces `PER_PHASE` records numbered from `first` to `TOPIC` with acks=all and
+/// idempotence, returning where each was acknowledged.
 async fn produce(bootstrap: &str, first: usize) -> BTreeMap<(i32, i64), String> {
+    produce_to(bootstrap, TOPIC, first).await
+}
+
+async fn produce_to(bootstrap: &str, topic: &str, first: usize) -> BTreeMap<(i32, i64), String> {
     let producer: FutureProducer = client(bootstrap)
         .set("acks", "all")
         .set("enable.idempotence", "true")
@@ -99,7 +131,7 @@ async fn produce(bootstrap: &str, first: usize) -> BTreeMap<(i32, i64), String> 
         let producer = producer.clone();
         async move {
             let value = format!("record-{n}");
-            let record = FutureRecord::to(TOPIC).key(&value).payload(&value);
+            let record = FutureRecord::to(topic).key(&value).payload(&value);
             let d = producer.send(record, Duration::from_secs(60)).await;
             let d = d.unwrap_or_else(|(e, _)| panic!("record {n} was not acknowledged: {e}"));
             ((d.partition, d.offset), value)
@@ -110,15 +142,20 @@ async fn produce(bootstrap: &str, first: usize) -> BTreeMap<(i32, i64), String> 
 
 /// Waits until every live node hosts every partition of `topic` at the same high watermark,
 /// with a leader.
-fn wait_converged(nodes: &[&Broker], topic: &str) {
+fn wait_converged(nodes: &[&Broker], topic: &str, partition_count: usize) {
     wait_until("every replica at the same high watermark", Duration::from_secs(60), || {
         let views: Vec<_> = nodes.iter().map(|n| partitions(n, topic)).collect();
-        views[0].len() == PARTITIONS as usize
+        views[0].len() == partition_count
             && views[0].values().all(|(leader, _)| leader.is_some())
             && views.iter().all(|v| {
                 v.len() == views[0].len() && v.iter().all(|(p, (_, hw))| views[0].get(p).map(|x| x.1) == Some(*hw))
             })
     });
+}
+
+/// Every node's Kafka address, for clients.
+fn bootstrap_of(nodes: &[Broker]) -> String {
+    nodes.iter().map(|n| n.bootstrap()).collect::<Vec<_>>().join(",")
 }
 
 /// Where node `id` is in the list.
@@ -137,7 +174,7 @@ async fn quick_start_cluster_keeps_every_acknowledged_write_through_kills() {
     for n in &nodes {
         wait_until("three metadata voters", Duration::from_secs(30), || voters(n) == [1, 2, 3]);
     }
-    let bootstrap: String = nodes.iter().map(|n| n.bootstrap()).collect::<Vec<_>>().join(",");
+    let bootstrap = bootstrap_of(&nodes);
 
     let admin: AdminClient<DefaultClientContext> = client(&bootstrap).create().unwrap();
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
@@ -147,7 +184,7 @@ async fn quick_start_cluster_keeps_every_acknowledged_write_through_kills() {
     let refusal = too_many.unwrap()[0].clone().unwrap_err();
     assert_eq!(refusal.1, rdkafka::types::RDKafkaErrorCode::InvalidReplicationFactor, "{refusal:?}");
     let refs: Vec<&Broker> = nodes.iter().collect();
-    wait_converged(&refs, TOPIC);
+    wait_converged(&refs, TOPIC, PARTITIONS as usize);
 
     // With RF=2 each node hosts only some partitions; every node still names every leader.
     let created = admin.create_topics(&[NewTopic::new("pairs", 3, TopicReplication::Fixed(2))], &opts).await;
@@ -197,7 +234,7 @@ async fn quick_start_cluster_keeps_every_acknowledged_write_through_kills() {
     acked.extend(produce(&bootstrap, PER_PHASE).await);
     nodes[i].start_again();
     let refs: Vec<&Broker> = nodes.iter().collect();
-    wait_converged(&refs, TOPIC);
+    wait_converged(&refs, TOPIC, PARTITIONS as usize);
 
     // Kill the group coordinator (the leader of __consumer_offsets).
     let offsets = partitions(&nodes[0], "__consumer_offsets");
@@ -227,26 +264,14 @@ async fn quick_start_cluster_keeps_every_acknowledged_write_through_kills() {
 
     nodes[i].start_again();
     let refs: Vec<&Broker> = nodes.iter().collect();
-    wait_converged(&refs, TOPIC);
+    wait_converged(&refs, TOPIC, PARTITIONS as usize);
 
     // Every acknowledged record, once, at its offset.
     assert_eq!(acked.len(), 3 * PER_PHASE);
-    let reader: BaseConsumer =
-        client(&bootstrap).set("group.id", "cluster-check").set("enable.auto.commit", "false").create().unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..PARTITIONS {
-        tpl.add_partition_offset(TOPIC, p, Offset::Beginning).unwrap();
-    }
-    reader.assign(&tpl).unwrap();
-    let mut got: BTreeMap<(i32, i64), String> = BTreeMap::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while got.len() < acked.len() && Instant::now() < deadline {
-        if let Some(Ok(m)) = reader.poll(Duration::from_millis(200)) {
-            let value = String::from_utf8(m.payload().unwrap_or_default().to_vec()).unwrap();
-            assert!(got.insert((m.partition(), m.offset()), value).is_none(), "offset read twice");
-        }
-    }
-    assert_eq!(got, acked, "every acknowledged record at its offset, and nothing else");
+    let got = read_all(&bootstrap, TOPIC, PARTITIONS, &acked);
+    assert_eq!(got, acked, "every acknowledged record at its offset");
+    let stored: u64 = partitions(&nodes[0], TOPIC).values().map(|(_, hw)| hw).sum();
+    assert_eq!(stored, acked.len() as u64, "nothing but the acknowledged records (no duplicates)");
 
     // A graceful stop hands everything the node leads to the others before it exits.
     let meta_leader = get_json(&nodes[0], "/admin/cluster/leader")["leader"].as_u64().unwrap();
@@ -278,4 +303,55 @@ async fn quick_start_cluster_keeps_every_acknowledged_write_through_kills() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("node id 3 is already a member") && stderr.contains("new node_id"), "{stderr}");
+}
+
+/// Five nodes, a topic on all five: losing two keeps writes going; losing a third leaves the
+/// partition leader without a majority, and it refuses writes with NOT_ENOUGH_REPLICAS
+/// instead of acknowledging what cannot commit; with the nodes back, everything acknowledged
+/// is there once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_nodes_serve_through_two_losses_and_refuse_writes_without_a_majority() {
+    let ports = raft_ports(5);
+    let mut nodes: Vec<Broker> =
+        (1..=5).map(|id| Broker::start_cluster_node(id, &ports, if id == 1 { &[] } else { &[1] }, &[])).collect();
+    for n in &nodes {
+        wait_until("five metadata voters", Duration::from_secs(60), || voters(n) == [1, 2, 3, 4, 5]);
+    }
+    let bootstrap = bootstrap_of(&nodes);
+    let admin: AdminClient<DefaultClientContext> = client(&bootstrap).create().unwrap();
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let created = admin.create_topics(&[NewTopic::new("five", 1, TopicReplication::Fixed(5))], &opts).await;
+    assert!(created.unwrap()[0].is_ok());
+    let refs: Vec<&Broker> = nodes.iter().collect();
+    wait_converged(&refs, "five", 1);
+    let mut acked = produce_to(&bootstrap, "five", 0).await;
+
+    // The leader of five-0 stays; the others go one by one.
+    let leader = partitions(&nodes[0], "five")[&0].0.expect("five-0 has a leader");
+    let mut others: Vec<usize> = (0..5).filter(|i| *i != node_index(leader)).collect();
+    let third = others.pop().unwrap();
+    for i in &others[..2] {
+        nodes[*i].kill9();
+    }
+    acked.extend(produce_to(&bootstrap, "five", PER_PHASE).await);
+
+    nodes[third].kill9();
+    let mut s = connect(&nodes[node_index(leader)]);
+    wait_until("NOT_ENOUGH_REPLICAS from the minority leader", Duration::from_secs(60), || {
+        let answer = try_produce(&mut s, "five", 0, batch(&[now_ms()], b"unacknowledged", -1));
+        answer.map(|(code, _)| code) == Some(ResponseError::NotEnoughReplicas.code())
+    });
+
+    for i in others[..2].iter().chain([&third]) {
+        nodes[*i].start_again();
+    }
+    let refs: Vec<&Broker> = nodes.iter().collect();
+    wait_converged(&refs, "five", 1);
+    acked.extend(produce_to(&bootstrap, "five", 2 * PER_PHASE).await);
+    let got = read_all(&bootstrap, "five", 1, &acked);
+    for (at, value) in &acked {
+        assert_eq!(got.get(at), Some(value), "acknowledged record at {at:?}");
+    }
+    let values: std::collections::BTreeSet<&String> = got.values().collect();
+    assert_eq!(values.len(), got.len(), "no record twice");
 }

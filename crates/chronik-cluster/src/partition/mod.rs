@@ -306,6 +306,23 @@ impl PartitionReplica {
         (m.current_term, m.current_leader)
     }
 
+    /// On a leader of several voters: how long since a majority last acknowledged it, if
+    /// that is longer than two election timeouts (its followers are gone or cut off: what
+    /// it appends cannot commit). `None` when it is in contact, alone, or not the leader.
+    pub fn quorum_silence(&self) -> Option<Duration> {
+        let m = self.raft.metrics().borrow_watched().clone();
+        if m.state != ServerState::Leader || m.membership_config.membership().voter_ids().count() < 2 {
+            return None;
+        }
+        let limit = Duration::from_millis(self.raft.config().election_timeout_max * 2);
+        match m.last_quorum_acked {
+            Some(at) if openraft::Instant::elapsed(&*at) <= limit => None,
+            Some(at) => Some(openraft::Instant::elapsed(&*at)),
+            // Never acknowledged since it became leader: as long as it has led.
+            None => Some(limit),
+        }
+    }
+
     /// Hands this group's leadership to its most caught-up voter if this node (`me`) leads
     /// it, waiting up to `timeout` for the new leader; false if none took over in time.
     pub(crate) async fn hand_over_leadership(&self, me: NodeId, timeout: Duration) -> bool {

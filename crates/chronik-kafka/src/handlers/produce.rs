@@ -114,6 +114,13 @@ type Queued = (Committed, i64, Arc<PartitionReplica>);
 async fn queue(b: &Broker, info: &TopicInfo, index: i32, records: Option<Bytes>) -> Result<Queued, ApiError> {
     b.refuse_internal(&info.name, "producing to")?;
     let group = b.leader_partition(&info.name, index)?;
+    if let Some(silent) = group.quorum_silence() {
+        // Kafka's answer when too few replicas are in sync: retriable, and says why.
+        return Err(ApiError::new(
+            ResponseError::NotEnoughReplicas,
+            format!("the partition leader has not heard from a majority of its replicas for {silent:?}"),
+        ));
+    }
     let records = records
         .filter(|r| !r.is_empty())
         .ok_or_else(|| ApiError::new(ResponseError::CorruptMessage, "no record batch"))?;
