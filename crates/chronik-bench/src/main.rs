@@ -1,6 +1,7 @@
 //! `chronik-bench`: the benchmark commands named in README.md and docs/BENCHMARKS.md.
 //! Each prints its figures as `key=value` lines; nothing here is a pass/fail test.
 
+mod cluster;
 mod compact;
 mod disk;
 mod kafka;
@@ -41,6 +42,11 @@ enum Command {
     /// Log compaction: a pass's throughput (MB/s of input) and the produce latency of another
     /// topic while it runs, against the same probe with no pass running.
     Compact(compact::CompactArgs),
+    /// Three `chronik-server cluster` processes on this machine: RF=3 acks=all produce against
+    /// standalone (`cluster_vs_standalone_ratio=`), failover time after SIGKILL of a partition
+    /// leader (p50/p99 over `--trials`), and with `--partitions`, idle CPU, memory and
+    /// restart-to-all-led time for that many RF=3 partitions.
+    Cluster(cluster::ClusterArgs),
     /// Used by `tier`: starts a node on a data directory in a fresh process, waits for its
     /// topics' leaders, prints the time and resident memory, exits.
     #[command(hide = true)]
@@ -67,6 +73,7 @@ fn main() -> anyhow::Result<()> {
         Command::Produce(args) => load::run(args),
         Command::Tier(args) => tier::run(args),
         Command::Compact(args) => compact::run(args),
+        Command::Cluster(args) => cluster::run(args),
         Command::TierOpen(args) => tier::open_and_report(args),
     }
 }

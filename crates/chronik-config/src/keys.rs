@@ -184,7 +184,7 @@ pub const KEYS: &[Key] = &[
     key(
         "cluster.raft.election_timeout_ms",
         Kind::Int,
-        "Minimum Raft election timeout (the maximum is twice this). Must exceed the heartbeat interval.",
+        "How long a Raft follower hears nothing from its leader before it may start an election (and before it grants another candidate its vote). Must exceed the heartbeat interval.",
     ),
     key("cluster.raft.heartbeat_interval_ms", Kind::Int, "Raft heartbeat interval."),
     key("cluster.raft.max_payload_entries", Kind::Int, "Most log entries sent in one replication request."),

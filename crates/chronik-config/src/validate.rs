@@ -66,11 +66,12 @@ pub(crate) fn validate(c: &Config, report: &mut dyn FnMut(&str, String)) {
     if raft.heartbeat_interval_ms == 0 {
         report("cluster.raft.heartbeat_interval_ms", "must be above zero".into());
     }
-    if raft.heartbeat_interval_ms >= raft.election_timeout_ms {
+    // A follower's election timers fire between two heartbeats and the election timeout.
+    if raft.heartbeat_interval_ms.saturating_mul(2) > raft.election_timeout_ms {
         report(
             "cluster.raft.heartbeat_interval_ms",
             format!(
-                "must be below election_timeout_ms ({} >= {})",
+                "must be below election_timeout_ms, at most half of it ({} > {} / 2)",
                 raft.heartbeat_interval_ms, raft.election_timeout_ms
             ),
         );

@@ -111,8 +111,14 @@ fn openraft_config(
     let c = OpenraftConfig {
         cluster_name: format!("chronik-{kind}"),
         heartbeat_interval: r.heartbeat_interval_ms,
-        election_timeout_min: r.election_timeout_ms,
-        election_timeout_max: r.election_timeout_ms * 2,
+        // openraft's leader lease is `election_timeout_max`: a follower neither starts nor
+        // grants an election while it has heard from its leader within it, and a timer that
+        // fires sooner does nothing. So the configured timeout is the lease (how long a silent
+        // leader is presumed alive); the timers fire from two heartbeats on, and the first one
+        // after the lease runs out starts the election. (A range of [t, 2t] made a failover
+        // take two draws, 1.5-2 s at the 500 ms default.)
+        election_timeout_min: (r.heartbeat_interval_ms * 2).min(r.election_timeout_ms - 1),
+        election_timeout_max: r.election_timeout_ms,
         max_payload_entries: r.max_payload_entries,
         snapshot_policy,
         max_in_snapshot_log_to_keep: keep,

@@ -315,12 +315,10 @@ impl PartitionReplica {
             return None;
         }
         let limit = Duration::from_millis(self.raft.config().election_timeout_max * 2);
-        match m.last_quorum_acked {
-            Some(at) if openraft::Instant::elapsed(&*at) <= limit => None,
-            Some(at) => Some(openraft::Instant::elapsed(&*at)),
-            // Never acknowledged since it became leader: as long as it has led.
-            None => Some(limit),
-        }
+        // Never acknowledged yet: a leader just elected (it serves only once a majority took
+        // an entry of its term, see `is_leader`).
+        let since = openraft::Instant::elapsed(&*m.last_quorum_acked?);
+        (since > limit).then_some(since)
     }
 
     /// Hands this group's leadership to its most caught-up voter if this node (`me`) leads
@@ -373,7 +371,13 @@ impl PartitionReplica {
 
     /// Waits until the group has a leader (true) or `timeout` passes (false).
     pub(crate) async fn wait_for_leader(&self, timeout: Duration) -> bool {
-        self.raft.wait(Some(timeout)).metrics(|m| m.current_leader.is_some(), "a leader").await.is_ok()
+        // Where this node is the leader, until it may serve (see `is_leader`).
+        let serving = |m: &openraft::RaftMetrics<TypeConfig>| {
+            m.current_leader.is_some()
+                && (m.state != ServerState::Leader
+                    || m.last_applied.is_some_and(|l| l.leader_id.term == m.current_term))
+        };
+        self.raft.wait(Some(timeout)).metrics(serving, "a leader").await.is_ok()
     }
 
     /// Drops the log below the log start offset: the segment files wholly below it, then (with
