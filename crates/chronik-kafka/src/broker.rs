@@ -12,6 +12,7 @@ use kafka_protocol::ResponseError;
 
 use crate::error::ApiError;
 use crate::groups::{GroupCoordinator, GroupSettings, OffsetStoreError};
+use crate::request_metrics::RequestMetrics;
 
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
@@ -51,6 +52,7 @@ pub struct Broker {
     pub node: Arc<Node>,
     pub config: BrokerConfig,
     pub groups: Arc<GroupCoordinator>,
+    pub metrics: Arc<RequestMetrics>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -87,7 +89,7 @@ impl Broker {
                     return Err(e.into());
                 }
             };
-        Ok(Arc::new(Broker { node, groups, config: BrokerConfig::from_config(config) }))
+        Ok(Arc::new(Broker { node, groups, config: BrokerConfig::from_config(config), metrics: Arc::default() }))
     }
 
     /// Refuses a client's change to a topic the broker keeps for itself (`__consumer_offsets`):

@@ -12,6 +12,7 @@ mod error;
 pub mod frame;
 pub mod groups;
 pub mod handlers;
+pub mod request_metrics;
 pub mod server;
 mod validate;
 pub mod versions;

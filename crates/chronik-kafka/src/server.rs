@@ -204,6 +204,7 @@ async fn serve_connection(
                     }
                 }
             }
+            let read_at = std::time::Instant::now();
             let response: Pending = match handlers::dispatch(&broker, frame).await {
                 Outcome::Response(b) => Box::pin(async move { Some(b.into()) }),
                 Outcome::Later(f) => f,
@@ -214,9 +215,13 @@ async fn serve_connection(
                 }
             };
             // The request's bytes count against the budget until its answer is ready.
+            let metrics = broker.metrics.clone();
             in_flight.push_back(Box::pin(async move {
                 let frame = response.await;
                 drop(permit);
+                if let Some(api) = api_key {
+                    metrics.record_request(api as i16, read_at.elapsed());
+                }
                 frame
             }));
         }

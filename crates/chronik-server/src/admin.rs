@@ -13,6 +13,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use chronik_cluster::Node;
 use chronik_config::Config;
+use chronik_kafka::request_metrics::RequestMetrics;
 use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -22,12 +23,14 @@ use crate::metrics;
 #[derive(Clone)]
 pub struct AdminState {
     node: Arc<Node>,
+    /// The Kafka front end's request latencies, for /metrics.
+    requests: Arc<RequestMetrics>,
     clustered: bool,
 }
 
 impl AdminState {
-    pub fn new(node: Arc<Node>, config: &Config) -> AdminState {
-        AdminState { node, clustered: config.cluster.enabled }
+    pub fn new(node: Arc<Node>, requests: Arc<RequestMetrics>, config: &Config) -> AdminState {
+        AdminState { node, requests, clustered: config.cluster.enabled }
     }
 }
 
@@ -226,7 +229,7 @@ async fn topics(State(s): State<AdminState>) -> Json<Vec<TopicView>> {
 }
 
 async fn prometheus(State(s): State<AdminState>) -> Response {
-    match metrics::render(&s.node) {
+    match metrics::render(&s.node, &s.requests) {
         Ok(text) => {
             ([(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text)
                 .into_response()

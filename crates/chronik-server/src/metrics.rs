@@ -2,7 +2,11 @@
 //! is exported; docs/METRICS.md is generated from it and a test checks both against a scrape.
 
 use chronik_cluster::Node;
+use chronik_kafka::request_metrics::RequestMetrics;
+use chronik_wal::LatencySnapshot;
 use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -46,11 +50,52 @@ pub const METRICS: &[(&str, &str, &str)] = &[
         "Entries a replica (label `replica`) is behind the leader's log; exported by the node that leads the partition.",
     ),
     ("chronik_metadata_version", "gauge", "Number of metadata changes applied."),
+    (
+        "chronik_raft_groups",
+        "gauge",
+        "Raft groups on this node (partitions and the metadata group) by this node's role in them (label `role`: \
+            leader, follower, candidate, learner).",
+    ),
+    ("chronik_wal_sync_latency_seconds", "histogram", "Duration of each WAL fdatasync round."),
+    (
+        "chronik_request_latency_seconds",
+        "histogram",
+        "Time from reading a Kafka request to its answer being ready, by API (label `api`); Fetch includes its long \
+            poll.",
+    ),
+    (
+        "chronik_produce_append_to_commit_seconds",
+        "histogram",
+        "Time from appending a produce entry to its partition's Raft log to its commit (a quorum has it durably, \
+            with `always`).",
+    ),
 ];
+
+/// Histograms copied at scrape time, one series per label set.
+#[derive(Debug)]
+struct Histograms(Vec<(Labels, LatencySnapshot)>);
+
+impl EncodeMetric for Histograms {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        for (labels, h) in &self.0 {
+            if labels.is_empty() {
+                encoder.encode_histogram::<NoLabelSet>(h.sum_seconds, h.count, &h.buckets, None)?;
+            } else {
+                let mut series = encoder.encode_family(labels)?;
+                series.encode_histogram::<NoLabelSet>(h.sum_seconds, h.count, &h.buckets, None)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
 
 type Labels = Vec<(String, String)>;
 
-pub fn render(node: &Node) -> Result<String, std::fmt::Error> {
+pub fn render(node: &Node, requests: &RequestMetrics) -> Result<String, std::fmt::Error> {
     let mut registry = Registry::default();
     let w = node.wal_stats();
     let counter = |v: u64| {
@@ -127,6 +172,24 @@ pub fn render(node: &Node) -> Result<String, std::fmt::Error> {
     registry.register("chronik_partition_replica_lag_entries", help("chronik_partition_replica_lag_entries"), lag);
     let version = node.with_metadata(|m| m.version);
     registry.register("chronik_metadata_version", help("chronik_metadata_version"), gauge(version as i64));
+    let roles = Family::<Labels, Gauge>::default();
+    for role in groups.iter().map(|g| g.raft_role()).chain([node.metadata_role()]) {
+        roles.get_or_create(&vec![("role".to_string(), role.to_string())]).inc();
+    }
+    registry.register("chronik_raft_groups", help("chronik_raft_groups"), roles);
+    let unlabelled = |h: LatencySnapshot| Histograms(vec![(Vec::new(), h)]);
+    registry.register(
+        "chronik_wal_sync_latency_seconds",
+        help("chronik_wal_sync_latency_seconds"),
+        unlabelled(node.wal_sync_latency()),
+    );
+    let by_api = requests.requests().into_iter().map(|(api, h)| (vec![("api".to_string(), api)], h)).collect();
+    registry.register("chronik_request_latency_seconds", help("chronik_request_latency_seconds"), Histograms(by_api));
+    registry.register(
+        "chronik_produce_append_to_commit_seconds",
+        help("chronik_produce_append_to_commit_seconds"),
+        unlabelled(requests.append_to_commit()),
+    );
 
     let mut out = String::new();
     encode(&mut out, &registry)?;
@@ -184,7 +247,10 @@ mod tests {
         .await
         .unwrap();
         assert!(node.wait_for_topic("m", std::time::Duration::from_secs(10)).await);
-        let text = render(&node).unwrap();
+        let requests = RequestMetrics::default();
+        requests.record_request(0, std::time::Duration::from_micros(700)); // Produce
+        requests.record_append_to_commit(std::time::Duration::from_millis(3));
+        let text = render(&node, &requests).unwrap();
         let exported: std::collections::BTreeSet<String> = text
             .lines()
             .filter_map(|l| l.strip_prefix("# TYPE "))
@@ -198,6 +264,13 @@ mod tests {
             text.contains("chronik_partition_replica_lag_entries{topic=\"m\",partition=\"0\",replica=\"1\"} 0"),
             "{text}"
         );
+        assert!(text.contains("chronik_raft_groups{role=\"leader\"} 2"), "the partition and the metadata:\n{text}");
+        assert!(text.contains("chronik_request_latency_seconds_bucket{le=\"0.001\",api=\"Produce\"} 1"), "{text}");
+        assert!(text.contains("chronik_request_latency_seconds_count{api=\"Produce\"} 1"), "{text}");
+        assert!(text.contains("chronik_produce_append_to_commit_seconds_bucket{le=\"0.0025\"} 0"), "{text}");
+        assert!(text.contains("chronik_produce_append_to_commit_seconds_bucket{le=\"0.005\"} 1"), "{text}");
+        let syncs = text.lines().find_map(|l| l.strip_prefix("chronik_wal_sync_latency_seconds_count "));
+        assert!(syncs.and_then(|n| n.parse::<u64>().ok()).is_some_and(|n| n > 0), "the WAL synced: {text}");
         node.shutdown().await.unwrap();
     }
 

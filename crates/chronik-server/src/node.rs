@@ -26,7 +26,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let node = broker.node.clone();
     let listener_broker = broker.clone();
     tasks.spawn("kafka-listener", move |cancel| chronik_kafka::server::serve(kafka, listener_broker, cancel));
-    let admin_state = crate::admin::AdminState::new(node.clone(), &config);
+    let admin_state = crate::admin::AdminState::new(node.clone(), broker.metrics.clone(), &config);
     tasks.spawn("admin-api", move |cancel| crate::admin::serve(admin, admin_state, cancel));
     tracing::info!(
         kafka = %config.kafka_addr,

@@ -16,6 +16,7 @@ pub mod error;
 mod gc;
 pub mod index;
 pub mod inspect;
+pub mod latency;
 pub mod options;
 pub mod record;
 pub mod recovery;
@@ -30,6 +31,7 @@ mod writer;
 
 pub use error::{RecordError, Result, WalError};
 pub use index::LogPos;
+pub use latency::{LatencyHistogram, LatencySnapshot};
 pub use options::{SyncMode, WalOptions};
 pub use stats::WalStats;
 pub use wal::{AppendEntry, DurableCallback, EntryView, GroupInfo, OpenReport, Wal};

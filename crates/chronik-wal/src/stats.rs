@@ -15,6 +15,8 @@ pub(crate) struct Stats {
     pub segments_retired: AtomicU64,
     pub gc_rewritten_bytes: AtomicU64,
     pub cache_bytes_dropped: AtomicU64,
+    /// Each fdatasync round's duration.
+    pub sync_latency: crate::latency::LatencyHistogram,
 }
 
 impl Stats {
@@ -26,6 +28,7 @@ impl Stats {
     pub fn record_sync(&self, took: Duration) {
         self.sync_rounds.fetch_add(1, Ordering::Relaxed);
         self.sync_nanos.fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
+        self.sync_latency.record(took);
     }
 }
 

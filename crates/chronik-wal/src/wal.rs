@@ -11,6 +11,7 @@ use parking_lot::{Condvar, Mutex, RwLock};
 
 use crate::error::{Result, WalError};
 use crate::index::{GroupIndex, LogPos};
+use crate::latency::LatencySnapshot;
 use crate::options::WalOptions;
 use crate::record::{RECORD_HEADER_LEN, RecordHeader, RecordType};
 use crate::recovery::{self, Recovered, TornTail};
@@ -367,6 +368,11 @@ impl Wal {
 
     pub fn stats(&self) -> WalStats {
         self.inner.snapshot_stats()
+    }
+
+    /// How long the fdatasync rounds took.
+    pub fn sync_latency(&self) -> LatencySnapshot {
+        self.inner.stats.sync_latency.snapshot()
     }
 
     /// The oldest segment still holding log records, unless it is the one being written.

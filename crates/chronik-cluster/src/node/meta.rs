@@ -292,6 +292,11 @@ impl MetaGroup {
         self.raft.metrics().borrow_watched().current_leader
     }
 
+    /// This node's role in the group (see `raft::role_name`).
+    pub fn role(&self) -> &'static str {
+        raft::role_name(self.raft.metrics().borrow_watched().state)
+    }
+
     pub fn voters(&self) -> Vec<NodeId> {
         self.raft.voter_ids().collect()
     }

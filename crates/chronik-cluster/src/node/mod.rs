@@ -262,6 +262,16 @@ impl Node {
         self.meta.leader()
     }
 
+    /// This node's Raft role in the metadata group.
+    pub fn metadata_role(&self) -> &'static str {
+        self.meta.role()
+    }
+
+    /// How long the WAL's fdatasync rounds took.
+    pub fn wal_sync_latency(&self) -> chronik_wal::LatencySnapshot {
+        self.wal.sync_latency()
+    }
+
     /// The metadata group's voters (the other members are learners).
     pub fn metadata_voters(&self) -> Vec<NodeId> {
         self.meta.voters()

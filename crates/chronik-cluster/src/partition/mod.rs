@@ -327,6 +327,11 @@ impl PartitionReplica {
         crate::raft::hand_over_leadership(&self.raft, me, timeout).await
     }
 
+    /// This replica's Raft role: leader, follower, candidate, learner or shutdown.
+    pub fn raft_role(&self) -> &'static str {
+        crate::raft::role_name(self.raft.metrics().borrow_watched().state)
+    }
+
     /// Whether `node` (this node) leads the group and may serve: a new leader serves nothing
     /// until it has applied an entry of its own term, so its high watermark and producer
     /// state include everything its predecessors committed.

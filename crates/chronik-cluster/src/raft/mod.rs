@@ -152,3 +152,14 @@ pub(crate) async fn hand_over_leadership<SM: openraft::storage::RaftStateMachine
     }
     raft.wait(Some(timeout)).metrics(|m| m.current_leader.is_some_and(|l| l != me), "another leader").await.is_ok()
 }
+
+/// A group's Raft role, as metrics and the admin API name it.
+pub(crate) fn role_name(state: ServerState) -> &'static str {
+    match state {
+        ServerState::Leader => "leader",
+        ServerState::Follower => "follower",
+        ServerState::Candidate => "candidate",
+        ServerState::Learner => "learner",
+        ServerState::Shutdown => "shutdown",
+    }
+}

@@ -7,7 +7,7 @@
 //! retried batch is answered with the original's offsets instead of being appended twice.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use chronik_cluster::{
@@ -66,9 +66,9 @@ pub async fn handle(b: &Arc<Broker>, req: &Request) -> anyhow::Result<Outcome> {
     Ok(Outcome::Later(Box::pin(async move {
         let mut responses = Vec::new();
         for (name, topic_id, parts) in topics {
-            let mut out = Vec::new();
-            for p in parts {
-                out.push(match p {
+            // Awaited together: each partition's commit is timed (and timed out) on its own.
+            let out = futures::future::join_all(parts.into_iter().map(|p| async move {
+                match p {
                     Partition::Failed(index, e) => error_response(index, &e),
                     Partition::Queued { index, pending, append_time, group } => {
                         match tokio::time::timeout(timeout, pending).await {
@@ -84,8 +84,9 @@ pub async fn handle(b: &Arc<Broker>, req: &Request) -> anyhow::Result<Outcome> {
                             ),
                         }
                     }
-                });
-            }
+                }
+            }))
+            .await;
             responses.push(
                 TopicProduceResponse::default().with_name(name).with_topic_id(topic_id).with_partition_responses(out),
             );
@@ -173,12 +174,27 @@ async fn queue(b: &Broker, info: &TopicInfo, index: i32, records: Option<Bytes>)
                 format!("producer id {} was never allocated (InitProducerId first)", producer.producer_id),
             ));
         }
+        let submitted = Instant::now();
         let shared = group.submit_idempotent(records, producer).await?;
-        let pending: Committed =
-            Box::pin(async move { shared.await.map_err(|e| ApiError::new(cluster_code(&e), e.to_string())) });
+        let metrics = b.metrics.clone();
+        let pending: Committed = Box::pin(async move {
+            let committed = shared.await.map_err(|e| ApiError::new(cluster_code(&e), e.to_string()));
+            if committed.is_ok() {
+                metrics.record_append_to_commit(submitted.elapsed());
+            }
+            committed
+        });
         return Ok((pending, append_time, group));
     }
+    let submitted = Instant::now();
     let pending = group.submit(records).await?;
-    let pending: Committed = Box::pin(async move { pending.committed().await.map_err(ApiError::from) });
+    let metrics = b.metrics.clone();
+    let pending: Committed = Box::pin(async move {
+        let committed = pending.committed().await.map_err(ApiError::from);
+        if committed.is_ok() {
+            metrics.record_append_to_commit(submitted.elapsed());
+        }
+        committed
+    });
     Ok((pending, append_time, group))
 }
