@@ -85,7 +85,7 @@ enum WireReply {
     Snapshot(openraft::raft::SnapshotResponse<TypeConfig>),
     Ack,
     Joined { cluster_id: Uuid },
-    Proposed(MetaResponse),
+    Proposed { response: MetaResponse, index: u64 },
 }
 
 fn frame(kind: u8, id: u64, body: impl FnOnce(&mut BytesMut)) -> Bytes {
@@ -130,7 +130,7 @@ pub fn reply_frame(id: u64, reply: Reply) -> Result<Bytes, String> {
         Reply::Snapshot(r) => WireReply::Snapshot(r),
         Reply::Ack => WireReply::Ack,
         Reply::Joined { cluster_id } => WireReply::Joined { cluster_id },
-        Reply::Proposed(r) => WireReply::Proposed(r),
+        Reply::Proposed { response, index } => WireReply::Proposed { response, index },
     };
     let body = postcard::to_stdvec(&wire).map_err(|e| format!("encoding a Raft reply: {e}"))?;
     Ok(frame(KIND_REPLY, id, |b| b.put_slice(&body)))
@@ -182,7 +182,7 @@ pub fn decode(frame: &[u8]) -> Result<Incoming, String> {
                 WireReply::Snapshot(r) => Reply::Snapshot(r),
                 WireReply::Ack => Reply::Ack,
                 WireReply::Joined { cluster_id } => Reply::Joined { cluster_id },
-                WireReply::Proposed(r) => Reply::Proposed(r),
+                WireReply::Proposed { response, index } => Reply::Proposed { response, index },
             };
             Ok(Incoming::Reply { id, reply })
         }

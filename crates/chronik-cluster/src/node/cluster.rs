@@ -59,51 +59,50 @@ pub(super) fn settings(opts: &ClusterOptions, cluster: Uuid, me: NodeId, contact
     }
 }
 
-/// Asks the seeds, in turn, to admit `me`, until one does; answers the cluster's id. A seed
-/// that is down, or a cluster in an election, is asked again; a refusal that names the node
-/// id (in use, or removed) ends it at once.
+/// Asks the seeds, in turn, to admit `me` over TCP (a connection with the nil cluster id, on
+/// which only the join is served); answers the cluster's id.
 pub(super) async fn join(opts: &ClusterOptions, me: &NodeInfo, tasks: &Tasks) -> Result<Uuid, ClusterError> {
     let book = AddressBook::new(&opts.seeds);
     let lookup = book.clone();
     let scope = tasks.child();
-    let transport = TcpTransport::new(
-        settings(opts, Uuid::nil(), me.id, &Contacts::default()),
-        Arc::new(move |n| lookup.lookup(n)),
-        scope.clone(),
-    );
+    let settings = settings(opts, Uuid::nil(), me.id, &Contacts::default());
+    let transport = TcpTransport::new(settings, Arc::new(move |n| lookup.lookup(n)), scope.clone());
+    let outcome = join_through(transport.as_ref(), &opts.seeds, me).await;
+    scope.stop().await;
+    outcome
+}
+
+/// Asks the seeds, in turn, to admit `me`, until one does; answers the cluster's id. A seed
+/// that is down, or a cluster in an election, is asked again; a refusal that names the node
+/// id (in use, or removed) ends it at once.
+pub(super) async fn join_through(
+    transport: &dyn Transport,
+    seeds: &[(NodeId, String)],
+    me: &NodeInfo,
+) -> Result<Uuid, ClusterError> {
     let deadline = Instant::now() + JOIN_DEADLINE;
-    let outcome = loop {
+    loop {
         let mut failures = Vec::new();
-        let mut joined = None;
-        for (seed, addr) in &opts.seeds {
+        for (seed, addr) in seeds {
             match transport.send(*seed, META_GROUP, Request::Join(me.clone()), JOIN_ANSWER).await {
                 Ok(Reply::Joined { cluster_id }) => {
                     tracing::info!(seed, %addr, cluster = %cluster_id, "joined the cluster");
-                    joined = Some(Ok(cluster_id));
-                    break;
+                    return Ok(cluster_id);
                 }
                 Ok(_) => failures.push(format!("seed {seed} at {addr}: answered with another kind of reply")),
                 Err(TransportError::Refused { reason, .. }) if reason.starts_with(FINAL_REFUSAL) => {
-                    joined = Some(Err(ClusterError::Join(reason)));
-                    break;
+                    return Err(ClusterError::Join(reason));
                 }
                 Err(e) => failures.push(format!("seed {seed} at {addr}: {e}")),
             }
         }
-        if let Some(done) = joined {
-            break done;
-        }
         if Instant::now() >= deadline {
-            break Err(ClusterError::Join(format!(
-                "no seed admitted this node within {JOIN_DEADLINE:?}: {}",
-                failures.join("; ")
-            )));
+            let failures = failures.join("; ");
+            return Err(ClusterError::Join(format!("no seed admitted this node within {JOIN_DEADLINE:?}: {failures}")));
         }
         tracing::info!("waiting for a seed to admit this node: {}", failures.join("; "));
         tokio::time::sleep(JOIN_RETRY).await;
-    };
-    scope.stop().await;
-    outcome
+    }
 }
 
 /// Seconds since `node` was last heard from, if ever.

@@ -18,7 +18,7 @@ use super::options::NodeOptions;
 use crate::error::ClusterError;
 use crate::identity::NodeIdentity;
 use crate::metadata::{META_GROUP, MetaCommand, MetaResponse, MetadataState, NodeInfo};
-use crate::raft::transport::{Inbound, Reply, Request};
+use crate::raft::transport::{Inbound, Reply, Request, TransportError};
 use crate::raft::{self, Command, NodeId, Response, SharedTransport, TypeConfig};
 use crate::state_machine::MetadataStateMachine;
 use crate::storage::LogStore;
@@ -193,9 +193,15 @@ impl MetaGroup {
 
     /// Proposes on this node's Raft (it must lead).
     async fn propose_here(&self, cmd: MetaCommand) -> Result<MetaResponse, ClusterError> {
+        self.propose_at(cmd).await.map(|(response, _)| response)
+    }
+
+    /// Proposes on this node's Raft (it must lead); answers the response and the entry's index.
+    async fn propose_at(&self, cmd: MetaCommand) -> Result<(MetaResponse, u64), ClusterError> {
         let written = self.raft.client_write(Command::Meta(cmd)).await;
-        match written.map_err(|e| ClusterError::from_write(META_GROUP, e))?.data {
-            Response::Meta(r) => Ok(r),
+        let written = written.map_err(|e| ClusterError::from_write(META_GROUP, e))?;
+        match written.data {
+            Response::Meta(r) => Ok((r, written.log_id.index)),
             other => Err(ClusterError::unexpected(META_GROUP, other)),
         }
     }
@@ -203,10 +209,22 @@ impl MetaGroup {
     /// Sends a proposal to the leader, which makes it.
     async fn forward(&self, leader: NodeId, cmd: MetaCommand) -> Result<MetaResponse, ClusterError> {
         let reply = self.transport.send(leader, META_GROUP, Request::Propose(cmd), PROPOSE_TIMEOUT).await;
-        match reply.map_err(|e| ClusterError::from_transport(leader, e))? {
-            Reply::Proposed(r) => Ok(r),
-            _ => Err(ClusterError::Internal(format!("node {leader} answered a proposal with another kind of reply"))),
-        }
+        let (response, index) = match reply.map_err(|e| ClusterError::from_transport(leader, e))? {
+            Reply::Proposed { response, index } => (response, index),
+            _ => {
+                return Err(ClusterError::Internal(format!(
+                    "node {leader} answered a proposal with another kind of reply"
+                )));
+            }
+        };
+        // Whoever proposed reads its own metadata next (CreateTopics waits for the topic's
+        // leaders): it must have applied the change, as on the leader.
+        self.raft
+            .wait(Some(PROPOSE_TIMEOUT))
+            .applied_index_at_least(Some(index), "the forwarded change applied here")
+            .await
+            .map_err(|e| ClusterError::Timeout(format!("applying the forwarded change: {e}")))?;
+        Ok(response)
     }
 
     /// A new node asks to join (through this node): the leader checks its id, registers its
@@ -219,7 +237,13 @@ impl MetaGroup {
                 return Err("the metadata group has no leader (an election); retry".into());
             };
             let reply = self.transport.send(leader, META_GROUP, Request::Join(node), PROPOSE_TIMEOUT).await;
-            return match reply.map_err(|e| e.to_string())? {
+            // The leader's refusal goes back as it is (the joining node tells a final one by
+            // its words).
+            let reply = reply.map_err(|e| match e {
+                TransportError::Refused { reason, .. } => reason,
+                other => other.to_string(),
+            });
+            return match reply? {
                 Reply::Joined { cluster_id } => Ok(cluster_id),
                 _ => Err(format!("node {leader} answered a join with another kind of reply")),
             };
@@ -336,7 +360,10 @@ impl Inbound for MetaInbound {
             match request {
                 Request::Join(node) => meta.admit(node).await.map(|cluster_id| Reply::Joined { cluster_id }),
                 // Made here or refused: never forwarded again, so a proposal cannot circle.
-                Request::Propose(cmd) => meta.propose_here(cmd).await.map(Reply::Proposed).map_err(|e| e.to_string()),
+                Request::Propose(cmd) => match meta.propose_at(cmd).await {
+                    Ok((response, index)) => Ok(Reply::Proposed { response, index }),
+                    Err(e) => Err(e.to_string()),
+                },
                 raft_message => meta.raft.handle(raft_message).await,
             }
         })

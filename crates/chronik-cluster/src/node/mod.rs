@@ -9,6 +9,8 @@
 //! groups reach their other members over the TCP transport.
 
 mod cluster;
+#[cfg(test)]
+mod cluster_tests;
 mod data_dir;
 mod leadership;
 mod lifecycle;
@@ -69,6 +71,15 @@ pub struct MemberView {
     pub partitions_led: usize,
 }
 
+/// How a clustered node reaches its peers.
+enum Network {
+    /// The TCP transport on `cluster.node_addr` (what `chronik-server cluster` runs).
+    Tcp,
+    /// The tests' in-process router, which cuts, delays and drops messages on request.
+    #[cfg(test)]
+    Sim(Arc<crate::raft::sim::SimRouter>),
+}
+
 /// Messages for the node itself (not one of its groups): other nodes' leadership reports.
 struct NodeInbound(std::sync::Weak<Node>);
 
@@ -116,15 +127,29 @@ impl Node {
     /// bootstraps a new cluster (no seeds) or joins one through its seeds, and every start
     /// returns once the metadata group has a leader and this node has applied its log.
     pub async fn start(opts: NodeOptions, tasks: &Tasks) -> Result<Arc<Node>, ClusterError> {
+        Node::start_on(opts, Network::Tcp, tasks).await
+    }
+
+    /// A clustered node whose messages go through the tests' in-process router.
+    #[cfg(test)]
+    pub(crate) async fn start_in_sim(
+        opts: NodeOptions,
+        router: Arc<crate::raft::sim::SimRouter>,
+        tasks: &Tasks,
+    ) -> Result<Arc<Node>, ClusterError> {
+        Node::start_on(opts, Network::Sim(router), tasks).await
+    }
+
+    async fn start_on(opts: NodeOptions, network: Network, tasks: &Tasks) -> Result<Arc<Node>, ClusterError> {
         let started = Instant::now();
         // Bound first: a port in use fails the start before any data is touched.
-        let listener = match &opts.cluster {
-            Some(c) => Some(
+        let listener = match (&opts.cluster, &network) {
+            (Some(c), Network::Tcp) => Some(
                 tokio::net::TcpListener::bind(&c.listen_addr)
                     .await
                     .map_err(|e| ClusterError::io(format!("binding cluster.node_addr {}", c.listen_addr), e))?,
             ),
-            None => None,
+            _ => None,
         };
         let mut data_dir = DataDir::claim(&opts.data_dir, opts.node_id)?;
         let tasks = tasks.child();
@@ -132,7 +157,16 @@ impl Node {
         let fresh = data_dir.identity.is_none();
         let identity = match (data_dir.identity, &opts.cluster) {
             (Some(identity), _) => identity,
-            (None, Some(c)) if !c.seeds.is_empty() => data_dir.adopt(cluster::join(c, &me, &tasks).await?)?,
+            (None, Some(c)) if !c.seeds.is_empty() => {
+                let cluster = match &network {
+                    Network::Tcp => cluster::join(c, &me, &tasks).await?,
+                    #[cfg(test)]
+                    Network::Sim(router) => {
+                        cluster::join_through(router.transport(me.id).as_ref(), &c.seeds, &me).await?
+                    }
+                };
+                data_dir.adopt(cluster)?
+            }
             (None, _) => data_dir.adopt(Uuid::new_v4())?,
         };
         // Only a standalone node or the bootstrap node of a new cluster creates the metadata
@@ -150,11 +184,13 @@ impl Node {
         let wal = Arc::new(wal);
         let contacts = opts.cluster.as_ref().map(|_| Contacts::default());
         let book = AddressBook::new(opts.cluster.as_ref().map_or(&[][..], |c| &c.seeds));
-        let (transport, listen): (SharedTransport, _) = match (&opts.cluster, &contacts) {
-            (Some(c), Some(contacts)) => {
+        let (transport, listen): (SharedTransport, _) = match (&opts.cluster, &contacts, &network) {
+            (Some(c), Some(contacts), Network::Tcp) => {
                 let (t, s) = cluster::transport(c, identity.cluster_id, opts.node_id, &book, contacts, &tasks);
                 (t, Some(s))
             }
+            #[cfg(test)]
+            (Some(_), _, Network::Sim(router)) => (router.transport(opts.node_id), None),
             // Standalone: every group's only voter is this node.
             _ => (Arc::new(NoTransport), None),
         };
@@ -182,6 +218,10 @@ impl Node {
         });
         if let (Some(listener), Some(settings)) = (listener, listen) {
             node.listen(listener, settings);
+        }
+        #[cfg(test)]
+        if let (Some(_), Network::Sim(router)) = (&opts.cluster, &network) {
+            router.register_node(node.node_id, node.groups());
         }
         node.meta.start(&node.identity, me, initialize).await?;
         node.reconcile().await;
@@ -217,14 +257,7 @@ impl Node {
     /// Serves peers' Raft messages on `listener`: the metadata group's, and each hosted
     /// replica's.
     fn listen(self: &Arc<Self>, listener: tokio::net::TcpListener, settings: crate::net::TcpSettings) {
-        let weak = Arc::downgrade(self);
-        let meta = self.meta.inbound();
-        let itself: Arc<dyn Inbound> = Arc::new(NodeInbound(weak.clone()));
-        let groups: crate::net::Groups = Arc::new(move |group| match group {
-            META_GROUP => Some(meta.clone()),
-            NODE_GROUP => Some(itself.clone()),
-            _ => weak.upgrade()?.registry.by_group(group).map(|r| r.inbound()),
-        });
+        let groups = self.groups();
         let scope = self.tasks.clone();
         self.tasks.spawn("raft-listener", move |_| cluster::serve(listener, settings, groups, scope));
     }
@@ -275,6 +308,19 @@ impl Node {
     /// The metadata group's voters (the other members are learners).
     pub fn metadata_voters(&self) -> Vec<NodeId> {
         self.meta.voters()
+    }
+
+    /// Where a message from a peer goes: the metadata group, the node itself (leadership
+    /// reports), or a hosted replica.
+    fn groups(self: &Arc<Self>) -> crate::net::Groups {
+        let weak = Arc::downgrade(self);
+        let meta = self.meta.inbound();
+        let itself: Arc<dyn Inbound> = Arc::new(NodeInbound(weak.clone()));
+        Arc::new(move |group| match group {
+            META_GROUP => Some(meta.clone()),
+            NODE_GROUP => Some(itself.clone()),
+            _ => weak.upgrade()?.registry.by_group(group).map(|r| r.inbound()),
+        })
     }
 
     /// Every node of the cluster as this node sees it (see [`MemberView`]).

@@ -14,9 +14,14 @@ use parking_lot::Mutex;
 use super::transport::{Inbound, Reply, Request, SharedTransport, Transport, TransportError};
 use super::{GroupId, NodeId};
 
+/// A node's own lookup of its groups (as a node hands its listener).
+pub(crate) type NodeGroups = Arc<dyn Fn(GroupId) -> Option<Arc<dyn Inbound>> + Send + Sync>;
+
 #[derive(Default)]
 struct State {
     groups: HashMap<(NodeId, GroupId), Arc<dyn Inbound>>,
+    /// Nodes that find their groups themselves (a whole `Node`).
+    nodes: HashMap<NodeId, NodeGroups>,
     isolated: HashSet<NodeId>,
     /// Cut links, each stored as (lower id, higher id).
     cut: HashSet<(NodeId, NodeId)>,
@@ -67,6 +72,11 @@ impl SimRouter {
 
     pub fn register(&self, node: NodeId, group: GroupId, inbound: Arc<dyn Inbound>) {
         self.state.lock().groups.insert((node, group), inbound);
+    }
+
+    /// Messages to `node` go to whatever group `groups` finds there.
+    pub fn register_node(&self, node: NodeId, groups: NodeGroups) {
+        self.state.lock().nodes.insert(node, groups);
     }
 
     pub fn unregister(&self, node: NodeId, group: GroupId) {
@@ -120,7 +130,8 @@ impl Transport for SimTransport {
                 if s.blocked(from, to) {
                     return Err(unreachable("the link is cut"));
                 }
-                let target = s.groups.get(&(to, group)).cloned();
+                let target =
+                    s.groups.get(&(to, group)).cloned().or_else(|| s.nodes.get(&to).and_then(|find| find(group)));
                 (target, s.delay(), s.lost())
             };
             let Some(target) = target else {

@@ -81,8 +81,12 @@ pub(crate) enum Reply {
     Joined {
         cluster_id: Uuid,
     },
-    /// What the leader's metadata answered to a forwarded proposal.
-    Proposed(MetaResponse),
+    /// What the leader's metadata answered to a forwarded proposal, and the entry's Raft index
+    /// (the proposer waits until it has applied that far itself).
+    Proposed {
+        response: MetaResponse,
+        index: u64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
