@@ -441,7 +441,7 @@ impl Node {
     }
 
     /// In cluster mode, hands every group this node leads (the metadata group too) to a
-    /// caught-up follower and waits, up to [`HAND_OVER_TIMEOUT`], until each has a new
+    /// caught-up follower and waits, up to `HAND_OVER_TIMEOUT` (5 s), until each has a new
     /// leader: a graceful stop then pauses writes for an election's length at most, not an
     /// election timeout. Returns how many groups did not hand over in time.
     pub async fn hand_over_leadership(&self) -> usize {
