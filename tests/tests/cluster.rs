@@ -6,7 +6,7 @@
 //! it was acknowledged with, every replica reaches the same high watermark, a consumer group
 //! resumes from its commit after its coordinator died, and a node whose data directory was
 //! wiped is refused under its old id; a SIGTERM hands the node's leaderships over first. With RF=2, every node names every partition's leader,
-//! including those it does not host.
+//! including those it does not host. A node's metrics count its Raft traffic with each peer.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -175,6 +175,16 @@ async fn quick_start_cluster_keeps_every_acknowledged_write_through_kills() {
         wait_until("three metadata voters", Duration::from_secs(30), || voters(n) == [1, 2, 3]);
     }
     let bootstrap = bootstrap_of(&nodes);
+    // The Raft transport's traffic per peer is exported.
+    let (_, metrics) = http_get(&nodes[0].admin_url("/metrics"));
+    for peer in ["2", "3"] {
+        for direction in ["in", "out"] {
+            let series = format!("chronik_transport_frames_total{{peer=\"{peer}\",direction=\"{direction}\"}} ");
+            let count =
+                metrics.lines().find_map(|l| l.strip_prefix(series.as_str())).and_then(|v| v.parse::<u64>().ok());
+            assert!(count.is_some_and(|c| c > 0), "{series} in:\n{metrics}");
+        }
+    }
 
     let admin: AdminClient<DefaultClientContext> = client(&bootstrap).create().unwrap();
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));

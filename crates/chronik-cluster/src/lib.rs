@@ -36,6 +36,7 @@ pub use metadata::{
     MAX_PARTITIONS_PER_TOPIC, MetaCommand, MetaError, MetadataState, NodeInfo, PartitionInfo, TopicInfo,
     check_topic_name,
 };
+pub use net::PeerTraffic;
 pub use node::{ClusterOptions, MemberView, Node, NodeOptions, PartitionLeader};
 pub use partition::{
     IdempotenceError, OutgoingSnapshot, PartitionReplica, PendingAppend, ProducerBatch, ReplicationView, SharedAppend,

@@ -58,6 +58,13 @@ pub const METRICS: &[(&str, &str, &str)] = &[
     ),
     ("chronik_wal_sync_latency_seconds", "histogram", "Duration of each WAL fdatasync round."),
     (
+        "chronik_transport_frames",
+        "counter",
+        "Raft transport frames exchanged with a peer since start (labels `peer`, a node id, and `direction`: in or \
+            out); cluster mode only.",
+    ),
+    ("chronik_transport_bytes", "counter", "Raft transport bytes exchanged with a peer since start, as frames above."),
+    (
         "chronik_request_latency_seconds",
         "histogram",
         "Time from reading a Kafka request to its answer being ready, by API (label `api`); Fetch includes its long \
@@ -177,6 +184,17 @@ pub fn render(node: &Node, requests: &RequestMetrics) -> Result<String, std::fmt
         roles.get_or_create(&vec![("role".to_string(), role.to_string())]).inc();
     }
     registry.register("chronik_raft_groups", help("chronik_raft_groups"), roles);
+    let frames = Family::<Labels, Counter>::default();
+    let bytes = Family::<Labels, Counter>::default();
+    for (peer, t) in node.peer_traffic() {
+        for (direction, f, b) in [("in", t.frames_in, t.bytes_in), ("out", t.frames_out, t.bytes_out)] {
+            let labels = vec![("peer".to_string(), peer.to_string()), ("direction".to_string(), direction.to_string())];
+            frames.get_or_create(&labels).inc_by(f);
+            bytes.get_or_create(&labels).inc_by(b);
+        }
+    }
+    registry.register("chronik_transport_frames", help("chronik_transport_frames"), frames);
+    registry.register("chronik_transport_bytes", help("chronik_transport_bytes"), bytes);
     let unlabelled = |h: LatencySnapshot| Histograms(vec![(Vec::new(), h)]);
     registry.register(
         "chronik_wal_sync_latency_seconds",
@@ -256,7 +274,10 @@ mod tests {
             .filter_map(|l| l.strip_prefix("# TYPE "))
             .map(|l| l.split_whitespace().next().unwrap().to_string())
             .collect();
-        let listed: std::collections::BTreeSet<String> = METRICS.iter().map(|(n, ..)| n.to_string()).collect();
+        // A standalone node has no peers, so no transport series (tests/tests/cluster.rs
+        // scrapes those from a cluster).
+        let listed: std::collections::BTreeSet<String> =
+            METRICS.iter().map(|(n, ..)| n.to_string()).filter(|n| !n.starts_with("chronik_transport_")).collect();
         assert_eq!(exported, listed);
         assert!(text.contains("chronik_partition_high_watermark{topic=\"m\",partition=\"0\"} 0"), "{text}");
         assert!(text.contains("chronik_partition_in_sync_replicas{topic=\"m\",partition=\"0\"} 1"), "{text}");

@@ -38,8 +38,33 @@ pub(crate) type Addresses = Arc<dyn Fn(NodeId) -> Option<String> + Send + Sync>;
 /// This node's groups, by id, for what peers send.
 pub(crate) type Groups = Arc<dyn Fn(GroupId) -> Option<Arc<dyn Inbound>> + Send + Sync>;
 
-/// When each peer was last heard from (a reply to this node, or a request from it).
-pub(crate) type Contacts = Arc<Mutex<HashMap<NodeId, Instant>>>;
+/// Each peer's traffic: when it was last heard from (a reply to this node, or a request from
+/// it), and the frames and bytes each way.
+pub(crate) type Contacts = Arc<Mutex<HashMap<NodeId, PeerTraffic>>>;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PeerTraffic {
+    pub last_heard: Option<Instant>,
+    pub frames_in: u64,
+    pub bytes_in: u64,
+    pub frames_out: u64,
+    pub bytes_out: u64,
+}
+
+fn heard(contacts: &Contacts, peer: NodeId, bytes: usize) {
+    let mut all = contacts.lock();
+    let t = all.entry(peer).or_default();
+    t.last_heard = Some(Instant::now());
+    t.frames_in += 1;
+    t.bytes_in += bytes as u64;
+}
+
+fn sent(contacts: &Contacts, peer: NodeId, bytes: usize) {
+    let mut all = contacts.lock();
+    let t = all.entry(peer).or_default();
+    t.frames_out += 1;
+    t.bytes_out += bytes as u64;
+}
 
 #[derive(Debug, Clone)]
 pub(crate) struct TcpSettings {
@@ -144,10 +169,12 @@ impl Peer {
         let conn = self.connection().await?;
         let (tx, rx) = oneshot::channel();
         conn.pending.lock().insert(id, tx);
+        let len = frame.len();
         if conn.out.send(frame).await.is_err() {
             conn.pending.lock().remove(&id);
             return Err(self.unreachable("the connection closed"));
         }
+        sent(&self.settings.contacts, self.node, len);
         match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(Ok(reply))) => Ok(reply),
             Ok(Ok(Err(why))) => Err(refused(why)),
@@ -288,7 +315,7 @@ async fn read_replies(
             Ok(f) => f,
             Err(e) => return e,
         };
-        contacts.lock().insert(peer, Instant::now());
+        heard(&contacts, peer, frame.len() + 4);
         match wire::decode(&frame) {
             Ok(Incoming::Reply { id, reply }) => {
                 if let Some(tx) = pending.lock().remove(&id) {
@@ -368,7 +395,7 @@ async fn serve_connection(
             Err(e) => break Err(e),
         };
         if !joining {
-            settings.contacts.lock().insert(hello.from, Instant::now());
+            heard(&settings.contacts, hello.from, frame.len() + 4);
         }
         let (id, group, request) = match wire::decode(&frame) {
             Ok(Incoming::Request { id, group, request }) => (id, group, request),
@@ -382,6 +409,7 @@ async fn serve_connection(
         }
         let permit = in_flight.clone().acquire_owned().await.map_err(|e| e.to_string())?;
         let (groups, out, me) = (groups.clone(), out.clone(), settings.me);
+        let (contacts, peer) = (settings.contacts.clone(), (!joining).then_some(hello.from));
         // Each request is handled on its own, so one slow group does not hold up the rest.
         tasks.spawn_transient("raft-request", async move {
             let answer = match groups(group) {
@@ -391,7 +419,12 @@ async fn serve_connection(
                     Err(e) => wire::error_frame(id, &e),
                 },
             };
-            let _ = out.send(answer).await;
+            let len = answer.len();
+            if out.send(answer).await.is_ok()
+                && let Some(peer) = peer
+            {
+                sent(&contacts, peer, len);
+            }
             drop(permit);
         });
     };

@@ -107,7 +107,7 @@ pub(super) async fn join_through(
 
 /// Seconds since `node` was last heard from, if ever.
 pub(super) fn since_contact(contacts: &Contacts, node: NodeId) -> Option<Duration> {
-    contacts.lock().get(&node).map(|t| t.elapsed())
+    contacts.lock().get(&node).and_then(|t| t.last_heard).map(|t| t.elapsed())
 }
 
 /// The transport every group of a clustered node uses, and its listener's settings.

@@ -359,6 +359,15 @@ impl Node {
         })
     }
 
+    /// Raft transport traffic with each peer since start (cluster mode over TCP; empty
+    /// otherwise).
+    pub fn peer_traffic(&self) -> Vec<(NodeId, crate::net::PeerTraffic)> {
+        let mut all: Vec<_> =
+            self.contacts.as_ref().map(|c| c.lock().iter().map(|(n, t)| (*n, *t)).collect()).unwrap_or_default();
+        all.sort_unstable_by_key(|(n, _)| *n);
+        all
+    }
+
     /// This node's replica of a partition, if it hosts one.
     pub fn partition(&self, topic: &str, partition: i32) -> Option<Arc<PartitionReplica>> {
         self.registry.get(topic, partition)
