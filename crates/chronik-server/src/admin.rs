@@ -102,6 +102,8 @@ struct ReplicaStatus {
     commit_index: Option<u64>,
     /// Entries each replica is behind the leader's log (on the leading node).
     lag_entries: Option<std::collections::BTreeMap<u64, u64>>,
+    /// Record-batch bytes of those entries.
+    lag_bytes: Option<std::collections::BTreeMap<u64, u64>>,
 }
 
 /// Every partition this node hosts, as its Raft group stands.
@@ -123,6 +125,7 @@ async fn partitions(State(s): State<AdminState>) -> Json<Vec<ReplicaStatus>> {
                 high_watermark: r.log().high_watermark(),
                 commit_index: v.commit_index,
                 lag_entries: v.lag_entries,
+                lag_bytes: v.lag_bytes,
             }
         })
         .collect();

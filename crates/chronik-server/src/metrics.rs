@@ -49,6 +49,11 @@ pub const METRICS: &[(&str, &str, &str)] = &[
         "gauge",
         "Entries a replica (label `replica`) is behind the leader's log; exported by the node that leads the partition.",
     ),
+    (
+        "chronik_partition_replica_lag_bytes",
+        "gauge",
+        "Record-batch bytes of those entries (counted over the entries still in the WAL).",
+    ),
     ("chronik_metadata_version", "gauge", "Number of metadata changes applied."),
     (
         "chronik_raft_groups",
@@ -147,6 +152,7 @@ pub fn render(node: &Node, requests: &RequestMetrics) -> Result<String, std::fmt
     let commit = Family::<Labels, Gauge>::default();
     let isr = Family::<Labels, Gauge>::default();
     let lag = Family::<Labels, Gauge>::default();
+    let lag_bytes = Family::<Labels, Gauge>::default();
     for g in &groups {
         let labels =
             vec![("topic".to_string(), g.topic().to_string()), ("partition".to_string(), g.partition().to_string())];
@@ -162,10 +168,16 @@ pub fn render(node: &Node, requests: &RequestMetrics) -> Result<String, std::fmt
         if let Some(in_sync) = &v.isr {
             isr.get_or_create(&labels).set(in_sync.len() as i64);
         }
+        let with_replica = |replica: &u64| {
+            let mut l = labels.clone();
+            l.push(("replica".to_string(), replica.to_string()));
+            l
+        };
         for (replica, behind) in v.lag_entries.iter().flatten() {
-            let mut with_replica = labels.clone();
-            with_replica.push(("replica".to_string(), replica.to_string()));
-            lag.get_or_create(&with_replica).set(*behind as i64);
+            lag.get_or_create(&with_replica(replica)).set(*behind as i64);
+        }
+        for (replica, behind) in v.lag_bytes.iter().flatten() {
+            lag_bytes.get_or_create(&with_replica(replica)).set(*behind as i64);
         }
     }
     registry.register("chronik_partition_leader", help("chronik_partition_leader"), leader);
@@ -177,6 +189,7 @@ pub fn render(node: &Node, requests: &RequestMetrics) -> Result<String, std::fmt
     registry.register("chronik_partition_commit_index", help("chronik_partition_commit_index"), commit);
     registry.register("chronik_partition_in_sync_replicas", help("chronik_partition_in_sync_replicas"), isr);
     registry.register("chronik_partition_replica_lag_entries", help("chronik_partition_replica_lag_entries"), lag);
+    registry.register("chronik_partition_replica_lag_bytes", help("chronik_partition_replica_lag_bytes"), lag_bytes);
     let version = node.with_metadata(|m| m.version);
     registry.register("chronik_metadata_version", help("chronik_metadata_version"), gauge(version as i64));
     let roles = Family::<Labels, Gauge>::default();

@@ -316,6 +316,13 @@ async fn a_follower_cut_off_and_back_does_not_unseat_the_leader() {
     let (term, _) = c.member(leader).replica.leadership();
     let follower = all.iter().copied().find(|id| *id != leader).unwrap();
     c.router.isolate(follower);
+    // The majority goes on; the leader sees the follower fall behind, in entries and bytes.
+    let rest: Vec<NodeId> = all.iter().copied().filter(|id| *id != follower).collect();
+    let mut acked = acked;
+    acked.extend(c.produce(&rest, 10..15).await);
+    let view = c.member(leader).replica.replication();
+    assert!(view.lag_entries.unwrap()[&follower] >= 5, "five entries behind at least");
+    assert!(view.lag_bytes.unwrap()[&follower] >= 5 * tagged(0).len() as u64, "and their bytes");
     // Several election timeouts pass: without pre-vote it would raise its term each time and
     // force an election when it comes back.
     tokio::time::sleep(Duration::from_millis(1500)).await;

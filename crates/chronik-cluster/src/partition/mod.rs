@@ -69,6 +69,8 @@ pub struct ReplicationView {
     pub isr: Option<Vec<NodeId>>,
     /// Entries each replica is behind the leader's log (known where this node leads).
     pub lag_entries: Option<BTreeMap<NodeId, u64>>,
+    /// Record-batch bytes of those entries (counted over the entries still in the WAL).
+    pub lag_bytes: Option<BTreeMap<NodeId, u64>>,
 }
 
 /// A produce queued in the partition's Raft log, not yet committed.
@@ -349,7 +351,7 @@ impl PartitionReplica {
         let m = self.raft.metrics().borrow_watched().clone();
         let voters: Vec<NodeId> = m.membership_config.voter_ids().collect();
         let commit = m.cluster_committed.map(|l| l.index);
-        let (mut isr, mut lag) = (None, None);
+        let (mut isr, mut lag, mut lag_bytes) = (None, None, None);
         if let (Some(progress), ServerState::Leader) = (&m.replication, m.state) {
             let last = m.last_log_index.unwrap_or(0);
             let matched = |id: &NodeId| {
@@ -363,6 +365,13 @@ impl PartitionReplica {
                     .map(|id| (*id, last.saturating_sub(matched(id).unwrap_or(0))))
                     .collect(),
             );
+            lag_bytes = Some(
+                voters
+                    .iter()
+                    .chain(progress.keys())
+                    .map(|id| (*id, self.log.bytes_after_raft_index(matched(id).unwrap_or(0))))
+                    .collect(),
+            );
         }
         ReplicationView {
             leader: m.current_leader,
@@ -370,6 +379,7 @@ impl PartitionReplica {
             voters,
             commit_index: commit,
             isr,
+            lag_bytes,
             lag_entries: lag,
         }
     }

@@ -157,6 +157,12 @@ impl PartitionLog {
         self.segments.data_bytes() + self.index.read().bytes()
     }
 
+    /// Record-batch bytes of the entries after Raft index `index` (what a replica that has
+    /// the log through `index` still needs), counted over the entries the WAL holds.
+    pub fn bytes_after_raft_index(&self, index: u64) -> u64 {
+        self.index.read().iter().rev().take_while(|e| e.raft_index > index).map(|e| e.bytes).sum()
+    }
+
     /// The first offset the WAL holds: below it, the log is in segment files.
     pub fn wal_front_offset(&self) -> u64 {
         self.index.read().front_offset()
