@@ -42,18 +42,7 @@ pub struct Broker {
 impl Broker {
     /// Starts a broker with small WAL segments plus `env` (CHRONIK_* overrides).
     pub fn start(env: &[(&str, &str)]) -> Broker {
-        let data = tempfile::tempdir().unwrap();
-        let mut b = Broker {
-            child: None,
-            kafka_port: 0,
-            admin_port: 0,
-            log: data.path().join("server.log"),
-            data,
-            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-            args: Vec::new(),
-        };
-        b.spawn();
-        b
+        Broker::start_in(tempfile::tempdir().unwrap(), env, &[])
     }
 
     /// Starts node `id` of a cluster on this machine the way the reference quick start does:
@@ -62,6 +51,11 @@ impl Broker {
     pub fn start_cluster_node(id: u64, raft_ports: &[u16], seeds: &[u64], env: &[(&str, &str)]) -> Broker {
         let data = tempfile::tempdir().unwrap();
         write_cluster_toml(data.path(), id, raft_ports, seeds);
+        Broker::start_in(data, env, &["-c", "chronik.toml", "cluster"])
+    }
+
+    /// Starts `chronik-server args` in `data` with `env`.
+    fn start_in(data: tempfile::TempDir, env: &[(&str, &str)], args: &[&str]) -> Broker {
         let mut b = Broker {
             child: None,
             kafka_port: 0,
@@ -69,7 +63,7 @@ impl Broker {
             log: data.path().join("server.log"),
             data,
             env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-            args: ["-c", "chronik.toml", "cluster"].map(String::from).to_vec(),
+            args: args.iter().map(|a| a.to_string()).collect(),
         };
         b.spawn();
         b

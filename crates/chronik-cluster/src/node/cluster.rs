@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::options::ClusterOptions;
 use crate::error::ClusterError;
 use crate::metadata::{META_GROUP, MetadataState, NodeInfo};
-use crate::net::{self, Contacts, TcpSettings, TcpTransport};
+use crate::net::{Contacts, TcpSettings, TcpTransport};
 use crate::raft::NodeId;
 use crate::raft::transport::{Reply, Request, Transport, TransportError};
 use crate::tasks::Tasks;
@@ -123,5 +123,3 @@ pub(super) fn transport(
     let lookup = book.clone();
     (TcpTransport::new(s.clone(), Arc::new(move |n| lookup.lookup(n)), tasks.clone()), s)
 }
-
-pub(super) use net::serve;

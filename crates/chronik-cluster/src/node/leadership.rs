@@ -106,12 +106,13 @@ impl Node {
     /// A partition's leader, epoch and in-sync replicas, from its local replica where this
     /// node hosts it, else from the leader's report.
     pub fn partition_leader(&self, topic: &str, partition: i32) -> PartitionLeader {
-        let (group, replicas) = self
-            .with_metadata(|m| {
-                let p = m.topic(topic)?.partitions.iter().find(|p| p.partition == partition)?;
-                Some((p.group, p.replicas.clone()))
-            })
-            .unwrap_or((0, Vec::new()));
+        let known = self.with_metadata(|m| {
+            let p = m.topic(topic)?.partitions.iter().find(|p| p.partition == partition)?;
+            Some((p.group, p.replicas.clone()))
+        });
+        let Some((group, replicas)) = known else {
+            return PartitionLeader { leader: None, epoch: 0, isr: Vec::new() };
+        };
         let reported = self.reports.get(group);
         match self.registry.get(topic, partition) {
             Some(r) => {
@@ -134,19 +135,17 @@ impl Node {
 /// Sends this node's leadership report to every other node, every [`REPORT_EVERY`], until
 /// cancelled. A node that does not answer is skipped until the next round.
 pub(super) async fn report_loop(node: Weak<Node>, cancel: CancellationToken) -> Result<(), ClusterError> {
-    let mut tick = tokio::time::interval(REPORT_EVERY);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = cancel.cancelled() => return Ok(()),
-        }
-        let Some(node) = node.upgrade() else { return Ok(()) };
-        let leads = node.leads();
-        let me = node.node_id;
-        let peers: Vec<NodeId> = node.with_metadata(|m| m.nodes.keys().copied().filter(|id| *id != me).collect());
+    super::lifecycle::every(node, REPORT_EVERY, cancel, |node| async move { node.report_leadership().await }).await
+}
+
+impl Node {
+    /// One round of [`report_loop`].
+    async fn report_leadership(&self) {
+        let (leads, me) = (self.leads(), self.node_id);
+        let peers: Vec<NodeId> = self.with_metadata(|m| m.nodes.keys().copied().filter(|id| *id != me).collect());
         let sends = peers.into_iter().map(|peer| {
             let request = Request::Leading { from: me, leads: leads.clone() };
-            let sent = node.transport.send(peer, NODE_GROUP, request, REPORT_EVERY);
+            let sent = self.transport.send(peer, NODE_GROUP, request, REPORT_EVERY);
             async move {
                 if let Err(e) = sent.await {
                     tracing::debug!(peer, "leadership report not delivered: {e}");

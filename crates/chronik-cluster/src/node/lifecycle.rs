@@ -292,13 +292,27 @@ const MEMBERSHIP_CHECK: Duration = Duration::from_millis(500);
 
 /// On whichever node leads the metadata group: promotes caught-up learners to voters.
 pub(super) async fn membership_loop(node: Weak<Node>, cancel: CancellationToken) -> Result<(), ClusterError> {
-    let mut tick = tokio::time::interval(MEMBERSHIP_CHECK);
+    every(node, MEMBERSHIP_CHECK, cancel, |node| async move { node.meta.promote_caught_up_learners().await }).await
+}
+
+/// Runs `round` on the node every `period`, until cancelled or the node is gone.
+pub(super) async fn every<F, Fut>(
+    node: Weak<Node>,
+    period: Duration,
+    cancel: CancellationToken,
+    mut round: F,
+) -> Result<(), ClusterError>
+where
+    F: FnMut(Arc<Node>) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut tick = tokio::time::interval(period);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = cancel.cancelled() => return Ok(()),
         }
         let Some(node) = node.upgrade() else { return Ok(()) };
-        node.meta.promote_caught_up_learners().await;
+        round(node).await;
     }
 }

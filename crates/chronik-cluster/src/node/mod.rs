@@ -259,7 +259,7 @@ impl Node {
     fn listen(self: &Arc<Self>, listener: tokio::net::TcpListener, settings: crate::net::TcpSettings) {
         let groups = self.groups();
         let scope = self.tasks.clone();
-        self.tasks.spawn("raft-listener", move |_| cluster::serve(listener, settings, groups, scope));
+        self.tasks.spawn("raft-listener", move |_| crate::net::serve(listener, settings, groups, scope));
     }
 
     pub fn node_id(&self) -> NodeId {

@@ -312,14 +312,16 @@ impl PartitionReplica {
     /// that is longer than two election timeouts (its followers are gone or cut off: what
     /// it appends cannot commit). `None` when it is in contact, alone, or not the leader.
     pub fn quorum_silence(&self) -> Option<Duration> {
-        let m = self.raft.metrics().borrow_watched().clone();
+        // Read in place: this runs on every produce.
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow_watched();
         if m.state != ServerState::Leader || m.membership_config.membership().voter_ids().count() < 2 {
             return None;
         }
         let limit = Duration::from_millis(self.raft.config().election_timeout_max * 2);
         // Never acknowledged yet: a leader just elected (it serves only once a majority took
         // an entry of its term, see `is_leader`).
-        let since = openraft::Instant::elapsed(&*m.last_quorum_acked?);
+        let since = openraft::Instant::elapsed(&**m.last_quorum_acked.as_ref()?);
         (since > limit).then_some(since)
     }
 
@@ -338,7 +340,8 @@ impl PartitionReplica {
     /// until it has applied an entry of its own term, so its high watermark and producer
     /// state include everything its predecessors committed.
     pub fn is_leader(&self, node: NodeId) -> bool {
-        let m = self.raft.metrics().borrow_watched().clone();
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow_watched();
         m.state == ServerState::Leader
             && m.current_leader == Some(node)
             && m.last_applied.is_some_and(|l| l.leader_id.term == m.current_term)
@@ -384,7 +387,7 @@ impl PartitionReplica {
         }
     }
 
-    /// Waits until the group has a leader (true) or `timeout` passes (false).
+    /// Waits until the group has a leader that may serve (true) or `timeout` passes (false).
     pub(crate) async fn wait_for_leader(&self, timeout: Duration) -> bool {
         // Where this node is the leader, until it may serve (see `is_leader`).
         let serving = |m: &openraft::RaftMetrics<TypeConfig>| {
