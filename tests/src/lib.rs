@@ -95,6 +95,8 @@ impl Broker {
                 // A segment must hold the largest request (config validation).
                 .env("CHRONIK_MAX_REQUEST_SIZE", "4194304")
                 .env("CHRONIK_LOG_LEVEL", "info")
+                // A test run may ask the servers for more (RUST_LOG overrides the level).
+                .envs(std::env::var("CHRONIK_TEST_RUST_LOG").ok().map(|v| ("RUST_LOG", v)))
                 .current_dir(self.data.path())
                 .stdout(Stdio::from(log.try_clone().unwrap()))
                 .stderr(Stdio::from(log));

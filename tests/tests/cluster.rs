@@ -45,6 +45,13 @@ fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
 }
 
 /// The metadata voters a node reports.
+/// The value of one series (name with labels) of a node's /metrics.
+fn metric(node: &Broker, series: &str) -> Option<u64> {
+    let (_, text) = http_get(&node.admin_url("/metrics"));
+    let prefix = format!("{series} ");
+    text.lines().find_map(|l| l.strip_prefix(prefix.as_str())).and_then(|v| v.parse().ok())
+}
+
 fn voters(node: &Broker) -> Vec<u64> {
     let members = get_json(node, "/admin/cluster/members");
     members["members"]
@@ -176,13 +183,10 @@ async fn quick_start_cluster_keeps_every_acknowledged_write_through_kills() {
     }
     let bootstrap = bootstrap_of(&nodes);
     // The Raft transport's traffic per peer is exported.
-    let (_, metrics) = http_get(&nodes[0].admin_url("/metrics"));
     for peer in ["2", "3"] {
         for direction in ["in", "out"] {
-            let series = format!("chronik_transport_frames_total{{peer=\"{peer}\",direction=\"{direction}\"}} ");
-            let count =
-                metrics.lines().find_map(|l| l.strip_prefix(series.as_str())).and_then(|v| v.parse::<u64>().ok());
-            assert!(count.is_some_and(|c| c > 0), "{series} in:\n{metrics}");
+            let series = format!("chronik_transport_frames_total{{peer=\"{peer}\",direction=\"{direction}\"}}");
+            assert!(metric(&nodes[0], &series).is_some_and(|c| c > 0), "{series}");
         }
     }
 
@@ -252,6 +256,14 @@ async fn quick_start_cluster_keeps_every_acknowledged_write_through_kills() {
     let i = node_index(coordinator);
     nodes[i].kill9();
     acked.extend(produce(&bootstrap, 2 * PER_PHASE).await);
+    // The survivors saw __consumer_offsets change leader, and one of them asked for it in its
+    // turn (node-level liveness) rather than waiting for its election timer.
+    let survivors: Vec<&Broker> = nodes.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, n)| n).collect();
+    for s in &survivors {
+        assert!(metric(s, "chronik_raft_leader_changes_total").is_some_and(|c| c > 0));
+    }
+    let asks: u64 = survivors.iter().filter_map(|s| metric(s, "chronik_raft_leadership_asks_total")).sum();
+    assert!(asks > 0, "no survivor asked for the leadership");
 
     // The group resumes where it committed, at the new coordinator.
     let resumed: BaseConsumer = client(&bootstrap)

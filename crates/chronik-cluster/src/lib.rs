@@ -17,6 +17,7 @@ mod batch;
 mod crash_point;
 mod error;
 mod identity;
+mod liveness;
 mod metadata;
 mod net;
 mod node;

@@ -61,6 +61,18 @@ pub const METRICS: &[(&str, &str, &str)] = &[
         "Raft groups on this node (partitions and the metadata group) by this node's role in them (label `role`: \
             leader, follower, candidate, learner).",
     ),
+    (
+        "chronik_raft_leader_changes",
+        "counter",
+        "Times a partition group hosted here got a new leader or term, as this node saw it; cluster mode only (the metadata group not \
+            included).",
+    ),
+    (
+        "chronik_raft_leadership_asks",
+        "counter",
+        "Pre-votes this node started in its turn for a partition group with no live leader (node-level liveness); \
+            cluster mode only.",
+    ),
     ("chronik_wal_sync_latency_seconds", "histogram", "Duration of each WAL fdatasync round."),
     (
         "chronik_transport_frames",
@@ -197,6 +209,16 @@ pub fn render(node: &Node, requests: &RequestMetrics) -> Result<String, std::fmt
         roles.get_or_create(&vec![("role".to_string(), role.to_string())]).inc();
     }
     registry.register("chronik_raft_groups", help("chronik_raft_groups"), roles);
+    registry.register(
+        "chronik_raft_leader_changes",
+        help("chronik_raft_leader_changes"),
+        counter(node.leader_changes()),
+    );
+    registry.register(
+        "chronik_raft_leadership_asks",
+        help("chronik_raft_leadership_asks"),
+        counter(node.leadership_asks()),
+    );
     let frames = Family::<Labels, Counter>::default();
     let bytes = Family::<Labels, Counter>::default();
     for (peer, t) in node.peer_traffic() {

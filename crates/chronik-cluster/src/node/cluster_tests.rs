@@ -117,3 +117,124 @@ async fn a_cluster_forms_from_seeds_forwards_proposals_and_survives_its_metadata
     }
     tasks.stop().await;
 }
+
+/// Appends a batch (stamped `ts`) to every partition led by one of `leaders`; a refusal
+/// fails the test with every replica's view of that group.
+async fn append_to_every_leader(leaders: &[Arc<Node>], all: &[Arc<Node>], ts: i64) {
+    for n in leaders {
+        for r in n.partitions().into_iter().filter(|r| r.is_leader(n.node_id())) {
+            if let Err(e) = r.append(bytes::Bytes::from(crate::batch::tests::batch(1, ts))).await {
+                let views: Vec<String> = all
+                    .iter()
+                    .filter_map(|m| {
+                        Some(format!("node {}: {:?}", m.node_id(), m.registry.by_group(r.group())?.glance()))
+                    })
+                    .collect();
+                panic!("append to group {} led by {}: {e}\n{}", r.group(), n.node_id(), views.join("\n"));
+            }
+        }
+    }
+}
+
+/// The groups `node` leads and may serve.
+fn led_by(nodes: &[Arc<Node>], node: NodeId) -> Vec<u64> {
+    let n = nodes.iter().find(|n| n.node_id() == node).unwrap();
+    n.partitions().iter().filter(|r| r.is_leader(node)).map(|r| r.group()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_groups_go_quiet_and_a_dead_leaders_groups_get_successors_at_once() {
+    let router = SimRouter::new(34);
+    let tasks = Tasks::new();
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut nodes: Vec<Arc<Node>> = Vec::new();
+    for (id, seeds) in [(1, &[][..]), (2, &[1][..]), (3, &[1][..])] {
+        nodes.push(
+            Node::start_in_sim(options(dirs[id as usize - 1].path(), id, seeds), router.clone(), &tasks).await.unwrap(),
+        );
+    }
+    for n in &nodes {
+        eventually("three metadata voters", || n.metadata_voters().len() == 3).await;
+    }
+    nodes[0].propose_meta(create("q", 6)).await.unwrap();
+    for n in &nodes {
+        assert!(n.wait_for_topic("q", Duration::from_secs(30)).await);
+    }
+    let groups: Vec<u64> = nodes[0].partitions().iter().map(|r| r.group()).collect();
+    eventually("every partition led", || {
+        groups.iter().all(|g| nodes.iter().any(|n| led_by(&nodes, n.node_id()).contains(g)))
+    })
+    .await;
+    // Leaders are spread: the first to ask for each new group rotates over the nodes.
+    let leaders: Vec<usize> = nodes.iter().map(|n| led_by(&nodes, n.node_id()).len()).collect();
+    assert!(leaders.iter().filter(|l| **l > 0).count() >= 2, "leaders {leaders:?}");
+    append_to_every_leader(&nodes, &nodes, 1).await;
+
+    // Idle: once settled, no group sends anything (the nodes' own reports go on).
+    let partition_messages = || groups.iter().map(|g| router.delivered(*g)).sum::<u64>();
+    let mut quiet = false;
+    for _ in 0..50 {
+        let before = partition_messages();
+        tokio::time::sleep(Duration::from_millis(300)).await; // ten heartbeat intervals
+        if partition_messages() == before {
+            quiet = true;
+            break;
+        }
+    }
+    assert!(quiet, "idle partition groups kept sending (six groups would send ~120 heartbeats in 300 ms)");
+    // Quiet is not cut off: an idle leader's followers are heard at node level, so it takes writes.
+    for n in &nodes {
+        for r in n.partitions().into_iter().filter(|r| r.is_leader(n.node_id())) {
+            assert_eq!(r.quorum_silence(), None, "an idle leader of live followers refuses nothing");
+        }
+    }
+    append_to_every_leader(&nodes, &nodes, 2).await;
+
+    // The leader of most groups dies (cut off from everyone): each of its groups gets a new
+    // leader, asked for by a designated survivor rather than by election timers.
+    let victim = nodes.iter().map(|n| n.node_id()).max_by_key(|id| led_by(&nodes, *id).len()).unwrap();
+    let orphaned = led_by(&nodes, victim);
+    let asks_before: u64 = nodes.iter().filter(|n| n.node_id() != victim).map(|n| n.leadership_asks()).sum();
+    router.isolate(victim);
+    let survivors: Vec<Arc<Node>> = nodes.iter().filter(|n| n.node_id() != victim).cloned().collect();
+    eventually("every orphaned group led by a survivor", || {
+        orphaned.iter().all(|g| survivors.iter().any(|n| led_by(&nodes, n.node_id()).contains(g)))
+    })
+    .await;
+    let asks: u64 = survivors.iter().map(|n| n.leadership_asks()).sum();
+    assert!(asks > asks_before, "the survivors asked for the leadership in turn");
+    eventually("the survivors counted the leader changes", || {
+        survivors.iter().all(|n| n.leader_changes() >= orphaned.len() as u64)
+    })
+    .await;
+    // Metadata names no dead leader, and the new leaders take writes.
+    for s in &survivors {
+        for p in 0..6 {
+            let led = s.partition_leader("q", p);
+            assert!(led.leader.is_some_and(|l| l != victim), "partition {p}: {led:?}");
+        }
+    }
+    append_to_every_leader(&survivors, &nodes, 3).await;
+
+    // Back, the old leader follows and catches up; every replica holds the same offsets.
+    router.heal();
+    let back = nodes.iter().find(|n| n.node_id() == victim).unwrap().clone();
+    eventually("the old leader caught up", || {
+        back.partitions().iter().all(|r| {
+            let leader =
+                survivors.iter().find_map(|s| s.partition("q", r.partition()).filter(|l| l.is_leader(s.node_id())));
+            leader.is_some_and(|l| l.log().high_watermark() == r.log().next_offset())
+        })
+    })
+    .await;
+
+    // Idle again, a graceful stop's hand-over moves every group a node leads.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let leader = survivors[0].clone();
+    assert_eq!(leader.hand_over_leadership().await, 0, "no group stuck");
+    assert!(led_by(&nodes, leader.node_id()).is_empty());
+    for n in &nodes {
+        n.shutdown().await.unwrap();
+    }
+    tasks.stop().await;
+}

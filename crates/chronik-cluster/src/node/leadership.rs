@@ -17,8 +17,6 @@ use crate::error::ClusterError;
 use crate::raft::transport::{Lead, NODE_GROUP, Request};
 use crate::raft::{GroupId, NodeId};
 
-/// How often a node reports the groups it leads.
-const REPORT_EVERY: Duration = Duration::from_millis(500);
 /// A report older than this is not trusted (its sender stopped reporting).
 const REPORT_FRESH_FOR: Duration = Duration::from_secs(3);
 
@@ -96,15 +94,16 @@ impl Node {
             .all()
             .iter()
             .filter(|r| r.is_leader(self.node_id))
-            .map(|r| {
-                let v = r.replication();
-                Lead { group: r.group(), term: v.leader_epoch, isr: v.isr.unwrap_or(v.voters) }
+            .filter_map(|r| {
+                let (term, isr) = r.led_isr()?;
+                Some(Lead { group: r.group(), term, isr })
             })
             .collect()
     }
 
     /// A partition's leader, epoch and in-sync replicas, from its local replica where this
-    /// node hosts it, else from the leader's report.
+    /// node hosts it (and knows the leader), else from the leader's report. A leader whose
+    /// node is presumed dead is not named: clients then ask again until a successor leads.
     pub fn partition_leader(&self, topic: &str, partition: i32) -> PartitionLeader {
         let known = self.with_metadata(|m| {
             let p = m.topic(topic)?.partitions.iter().find(|p| p.partition == partition)?;
@@ -114,8 +113,13 @@ impl Node {
             return PartitionLeader { leader: None, epoch: 0, isr: Vec::new() };
         };
         let reported = self.reports.get(group);
-        match self.registry.get(topic, partition) {
-            Some(r) => {
+        let mut led = match (self.registry.get(topic, partition), reported) {
+            // An idle group's follower that restarted has not heard from its leader: the
+            // leader's report names it.
+            (Some(r), Some((node, lead))) if r.leadership().1.is_none() => {
+                PartitionLeader { leader: Some(node), epoch: lead.term, isr: lead.isr }
+            }
+            (Some(r), reported) => {
                 let v = r.replication();
                 let isr = match (v.isr, reported) {
                     (Some(isr), _) => isr,
@@ -124,28 +128,42 @@ impl Node {
                 };
                 PartitionLeader { leader: v.leader, epoch: v.leader_epoch, isr }
             }
-            None => match reported {
-                Some((node, lead)) => PartitionLeader { leader: Some(node), epoch: lead.term, isr: lead.isr },
-                None => PartitionLeader { leader: None, epoch: 0, isr: replicas },
-            },
+            (None, Some((node, lead))) => PartitionLeader { leader: Some(node), epoch: lead.term, isr: lead.isr },
+            (None, None) => PartitionLeader { leader: None, epoch: 0, isr: replicas },
+        };
+        if led.leader.is_some_and(|l| self.presumed_dead(l)) {
+            led.leader = None;
         }
+        led
+    }
+
+    /// Cluster mode: `node` has been silent for an election timeout (and this node is past
+    /// its first one, when peers may simply not have been heard yet).
+    pub(super) fn presumed_dead(&self, node: NodeId) -> bool {
+        let now = Instant::now();
+        self.liveness.as_ref().is_some_and(|l| !l.settling(now) && !l.is_alive(node, now))
     }
 }
 
-/// Sends this node's leadership report to every other node, every [`REPORT_EVERY`], until
-/// cancelled. A node that does not answer is skipped until the next round.
-pub(super) async fn report_loop(node: Weak<Node>, cancel: CancellationToken) -> Result<(), ClusterError> {
-    super::lifecycle::every(node, REPORT_EVERY, cancel, |node| async move { node.report_leadership().await }).await
+/// Sends this node's leadership report to every other node, every `period` (the Raft
+/// heartbeat interval), until cancelled. A node that does not answer is skipped until the
+/// next round.
+pub(super) async fn report_loop(
+    node: Weak<Node>,
+    period: Duration,
+    cancel: CancellationToken,
+) -> Result<(), ClusterError> {
+    super::lifecycle::every(node, period, cancel, |node| async move { node.report_leadership(period).await }).await
 }
 
 impl Node {
     /// One round of [`report_loop`].
-    async fn report_leadership(&self) {
+    async fn report_leadership(&self, period: Duration) {
         let (leads, me) = (self.leads(), self.node_id);
         let peers: Vec<NodeId> = self.with_metadata(|m| m.nodes.keys().copied().filter(|id| *id != me).collect());
         let sends = peers.into_iter().map(|peer| {
             let request = Request::Leading { from: me, leads: leads.clone() };
-            let sent = self.transport.send(peer, NODE_GROUP, request, REPORT_EVERY);
+            let sent = self.transport.send(peer, NODE_GROUP, request, period);
             async move {
                 if let Err(e) = sent.await {
                     tracing::debug!(peer, "leadership report not delivered: {e}");

@@ -37,6 +37,7 @@ impl Node {
                         .map(|id| (*id, BasicNode::new(m.nodes.get(id).map_or("", |n| n.raft_addr.as_str()))))
                         .collect::<BTreeMap<_, _>>(),
                     segments_dir: self.registry.segments_dir(p.group),
+                    liveness: self.liveness.clone(),
                 })
                 .collect()
         });

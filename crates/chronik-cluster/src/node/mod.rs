@@ -21,10 +21,12 @@ mod registry;
 mod replication_tests;
 #[cfg(test)]
 mod tcp_tests;
+mod timers;
 #[cfg(test)]
 mod transfer_tests;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
@@ -36,6 +38,7 @@ pub use options::{ClusterOptions, NodeOptions};
 
 use crate::error::ClusterError;
 use crate::identity::NodeIdentity;
+use crate::liveness::{HeardElsewhere, Liveness};
 use crate::metadata::{META_GROUP, MetaCommand, MetadataState, NodeInfo};
 use crate::net::Contacts;
 use crate::partition::PartitionReplica;
@@ -88,6 +91,9 @@ impl Inbound for NodeInbound {
         let answer = match (self.0.upgrade(), request) {
             (None, _) => Err("the node is stopping".into()),
             (Some(node), Request::Leading { from, leads }) => {
+                if let Some(l) = &node.liveness {
+                    l.heard(from);
+                }
                 node.reports.record(from, leads);
                 Ok(Reply::Ack)
             }
@@ -95,6 +101,13 @@ impl Inbound for NodeInbound {
         };
         Box::pin(std::future::ready(answer))
     }
+}
+
+/// Events counted since the node started (see [`Node::leader_changes`]).
+#[derive(Default)]
+struct NodeCounters {
+    leader_changes: AtomicU64,
+    leadership_asks: AtomicU64,
 }
 
 /// How long a graceful stop waits for the groups this node leads to have new leaders.
@@ -113,6 +126,9 @@ pub struct Node {
     transport: SharedTransport,
     /// What other nodes report leading.
     reports: leadership::LeaderReports,
+    /// Cluster mode: which peers are alive; it runs the partition groups' timers.
+    liveness: Option<Arc<Liveness>>,
+    counters: NodeCounters,
     /// The node's scope: its loops run here, each replica in a child.
     tasks: Tasks,
     /// The reconciler's own scope, so tests can stop it alone.
@@ -183,6 +199,11 @@ impl Node {
         );
         let wal = Arc::new(wal);
         let contacts = opts.cluster.as_ref().map(|_| Contacts::default());
+        let liveness = contacts.clone().map(|contacts| {
+            let any_frame: HeardElsewhere = Box::new(move |peer| contacts.lock().get(&peer)?.last_heard);
+            let dead_after = Duration::from_millis(opts.raft.election_timeout_ms);
+            Arc::new(Liveness::new(opts.node_id, dead_after, Some(any_frame)))
+        });
         let book = AddressBook::new(opts.cluster.as_ref().map_or(&[][..], |c| &c.seeds));
         let (transport, listen): (SharedTransport, _) = match (&opts.cluster, &contacts, &network) {
             (Some(c), Some(contacts), Network::Tcp) => {
@@ -212,6 +233,8 @@ impl Node {
             contacts,
             transport,
             reports: Default::default(),
+            liveness,
+            counters: NodeCounters::default(),
             reconciler: tasks.child(),
             tasks,
             _data_dir: data_dir,
@@ -241,8 +264,12 @@ impl Node {
         if opts.cluster.is_some() {
             let weak = Arc::downgrade(&node);
             node.tasks.spawn("metadata-membership", move |cancel| lifecycle::membership_loop(weak, cancel));
-            let weak = Arc::downgrade(&node);
-            node.tasks.spawn("leadership-reports", move |cancel| leadership::report_loop(weak, cancel));
+            let (weak, heartbeat) = (Arc::downgrade(&node), Duration::from_millis(opts.raft.heartbeat_interval_ms));
+            node.tasks.spawn("leadership-reports", move |cancel| leadership::report_loop(weak, heartbeat, cancel));
+            if let Some(liveness) = node.liveness.clone() {
+                let weak = Arc::downgrade(&node);
+                node.tasks.spawn("group-timers", move |cancel| timers::timers_loop(weak, liveness, heartbeat, cancel));
+            }
         }
         tracing::info!(
             node = node.node_id,
@@ -303,6 +330,17 @@ impl Node {
     /// How long the WAL's fdatasync rounds took.
     pub fn wal_sync_latency(&self) -> chronik_wal::LatencySnapshot {
         self.wal.sync_latency()
+    }
+
+    /// How many times a hosted partition group got a new leader or term, as this node saw it.
+    pub fn leader_changes(&self) -> u64 {
+        self.counters.leader_changes.load(Ordering::Relaxed)
+    }
+
+    /// How many times this node asked for the leadership of a leaderless partition group in
+    /// its turn (a pre-vote; see `liveness.rs`).
+    pub fn leadership_asks(&self) -> u64 {
+        self.counters.leadership_asks.load(Ordering::Relaxed)
     }
 
     /// The metadata group's voters (the other members are learners).

@@ -57,6 +57,7 @@ async fn open(id: NodeId, wal: &Arc<Wal>, dir: &std::path::Path, c: &Cluster) ->
         group: GROUP,
         voters: c.voters.clone(),
         segments_dir: dir.join("partitions").join(GROUP.to_string()),
+        liveness: None,
     };
     let network = NetworkFactory::new(c.router.transport(id), GROUP, o.request_timeout);
     let replica =

@@ -73,6 +73,7 @@ async fn three_nodes(cluster: Uuid) -> (Vec<TcpNode>, tcp::Addresses) {
             group: GROUP,
             voters: voters.clone(),
             segments_dir: dir.path().join("partitions").join(GROUP.to_string()),
+            liveness: None,
         };
         let network = NetworkFactory::new(transport, GROUP, Duration::from_millis(500));
         let replica =

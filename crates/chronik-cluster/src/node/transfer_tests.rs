@@ -107,6 +107,7 @@ async fn receiver(dir: &Path, a: &PartitionReplica, options: &NodeOptions) -> Re
         group: a.group(),
         voters: BTreeMap::new(),
         segments_dir: segments_dir.clone(),
+        liveness: None,
     };
     let network =
         crate::raft::NetworkFactory::new(Arc::new(crate::raft::NoTransport), a.group(), options.request_timeout);

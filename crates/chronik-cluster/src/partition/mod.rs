@@ -20,6 +20,7 @@ pub use idempotence::{IdempotenceError, ProducerBatch, SharedAppend};
 pub use snapshot_transfer::OutgoingSnapshot;
 
 use crate::error::ClusterError;
+use crate::liveness::Liveness;
 use crate::raft::{self, Command, GroupId, NodeId, Response, TypeConfig};
 use crate::state_machine::PartitionStateMachine;
 use crate::storage::compaction::{CompactionOutcome, CompactionRules, IoBudget};
@@ -40,6 +41,9 @@ pub(crate) struct ReplicaSpec {
     pub voters: BTreeMap<NodeId, BasicNode>,
     /// Where the partition's segment files live.
     pub segments_dir: std::path::PathBuf,
+    /// Cluster mode: the node's liveness runs this group's timers, which start stopped (see
+    /// `liveness.rs`). `None`: openraft's own timers run.
+    pub liveness: Option<Arc<Liveness>>,
 }
 
 pub struct PartitionReplica {
@@ -54,6 +58,19 @@ pub struct PartitionReplica {
     producers: tokio::sync::Mutex<IdempotenceGuard>,
     /// Cancelled when the replica stops: waits on this partition give up.
     tasks: Tasks,
+    liveness: Option<Arc<Liveness>>,
+}
+
+/// What the node's timer loop reads of a replica's Raft group ([`PartitionReplica::glance`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Glance {
+    pub state: ServerState,
+    pub term: u64,
+    pub leader: Option<NodeId>,
+    pub last_log_index: Option<u64>,
+    /// Where this node leads: every voter's log reaches the last entry.
+    pub all_caught_up: bool,
+    pub voters: Vec<NodeId>,
 }
 
 /// A partition group's replicas as one node sees them ([`PartitionReplica::replication`]).
@@ -101,7 +118,7 @@ impl PartitionReplica {
         spec: ReplicaSpec,
         tasks: Tasks,
     ) -> Result<Arc<PartitionReplica>, ClusterError> {
-        let ReplicaSpec { topic, topic_id, partition, group, voters, segments_dir } = spec;
+        let ReplicaSpec { topic, topic_id, partition, group, voters, segments_dir, liveness } = spec;
         let io = |e| ClusterError::io(format!("partition {topic}-{partition}"), e);
         let (snapshot_id, snap) = PartitionStateMachine::stored_snapshot(wal, group).map_err(io)?;
         PartitionLog::finish_interrupted_install(&segments_dir, snapshot_id).map_err(io)?;
@@ -113,6 +130,10 @@ impl PartitionReplica {
         let raft = Raft::new(node_id, config, network, store, state_machine.clone())
             .await
             .map_err(|e| ClusterError::stopped(group, e))?;
+        if liveness.is_some() {
+            // The node's timer loop starts them if this group needs them.
+            raft.runtime_config().tick(false);
+        }
         // With no voters given, the replica waits for a leader to bring it the log (a snapshot).
         let creates_group = !voters.is_empty();
         let alone = voters.keys().eq([&node_id]);
@@ -135,6 +156,7 @@ impl PartitionReplica {
             state_machine,
             producers: tokio::sync::Mutex::new(IdempotenceGuard::default()),
             tasks,
+            liveness,
         });
         let weak: std::sync::Weak<dyn raft::SnapshotSource> = Arc::downgrade(&replica) as _;
         let _ = snapshot_source.set(weak);
@@ -179,6 +201,7 @@ impl PartitionReplica {
     /// Queues record batches in the partition's log. Calls made one after another are appended
     /// in that order; the returned handle resolves once the entry is committed.
     pub async fn submit(&self, records: Bytes) -> Result<PendingAppend, ClusterError> {
+        self.renew_lease().await;
         let (responder, rx) = openraft::impls::ProgressResponder::complete_only();
         self.raft
             .write(Command::Produce { records })
@@ -237,6 +260,7 @@ impl PartitionReplica {
 
     /// Moves the log start offset (DeleteRecords, retention); returns the new log start.
     pub async fn advance_log_start(&self, offset: u64) -> Result<u64, ClusterError> {
+        self.renew_lease().await;
         let r = self.raft.client_write(Command::AdvanceLogStart { offset }).await;
         match r.map_err(|e| ClusterError::from_write(self.group, e))?.data {
             Response::LogStart { offset } => Ok(offset),
@@ -273,6 +297,7 @@ impl PartitionReplica {
                 && !self.log.has_pending_compaction()
                 && let Some(plan) = self.log.compaction_plan(&rules, now_ms)
             {
+                self.renew_lease().await;
                 self.raft
                     .client_write(Command::Compact(plan))
                     .await
@@ -296,10 +321,38 @@ impl PartitionReplica {
             return Ok(());
         }
         let mut guard = self.producers.lock().await;
+        self.renew_lease().await;
         let r = self.raft.client_write(Command::ExpireProducers { before_ms }).await;
         // The leader's view of in-flight batches goes too; it is rebuilt from the state machine.
         *guard = IdempotenceGuard::default();
         r.map(drop).map_err(|e| ClusterError::from_write(self.group, e))
+    }
+
+    /// openraft takes a write only on a leader a majority acknowledged within the lease (the
+    /// election timeout), and an idle group's leader sends no heartbeats (`liveness.rs`), so
+    /// its last acknowledgement may be older. Such a leader heartbeats once and waits for the
+    /// majority's answer (a round trip) before it writes; a leader that gets none writes
+    /// anyway and openraft refuses the write as from a leader it cannot confirm.
+    async fn renew_lease(&self) {
+        if self.liveness.is_none() {
+            return;
+        }
+        let lease = Duration::from_millis(self.raft.config().election_timeout_max);
+        let fresh = move |m: &openraft::RaftMetrics<TypeConfig>| {
+            m.state != ServerState::Leader
+                || m.last_quorum_acked.as_ref().is_some_and(|t| openraft::Instant::elapsed(&**t) < lease / 2)
+        };
+        if fresh(&self.raft.metrics().borrow_watched()) {
+            return;
+        }
+        if self.raft.trigger().heartbeat().await.is_ok() {
+            let wait = self.raft.wait(Some(lease));
+            let confirmed = wait.metrics(fresh, "a majority's acknowledgement");
+            tokio::select! {
+                _ = confirmed => {}
+                _ = self.tasks.cancelled() => {}
+            }
+        }
     }
 
     /// The Raft term (Kafka leader epoch) and leader, as this node sees them.
@@ -322,7 +375,56 @@ impl PartitionReplica {
         // Never acknowledged yet: a leader just elected (it serves only once a majority took
         // an entry of its term, see `is_leader`).
         let since = openraft::Instant::elapsed(&**m.last_quorum_acked.as_ref()?);
-        (since > limit).then_some(since)
+        if since <= limit {
+            return None;
+        }
+        // An idle group sends no heartbeats, so its acknowledgements age; what counts then is
+        // whether a majority of its voters' nodes are heard from.
+        if let Some(liveness) = &self.liveness {
+            let now = std::time::Instant::now();
+            let voters = m.membership_config.membership().voter_ids().collect::<Vec<_>>();
+            let heard = voters.iter().filter(|v| liveness.heard_within(**v, limit, now)).count();
+            if heard > voters.len() / 2 {
+                return None;
+            }
+        }
+        Some(since)
+    }
+
+    /// The group's state as the node's timer loop needs it, read in place.
+    pub(crate) fn glance(&self) -> Glance {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow_watched();
+        let voters: Vec<NodeId> = m.membership_config.membership().voter_ids().collect();
+        let all_caught_up = match (&m.replication, m.state) {
+            (Some(progress), ServerState::Leader) => voters
+                .iter()
+                .filter(|v| **v != m.id)
+                .all(|v| progress.get(v).copied().flatten().map(|l| l.index) == m.last_log_index),
+            _ => false,
+        };
+        Glance {
+            state: m.state,
+            term: m.current_term,
+            leader: m.current_leader,
+            last_log_index: m.last_log_index,
+            all_caught_up,
+            voters,
+        }
+    }
+
+    /// Starts or stops the group's own Raft timers (heartbeats, election timeouts).
+    pub(crate) fn set_timers(&self, on: bool) {
+        self.raft.runtime_config().tick(on);
+    }
+
+    /// Asks the other voters whether they would elect this replica (a pre-vote; an election
+    /// follows if a majority would). A no-op while this replica has heard from a leader within
+    /// the election timeout, or leads.
+    pub(crate) async fn ask_for_leadership(&self) {
+        if let Err(e) = self.raft.trigger().elect(true).await {
+            tracing::debug!(group = self.group, "asking for the leadership: {e}");
+        }
     }
 
     /// Hands this group's leadership to its most caught-up voter if this node (`me`) leads
@@ -385,6 +487,20 @@ impl PartitionReplica {
             lag_bytes,
             lag_entries: lag,
         }
+    }
+
+    /// Where this node leads: its term and the voters whose log reaches the commit index (what
+    /// the leadership reports carry; cheaper than [`Self::replication`]).
+    pub(crate) fn led_isr(&self) -> Option<(u64, Vec<NodeId>)> {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow_watched();
+        let progress = m.replication.as_ref().filter(|_| m.state == ServerState::Leader)?;
+        let commit = m.cluster_committed.map(|l| l.index);
+        let matched = |id: &NodeId| {
+            if *id == m.id { m.last_log_index } else { progress.get(id).copied().flatten().map(|l| l.index) }
+        };
+        let isr = m.membership_config.membership().voter_ids().filter(|id| matched(id) >= commit).collect();
+        Some((m.current_term, isr))
     }
 
     /// Waits until the group has a leader that may serve (true) or `timeout` passes (false).

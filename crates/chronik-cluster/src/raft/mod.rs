@@ -147,7 +147,10 @@ pub(crate) async fn hand_over_leadership<SM: openraft::storage::RaftStateMachine
     let Some(to) = m.membership_config.membership().voter_ids().filter(|v| *v != me).max_by_key(|v| matched(v)) else {
         return true;
     };
-    if raft.trigger().transfer_leader(to).await.is_err() {
+    // The new leader takes over only once its log is flushed up to the leader's as far as
+    // this process run knows; a follower restarted while its group idled (no heartbeats) has
+    // flushed nothing yet, and a heartbeat is what brings it to that point.
+    if raft.trigger().heartbeat().await.is_err() || raft.trigger().transfer_leader(to).await.is_err() {
         return false;
     }
     raft.wait(Some(timeout)).metrics(|m| m.current_leader.is_some_and(|l| l != me), "another leader").await.is_ok()

@@ -30,6 +30,8 @@ struct State {
     /// Each delivery waits between these (ms).
     delay_ms: (u64, u64),
     rng: u64,
+    /// Requests delivered, per group.
+    delivered: HashMap<GroupId, u64>,
 }
 
 impl State {
@@ -107,6 +109,11 @@ impl SimRouter {
     pub fn set_delay(&self, min: Duration, max: Duration) {
         self.state.lock().delay_ms = (min.as_millis() as u64, max.as_millis() as u64);
     }
+
+    /// Requests delivered to group `group` (on any node) so far.
+    pub fn delivered(&self, group: GroupId) -> u64 {
+        self.state.lock().delivered.get(&group).copied().unwrap_or(0)
+    }
 }
 
 struct SimTransport {
@@ -132,6 +139,9 @@ impl Transport for SimTransport {
                 }
                 let target =
                     s.groups.get(&(to, group)).cloned().or_else(|| s.nodes.get(&to).and_then(|find| find(group)));
+                if target.is_some() {
+                    *s.delivered.entry(group).or_default() += 1;
+                }
                 (target, s.delay(), s.lost())
             };
             let Some(target) = target else {

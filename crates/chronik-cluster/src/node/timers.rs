@@ -1,0 +1,122 @@
+//! The loop that runs each hosted partition group's timers from node-level liveness (the
+//! decisions are in `liveness.rs`): twice per heartbeat interval it looks at every replica,
+//! starts or stops its openraft timers, and, where a group has no live leader, asks for the
+//! leadership in this node's turn.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use openraft::ServerState;
+use tokio_util::sync::CancellationToken;
+
+use super::Node;
+use crate::error::ClusterError;
+use crate::liveness::{Liveness, Part, succession_rank, wants_timers};
+use crate::partition::Glance;
+use crate::raft::GroupId;
+
+/// How long the voters of a leaderless group keep asking in turn before leaving it to their
+/// own election timers, in election timeouts.
+const ASK_FOR: u32 = 4;
+
+/// What the loop remembers between rounds.
+#[derive(Default)]
+struct TimerState {
+    /// Each led group's last log index at the previous round: a leader settles once it stops
+    /// moving.
+    last_index: HashMap<GroupId, Option<u64>>,
+    /// Leaderless groups this node stands in line for.
+    successions: HashMap<GroupId, Succession>,
+    /// Each group's (term, leader) at the previous round, to count leader changes.
+    leaders: HashMap<GroupId, (u64, Option<u64>)>,
+}
+
+struct Succession {
+    next_ask: Instant,
+    give_up: Instant,
+}
+
+/// Runs until cancelled; `heartbeat` is the Raft heartbeat interval.
+pub(super) async fn timers_loop(
+    node: Weak<Node>,
+    liveness: Arc<Liveness>,
+    heartbeat: Duration,
+    cancel: CancellationToken,
+) -> Result<(), ClusterError> {
+    let mut state = TimerState::default();
+    let mut tick = tokio::time::interval(heartbeat / 2);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = cancel.cancelled() => return Ok(()),
+        }
+        let Some(node) = node.upgrade() else { return Ok(()) };
+        node.timers_round(&liveness, heartbeat, &mut state).await;
+    }
+}
+
+impl Node {
+    async fn timers_round(&self, liveness: &Liveness, heartbeat: Duration, state: &mut TimerState) {
+        let (now, me) = (Instant::now(), self.node_id);
+        let settling = liveness.settling(now);
+        let replicas = self.registry.all();
+        let hosted: std::collections::HashSet<GroupId> = replicas.iter().map(|r| r.group()).collect();
+        state.last_index.retain(|g, _| hosted.contains(g));
+        state.successions.retain(|g, _| hosted.contains(g));
+        state.leaders.retain(|g, _| hosted.contains(g));
+        for r in replicas {
+            let (group, g) = (r.group(), r.glance());
+            if let Some(l) = g.leader
+                && state
+                    .leaders
+                    .insert(group, (g.term, Some(l)))
+                    .is_some_and(|(t, prev)| prev != Some(l) || t != g.term)
+            {
+                self.counters.leader_changes.fetch_add(1, Ordering::Relaxed);
+            }
+            let part = match g.state {
+                ServerState::Leader => {
+                    let before = state.last_index.insert(group, g.last_log_index);
+                    Part::Leader { settled: g.all_caught_up && before == Some(g.last_log_index) }
+                }
+                ServerState::Follower | ServerState::Candidate if g.voters.contains(&me) => {
+                    Part::Voter { live_leader: self.has_live_leader(group, &g, liveness, now) }
+                }
+                _ => Part::Learner,
+            };
+            if !matches!(part, Part::Leader { .. }) {
+                state.last_index.remove(&group);
+            }
+            r.set_timers(wants_timers(part, settling));
+            if part != (Part::Voter { live_leader: false }) || settling {
+                state.successions.remove(&group);
+                continue;
+            }
+            let Some(rank) = succession_rank(group, &g.voters, me, |v| liveness.is_alive(v, now)) else { continue };
+            let turn = state.successions.entry(group).or_insert_with(|| Succession {
+                next_ask: now + heartbeat / 2 * rank as u32,
+                give_up: now + liveness.dead_after() * ASK_FOR,
+            });
+            if now >= turn.next_ask && now < turn.give_up {
+                turn.next_ask = now + heartbeat;
+                self.counters.leadership_asks.fetch_add(1, Ordering::Relaxed);
+                r.ask_for_leadership().await;
+            }
+        }
+    }
+
+    /// Whether a live node other than this one leads `group`: this replica follows it, or it
+    /// reports leading the group at a term not below this replica's.
+    fn has_live_leader(&self, group: GroupId, g: &Glance, liveness: &Liveness, now: Instant) -> bool {
+        let me = self.node_id;
+        let followed = g.leader.is_some_and(|l| l != me && liveness.is_alive(l, now));
+        let reported = self
+            .reports
+            .get(group)
+            .is_some_and(|(node, lead)| node != me && lead.term >= g.term && liveness.is_alive(node, now));
+        followed || reported
+    }
+}
