@@ -24,8 +24,16 @@ use parking_lot::Mutex;
 
 use crate::raft::{GroupId, NodeId};
 
-/// Other evidence that a peer lives (the TCP transport's last frame from it).
-pub(crate) type HeardElsewhere = Box<dyn Fn(NodeId) -> Option<Instant> + Send + Sync>;
+/// What the transport knows of a peer: when a frame last came from it, and when a connection
+/// to it last broke or was refused.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Evidence {
+    pub heard: Option<Instant>,
+    pub lost: Option<Instant>,
+}
+
+/// The transport's evidence about a peer (TCP; none in the in-process tests).
+pub(crate) type HeardElsewhere = Box<dyn Fn(NodeId) -> Evidence + Send + Sync>;
 
 /// When each peer was last heard from, and how long a silence makes it dead.
 pub(crate) struct Liveness {
@@ -50,7 +58,7 @@ impl Liveness {
     /// When `peer` was last heard from by any means; `None` if never since this node started.
     pub fn last_heard(&self, peer: NodeId) -> Option<Instant> {
         let reported = self.heard.lock().get(&peer).copied();
-        let other = self.elsewhere.as_ref().and_then(|f| f(peer));
+        let other = self.elsewhere.as_ref().and_then(|f| f(peer).heard);
         reported.max(other)
     }
 
@@ -59,9 +67,17 @@ impl Liveness {
         peer == self.me || self.last_heard(peer).is_some_and(|at| now.saturating_duration_since(at) < within)
     }
 
-    /// Alive: heard from within the election timeout.
+    /// Alive: heard from within the election timeout, and no connection to it broke or was
+    /// refused since (a killed process closes its sockets at once; its silence would take an
+    /// election timeout to tell).
     pub fn is_alive(&self, peer: NodeId, now: Instant) -> bool {
-        self.heard_within(peer, self.dead_after, now)
+        if peer == self.me {
+            return true;
+        }
+        let last = self.last_heard(peer);
+        let lost = self.elsewhere.as_ref().and_then(|f| f(peer).lost);
+        let fresh = last.is_some_and(|at| now.saturating_duration_since(at) < self.dead_after);
+        fresh && lost.is_none_or(|l| Some(l) <= last)
     }
 
     /// During the first election timeout after start a peer not heard from yet is not
@@ -181,11 +197,22 @@ mod tests {
     }
 
     #[test]
-    fn other_evidence_counts_as_hearing() {
+    fn the_transports_evidence_counts() {
         let at = Instant::now();
-        let l = Liveness::new(1, Duration::from_millis(500), Some(Box::new(move |p| (p == 3).then_some(at))));
-        assert!(l.is_alive(3, at));
-        assert!(!l.is_alive(2, at));
+        let later = at + Duration::from_millis(10);
+        let evidence = move |p| match p {
+            3 => Evidence { heard: Some(at), lost: None },
+            // Its connection broke after it was last heard: dead at once.
+            4 => Evidence { heard: Some(at), lost: Some(later) },
+            // Heard again after a broken connection: alive.
+            5 => Evidence { heard: Some(later), lost: Some(at) },
+            _ => Evidence::default(),
+        };
+        let l = Liveness::new(1, Duration::from_millis(500), Some(Box::new(evidence)));
+        assert!(l.is_alive(3, later));
+        assert!(!l.is_alive(4, later));
+        assert!(l.is_alive(5, later));
+        assert!(!l.is_alive(2, later));
         assert_eq!(l.last_heard(3), Some(at));
     }
 }

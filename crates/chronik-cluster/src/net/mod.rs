@@ -39,12 +39,15 @@ pub(crate) type Addresses = Arc<dyn Fn(NodeId) -> Option<String> + Send + Sync>;
 pub(crate) type Groups = Arc<dyn Fn(GroupId) -> Option<Arc<dyn Inbound>> + Send + Sync>;
 
 /// Each peer's traffic: when it was last heard from (a reply to this node, or a request from
-/// it), and the frames and bytes each way.
+/// it), when a connection to it was last lost, and the frames and bytes each way.
 pub(crate) type Contacts = Arc<Mutex<HashMap<NodeId, PeerTraffic>>>;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PeerTraffic {
     pub last_heard: Option<Instant>,
+    /// When this node's connection to it last broke or was refused: a process that died
+    /// closes its sockets, so this comes long before the peer's silence is noticed.
+    pub lost_at: Option<Instant>,
     pub frames_in: u64,
     pub bytes_in: u64,
     pub frames_out: u64,
@@ -57,6 +60,10 @@ fn heard(contacts: &Contacts, peer: NodeId, bytes: usize) {
     t.last_heard = Some(Instant::now());
     t.frames_in += 1;
     t.bytes_in += bytes as u64;
+}
+
+fn lost(contacts: &Contacts, peer: NodeId) {
+    contacts.lock().entry(peer).or_default().lost_at = Some(Instant::now());
 }
 
 fn sent(contacts: &Contacts, peer: NodeId, bytes: usize) {
@@ -214,7 +221,12 @@ impl Peer {
         let addr = (self.addresses)(self.node).ok_or_else(|| self.unreachable("its address is not known"))?;
         let limit = self.settings.connect_timeout;
         let attempt = async {
-            let mut stream = TcpStream::connect(&addr).await.map_err(|e| format!("connecting to {addr}: {e}"))?;
+            let mut stream = TcpStream::connect(&addr).await.map_err(|e| {
+                if e.kind() == std::io::ErrorKind::ConnectionRefused {
+                    lost(&self.settings.contacts, self.node);
+                }
+                format!("connecting to {addr}: {e}")
+            })?;
             stream.set_nodelay(true).map_err(|e| e.to_string())?;
             let mine = Handshake { cluster: self.settings.cluster, from: self.settings.me, to: self.node };
             stream.write_all(&mine.encode()).await.map_err(|e| e.to_string())?;
@@ -238,8 +250,11 @@ impl Peer {
         let pending = conn.pending.clone();
         let heard = (self.settings.contacts.clone(), self.node);
         self.tasks.spawn_transient("raft-peer-reader", async move {
-            let why = read_replies(read, &pending, max, &closed, heard).await;
+            let why = read_replies(read, &pending, max, &closed, heard.clone()).await;
             tracing::debug!("raft connection closed: {why}");
+            if !closed.is_cancelled() {
+                lost(&heard.0, heard.1);
+            }
             closed.cancel();
             // Whoever still waits learns the connection is gone.
             pending.lock().clear();

@@ -38,7 +38,7 @@ pub use options::{ClusterOptions, NodeOptions};
 
 use crate::error::ClusterError;
 use crate::identity::NodeIdentity;
-use crate::liveness::{HeardElsewhere, Liveness};
+use crate::liveness::{Evidence, HeardElsewhere, Liveness};
 use crate::metadata::{META_GROUP, MetaCommand, MetadataState, NodeInfo};
 use crate::net::Contacts;
 use crate::partition::PartitionReplica;
@@ -200,7 +200,10 @@ impl Node {
         let wal = Arc::new(wal);
         let contacts = opts.cluster.as_ref().map(|_| Contacts::default());
         let liveness = contacts.clone().map(|contacts| {
-            let any_frame: HeardElsewhere = Box::new(move |peer| contacts.lock().get(&peer)?.last_heard);
+            let any_frame: HeardElsewhere = Box::new(move |peer| {
+                let traffic = contacts.lock().get(&peer).copied().unwrap_or_default();
+                Evidence { heard: traffic.last_heard, lost: traffic.lost_at }
+            });
             let dead_after = Duration::from_millis(opts.raft.election_timeout_ms);
             Arc::new(Liveness::new(opts.node_id, dead_after, Some(any_frame)))
         });
