@@ -1,6 +1,8 @@
 //! Test harness: runs the real `chronik-server` binary on free ports in a temporary data
 //! directory, and runs client programs (Python, Node.js, kcat) against it.
 
+pub mod cluster;
+pub mod netns;
 pub mod raw;
 
 use std::io::Write;
@@ -36,6 +38,10 @@ pub struct Broker {
     pub env: Vec<(String, String)>,
     /// Arguments of `chronik-server` (none: standalone on the environment's settings).
     pub args: Vec<String>,
+    /// The address its listeners bind (127.0.0.1, or its network namespace's address).
+    pub host: String,
+    /// A command the server runs under (`ip netns exec NAME`), if any.
+    pub prefix: Vec<String>,
     log: PathBuf,
 }
 
@@ -64,33 +70,63 @@ impl Broker {
             data,
             env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             args: args.iter().map(|a| a.to_string()).collect(),
+            host: "127.0.0.1".into(),
+            prefix: Vec::new(),
+        };
+        b.spawn();
+        b
+    }
+
+    /// Starts node `id` of a cluster inside network namespace `ns`, where it has address
+    /// `hosts[id - 1]` (every node's Raft port is 9093 there, Kafka 9092, admin 8080).
+    pub fn start_cluster_node_in(ns: &str, id: u64, hosts: &[String], seeds: &[u64]) -> Broker {
+        let data = tempfile::tempdir().unwrap();
+        let addrs: Vec<String> = hosts.iter().map(|h| format!("{h}:9093")).collect();
+        write_cluster_toml_at(data.path(), id, &addrs, seeds);
+        let mut b = Broker {
+            child: None,
+            kafka_port: 9092,
+            admin_port: 8080,
+            log: data.path().join("server.log"),
+            data,
+            env: Vec::new(),
+            args: ["-c", "chronik.toml", "cluster"].iter().map(|a| a.to_string()).collect(),
+            host: hosts[id as usize - 1].clone(),
+            prefix: ["ip", "netns", "exec", ns].iter().map(|a| a.to_string()).collect(),
         };
         b.spawn();
         b
     }
 
     pub fn bootstrap(&self) -> String {
-        format!("127.0.0.1:{}", self.kafka_port)
+        format!("{}:{}", self.host, self.kafka_port)
     }
 
     pub fn admin_url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.admin_port)
+        format!("http://{}:{}{path}", self.host, self.admin_port)
     }
 
     fn spawn(&mut self) {
         for attempt in 0..5 {
-            if self.kafka_port == 0 || attempt > 0 {
+            if self.prefix.is_empty() && (self.kafka_port == 0 || attempt > 0) {
                 self.kafka_port = free_port();
                 self.admin_port = free_port();
             }
             let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
-            let mut cmd = Command::new(server_bin());
+            let mut cmd = match self.prefix.split_first() {
+                Some((program, rest)) => {
+                    let mut c = Command::new(program);
+                    c.args(rest).arg(server_bin());
+                    c
+                }
+                None => Command::new(server_bin()),
+            };
             cmd.args(&self.args)
                 .env_clear()
                 .env("PATH", std::env::var("PATH").unwrap_or_default())
                 .env("CHRONIK_DATA_DIR", self.data.path().join("data"))
-                .env("CHRONIK_KAFKA_ADDR", format!("127.0.0.1:{}", self.kafka_port))
-                .env("CHRONIK_ADMIN_ADDR", format!("127.0.0.1:{}", self.admin_port))
+                .env("CHRONIK_KAFKA_ADDR", format!("{}:{}", self.host, self.kafka_port))
+                .env("CHRONIK_ADMIN_ADDR", format!("{}:{}", self.host, self.admin_port))
                 .env("CHRONIK_WAL_SEGMENT_SIZE", "8388608")
                 // A segment must hold the largest request (config validation).
                 .env("CHRONIK_MAX_REQUEST_SIZE", "4194304")
@@ -140,7 +176,7 @@ impl Broker {
                 return false;
             }
             if self.log_text().contains("chronik-server ready")
-                && TcpStream::connect(("127.0.0.1", self.kafka_port)).is_ok()
+                && TcpStream::connect((self.host.as_str(), self.kafka_port)).is_ok()
             {
                 return true;
             }
@@ -211,12 +247,17 @@ pub fn raft_ports(n: usize) -> Vec<u16> {
 
 /// The `[cluster]` section of the reference quick start, for node `id` on 127.0.0.1.
 pub fn write_cluster_toml(dir: &Path, id: u64, raft_ports: &[u16], seeds: &[u64]) {
-    let port = raft_ports[id as usize - 1];
-    let seeds: Vec<String> =
-        seeds.iter().map(|s| format!("\"{s}@127.0.0.1:{}\"", raft_ports[*s as usize - 1])).collect();
+    let addrs: Vec<String> = raft_ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    write_cluster_toml_at(dir, id, &addrs, seeds);
+}
+
+/// The `[cluster]` section for node `id`, the nodes' Raft addresses being `raft_addrs`.
+pub fn write_cluster_toml_at(dir: &Path, id: u64, raft_addrs: &[String], seeds: &[u64]) {
+    let addr = &raft_addrs[id as usize - 1];
+    let seeds: Vec<String> = seeds.iter().map(|s| format!("\"{s}@{}\"", raft_addrs[*s as usize - 1])).collect();
     let toml = format!(
-        "[cluster]\nenabled = true\nnode_id = {id}\nnode_addr = \"127.0.0.1:{port}\"\n\
-         advertised_node_addr = \"127.0.0.1:{port}\"\nseed_nodes = [{}]\n",
+        "[cluster]\nenabled = true\nnode_id = {id}\nnode_addr = \"{addr}\"\n\
+         advertised_node_addr = \"{addr}\"\nseed_nodes = [{}]\n",
         seeds.join(", ")
     );
     std::fs::write(dir.join("chronik.toml"), toml).unwrap();

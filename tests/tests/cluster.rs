@@ -11,158 +11,27 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use chronik_tests::raw::{batch, call, connect, topic_name, try_produce};
-use chronik_tests::{Broker, http_get, now_ms, raft_ports, server_bin, write_cluster_toml};
+use chronik_tests::cluster::{
+    bootstrap_of, client, get_json, leaders, metric, partitions, produce_to, read_all, voters, wait_converged,
+    wait_until,
+};
+use chronik_tests::raw::{batch, connect, try_produce};
+use chronik_tests::{Broker, now_ms, raft_ports, server_bin, write_cluster_toml};
 use kafka_protocol::ResponseError;
-use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
-use kafka_protocol::messages::{ApiKey, MetadataRequest, MetadataResponse};
+use rdkafka::Offset;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::Message;
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{Offset, TopicPartitionList};
-use serde_json::Value;
 
 const TOPIC: &str = "orders";
 const PARTITIONS: i32 = 3;
 const PER_PHASE: usize = 200;
 
-fn get_json(node: &Broker, path: &str) -> Value {
-    let (status, body) = http_get(&node.admin_url(path));
-    assert_eq!(status, 200, "{path}: {body}");
-    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"))
-}
-
-/// Polls `cond` until it holds, or fails the test naming `what`.
-fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// The metadata voters a node reports.
-/// The value of one series (name with labels) of a node's /metrics.
-fn metric(node: &Broker, series: &str) -> Option<u64> {
-    let (_, text) = http_get(&node.admin_url("/metrics"));
-    let prefix = format!("{series} ");
-    text.lines().find_map(|l| l.strip_prefix(prefix.as_str())).and_then(|v| v.parse().ok())
-}
-
-fn voters(node: &Broker) -> Vec<u64> {
-    let members = get_json(node, "/admin/cluster/members");
-    members["members"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|m| m["role"] == "voter")
-        .map(|m| m["node_id"].as_u64().unwrap())
-        .collect()
-}
-
-/// (leader, high watermark) of each hosted partition of `topic`, as `node` reports them.
-fn partitions(node: &Broker, topic: &str) -> BTreeMap<i64, (Option<u64>, u64)> {
-    get_json(node, "/admin/cluster/partitions")
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|p| p["topic"] == topic)
-        .map(|p| (p["partition"].as_i64().unwrap(), (p["leader"].as_u64(), p["high_watermark"].as_u64().unwrap())))
-        .collect()
-}
-
-/// (leader, leader epoch, replicas) of each partition of `topic`, as node's Metadata answers.
-fn leaders(node: &Broker, topic: &str) -> BTreeMap<i32, (i32, i32, Vec<i32>)> {
-    let request = MetadataRequest::default()
-        .with_topics(Some(vec![MetadataRequestTopic::default().with_name(Some(topic_name(topic)))]));
-    let answer: MetadataResponse = call(&mut connect(node), ApiKey::Metadata, 9, &request);
-    answer.topics[0]
-        .partitions
-        .iter()
-        .filter(|p| p.leader_id.0 >= 0)
-        .map(|p| (p.partition_index, (p.leader_id.0, p.leader_epoch, p.replica_nodes.iter().map(|r| r.0).collect())))
-        .collect()
-}
-
-/// Reads `topic` from the beginning until every offset of `expected` came (or a minute
-/// passed): (partition, offset) -> value, failing on an offset read twice.
-fn read_all(
-    bootstrap: &str,
-    topic: &str,
-    partitions: i32,
-    expected: &BTreeMap<(i32, i64), String>,
-) -> BTreeMap<(i32, i64), String> {
-    let reader: BaseConsumer =
-        client(bootstrap).set("group.id", "cluster-check").set("enable.auto.commit", "false").create().unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions {
-        tpl.add_partition_offset(topic, p, Offset::Beginning).unwrap();
-    }
-    reader.assign(&tpl).unwrap();
-    let mut got = BTreeMap::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !expected.keys().all(|k| got.contains_key(k)) && Instant::now() < deadline {
-        // Errors librdkafka reports here are transient (a broker down): it retries itself.
-        if let Some(Ok(m)) = reader.poll(Duration::from_millis(200)) {
-            let value = String::from_utf8(m.payload().unwrap_or_default().to_vec()).unwrap();
-            assert!(got.insert((m.partition(), m.offset()), value).is_none(), "offset read twice");
-        }
-    }
-    got
-}
-
-fn client(bootstrap: &str) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", bootstrap);
-    c
-}
-
 /// Produces `PER_PHASE` records numbered from `first` to `TOPIC` with acks=all and
 /// idempotence, returning where each was acknowledged.
 async fn produce(bootstrap: &str, first: usize) -> BTreeMap<(i32, i64), String> {
-    produce_to(bootstrap, TOPIC, first).await
-}
-
-async fn produce_to(bootstrap: &str, topic: &str, first: usize) -> BTreeMap<(i32, i64), String> {
-    let producer: FutureProducer = client(bootstrap)
-        .set("acks", "all")
-        .set("enable.idempotence", "true")
-        .set("message.timeout.ms", "60000")
-        .set("linger.ms", "2")
-        .create()
-        .unwrap();
-    let sends = (first..first + PER_PHASE).map(|n| {
-        let producer = producer.clone();
-        async move {
-            let value = format!("record-{n}");
-            let record = FutureRecord::to(topic).key(&value).payload(&value);
-            let d = producer.send(record, Duration::from_secs(60)).await;
-            let d = d.unwrap_or_else(|(e, _)| panic!("record {n} was not acknowledged: {e}"));
-            ((d.partition, d.offset), value)
-        }
-    });
-    futures::future::join_all(sends).await.into_iter().collect()
-}
-
-/// Waits until every live node hosts every partition of `topic` at the same high watermark,
-/// with a leader.
-fn wait_converged(nodes: &[&Broker], topic: &str, partition_count: usize) {
-    wait_until("every replica at the same high watermark", Duration::from_secs(60), || {
-        let views: Vec<_> = nodes.iter().map(|n| partitions(n, topic)).collect();
-        views[0].len() == partition_count
-            && views[0].values().all(|(leader, _)| leader.is_some())
-            && views.iter().all(|v| {
-                v.len() == views[0].len() && v.iter().all(|(p, (_, hw))| views[0].get(p).map(|x| x.1) == Some(*hw))
-            })
-    });
-}
-
-/// Every node's Kafka address, for clients.
-fn bootstrap_of(nodes: &[Broker]) -> String {
-    nodes.iter().map(|n| n.bootstrap()).collect::<Vec<_>>().join(",")
+    produce_to(bootstrap, TOPIC, first, PER_PHASE).await
 }
 
 /// Where node `id` is in the list.
@@ -346,7 +215,7 @@ async fn five_nodes_serve_through_two_losses_and_refuse_writes_without_a_majorit
     assert!(created.unwrap()[0].is_ok());
     let refs: Vec<&Broker> = nodes.iter().collect();
     wait_converged(&refs, "five", 1);
-    let mut acked = produce_to(&bootstrap, "five", 0).await;
+    let mut acked = produce_to(&bootstrap, "five", 0, PER_PHASE).await;
 
     // The leader of five-0 stays; the others go one by one.
     let leader = partitions(&nodes[0], "five")[&0].0.expect("five-0 has a leader");
@@ -355,7 +224,7 @@ async fn five_nodes_serve_through_two_losses_and_refuse_writes_without_a_majorit
     for i in &others[..2] {
         nodes[*i].kill9();
     }
-    acked.extend(produce_to(&bootstrap, "five", PER_PHASE).await);
+    acked.extend(produce_to(&bootstrap, "five", PER_PHASE, PER_PHASE).await);
 
     nodes[third].kill9();
     let mut s = connect(&nodes[node_index(leader)]);
@@ -369,7 +238,7 @@ async fn five_nodes_serve_through_two_losses_and_refuse_writes_without_a_majorit
     }
     let refs: Vec<&Broker> = nodes.iter().collect();
     wait_converged(&refs, "five", 1);
-    acked.extend(produce_to(&bootstrap, "five", 2 * PER_PHASE).await);
+    acked.extend(produce_to(&bootstrap, "five", 2 * PER_PHASE, PER_PHASE).await);
     let got = read_all(&bootstrap, "five", 1, &acked);
     for (at, value) in &acked {
         assert_eq!(got.get(at), Some(value), "acknowledged record at {at:?}");

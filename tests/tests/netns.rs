@@ -1,0 +1,91 @@
+//! Network partitions between real processes: three `chronik-server cluster` nodes, each in
+//! its own network namespace, joined by veth pairs on a bridge (`chronik_tests::netns`; needs
+//! root, as CI runs). While acks=all producers write, the leader of a partition is cut off
+//! from the other two: it stops acknowledging (NOT_ENOUGH_REPLICAS: nothing it is sent is
+//! acknowledged), the majority elects a new leader and serves, and after the link heals every
+//! replica converges with every acknowledged record present exactly once at its offset.
+//! (Loss and delay are the in-process harness's: this machine's kernel has no `netem`.)
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chronik_tests::Broker;
+use chronik_tests::cluster::{
+    bootstrap_of, client, partitions, produce_to, read_all, voters, wait_converged, wait_until,
+};
+use chronik_tests::netns::NetNamespaces;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+
+const TOPIC: &str = "split";
+const PARTITIONS: i32 = 3;
+const PER_PHASE: usize = 150;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_cut_off_stops_acknowledging_and_the_majority_serves_on() {
+    let net = NetNamespaces::new(3);
+    let hosts = net.hosts();
+    let nodes = vec![
+        Broker::start_cluster_node_in(&net.nodes[0].0, 1, &hosts, &[]),
+        Broker::start_cluster_node_in(&net.nodes[1].0, 2, &hosts, &[1]),
+        Broker::start_cluster_node_in(&net.nodes[2].0, 3, &hosts, &[1, 2]),
+    ];
+    for n in &nodes {
+        wait_until("three metadata voters", Duration::from_secs(30), || voters(n) == [1, 2, 3]);
+    }
+    let bootstrap = bootstrap_of(&nodes);
+    let admin: AdminClient<DefaultClientContext> = client(&bootstrap).create().unwrap();
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let created = admin.create_topics(&[NewTopic::new(TOPIC, PARTITIONS, TopicReplication::Fixed(3))], &opts).await;
+    assert!(created.unwrap()[0].is_ok());
+    let all: Vec<&Broker> = nodes.iter().collect();
+    wait_converged(&all, TOPIC, PARTITIONS as usize);
+
+    let mut acked = produce_to(&bootstrap, TOPIC, 0, PER_PHASE).await;
+
+    // Cut off the leader of partition 0 from the other two nodes.
+    let led = partitions(&nodes[0], TOPIC);
+    let leader = led[&0].0.expect("partition 0 has a leader");
+    let cut = leader as usize - 1;
+    net.cut_off(cut);
+
+    // The majority elects new leaders for what the cut-off node led, and serves.
+    let majority: Vec<&Broker> = nodes.iter().enumerate().filter(|(i, _)| *i != cut).map(|(_, n)| n).collect();
+    wait_until("the majority leads every partition", Duration::from_secs(30), || {
+        partitions(majority[0], TOPIC).values().all(|(l, _)| l.is_some_and(|l| l != leader))
+    });
+    let majority_bootstrap = majority.iter().map(|n| n.bootstrap()).collect::<Vec<_>>().join(",");
+    acked.extend(produce_to(&majority_bootstrap, TOPIC, PER_PHASE, PER_PHASE).await);
+
+    // The cut-off node acknowledges nothing: a producer that reaches only it gets no
+    // acknowledgement (it refuses with NOT_ENOUGH_REPLICAS until the producer gives up).
+    let isolated: FutureProducer = client(&nodes[cut].bootstrap())
+        .set("acks", "all")
+        .set("message.timeout.ms", "4000")
+        .set("linger.ms", "0")
+        .create()
+        .unwrap();
+    let mut refused = Vec::new();
+    for n in 0..5 {
+        let value = format!("isolated-{n}");
+        let record = FutureRecord::to(TOPIC).partition(0).key(&value).payload(&value);
+        let outcome = isolated.send(record, Duration::from_secs(10)).await;
+        assert!(outcome.is_err(), "the cut-off node acknowledged {value}: {outcome:?}");
+        refused.push(value);
+    }
+
+    // Healed, the cut-off node follows the new leaders and every replica converges.
+    net.heal(cut);
+    wait_converged(&all, TOPIC, PARTITIONS as usize);
+    acked.extend(produce_to(&bootstrap, TOPIC, 2 * PER_PHASE, PER_PHASE).await);
+    wait_converged(&all, TOPIC, PARTITIONS as usize);
+
+    // Every acknowledged record once at its offset; nothing the cut-off node was sent.
+    let got = read_all(&bootstrap, TOPIC, PARTITIONS, &acked);
+    assert_eq!(got, acked, "every acknowledged record at its offset");
+    let stored: u64 = partitions(&nodes[0], TOPIC).values().map(|(_, hw)| hw).sum();
+    assert_eq!(stored, acked.len() as u64, "nothing but the acknowledged records");
+    let values: BTreeMap<&String, ()> = got.values().map(|v| (v, ())).collect();
+    assert!(refused.iter().all(|r| !values.contains_key(r)));
+}
