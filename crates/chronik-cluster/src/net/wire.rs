@@ -74,6 +74,7 @@ enum WireRequest {
     Join(NodeInfo),
     Propose(MetaCommand),
     Leading { from: NodeId, leads: Vec<Lead> },
+    Alive { from: NodeId },
 }
 
 /// [`Reply`] as it travels.
@@ -114,6 +115,7 @@ pub fn request_frame(id: u64, group: GroupId, request: Request) -> Result<Bytes,
         Request::Join(n) => WireRequest::Join(n),
         Request::Propose(c) => WireRequest::Propose(c),
         Request::Leading { from, leads } => WireRequest::Leading { from, leads },
+        Request::Alive { from } => WireRequest::Alive { from },
     };
     let body = postcard::to_stdvec(&wire).map_err(|e| format!("encoding a Raft request: {e}"))?;
     Ok(frame(KIND_REQUEST, id, |b| {
@@ -170,6 +172,7 @@ pub fn decode(frame: &[u8]) -> Result<Incoming, String> {
                 WireRequest::Join(n) => Request::Join(n),
                 WireRequest::Propose(c) => Request::Propose(c),
                 WireRequest::Leading { from, leads } => Request::Leading { from, leads },
+                WireRequest::Alive { from } => Request::Alive { from },
             };
             Ok(Incoming::Request { id, group, request })
         }

@@ -6,6 +6,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Weak;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::RwLock;
@@ -17,6 +18,8 @@ use crate::error::ClusterError;
 use crate::raft::transport::{Lead, NODE_GROUP, Request};
 use crate::raft::{GroupId, NodeId};
 
+/// How often a node reports the groups it leads (heartbeats go out in between).
+const REPORT_EVERY: Duration = Duration::from_millis(500);
 /// A report older than this is not trusted (its sender stopped reporting).
 const REPORT_FRESH_FOR: Duration = Duration::from_secs(3);
 
@@ -36,11 +39,13 @@ pub(super) struct LeaderReports {
     by_group: RwLock<HashMap<GroupId, (NodeId, Lead, Instant)>>,
     /// Bumped by every report taken, so waiters need not poll.
     changed: watch::Sender<u64>,
+    /// Bumped only when some group's reported leader or term changes (or is forgotten).
+    leaders_changed: AtomicU64,
 }
 
 impl Default for LeaderReports {
     fn default() -> Self {
-        LeaderReports { by_group: RwLock::default(), changed: watch::channel(0).0 }
+        LeaderReports { by_group: RwLock::default(), changed: watch::channel(0).0, leaders_changed: AtomicU64::new(0) }
     }
 }
 
@@ -52,15 +57,26 @@ impl LeaderReports {
         let now = Instant::now();
         let claimed: HashSet<GroupId> = leads.iter().map(|l| l.group).collect();
         let mut by_group = self.by_group.write();
+        let before = by_group.len();
         by_group.retain(|g, (node, ..)| *node != from || claimed.contains(g));
+        let mut moved = by_group.len() != before;
         for lead in leads {
-            let newer = by_group.get(&lead.group).is_none_or(|(_, held, _)| held.term <= lead.term);
-            if newer {
+            let held = by_group.get(&lead.group);
+            if held.is_none_or(|(_, held, _)| held.term <= lead.term) {
+                moved |= held.is_none_or(|(node, held, _)| *node != from || held.term != lead.term);
                 by_group.insert(lead.group, (from, lead, now));
             }
         }
         drop(by_group);
+        if moved {
+            self.leaders_changed.fetch_add(1, Ordering::Relaxed);
+        }
         self.changed.send_modify(|v| *v += 1);
+    }
+
+    /// Changes whenever some group's reported leader or term does.
+    pub fn leaders_version(&self) -> u64 {
+        self.leaders_changed.load(Ordering::Relaxed)
     }
 
     /// Fires when a report is taken.
@@ -145,24 +161,35 @@ impl Node {
     }
 }
 
-/// Sends this node's leadership report to every other node, every `period` (the Raft
-/// heartbeat interval), until cancelled. A node that does not answer is skipped until the
-/// next round.
+/// Sends every other node a heartbeat every `period` (the Raft heartbeat interval), and this
+/// node's leadership report in place of one every [`REPORT_EVERY`], until cancelled. A node
+/// that does not answer is skipped until the next round.
 pub(super) async fn report_loop(
     node: Weak<Node>,
     period: Duration,
     cancel: CancellationToken,
 ) -> Result<(), ClusterError> {
-    super::lifecycle::every(node, period, cancel, |node| async move { node.report_leadership(period).await }).await
+    let report_every = (REPORT_EVERY.as_millis() / period.as_millis().max(1)).max(1) as u64;
+    let mut round = 0u64;
+    super::lifecycle::every(node, period, cancel, move |node| {
+        let report = round.is_multiple_of(report_every);
+        round += 1;
+        async move { node.report_leadership(period, report).await }
+    })
+    .await
 }
 
 impl Node {
-    /// One round of [`report_loop`].
-    async fn report_leadership(&self, period: Duration) {
-        let (leads, me) = (self.leads(), self.node_id);
+    /// One round of [`report_loop`]: the report, or a bare heartbeat.
+    async fn report_leadership(&self, period: Duration, report: bool) {
+        let me = self.node_id;
+        let leads = report.then(|| self.leads());
         let peers: Vec<NodeId> = self.with_metadata(|m| m.nodes.keys().copied().filter(|id| *id != me).collect());
         let sends = peers.into_iter().map(|peer| {
-            let request = Request::Leading { from: me, leads: leads.clone() };
+            let request = match &leads {
+                Some(leads) => Request::Leading { from: me, leads: leads.clone() },
+                None => Request::Alive { from: me },
+            };
             let sent = self.transport.send(peer, NODE_GROUP, request, period);
             async move {
                 if let Err(e) = sent.await {

@@ -83,7 +83,8 @@ enum Network {
     Sim(Arc<crate::raft::sim::SimRouter>),
 }
 
-/// Messages for the node itself (not one of its groups): other nodes' leadership reports.
+/// Messages for the node itself (not one of its groups): other nodes' leadership reports and
+/// heartbeats.
 struct NodeInbound(std::sync::Weak<Node>);
 
 impl Inbound for NodeInbound {
@@ -97,7 +98,13 @@ impl Inbound for NodeInbound {
                 node.reports.record(from, leads);
                 Ok(Reply::Ack)
             }
-            (Some(_), _) => Err("the node itself takes only leadership reports".into()),
+            (Some(node), Request::Alive { from }) => {
+                if let Some(l) = &node.liveness {
+                    l.heard(from);
+                }
+                Ok(Reply::Ack)
+            }
+            (Some(_), _) => Err("the node itself takes only leadership reports and heartbeats".into()),
         };
         Box::pin(std::future::ready(answer))
     }

@@ -94,6 +94,11 @@ impl Registry {
         self.replicas.read().by_group.len()
     }
 
+    /// Bumped whenever a replica starts or stops.
+    pub fn version(&self) -> u64 {
+        *self.changed.borrow()
+    }
+
     /// Fires when a replica starts or stops.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.changed.subscribe()

@@ -1,7 +1,11 @@
 //! The loop that runs each hosted partition group's timers from node-level liveness (the
-//! decisions are in `liveness.rs`): twice per heartbeat interval it looks at every replica,
-//! starts or stops its openraft timers, and, where a group has no live leader, asks for the
-//! leadership in this node's turn.
+//! decisions are in `liveness.rs`): twice per heartbeat interval it looks at the replicas,
+//! starts or stops their openraft timers, and, where a group has no live leader, asks for the
+//! leadership in this node's turn. A replica whose decision is settled (a quiet leader, a
+//! follower of a live leader) is looked at again when a peer lives or dies or a reported
+//! leader changes, and otherwise once a second: thousands of idle replicas cost little. (A
+//! settled leader that gets writes replicates them without its timers; it only heartbeats
+//! again, from the next look, if a follower fell behind.)
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -15,11 +19,13 @@ use super::Node;
 use crate::error::ClusterError;
 use crate::liveness::{Liveness, Part, succession_rank, wants_timers};
 use crate::partition::Glance;
-use crate::raft::GroupId;
+use crate::raft::{GroupId, NodeId};
 
 /// How long the voters of a leaderless group keep asking in turn before leaving it to their
 /// own election timers, in election timeouts.
 const ASK_FOR: u32 = 4;
+/// Rounds (of half a heartbeat interval) between looks at a replica whose decision is settled.
+const RECHECK_SETTLED_EVERY: u64 = 20;
 
 /// What the loop remembers between rounds.
 #[derive(Default)]
@@ -31,6 +37,29 @@ struct TimerState {
     successions: HashMap<GroupId, Succession>,
     /// Each group's (term, leader) at the previous round, to count leader changes.
     leaders: HashMap<GroupId, (u64, Option<u64>)>,
+    /// Each hosted group's last decision.
+    decided: HashMap<GroupId, Decided>,
+    /// The groups whose decision is not settled: all a round between full looks visits.
+    unsettled: std::collections::HashSet<GroupId>,
+    /// What every group's decision also depends on, as of the previous round.
+    shared: Option<SharedInputs>,
+    registry_version: Option<u64>,
+    round: u64,
+}
+
+#[derive(Default)]
+struct Decided {
+    /// The decision holds until something it depends on changes.
+    settled: bool,
+    timers: Option<bool>,
+}
+
+/// What every group's decision depends on besides its own Raft state.
+#[derive(PartialEq, Eq)]
+struct SharedInputs {
+    alive: Vec<NodeId>,
+    leaders_version: u64,
+    settling: bool,
 }
 
 struct Succession {
@@ -62,13 +91,33 @@ impl Node {
     async fn timers_round(&self, liveness: &Liveness, heartbeat: Duration, state: &mut TimerState) {
         let (now, me) = (Instant::now(), self.node_id);
         let settling = liveness.settling(now);
-        let replicas = self.registry.all();
-        let hosted: std::collections::HashSet<GroupId> = replicas.iter().map(|r| r.group()).collect();
-        state.last_index.retain(|g, _| hosted.contains(g));
-        state.successions.retain(|g, _| hosted.contains(g));
-        state.leaders.retain(|g, _| hosted.contains(g));
+        let alive = self.with_metadata(|m| m.nodes.keys().copied().filter(|n| liveness.is_alive(*n, now)).collect());
+        let shared = SharedInputs { alive, leaders_version: self.reports.leaders_version(), settling };
+        state.round += 1;
+        let everything = state.shared.as_ref() != Some(&shared) || state.round.is_multiple_of(RECHECK_SETTLED_EVERY);
+        state.shared = Some(shared);
+        let version = self.registry.version();
+        let everything = everything || state.registry_version != Some(version);
+        let replicas = match everything {
+            true => self.registry.all(),
+            false => state.unsettled.iter().filter_map(|g| self.registry.by_group(*g)).collect(),
+        };
+        if state.registry_version != Some(version) {
+            state.registry_version = Some(version);
+            let hosted: std::collections::HashSet<GroupId> = replicas.iter().map(|r| r.group()).collect();
+            state.unsettled.retain(|g| hosted.contains(g));
+            state.last_index.retain(|g, _| hosted.contains(g));
+            state.successions.retain(|g, _| hosted.contains(g));
+            state.leaders.retain(|g, _| hosted.contains(g));
+            state.decided.retain(|g, _| hosted.contains(g));
+        }
         for r in replicas {
-            let (group, g) = (r.group(), r.glance());
+            let group = r.group();
+            let decided = state.decided.entry(group).or_default();
+            if decided.settled && !everything {
+                continue;
+            }
+            let g = r.glance();
             if let Some(l) = g.leader
                 && state
                     .leaders
@@ -90,7 +139,13 @@ impl Node {
             if !matches!(part, Part::Leader { .. }) {
                 state.last_index.remove(&group);
             }
-            r.set_timers(wants_timers(part, settling));
+            decided.settled =
+                matches!(part, Part::Leader { settled: true } | Part::Voter { live_leader: true } | Part::Learner);
+            let want = wants_timers(part, settling);
+            if decided.timers != Some(want) {
+                r.set_timers(want);
+                decided.timers = Some(want);
+            }
             if part != (Part::Voter { live_leader: false }) || settling {
                 state.successions.remove(&group);
                 continue;

@@ -56,6 +56,10 @@ pub(crate) enum Request {
         from: NodeId,
         leads: Vec<Lead>,
     },
+    /// Node-level: the sender lives (the heartbeat between two reports; `liveness.rs`).
+    Alive {
+        from: NodeId,
+    },
 }
 
 /// The pseudo-group of messages for the node itself rather than one of its groups.
@@ -153,7 +157,7 @@ impl<SM: RaftStateMachine<TypeConfig, SnapshotData = bytes::Bytes>> Inbound for 
                 Request::SnapshotStart { .. } | Request::SnapshotChunk { .. } | Request::SnapshotEnd { .. } => {
                     Err("this group takes no snapshot sessions (a partition's replica does)".into())
                 }
-                Request::Join(_) | Request::Propose(_) | Request::Leading { .. } => {
+                Request::Join(_) | Request::Propose(_) | Request::Leading { .. } | Request::Alive { .. } => {
                     Err("joins, proposals and leadership reports are not for a group's Raft".into())
                 }
             }
