@@ -206,6 +206,20 @@ impl Broker {
         }
     }
 
+    /// SIGSTOP: the process stops where it is, its sockets stay open (a hung node).
+    pub fn pause(&self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    /// SIGCONT after [`Self::pause`].
+    pub fn resume(&self) {
+        self.signal(libc::SIGCONT);
+    }
+
+    fn signal(&self, signal: i32) {
+        send_signal(self.child.as_ref().expect("a running broker").id(), signal);
+    }
+
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
@@ -305,10 +319,14 @@ pub fn http(method: &str, url: &str) -> (u16, String) {
 }
 
 /// SIGTERM to a child process (std's `Child::kill` sends SIGKILL).
-#[allow(unsafe_code)] // kill(2) has no std wrapper
 fn send_sigterm(pid: u32) {
+    send_signal(pid, libc::SIGTERM);
+}
+
+#[allow(unsafe_code)] // kill(2) has no std wrapper
+fn send_signal(pid: u32, signal: i32) {
     // SAFETY: a plain syscall on a pid this process spawned and has not yet reaped.
-    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    unsafe { libc::kill(pid as i32, signal) };
 }
 
 /// Now, in Kafka's millisecond clock.

@@ -217,6 +217,21 @@ async fn five_nodes_serve_through_two_losses_and_refuse_writes_without_a_majorit
     wait_converged(&refs, "five", 1);
     let mut acked = produce_to(&bootstrap, "five", 0, PER_PHASE).await;
 
+    // The leader of five-0 hangs (SIGSTOP: its connections stay open, it only goes silent):
+    // the others elect a successor and serve; resumed, it learns it was replaced and follows.
+    let hung = partitions(&nodes[0], "five")[&0].0.expect("five-0 has a leader");
+    let paused = node_index(hung);
+    nodes[paused].pause();
+    let running: Vec<String> =
+        nodes.iter().enumerate().filter(|(i, _)| *i != paused).map(|(_, n)| n.bootstrap()).collect();
+    acked.extend(produce_to(&running.join(","), "five", PER_PHASE, PER_PHASE).await);
+    nodes[paused].resume();
+    wait_until("the resumed node follows its successor", Duration::from_secs(30), || {
+        partitions(&nodes[paused], "five")[&0].0.is_some_and(|l| l != hung)
+    });
+    let refs: Vec<&Broker> = nodes.iter().collect();
+    wait_converged(&refs, "five", 1);
+
     // The leader of five-0 stays; the others go one by one.
     let leader = partitions(&nodes[0], "five")[&0].0.expect("five-0 has a leader");
     let mut others: Vec<usize> = (0..5).filter(|i| *i != node_index(leader)).collect();
@@ -224,7 +239,7 @@ async fn five_nodes_serve_through_two_losses_and_refuse_writes_without_a_majorit
     for i in &others[..2] {
         nodes[*i].kill9();
     }
-    acked.extend(produce_to(&bootstrap, "five", PER_PHASE, PER_PHASE).await);
+    acked.extend(produce_to(&bootstrap, "five", 2 * PER_PHASE, PER_PHASE).await);
 
     nodes[third].kill9();
     let mut s = connect(&nodes[node_index(leader)]);
@@ -238,7 +253,7 @@ async fn five_nodes_serve_through_two_losses_and_refuse_writes_without_a_majorit
     }
     let refs: Vec<&Broker> = nodes.iter().collect();
     wait_converged(&refs, "five", 1);
-    acked.extend(produce_to(&bootstrap, "five", 2 * PER_PHASE, PER_PHASE).await);
+    acked.extend(produce_to(&bootstrap, "five", 3 * PER_PHASE, PER_PHASE).await);
     let got = read_all(&bootstrap, "five", 1, &acked);
     for (at, value) in &acked {
         assert_eq!(got.get(at), Some(value), "acknowledged record at {at:?}");

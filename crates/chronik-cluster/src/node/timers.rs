@@ -129,7 +129,10 @@ impl Node {
             let part = match g.state {
                 ServerState::Leader => {
                     let before = state.last_index.insert(group, g.last_log_index);
-                    Part::Leader { settled: g.all_caught_up && before == Some(g.last_log_index) }
+                    // Another node reports leading the group in a later term: this leader was
+                    // replaced while it was hung or cut off. Its heartbeats will tell it so.
+                    let superseded = self.reports.get(group).is_some_and(|(n, l)| n != me && l.term > g.term);
+                    Part::Leader { settled: g.all_caught_up && before == Some(g.last_log_index) && !superseded }
                 }
                 ServerState::Follower | ServerState::Candidate if g.voters.contains(&me) => {
                     Part::Voter { live_leader: self.has_live_leader(group, &g, liveness, now) }
