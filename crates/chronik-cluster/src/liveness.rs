@@ -80,6 +80,12 @@ impl Liveness {
         fresh && lost.is_none_or(|l| Some(l) <= last)
     }
 
+    /// Dead, and this node is past its first election timeout (when a peer may simply not
+    /// have been heard from yet).
+    pub fn presumed_dead(&self, peer: NodeId, now: Instant) -> bool {
+        !self.settling(now) && !self.is_alive(peer, now)
+    }
+
     /// During the first election timeout after start a peer not heard from yet is not
     /// presumed dead: its first message may still be on the way.
     pub fn settling(&self, now: Instant) -> bool {

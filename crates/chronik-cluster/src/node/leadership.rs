@@ -156,8 +156,7 @@ impl Node {
     /// Cluster mode: `node` has been silent for an election timeout (and this node is past
     /// its first one, when peers may simply not have been heard yet).
     pub(super) fn presumed_dead(&self, node: NodeId) -> bool {
-        let now = Instant::now();
-        self.liveness.as_ref().is_some_and(|l| !l.settling(now) && !l.is_alive(node, now))
+        self.liveness.as_ref().is_some_and(|l| l.presumed_dead(node, Instant::now()))
     }
 }
 

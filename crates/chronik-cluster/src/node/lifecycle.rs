@@ -288,12 +288,20 @@ pub(super) async fn housekeeping_loop(
     }
 }
 
-/// How often the metadata leader looks for learners to promote.
+/// How often the metadata leader looks for learners to promote (and every node at its spare
+/// producer ids).
 const MEMBERSHIP_CHECK: Duration = Duration::from_millis(500);
 
-/// On whichever node leads the metadata group: promotes caught-up learners to voters.
+/// Cluster mode: on whichever node leads the metadata group, promotes caught-up learners to
+/// voters; on every node, keeps a spare block of producer ids.
 pub(super) async fn membership_loop(node: Weak<Node>, cancel: CancellationToken) -> Result<(), ClusterError> {
-    every(node, MEMBERSHIP_CHECK, cancel, |node| async move { node.meta.promote_caught_up_learners().await }).await
+    every(node, MEMBERSHIP_CHECK, cancel, |node| async move {
+        node.meta.promote_caught_up_learners().await;
+        if let Err(e) = node.meta.reserve_spare_producer_ids().await {
+            tracing::debug!("reserving spare producer ids: {e}");
+        }
+    })
+    .await
 }
 
 /// Runs `round` on the node every `period`, until cancelled or the node is gone.

@@ -17,6 +17,7 @@ use super::cluster::FINAL_REFUSAL;
 use super::options::NodeOptions;
 use crate::error::ClusterError;
 use crate::identity::NodeIdentity;
+use crate::liveness::Liveness;
 use crate::metadata::{META_GROUP, MetaCommand, MetaResponse, MetadataState, NodeInfo};
 use crate::raft::transport::{Inbound, Reply, Request, TransportError};
 use crate::raft::{self, Command, NodeId, Response, SharedTransport, TypeConfig};
@@ -36,24 +37,34 @@ const PROPOSE_RETRY: Duration = Duration::from_millis(100);
 /// How often a node that waits for the metadata group says so.
 const SLOW_START_REPORT: Duration = Duration::from_secs(10);
 
+/// This node's reserved producer ids: `next..end`, and the first id of a spare block.
+#[derive(Default)]
+struct ProducerIds {
+    next: i64,
+    end: i64,
+    spare: Option<i64>,
+}
+
 pub(super) struct MetaGroup {
     raft: Raft<TypeConfig, MetadataStateMachine>,
     view: Arc<RwLock<MetadataState>>,
     version: watch::Receiver<u64>,
     /// The reserved block of producer ids: (next, end).
-    producer_ids: tokio::sync::Mutex<(i64, i64)>,
+    producer_ids: tokio::sync::Mutex<ProducerIds>,
     me: NodeId,
     /// Where proposals made here go when another node leads.
     transport: SharedTransport,
     /// Cluster mode: the group has (or will have) other members, so it never goes quiet.
     clustered: bool,
+    /// Cluster mode: which peers are alive (a proposal is not sent to a silent leader).
+    liveness: Option<Arc<Liveness>>,
 }
 
 impl MetaGroup {
     pub async fn open(
         wal: &Arc<Wal>,
         opts: &NodeOptions,
-        transport: SharedTransport,
+        (transport, liveness): (SharedTransport, Option<Arc<Liveness>>),
     ) -> Result<MetaGroup, ClusterError> {
         let sm = MetadataStateMachine::new(wal.clone());
         let view = sm.view();
@@ -67,10 +78,11 @@ impl MetaGroup {
             raft,
             view,
             version,
-            producer_ids: tokio::sync::Mutex::new((0, 0)),
+            producer_ids: tokio::sync::Mutex::new(ProducerIds::default()),
             me: opts.node_id,
             transport,
             clustered: opts.cluster.is_some(),
+            liveness,
         })
     }
 
@@ -167,9 +179,24 @@ impl MetaGroup {
     /// follower the change goes to the leader; while there is no leader (an election), it
     /// is retried for up to [`PROPOSE_TIMEOUT`].
     pub async fn propose(&self, cmd: MetaCommand) -> Result<MetaResponse, ClusterError> {
-        let deadline = tokio::time::Instant::now() + PROPOSE_TIMEOUT;
+        let mut deadline = tokio::time::Instant::now() + PROPOSE_TIMEOUT;
+        let mut waited_for_successor = false;
         loop {
             let answer = match self.propose_here(cmd.clone()).await {
+                Err(ClusterError::NotLeader { leader: Some(leader), .. }) if self.presumed_dead(leader) => {
+                    // The leader this node knows is silent. A majority elsewhere elects a new
+                    // one within an election timeout or two; a node cut off from the majority
+                    // would wait in vain, so it waits only that long (its client can go to
+                    // another node).
+                    if !waited_for_successor {
+                        waited_for_successor = true;
+                        let successor = self.liveness.as_ref().map_or(Duration::ZERO, |l| l.dead_after() * 2);
+                        deadline = deadline.min(tokio::time::Instant::now() + successor);
+                    }
+                    let reason = "it has been silent for an election timeout".to_string();
+                    let silent = TransportError::Unreachable { node: leader, reason };
+                    Err(ClusterError::PeerUnreachable { node: leader, source: Box::new(silent) })
+                }
                 Err(ClusterError::NotLeader { leader: Some(leader), .. }) if leader != self.me => {
                     self.forward(leader, cmd.clone()).await
                 }
@@ -189,6 +216,11 @@ impl MetaGroup {
             }
             tokio::time::sleep(PROPOSE_RETRY).await;
         }
+    }
+
+    /// Cluster mode: `node` has been silent for an election timeout.
+    fn presumed_dead(&self, node: NodeId) -> bool {
+        node != self.me && self.liveness.as_ref().is_some_and(|l| l.presumed_dead(node, std::time::Instant::now()))
     }
 
     /// Proposes on this node's Raft (it must lead).
@@ -298,17 +330,49 @@ impl MetaGroup {
         }
     }
 
-    /// A producer id never handed out before (ids are reserved in blocks through the metadata).
+    /// A producer id never handed out before, cluster-wide: the next of this node's reserved
+    /// block (a new block is reserved through the metadata group when it runs out, or taken
+    /// from the spare that [`Self::reserve_spare_producer_ids`] keeps).
     pub async fn allocate_producer_id(&self) -> Result<i64, ClusterError> {
         let mut ids = self.producer_ids.lock().await;
-        if ids.0 >= ids.1 {
-            match self.propose(MetaCommand::AllocateProducerIds { count: PRODUCER_ID_BLOCK }).await? {
-                MetaResponse::ProducerIds { start } => *ids = (start, start + PRODUCER_ID_BLOCK as i64),
-                other => return Err(ClusterError::Internal(format!("producer ids answered with {other:?}"))),
+        if ids.next >= ids.end {
+            let start = match ids.spare.take() {
+                Some(start) => start,
+                None => self.reserve_producer_ids().await?,
+            };
+            (ids.next, ids.end) = (start, start + PRODUCER_ID_BLOCK as i64);
+        }
+        ids.next += 1;
+        Ok(ids.next - 1)
+    }
+
+    /// Cluster mode: keeps a spare block of producer ids reserved once the current one is
+    /// nine-tenths used (or there is none), as Kafka's brokers do, so that a node cut off from
+    /// the metadata leader still answers InitProducerId for a while.
+    pub async fn reserve_spare_producer_ids(&self) -> Result<(), ClusterError> {
+        {
+            let ids = self.producer_ids.lock().await;
+            if ids.spare.is_some() || ids.end - ids.next > PRODUCER_ID_BLOCK as i64 / 10 {
+                return Ok(());
             }
         }
-        ids.0 += 1;
-        Ok(ids.0 - 1)
+        // Reserved without holding the lock: allocations go on meanwhile.
+        let start = self.reserve_producer_ids().await?;
+        let mut ids = self.producer_ids.lock().await;
+        match ids.spare {
+            // Another reservation won; this block is left unused (ids are plentiful).
+            Some(_) => {}
+            None => ids.spare = Some(start),
+        }
+        Ok(())
+    }
+
+    /// Reserves a block of producer ids through the metadata group; answers its first id.
+    async fn reserve_producer_ids(&self) -> Result<i64, ClusterError> {
+        match self.propose(MetaCommand::AllocateProducerIds { count: PRODUCER_ID_BLOCK }).await? {
+            MetaResponse::ProducerIds { start } => Ok(start),
+            other => Err(ClusterError::Internal(format!("producer ids answered with {other:?}"))),
+        }
     }
 
     /// The group's leader (the "controller" in Kafka terms).

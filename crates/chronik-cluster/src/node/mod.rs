@@ -225,7 +225,7 @@ impl Node {
             // Standalone: every group's only voter is this node.
             _ => (Arc::new(NoTransport), None),
         };
-        let meta = Arc::new(MetaGroup::open(&wal, &opts, transport.clone()).await?);
+        let meta = Arc::new(MetaGroup::open(&wal, &opts, (transport.clone(), liveness.clone())).await?);
         book.follow(meta.view());
         let node = Arc::new(Node {
             node_id: opts.node_id,
