@@ -133,6 +133,8 @@ async fn quick_start_cluster_keeps_every_acknowledged_write_through_kills() {
     }
     let asks: u64 = survivors.iter().filter_map(|s| metric(s, "chronik_raft_leadership_asks_total")).sum();
     assert!(asks > 0, "no survivor asked for the leadership");
+    let won: u64 = survivors.iter().filter_map(|s| metric(s, "chronik_raft_elections_won_total")).sum();
+    assert!(won > 0, "no survivor counted an election won");
 
     // The group resumes where it committed, at the new coordinator.
     let resumed: BaseConsumer = client(&bootstrap)

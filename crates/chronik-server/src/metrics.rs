@@ -40,6 +40,12 @@ pub const METRICS: &[(&str, &str, &str)] = &[
     ),
     ("chronik_partition_commit_index", "gauge", "The partition's Raft commit index (0 before the first commit)."),
     (
+        "chronik_partition_applied_index",
+        "gauge",
+        "The Raft index this replica has applied up to (0 before the first); behind the commit index on a follower \
+            until the leader's next message tells it the commit.",
+    ),
+    (
         "chronik_partition_in_sync_replicas",
         "gauge",
         "Voters whose log reaches the commit index; exported by the node that leads the partition.",
@@ -66,6 +72,11 @@ pub const METRICS: &[(&str, &str, &str)] = &[
         "counter",
         "Times a partition group hosted here got a new leader or term, as this node saw it; cluster mode only (the metadata group not \
             included).",
+    ),
+    (
+        "chronik_raft_elections_won",
+        "counter",
+        "Times this node became the leader of a partition group hosted here (a new term); cluster mode only.",
     ),
     (
         "chronik_raft_leadership_asks",
@@ -162,6 +173,7 @@ pub fn render(node: &Node, requests: &RequestMetrics) -> Result<String, std::fmt
     let size = Family::<Labels, Gauge>::default();
     let in_files = Family::<Labels, Gauge>::default();
     let commit = Family::<Labels, Gauge>::default();
+    let applied = Family::<Labels, Gauge>::default();
     let isr = Family::<Labels, Gauge>::default();
     let lag = Family::<Labels, Gauge>::default();
     let lag_bytes = Family::<Labels, Gauge>::default();
@@ -177,6 +189,7 @@ pub fn render(node: &Node, requests: &RequestMetrics) -> Result<String, std::fmt
         in_files.get_or_create(&labels).set(g.log().segment_bytes() as i64);
         let v = g.replication();
         commit.get_or_create(&labels).set(v.commit_index.unwrap_or(0) as i64);
+        applied.get_or_create(&labels).set(v.applied_index.unwrap_or(0) as i64);
         if let Some(in_sync) = &v.isr {
             isr.get_or_create(&labels).set(in_sync.len() as i64);
         }
@@ -199,6 +212,7 @@ pub fn render(node: &Node, requests: &RequestMetrics) -> Result<String, std::fmt
     registry.register("chronik_partition_size_bytes", help("chronik_partition_size_bytes"), size);
     registry.register("chronik_partition_segment_bytes", help("chronik_partition_segment_bytes"), in_files);
     registry.register("chronik_partition_commit_index", help("chronik_partition_commit_index"), commit);
+    registry.register("chronik_partition_applied_index", help("chronik_partition_applied_index"), applied);
     registry.register("chronik_partition_in_sync_replicas", help("chronik_partition_in_sync_replicas"), isr);
     registry.register("chronik_partition_replica_lag_entries", help("chronik_partition_replica_lag_entries"), lag);
     registry.register("chronik_partition_replica_lag_bytes", help("chronik_partition_replica_lag_bytes"), lag_bytes);
@@ -214,6 +228,7 @@ pub fn render(node: &Node, requests: &RequestMetrics) -> Result<String, std::fmt
         help("chronik_raft_leader_changes"),
         counter(node.leader_changes()),
     );
+    registry.register("chronik_raft_elections_won", help("chronik_raft_elections_won"), counter(node.elections_won()));
     registry.register(
         "chronik_raft_leadership_asks",
         help("chronik_raft_leadership_asks"),

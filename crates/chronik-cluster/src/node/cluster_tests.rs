@@ -203,8 +203,9 @@ async fn idle_groups_go_quiet_and_a_dead_leaders_groups_get_successors_at_once()
     .await;
     let asks: u64 = survivors.iter().map(|n| n.leadership_asks()).sum();
     assert!(asks > asks_before, "the survivors asked for the leadership in turn");
-    eventually("the survivors counted the leader changes", || {
-        survivors.iter().all(|n| n.leader_changes() >= orphaned.len() as u64)
+    eventually("the survivors counted the leader changes and elections", || {
+        let won: u64 = survivors.iter().map(|n| n.elections_won()).sum();
+        won >= orphaned.len() as u64 && survivors.iter().all(|n| n.leader_changes() >= orphaned.len() as u64)
     })
     .await;
     // Metadata names no dead leader, and the new leaders take writes.

@@ -114,6 +114,7 @@ impl Inbound for NodeInbound {
 #[derive(Default)]
 struct NodeCounters {
     leader_changes: AtomicU64,
+    elections_won: AtomicU64,
     leadership_asks: AtomicU64,
 }
 
@@ -345,6 +346,11 @@ impl Node {
     /// How many times a hosted partition group got a new leader or term, as this node saw it.
     pub fn leader_changes(&self) -> u64 {
         self.counters.leader_changes.load(Ordering::Relaxed)
+    }
+
+    /// How many times this node became the leader of a hosted partition group (a new term).
+    pub fn elections_won(&self) -> u64 {
+        self.counters.elections_won.load(Ordering::Relaxed)
     }
 
     /// How many times this node asked for the leadership of a leaderless partition group in

@@ -118,13 +118,15 @@ impl Node {
                 continue;
             }
             let g = r.glance();
-            if let Some(l) = g.leader
-                && state
-                    .leaders
-                    .insert(group, (g.term, Some(l)))
-                    .is_some_and(|(t, prev)| prev != Some(l) || t != g.term)
-            {
-                self.counters.leader_changes.fetch_add(1, Ordering::Relaxed);
+            if let Some(l) = g.leader {
+                let before = state.leaders.insert(group, (g.term, Some(l)));
+                if before.is_some_and(|(t, prev)| prev != Some(l) || t != g.term) {
+                    self.counters.leader_changes.fetch_add(1, Ordering::Relaxed);
+                }
+                // Elected here since the last look (or since this node started).
+                if l == me && before.is_none_or(|(t, _)| t != g.term) {
+                    self.counters.elections_won.fetch_add(1, Ordering::Relaxed);
+                }
             }
             let part = match g.state {
                 ServerState::Leader => {
@@ -159,7 +161,8 @@ impl Node {
                 give_up: now + liveness.dead_after() * ASK_FOR,
             });
             if now >= turn.next_ask && now < turn.give_up {
-                turn.next_ask = now + heartbeat;
+                // Again at every round (the rounds are half a heartbeat apart).
+                turn.next_ask = now + heartbeat / 4;
                 self.counters.leadership_asks.fetch_add(1, Ordering::Relaxed);
                 r.ask_for_leadership().await;
             }

@@ -82,6 +82,8 @@ pub struct ReplicationView {
     pub voters: Vec<NodeId>,
     /// The Raft index everything up to which is committed.
     pub commit_index: Option<u64>,
+    /// The Raft index everything up to which this replica has applied.
+    pub applied_index: Option<u64>,
     /// Voters whose log reaches the commit index (known where this node leads).
     pub isr: Option<Vec<NodeId>>,
     /// Entries each replica is behind the leader's log (known where this node leads).
@@ -483,6 +485,7 @@ impl PartitionReplica {
             leader_epoch: m.current_term,
             voters,
             commit_index: commit,
+            applied_index: m.last_applied.map(|l| l.index),
             isr,
             lag_bytes,
             lag_entries: lag,
