@@ -10,7 +10,7 @@ root=$(pwd)
 step() { printf '\n=== %s ===\n' "$*"; }
 
 step "system packages"
-apt_packages=(kcat librdkafka-dev cmake libcurl4-openssl-dev libsasl2-dev libzstd-dev liblz4-dev pkg-config python3-venv)
+apt_packages=(kcat librdkafka-dev cmake libcurl4-openssl-dev libsasl2-dev libzstd-dev liblz4-dev pkg-config python3-venv iproute2)
 missing=()
 for p in "${apt_packages[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
