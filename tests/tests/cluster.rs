@@ -1,14 +1,18 @@
 //! Cluster mode with real processes on 127.0.0.1, started as the reference quick start says
 //! (`chronik-server cluster`, node 1 with no seeds, nodes 2 and 3 naming seeds): every node
-//! shows three metadata voters; an RF=3 topic takes acks=all writes from an idempotent
-//! producer while the metadata leader and then the group coordinator are killed with
-//! SIGKILL and restarted; every acknowledged record is read back exactly once at the offset
-//! it was acknowledged with, every replica reaches the same high watermark, a consumer group
-//! resumes from its commit after its coordinator died, and a node whose data directory was
-//! wiped is refused under its old id; a SIGTERM hands the node's leaderships over first. With RF=2, every node names every partition's leader,
-//! including those it does not host. A node's metrics count its Raft traffic with each peer.
+//! shows three metadata voters; an RF=3 topic takes acks=all writes from idempotent producers
+//! (librdkafka, and kafka-python mid-stream when the first node dies) while the metadata
+//! leader and then the group coordinator are killed with SIGKILL and restarted; every
+//! acknowledged record is read back exactly once at the offset it was acknowledged with,
+//! every replica reaches the same high watermark, a consumer group resumes from its commit
+//! after its coordinator died, and a node whose data directory was wiped is refused under its
+//! old id; a SIGTERM hands the node's leaderships over first. With RF=2, every node names
+//! every partition's leader, including those it does not host. A node's metrics count its
+//! Raft traffic with each peer, and its leader changes and elections. Five nodes serve
+//! through a hung (SIGSTOP) leader and two losses, and refuse writes without a majority.
 
 use std::collections::BTreeMap;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use chronik_tests::cluster::{
@@ -16,7 +20,7 @@ use chronik_tests::cluster::{
     wait_until,
 };
 use chronik_tests::raw::{batch, connect, try_produce};
-use chronik_tests::{Broker, now_ms, raft_ports, server_bin, write_cluster_toml};
+use chronik_tests::{Broker, client_script, now_ms, python, raft_ports, server_bin, write_cluster_toml};
 use kafka_protocol::ResponseError;
 use rdkafka::Offset;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -32,6 +36,18 @@ const PER_PHASE: usize = 200;
 /// idempotence, returning where each was acknowledged.
 async fn produce(bootstrap: &str, first: usize) -> BTreeMap<(i32, i64), String> {
     produce_to(bootstrap, TOPIC, first, PER_PHASE).await
+}
+
+/// The (partition, offset) -> value of each record the kafka-python producer had acknowledged.
+fn python_acknowledged(path: &std::path::Path) -> BTreeMap<(i32, i64), String> {
+    let text = std::fs::read_to_string(path).expect("the kafka-python producer's acknowledgements");
+    text.lines()
+        .map(|line| {
+            let ack: serde_json::Value = serde_json::from_str(line).unwrap();
+            let at = (ack["partition"].as_i64().unwrap() as i32, ack["offset"].as_i64().unwrap());
+            (at, ack["value"].as_str().unwrap().to_string())
+        })
+        .collect()
 }
 
 /// Where node `id` is in the list.
@@ -110,11 +126,32 @@ async fn quick_start_cluster_keeps_every_acknowledged_write_through_kills() {
         .collect();
     drop(group);
 
-    // Kill the metadata leader; writes go on through the others.
+    // Kill the metadata leader; writes go on through the others, from librdkafka and from
+    // kafka-python (whose idempotent producer is mid-stream when the node dies).
     let meta_leader = get_json(&nodes[0], "/admin/cluster/leader")["leader"].as_u64().unwrap();
     let i = node_index(meta_leader);
+    let scratch = tempfile::tempdir().unwrap();
+    let python_acks = scratch.path().join("kafka-python-acks.jsonl");
+    let python_producer = python()
+        .arg(client_script("cluster_producer.py"))
+        .args(["--bootstrap", &bootstrap, "--topic", TOPIC, "--count", &PER_PHASE.to_string(), "--prefix", "py"])
+        .arg("--out")
+        .arg(&python_acks)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run kafka-python");
+    std::thread::sleep(Duration::from_millis(1500));
     nodes[i].kill9();
     acked.extend(produce(&bootstrap, PER_PHASE).await);
+    let out = python_producer.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "kafka-python producer: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    acked.extend(python_acknowledged(&python_acks));
     nodes[i].start_again();
     let refs: Vec<&Broker> = nodes.iter().collect();
     wait_converged(&refs, TOPIC, PARTITIONS as usize);
@@ -160,7 +197,7 @@ async fn quick_start_cluster_keeps_every_acknowledged_write_through_kills() {
     wait_converged(&refs, TOPIC, PARTITIONS as usize);
 
     // Every acknowledged record, once, at its offset.
-    assert_eq!(acked.len(), 3 * PER_PHASE);
+    assert_eq!(acked.len(), 4 * PER_PHASE, "every record acknowledged once (kafka-python's included)");
     let got = read_all(&bootstrap, TOPIC, PARTITIONS, &acked);
     assert_eq!(got, acked, "every acknowledged record at its offset");
     let stored: u64 = partitions(&nodes[0], TOPIC).values().map(|(_, hw)| hw).sum();
