@@ -24,12 +24,13 @@ use parking_lot::Mutex;
 
 use crate::raft::{GroupId, NodeId};
 
-/// What the transport knows of a peer: when a frame last came from it, and when a connection
-/// to it last broke or was refused.
+/// What the transport knows of a peer: when a frame last came from it, when a connection to
+/// it last broke or was refused, and when a connection with it last completed its handshake.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Evidence {
     pub heard: Option<Instant>,
     pub lost: Option<Instant>,
+    pub connected: Option<Instant>,
 }
 
 /// The transport's evidence about a peer (TCP; none in the in-process tests).
@@ -68,16 +69,17 @@ impl Liveness {
     }
 
     /// Alive: heard from within the election timeout, and no connection to it broke or was
-    /// refused since (a killed process closes its sockets at once; its silence would take an
-    /// election timeout to tell).
+    /// refused since the last one made (a killed process closes its sockets at once; its
+    /// silence would take an election timeout to tell). Frames still being read off another
+    /// connection after a loss do not bring a peer back; a new connection does.
     pub fn is_alive(&self, peer: NodeId, now: Instant) -> bool {
         if peer == self.me {
             return true;
         }
         let last = self.last_heard(peer);
-        let lost = self.elsewhere.as_ref().and_then(|f| f(peer).lost);
         let fresh = last.is_some_and(|at| now.saturating_duration_since(at) < self.dead_after);
-        fresh && lost.is_none_or(|l| Some(l) <= last)
+        let evidence = self.elsewhere.as_ref().map(|f| f(peer)).unwrap_or_default();
+        fresh && evidence.lost.is_none_or(|lost| evidence.connected.is_some_and(|c| c > lost))
     }
 
     /// Dead, and this node is past its first election timeout (when a peer may simply not
@@ -205,20 +207,20 @@ mod tests {
     #[test]
     fn the_transports_evidence_counts() {
         let at = Instant::now();
-        let later = at + Duration::from_millis(10);
+        let (later, latest) = (at + Duration::from_millis(10), at + Duration::from_millis(20));
         let evidence = move |p| match p {
-            3 => Evidence { heard: Some(at), lost: None },
-            // Its connection broke after it was last heard: dead at once.
-            4 => Evidence { heard: Some(at), lost: Some(later) },
-            // Heard again after a broken connection: alive.
-            5 => Evidence { heard: Some(later), lost: Some(at) },
+            3 => Evidence { heard: Some(at), lost: None, connected: Some(at) },
+            // Its connection broke: dead at once, even if frames read later are newer.
+            4 => Evidence { heard: Some(latest), lost: Some(later), connected: Some(at) },
+            // Connected again after the loss: alive.
+            5 => Evidence { heard: Some(latest), lost: Some(at), connected: Some(later) },
             _ => Evidence::default(),
         };
         let l = Liveness::new(1, Duration::from_millis(500), Some(Box::new(evidence)));
-        assert!(l.is_alive(3, later));
-        assert!(!l.is_alive(4, later));
-        assert!(l.is_alive(5, later));
-        assert!(!l.is_alive(2, later));
+        assert!(l.is_alive(3, latest));
+        assert!(!l.is_alive(4, latest));
+        assert!(l.is_alive(5, latest));
+        assert!(!l.is_alive(2, latest));
         assert_eq!(l.last_heard(3), Some(at));
     }
 }

@@ -48,6 +48,9 @@ pub struct PeerTraffic {
     /// When this node's connection to it last broke or was refused: a process that died
     /// closes its sockets, so this comes long before the peer's silence is noticed.
     pub lost_at: Option<Instant>,
+    /// When a connection with it (either way) last completed its handshake: only this undoes
+    /// a loss (frames that were already on their way when the connection broke do not).
+    pub connected_at: Option<Instant>,
     pub frames_in: u64,
     pub bytes_in: u64,
     pub frames_out: u64,
@@ -60,6 +63,10 @@ fn heard(contacts: &Contacts, peer: NodeId, bytes: usize) {
     t.last_heard = Some(Instant::now());
     t.frames_in += 1;
     t.bytes_in += bytes as u64;
+}
+
+fn connected(contacts: &Contacts, peer: NodeId) {
+    contacts.lock().entry(peer).or_default().connected_at = Some(Instant::now());
 }
 
 fn lost(contacts: &Contacts, peer: NodeId) {
@@ -242,6 +249,7 @@ impl Peer {
             .await
             .map_err(|_| self.unreachable(format!("no connection to {addr} within {limit:?}")))?
             .map_err(|e| self.unreachable(e))?;
+        connected(&self.settings.contacts, self.node);
         let (read, write) = stream.into_split();
         let (out, queue) = mpsc::channel(QUEUED_FRAMES);
         let conn = Arc::new(Conn { out, pending: Pending::default(), closed: self.tasks.token().child_token() });
@@ -395,6 +403,9 @@ async fn serve_connection(
     }
     let mine = Handshake { cluster: settings.cluster, from: settings.me, to: hello.from };
     stream.write_all(&mine.encode()).await.map_err(|e| e.to_string())?;
+    if !joining {
+        connected(&settings.contacts, hello.from);
+    }
     let (mut read, write) = stream.into_split();
     let (out, queue) = mpsc::channel(QUEUED_FRAMES);
     let closed = tasks.token().child_token();

@@ -210,7 +210,7 @@ impl Node {
         let liveness = contacts.clone().map(|contacts| {
             let any_frame: HeardElsewhere = Box::new(move |peer| {
                 let traffic = contacts.lock().get(&peer).copied().unwrap_or_default();
-                Evidence { heard: traffic.last_heard, lost: traffic.lost_at }
+                Evidence { heard: traffic.last_heard, lost: traffic.lost_at, connected: traffic.connected_at }
             });
             let dead_after = Duration::from_millis(opts.raft.election_timeout_ms);
             Arc::new(Liveness::new(opts.node_id, dead_after, Some(any_frame)))

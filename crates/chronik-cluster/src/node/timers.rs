@@ -146,6 +146,10 @@ impl Node {
             }
             decided.settled =
                 matches!(part, Part::Leader { settled: true } | Part::Voter { live_leader: true } | Part::Learner);
+            match decided.settled {
+                true => state.unsettled.remove(&group),
+                false => state.unsettled.insert(group),
+            };
             let want = wants_timers(part, settling);
             if decided.timers != Some(want) {
                 r.set_timers(want);
