@@ -3,8 +3,9 @@
 //!
 //! A node with thousands of replicas cannot let every group heartbeat and run election timers
 //! on its own (each openraft group ticks about five times per heartbeat interval). Instead
-//! every node tells every other, once per heartbeat interval, which groups it leads (see
-//! `node/leadership.rs`); a peer heard from within an election timeout is alive. Then:
+//! every node sends every other a heartbeat once per heartbeat interval, and twice a second
+//! which groups it leads (see `node/leadership.rs`); a peer heard from within an election
+//! timeout, whose connection has not broken since, is alive. Then:
 //!
 //! - a follower whose group's leader is a live node that reports leading it needs no timers:
 //!   no election can be wanted;
