@@ -77,9 +77,9 @@ impl Liveness {
         if peer == self.me {
             return true;
         }
-        let last = self.last_heard(peer);
-        let fresh = last.is_some_and(|at| now.saturating_duration_since(at) < self.dead_after);
         let evidence = self.elsewhere.as_ref().map(|f| f(peer)).unwrap_or_default();
+        let last = self.heard.lock().get(&peer).copied().max(evidence.heard);
+        let fresh = last.is_some_and(|at| now.saturating_duration_since(at) < self.dead_after);
         fresh && evidence.lost.is_none_or(|lost| evidence.connected.is_some_and(|c| c > lost))
     }
 

@@ -45,6 +45,30 @@ async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// Nodes 1-3 in `dirs`, node `i + 1` naming `seeds[i]`, started in order; returns once every
+/// node counts three metadata voters.
+async fn start_three(
+    router: &Arc<SimRouter>,
+    tasks: &Tasks,
+    dirs: &[tempfile::TempDir],
+    seeds: [&[NodeId]; 3],
+) -> Vec<Arc<Node>> {
+    let mut nodes = Vec::new();
+    for (id, seeds) in (1..=3).zip(seeds) {
+        let opts = options(dirs[id as usize - 1].path(), id, seeds);
+        nodes.push(Node::start_in_sim(opts, router.clone(), tasks).await.unwrap());
+    }
+    for n in &nodes {
+        eventually("three metadata voters", || {
+            let mut v = n.metadata_voters();
+            v.sort_unstable();
+            v == [1, 2, 3]
+        })
+        .await;
+    }
+    nodes
+}
+
 fn create(name: &str, partitions: u32) -> MetaCommand {
     MetaCommand::CreateTopic {
         name: name.into(),
@@ -60,19 +84,7 @@ async fn a_cluster_forms_from_seeds_forwards_proposals_and_survives_its_metadata
     let router = SimRouter::new(12);
     let tasks = Tasks::new();
     let dirs: Vec<tempfile::TempDir> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
-    let mut nodes: Vec<Arc<Node>> = Vec::new();
-    for (id, seeds) in [(1, &[][..]), (2, &[1][..]), (3, &[1, 2][..])] {
-        let opts = options(dirs[id as usize - 1].path(), id, seeds);
-        nodes.push(Node::start_in_sim(opts, router.clone(), &tasks).await.unwrap());
-    }
-    for n in &nodes {
-        eventually("three metadata voters", || {
-            let mut v = n.metadata_voters();
-            v.sort_unstable();
-            v == [1, 2, 3]
-        })
-        .await;
-    }
+    let nodes = start_three(&router, &tasks, &dirs, [&[], &[1], &[1, 2]]).await;
     let ids = |n: &Arc<Node>| n.with_metadata(|m| m.nodes.keys().copied().collect::<Vec<_>>());
     assert!(nodes.iter().all(|n| ids(n) == [1, 2, 3]), "every node knows every node");
 
@@ -147,15 +159,7 @@ async fn idle_groups_go_quiet_and_a_dead_leaders_groups_get_successors_at_once()
     let router = SimRouter::new(34);
     let tasks = Tasks::new();
     let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let mut nodes: Vec<Arc<Node>> = Vec::new();
-    for (id, seeds) in [(1, &[][..]), (2, &[1][..]), (3, &[1][..])] {
-        nodes.push(
-            Node::start_in_sim(options(dirs[id as usize - 1].path(), id, seeds), router.clone(), &tasks).await.unwrap(),
-        );
-    }
-    for n in &nodes {
-        eventually("three metadata voters", || n.metadata_voters().len() == 3).await;
-    }
+    let nodes = start_three(&router, &tasks, &dirs, [&[], &[1], &[1]]).await;
     nodes[0].propose_meta(create("q", 6)).await.unwrap();
     for n in &nodes {
         assert!(n.wait_for_topic("q", Duration::from_secs(30)).await);

@@ -135,14 +135,16 @@ impl Node {
             (Some(r), Some((node, lead))) if r.leadership().1.is_none() => {
                 PartitionLeader { leader: Some(node), epoch: lead.term, isr: lead.isr }
             }
+            // Read in place, per partition of every Metadata request: not `replication()`,
+            // which also counts each replica's lag in bytes.
             (Some(r), reported) => {
-                let v = r.replication();
-                let isr = match (v.isr, reported) {
-                    (Some(isr), _) => isr,
-                    (None, Some((_, lead))) if lead.term == v.leader_epoch => lead.isr,
-                    (None, _) => v.voters,
+                let g = r.glance();
+                let isr = match (r.led_isr(), reported) {
+                    (Some((_, isr)), _) => isr,
+                    (None, Some((_, lead))) if lead.term == g.term => lead.isr,
+                    (None, _) => g.voters,
                 };
-                PartitionLeader { leader: v.leader, epoch: v.leader_epoch, isr }
+                PartitionLeader { leader: g.leader, epoch: g.term, isr }
             }
             (None, Some((node, lead))) => PartitionLeader { leader: Some(node), epoch: lead.term, isr: lead.isr },
             (None, None) => PartitionLeader { leader: None, epoch: 0, isr: replicas },
