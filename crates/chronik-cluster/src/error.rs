@@ -69,6 +69,12 @@ pub enum ClusterError {
     /// A snapshot's log could not be sent or received (a replica catching up).
     #[error(transparent)]
     Transfer(#[from] crate::storage::TransferError),
+    /// This node was removed from its cluster (its id is tombstoned for good).
+    #[error(
+        "node {node} was removed from cluster {cluster} and cannot serve again: to bring this machine back, \
+         start it with a node_id never used in the cluster and an empty data_dir, and it joins as a new node"
+    )]
+    Removed { node: NodeId, cluster: uuid::Uuid },
     /// A state the code does not expect (a bug): reported, never guessed into a client error.
     #[error("internal error: {0}")]
     Internal(String),

@@ -50,6 +50,29 @@ pub struct MetadataState {
     pub next_producer_id: i64,
     /// Bumped by every applied change; watchers reconcile when it moves.
     pub version: u64,
+    /// Partition groups whose replicas are moving, and the replicas each moves to. The
+    /// group's leader carries a move out (new replicas join as learners, catch up, then the
+    /// voters change) and ends it with [`MetaCommand::FinishMove`].
+    pub moves: BTreeMap<u64, Vec<u64>>,
+    /// Groups whose replicas changed after they were created: a replica of one of them that
+    /// has no Raft state waits for its leader instead of creating the group.
+    pub moved_groups: BTreeSet<u64>,
+    /// Nodes being removed: their replicas move elsewhere and nothing new is placed on them;
+    /// once they host nothing, the metadata leader removes them ([`MetaCommand::ForgetNode`]).
+    pub leaving: BTreeSet<u64>,
+}
+
+/// [`MetadataState`] as written before moves and node removal existed (postcard is not
+/// self-describing, so older snapshots decode only as this shape).
+#[derive(Deserialize)]
+struct MetadataStateBeforeMoves {
+    cluster_id: Option<Uuid>,
+    nodes: BTreeMap<u64, NodeInfo>,
+    removed_nodes: BTreeSet<u64>,
+    topics: BTreeMap<String, TopicInfo>,
+    next_group_id: u64,
+    next_producer_id: i64,
+    version: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,6 +104,26 @@ pub enum MetaCommand {
     AllocateProducerIds {
         count: u32,
     },
+    /// Starts moving a partition to another set of replicas (see [`MetadataState::moves`]).
+    MovePartition {
+        topic: String,
+        partition: i32,
+        replicas: Vec<u64>,
+    },
+    /// The move of `group` is done: its Raft voters are `replicas`, committed.
+    FinishMove {
+        group: u64,
+        replicas: Vec<u64>,
+    },
+    /// Starts removing a node: each of its replicas moves to the active node that hosts the
+    /// fewest, chosen when this applies (so every node plans the same moves).
+    RemoveNode {
+        node: u64,
+    },
+    /// A leaving node that hosts nothing any more is gone: its id is never accepted again.
+    ForgetNode {
+        node: u64,
+    },
 }
 
 impl std::fmt::Display for MetaCommand {
@@ -93,6 +136,12 @@ impl std::fmt::Display for MetaCommand {
             MetaCommand::CreatePartitions { name, total } => write!(f, "create-partitions({name}, {total})"),
             MetaCommand::AlterTopicConfigs { name, .. } => write!(f, "alter-topic-configs({name})"),
             MetaCommand::AllocateProducerIds { count } => write!(f, "allocate-producer-ids({count})"),
+            MetaCommand::MovePartition { topic, partition, replicas } => {
+                write!(f, "move-partition({topic}-{partition} to {replicas:?})")
+            }
+            MetaCommand::FinishMove { group, replicas } => write!(f, "finish-move({group} on {replicas:?})"),
+            MetaCommand::RemoveNode { node } => write!(f, "remove-node({node})"),
+            MetaCommand::ForgetNode { node } => write!(f, "forget-node({node})"),
         }
     }
 }
@@ -113,6 +162,16 @@ pub enum MetaError {
     InvalidReplicationFactor { requested: u32, available: u32 },
     #[error("node id {0} belonged to a removed node and cannot be used again")]
     NodeRemoved(u64),
+    #[error("topic '{topic}' has no partition {partition}")]
+    UnknownPartition { topic: String, partition: i32 },
+    #[error("node {0} is not a member of the cluster")]
+    UnknownNode(u64),
+    #[error("invalid replicas: {0}")]
+    InvalidReplicas(String),
+    #[error("partition {topic}-{partition} is already moving to {to:?}; wait until that move has finished")]
+    MoveInProgress { topic: String, partition: i32, to: Vec<u64> },
+    #[error("node {node} cannot be removed: {reason}")]
+    CannotRemoveNode { node: u64, reason: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -160,7 +219,42 @@ impl MetadataState {
             next_group_id: META_GROUP + 1,
             next_producer_id: 0,
             version: 0,
+            moves: BTreeMap::new(),
+            moved_groups: BTreeSet::new(),
+            leaving: BTreeSet::new(),
         }
+    }
+
+    /// Decodes a snapshot of the state, including one written before moves existed.
+    pub fn decode(bytes: &[u8]) -> Result<MetadataState, postcard::Error> {
+        postcard::from_bytes(bytes).or_else(|e| {
+            let Ok(old) = postcard::from_bytes::<MetadataStateBeforeMoves>(bytes) else { return Err(e) };
+            Ok(MetadataState {
+                cluster_id: old.cluster_id,
+                nodes: old.nodes,
+                removed_nodes: old.removed_nodes,
+                topics: old.topics,
+                next_group_id: old.next_group_id,
+                next_producer_id: old.next_producer_id,
+                version: old.version,
+                ..MetadataState::new()
+            })
+        })
+    }
+
+    /// Registered nodes that are not leaving: where replicas may be placed.
+    pub fn active_nodes(&self) -> impl Iterator<Item = u64> + '_ {
+        self.nodes.keys().copied().filter(|id| !self.leaving.contains(id))
+    }
+
+    /// Whether `node` hosts a replica of `p` or is one of the replicas `p` moves to.
+    pub fn hosts(&self, p: &PartitionInfo, node: u64) -> bool {
+        p.replicas.contains(&node) || self.moves.get(&p.group).is_some_and(|to| to.contains(&node))
+    }
+
+    /// Whether any partition is on `node`, or moving to it.
+    pub fn hosts_anything(&self, node: u64) -> bool {
+        self.topics.values().flat_map(|t| &t.partitions).any(|p| self.hosts(p, node))
     }
 
     pub fn topic(&self, name: &str) -> Option<&TopicInfo> {
@@ -171,11 +265,11 @@ impl MetadataState {
         self.topics.values().find(|t| t.id == id)
     }
 
-    /// Every partition group assigned to `node`, with its topic name.
+    /// Every partition group with a replica on `node` (or moving to it), with its topic.
     pub fn partitions_of(&self, node: u64) -> impl Iterator<Item = (&TopicInfo, &PartitionInfo)> {
         self.topics
             .values()
-            .flat_map(move |t| t.partitions.iter().filter(move |p| p.replicas.contains(&node)).map(move |p| (t, p)))
+            .flat_map(move |t| t.partitions.iter().filter(move |p| self.hosts(p, node)).map(move |p| (t, p)))
     }
 
     /// Applies `cmd`; a rejected command changes nothing.
@@ -215,7 +309,7 @@ impl MetadataState {
                     return Err(MetaError::TopicExists(name.clone()));
                 }
                 check_partition_count(*partitions)?;
-                let available = self.nodes.len() as u32;
+                let available = self.active_nodes().count() as u32;
                 if *replication_factor == 0 || *replication_factor > available {
                     return Err(MetaError::InvalidReplicationFactor { requested: *replication_factor, available });
                 }
@@ -230,7 +324,11 @@ impl MetadataState {
                 self.topics.insert(name.clone(), topic);
             }
             MetaCommand::DeleteTopic { name } => {
-                self.topics.remove(name).ok_or_else(|| MetaError::UnknownTopic(name.clone()))?;
+                let topic = self.topics.remove(name).ok_or_else(|| MetaError::UnknownTopic(name.clone()))?;
+                for p in &topic.partitions {
+                    self.moves.remove(&p.group);
+                    self.moved_groups.remove(&p.group);
+                }
             }
             MetaCommand::CreatePartitions { name, total } => {
                 let mut topic = self.topics.get(name).cloned().ok_or_else(|| MetaError::UnknownTopic(name.clone()))?;
@@ -241,11 +339,9 @@ impl MetadataState {
                     )));
                 }
                 check_partition_count(*total)?;
-                if topic.replication_factor > self.nodes.len() as u32 {
-                    return Err(MetaError::InvalidReplicationFactor {
-                        requested: topic.replication_factor,
-                        available: self.nodes.len() as u32,
-                    });
+                let available = self.active_nodes().count() as u32;
+                if topic.replication_factor > available {
+                    return Err(MetaError::InvalidReplicationFactor { requested: topic.replication_factor, available });
                 }
                 self.add_partitions(&mut topic, total - current);
                 self.topics.insert(name.clone(), topic);
@@ -260,13 +356,133 @@ impl MetadataState {
                     topic.configs.insert(k.clone(), v.clone());
                 }
             }
+            MetaCommand::MovePartition { topic, partition, replicas } => {
+                let p = self.partition(topic, *partition)?;
+                self.check_move_target(replicas)?;
+                if let Some(to) = self.moves.get(&p.group) {
+                    return Err(MetaError::MoveInProgress {
+                        topic: topic.clone(),
+                        partition: *partition,
+                        to: to.clone(),
+                    });
+                }
+                if p.replicas != *replicas {
+                    self.moves.insert(p.group, replicas.clone());
+                }
+            }
+            MetaCommand::FinishMove { group, replicas } => {
+                if self.moves.get(group) != Some(replicas) {
+                    return Err(MetaError::InvalidReplicas(format!("group {group} is not moving to {replicas:?}")));
+                }
+                self.moves.remove(group);
+                self.moved_groups.insert(*group);
+                let p = self.topics.values_mut().flat_map(|t| t.partitions.iter_mut()).find(|p| p.group == *group);
+                if let Some(p) = p {
+                    p.replicas = replicas.clone();
+                }
+            }
+            MetaCommand::RemoveNode { node } => {
+                let planned = self.plan_removal(*node)?;
+                self.leaving.insert(*node);
+                self.moves.extend(planned);
+            }
+            MetaCommand::ForgetNode { node } => {
+                if !self.leaving.contains(node) {
+                    return Err(MetaError::CannotRemoveNode { node: *node, reason: "it is not being removed".into() });
+                }
+                if self.hosts_anything(*node) {
+                    return Err(MetaError::CannotRemoveNode {
+                        node: *node,
+                        reason: "it still hosts partition replicas".into(),
+                    });
+                }
+                self.leaving.remove(node);
+                self.nodes.remove(node);
+                self.removed_nodes.insert(*node);
+            }
         }
         Ok(())
     }
 
-    /// Appends `count` partitions with fresh group ids, replicas spread round-robin over nodes.
+    fn partition(&self, topic: &str, partition: i32) -> Result<&PartitionInfo, MetaError> {
+        let t = self.topics.get(topic).ok_or_else(|| MetaError::UnknownTopic(topic.to_string()))?;
+        let unknown = || MetaError::UnknownPartition { topic: topic.to_string(), partition };
+        usize::try_from(partition).ok().and_then(|i| t.partitions.get(i)).ok_or_else(unknown)
+    }
+
+    /// A partition may move to one or more distinct active nodes.
+    fn check_move_target(&self, replicas: &[u64]) -> Result<(), MetaError> {
+        if replicas.is_empty() {
+            return Err(MetaError::InvalidReplicas("a partition needs at least one replica".into()));
+        }
+        if replicas.iter().collect::<BTreeSet<_>>().len() != replicas.len() {
+            return Err(MetaError::InvalidReplicas(format!("{replicas:?} names a node twice")));
+        }
+        if let Some(n) = replicas.iter().find(|n| !self.nodes.contains_key(n)) {
+            return Err(MetaError::UnknownNode(*n));
+        }
+        if let Some(n) = replicas.iter().find(|n| self.leaving.contains(n)) {
+            return Err(MetaError::InvalidReplicas(format!("node {n} is being removed")));
+        }
+        Ok(())
+    }
+
+    /// The moves that take every replica off `node`: each goes to the active node, not
+    /// already a replica of that partition, that hosts the fewest replicas (counting moves
+    /// planned so far; ties to the lowest id).
+    fn plan_removal(&self, node: u64) -> Result<BTreeMap<u64, Vec<u64>>, MetaError> {
+        let refuse = |reason: String| Err(MetaError::CannotRemoveNode { node, reason });
+        if !self.nodes.contains_key(&node) {
+            return Err(MetaError::UnknownNode(node));
+        }
+        if self.leaving.contains(&node) {
+            return refuse("it is already being removed".into());
+        }
+        if self.active_nodes().all(|n| n == node) {
+            return refuse("it is the last node of the cluster".into());
+        }
+        let mut load: BTreeMap<u64, usize> = self.active_nodes().filter(|n| *n != node).map(|n| (n, 0)).collect();
+        for p in self.topics.values().flat_map(|t| &t.partitions) {
+            for n in self.moves.get(&p.group).unwrap_or(&p.replicas) {
+                load.entry(*n).and_modify(|c| *c += 1);
+            }
+        }
+        let mut planned = BTreeMap::new();
+        for t in self.topics.values() {
+            for p in &t.partitions {
+                if let Some(to) = self.moves.get(&p.group)
+                    && (to.contains(&node) || p.replicas.contains(&node))
+                {
+                    return refuse(format!(
+                        "partition {}-{} is moving to {to:?}; wait until that move has finished",
+                        t.name, p.partition
+                    ));
+                }
+                let Some(slot) = p.replicas.iter().position(|n| *n == node) else { continue };
+                let Some((&to, _)) =
+                    load.iter().filter(|(n, _)| !p.replicas.contains(n)).min_by_key(|(n, c)| (**c, **n))
+                else {
+                    return refuse(format!(
+                        "partition {}-{} has {} replicas and no other node can take this one (add a node first, \
+                         then remove this one)",
+                        t.name,
+                        p.partition,
+                        p.replicas.len()
+                    ));
+                };
+                *load.get_mut(&to).expect("a candidate") += 1;
+                let mut replicas = p.replicas.clone();
+                replicas[slot] = to;
+                planned.insert(p.group, replicas);
+            }
+        }
+        Ok(planned)
+    }
+
+    /// Appends `count` partitions with fresh group ids, replicas spread round-robin over the
+    /// active nodes.
     fn add_partitions(&mut self, topic: &mut TopicInfo, count: u32) {
-        let nodes: Vec<u64> = self.nodes.keys().copied().collect();
+        let nodes: Vec<u64> = self.active_nodes().collect();
         for _ in 0..count {
             let partition = topic.partitions.len() as i32;
             let group = self.next_group_id;
@@ -404,6 +620,164 @@ mod tests {
         let mut s = MetadataState::new();
         assert_eq!(s.apply(&MetaCommand::AllocateProducerIds { count: 100 }), MetaResponse::ProducerIds { start: 0 });
         assert_eq!(s.apply(&MetaCommand::AllocateProducerIds { count: 100 }), MetaResponse::ProducerIds { start: 100 });
+    }
+
+    fn three_nodes_and(topics: &[(&str, u32, u32)]) -> MetadataState {
+        let mut s = MetadataState::new();
+        for id in [1, 2, 3] {
+            s.apply(&node(id));
+        }
+        for (name, partitions, rf) in topics {
+            assert_eq!(s.apply(&create(name, *partitions, *rf)), MetaResponse::Done);
+        }
+        s
+    }
+
+    fn replicas(s: &MetadataState, topic: &str) -> Vec<Vec<u64>> {
+        s.topic(topic).unwrap().partitions.iter().map(|p| p.replicas.clone()).collect()
+    }
+
+    #[test]
+    fn removal_table() {
+        // (name, extra nodes, topics, node removed, expected answer)
+        let refused = |node, reason: &str| {
+            MetaResponse::Rejected(MetaError::CannotRemoveNode { node, reason: reason.to_string() })
+        };
+        let cases: Vec<(&str, Vec<u64>, Vec<(&str, u32, u32)>, u64, MetaResponse)> = vec![
+            ("rf 1 moves to another node", vec![], vec![("t", 3, 1)], 2, MetaResponse::Done),
+            ("rf 3 on four nodes", vec![4], vec![("t", 4, 3)], 1, MetaResponse::Done),
+            (
+                "rf 3 on three nodes has nowhere to go",
+                vec![],
+                vec![("t", 1, 3)],
+                3,
+                refused(
+                    3,
+                    "partition t-0 has 3 replicas and no other node can take this one (add a node first, then \
+                     remove this one)",
+                ),
+            ),
+            ("a node that hosts nothing", vec![], vec![], 2, MetaResponse::Done),
+            ("unknown node", vec![], vec![], 9, MetaResponse::Rejected(MetaError::UnknownNode(9))),
+        ];
+        for (name, extra, topics, gone, expected) in cases {
+            let mut s = three_nodes_and(&[]);
+            for id in extra {
+                s.apply(&node(id));
+            }
+            for (t, p, rf) in &topics {
+                s.apply(&create(t, *p, *rf));
+            }
+            let before = s.clone();
+            let answer = s.apply(&MetaCommand::RemoveNode { node: gone });
+            assert_eq!(answer, expected, "{name}");
+            if answer != MetaResponse::Done {
+                assert_eq!(s, before, "{name}: a refused removal changes nothing");
+                continue;
+            }
+            assert!(s.leaving.contains(&gone), "{name}");
+            for (t, _, _) in &topics {
+                for (p, now) in s.topic(t).unwrap().partitions.iter().zip(replicas(&before, t)) {
+                    let to = s.moves.get(&p.group).cloned().unwrap_or(now.clone());
+                    assert!(!to.contains(&gone), "{name}: {t}-{} still on node {gone}: {to:?}", p.partition);
+                    assert_eq!(to.len(), now.len(), "{name}: replication factor kept");
+                    assert_eq!(to.iter().collect::<BTreeSet<_>>().len(), to.len(), "{name}: distinct nodes");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_removed_node_is_forgotten_once_its_moves_finish() {
+        let mut s = three_nodes_and(&[("t", 3, 1)]);
+        assert_eq!(s.apply(&MetaCommand::RemoveNode { node: 2 }), MetaResponse::Done);
+        let moving: Vec<(u64, Vec<u64>)> = s.moves.clone().into_iter().collect();
+        assert_eq!(moving.len(), 1, "node 2 hosted one of the three partitions: {moving:?}");
+        assert!(s.partitions_of(2).count() == 1 && s.hosts_anything(2));
+        assert_eq!(
+            s.apply(&MetaCommand::ForgetNode { node: 2 }),
+            MetaResponse::Rejected(MetaError::CannotRemoveNode {
+                node: 2,
+                reason: "it still hosts partition replicas".into()
+            })
+        );
+        assert_eq!(s.apply(&create("u", 6, 1)), MetaResponse::Done);
+        assert!(s.topic("u").unwrap().partitions.iter().all(|p| p.replicas != [2]), "nothing new on a leaving node");
+        let (group, to) = moving[0].clone();
+        assert_eq!(s.apply(&MetaCommand::FinishMove { group, replicas: to.clone() }), MetaResponse::Done);
+        assert!(s.moved_groups.contains(&group) && s.moves.is_empty());
+        assert_eq!(s.apply(&MetaCommand::ForgetNode { node: 2 }), MetaResponse::Done);
+        assert!(s.removed_nodes.contains(&2) && !s.nodes.contains_key(&2) && s.leaving.is_empty());
+        assert_eq!(s.apply(&node(2)), MetaResponse::Rejected(MetaError::NodeRemoved(2)));
+    }
+
+    #[test]
+    fn move_partition_table() {
+        let mv = |partition, replicas: Vec<u64>| MetaCommand::MovePartition { topic: "t".into(), partition, replicas };
+        let cases: Vec<(&str, Vec<MetaCommand>, MetaResponse)> = vec![
+            ("to another node", vec![mv(0, vec![3])], MetaResponse::Done),
+            (
+                "a node twice",
+                vec![mv(0, vec![3, 3])],
+                MetaResponse::Rejected(MetaError::InvalidReplicas("[3, 3] names a node twice".into())),
+            ),
+            ("an unknown node", vec![mv(0, vec![7])], MetaResponse::Rejected(MetaError::UnknownNode(7))),
+            (
+                "no replicas",
+                vec![mv(0, vec![])],
+                MetaResponse::Rejected(MetaError::InvalidReplicas("a partition needs at least one replica".into())),
+            ),
+            (
+                "an unknown partition",
+                vec![mv(5, vec![1])],
+                MetaResponse::Rejected(MetaError::UnknownPartition { topic: "t".into(), partition: 5 }),
+            ),
+            (
+                "while moving",
+                vec![mv(0, vec![3]), mv(0, vec![1, 2])],
+                MetaResponse::Rejected(MetaError::MoveInProgress { topic: "t".into(), partition: 0, to: vec![3] }),
+            ),
+            (
+                "finish a move that is not under way",
+                vec![MetaCommand::FinishMove { group: 1, replicas: vec![2] }],
+                MetaResponse::Rejected(MetaError::InvalidReplicas("group 1 is not moving to [2]".into())),
+            ),
+        ];
+        for (name, cmds, expected) in cases {
+            let mut s = three_nodes_and(&[("t", 1, 1)]);
+            let mut last = MetaResponse::Done;
+            for c in &cmds {
+                last = s.apply(c);
+            }
+            assert_eq!(last, expected, "{name}");
+        }
+    }
+
+    #[test]
+    fn snapshots_written_before_moves_still_decode() {
+        let s = three_nodes_and(&[("t", 2, 2)]);
+        #[derive(Serialize)]
+        struct Old<'a> {
+            cluster_id: Option<Uuid>,
+            nodes: &'a BTreeMap<u64, NodeInfo>,
+            removed_nodes: &'a BTreeSet<u64>,
+            topics: &'a BTreeMap<String, TopicInfo>,
+            next_group_id: u64,
+            next_producer_id: i64,
+            version: u64,
+        }
+        let old = postcard::to_stdvec(&Old {
+            cluster_id: s.cluster_id,
+            nodes: &s.nodes,
+            removed_nodes: &s.removed_nodes,
+            topics: &s.topics,
+            next_group_id: s.next_group_id,
+            next_producer_id: s.next_producer_id,
+            version: s.version,
+        })
+        .unwrap();
+        assert_eq!(MetadataState::decode(&old).unwrap(), s);
+        assert_eq!(MetadataState::decode(&postcard::to_stdvec(&s).unwrap()).unwrap(), s);
     }
 
     #[test]

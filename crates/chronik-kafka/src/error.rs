@@ -42,6 +42,7 @@ pub fn cluster_code(e: &ClusterError) -> ResponseError {
         | ClusterError::DataDir(_)
         | ClusterError::Settings(_)
         | ClusterError::Join(_)
+        | ClusterError::Removed { .. }
         | ClusterError::Internal(_) => ResponseError::UnknownServerError,
     }
 }
@@ -49,7 +50,10 @@ pub fn cluster_code(e: &ClusterError) -> ResponseError {
 pub fn meta_code(e: &MetaError) -> ResponseError {
     match e {
         MetaError::TopicExists(_) => ResponseError::TopicAlreadyExists,
-        MetaError::UnknownTopic(_) => ResponseError::UnknownTopicOrPartition,
+        MetaError::UnknownTopic(_) | MetaError::UnknownPartition { .. } => ResponseError::UnknownTopicOrPartition,
+        MetaError::UnknownNode(_) | MetaError::InvalidReplicas(_) => ResponseError::InvalidReplicaAssignment,
+        MetaError::MoveInProgress { .. } => ResponseError::ReassignmentInProgress,
+        MetaError::CannotRemoveNode { .. } => ResponseError::InvalidRequest,
         MetaError::InvalidTopicName { .. } => ResponseError::InvalidTopicException,
         MetaError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
         MetaError::InvalidReplicationFactor { .. } => ResponseError::InvalidReplicationFactor,

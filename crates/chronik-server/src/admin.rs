@@ -1,8 +1,10 @@
 //! The admin HTTP API (axum): health and readiness, cluster members, the metadata leader, the
 //! partitions this node hosts, topics, Prometheus metrics (docs/ADMIN_API.md, checked by a
 //! test against a running node).
-//! Cluster operations (membership changes, leadership transfer, recovery, ...) are not built
-//! yet; they answer 501 Not Implemented and say so.
+//! Cluster operations: removing a node and moving a partition's replicas (both carried out
+//! in the background; `GET /admin/cluster/moves` follows them). The others (leadership
+//! transfer, promotion, recovery, ...) are not built yet; they answer 501 Not Implemented and
+//! say so.
 
 use std::sync::Arc;
 
@@ -11,10 +13,10 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use chronik_cluster::Node;
+use chronik_cluster::{ClusterError, MetaError, Node, PlannedMove};
 use chronik_config::Config;
 use chronik_kafka::request_metrics::RequestMetrics;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -43,6 +45,9 @@ pub fn router(state: AdminState) -> Router {
         .route("/admin/cluster/partitions", get(partitions))
         .route("/admin/topics", get(topics))
         .route("/metrics", get(prometheus))
+        .route("/admin/cluster/moves", get(moves))
+        .route("/admin/cluster/remove-node", post(remove_node))
+        .route("/admin/cluster/move-partition", post(move_partition))
         .route("/admin/cluster/{operation}", post(not_supported))
         .with_state(state)
 }
@@ -145,6 +150,8 @@ struct Member {
     last_contact_ms: Option<u64>,
     partitions_hosted: usize,
     partitions_led: usize,
+    /// `active`, or `leaving` while its replicas move away before it is removed.
+    state: &'static str,
 }
 
 #[derive(Serialize)]
@@ -170,6 +177,7 @@ async fn members(State(s): State<AdminState>) -> Json<Members> {
             last_contact_ms: m.last_contact_ms,
             partitions_hosted: m.partitions_hosted,
             partitions_led: m.partitions_led,
+            state: if m.leaving { "leaving" } else { "active" },
         })
         .collect();
     Json(Members {
@@ -241,13 +249,100 @@ async fn prometheus(State(s): State<AdminState>) -> Response {
     }
 }
 
+#[derive(Serialize)]
+struct MoveView {
+    topic: String,
+    partition: i32,
+    from: Vec<u64>,
+    to: Vec<u64>,
+}
+
+impl From<PlannedMove> for MoveView {
+    fn from(m: PlannedMove) -> MoveView {
+        MoveView { topic: m.topic, partition: m.partition, from: m.from, to: m.to }
+    }
+}
+
+#[derive(Serialize)]
+struct Moves {
+    leaving: Vec<u64>,
+    moves: Vec<MoveView>,
+}
+
+/// Nodes being removed and partition moves under way.
+async fn moves(State(s): State<AdminState>) -> Json<Moves> {
+    Json(Moves {
+        leaving: s.node.leaving_nodes().into_iter().collect(),
+        moves: s.node.moves_in_progress().into_iter().map(MoveView::from).collect(),
+    })
+}
+
+#[derive(Deserialize)]
+struct RemoveNode {
+    node_id: u64,
+}
+
+#[derive(Serialize)]
+struct RemovalStarted {
+    node_id: u64,
+    moves: Vec<MoveView>,
+}
+
+/// Starts removing a node: 202 with the replica moves that takes; the node is removed (and
+/// stops itself) once they are done.
+async fn remove_node(State(s): State<AdminState>, Json(req): Json<RemoveNode>) -> Response {
+    match s.node.remove_node(req.node_id).await {
+        Ok(moves) => (
+            StatusCode::ACCEPTED,
+            Json(RemovalStarted { node_id: req.node_id, moves: moves.into_iter().map(MoveView::from).collect() }),
+        )
+            .into_response(),
+        Err(e) => operation_error(e),
+    }
+}
+
+#[derive(Deserialize)]
+struct MovePartition {
+    topic: String,
+    partition: i32,
+    replicas: Vec<u64>,
+}
+
+#[derive(Serialize)]
+struct MoveStarted {
+    /// Null when the partition already had these replicas.
+    r#move: Option<MoveView>,
+}
+
+/// Starts moving a partition to other replicas: 202; its leader carries the move out.
+async fn move_partition(State(s): State<AdminState>, Json(req): Json<MovePartition>) -> Response {
+    match s.node.move_partition(&req.topic, req.partition, req.replicas).await {
+        Ok(m) => (StatusCode::ACCEPTED, Json(MoveStarted { r#move: m.map(MoveView::from) })).into_response(),
+        Err(e) => operation_error(e),
+    }
+}
+
+/// A refused operation names why: 404 for what does not exist, 400 for a malformed request,
+/// 409 for one the cluster's state does not allow now, 503 when the metadata group could not
+/// be reached.
+fn operation_error(e: ClusterError) -> Response {
+    let status = match &e {
+        ClusterError::Rejected(MetaError::UnknownNode(_) | MetaError::UnknownTopic(_))
+        | ClusterError::Rejected(MetaError::UnknownPartition { .. }) => StatusCode::NOT_FOUND,
+        ClusterError::Rejected(MetaError::InvalidReplicas(_)) => StatusCode::BAD_REQUEST,
+        ClusterError::Rejected(_) => StatusCode::CONFLICT,
+        _ => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    (status, Json(serde_json::json!({ "error": e.to_string() }))).into_response()
+}
+
 async fn not_supported(axum::extract::Path(operation): axum::extract::Path<String>) -> Response {
     (
         StatusCode::NOT_IMPLEMENTED,
         Json(serde_json::json!({
             "error": format!(
-                "cluster operation '{operation}' is not supported yet: membership changes, leadership \
-                 transfer and recovery through the admin API are not built (docs/ADMIN_API.md)"
+                "cluster operation '{operation}' is not supported yet: of the cluster operations only \
+                 remove-node and move-partition are built (docs/ADMIN_API.md)"
             ),
         })),
     )

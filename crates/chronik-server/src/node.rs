@@ -44,6 +44,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             node.hand_over_leadership().await;
         }
         _ = tasks.failed() => {}
+        _ = node.removed_from_cluster() => {
+            tracing::info!("this node was removed from the cluster; stopping");
+        }
     }
     let failure = tasks.shutdown().await;
     drop(broker);

@@ -17,7 +17,7 @@ use crate::raft::NodeId;
 use crate::raft::sim::SimRouter;
 use crate::tasks::Tasks;
 
-fn options(dir: &std::path::Path, id: NodeId, seeds: &[NodeId]) -> NodeOptions {
+pub(super) fn options(dir: &std::path::Path, id: NodeId, seeds: &[NodeId]) -> NodeOptions {
     let mut o = NodeOptions::from_config(&chronik_config::Config::default());
     o.data_dir = dir.to_path_buf();
     o.node_id = id;
@@ -37,7 +37,7 @@ fn options(dir: &std::path::Path, id: NodeId, seeds: &[NodeId]) -> NodeOptions {
 }
 
 /// Waits until `cond` holds, or fails naming `what`.
-async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+pub(super) async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while !cond() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
@@ -47,7 +47,7 @@ async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
 
 /// Nodes 1-3 in `dirs`, node `i + 1` naming `seeds[i]`, started in order; returns once every
 /// node counts three metadata voters.
-async fn start_three(
+pub(super) async fn start_three(
     router: &Arc<SimRouter>,
     tasks: &Tasks,
     dirs: &[tempfile::TempDir],
@@ -69,7 +69,7 @@ async fn start_three(
     nodes
 }
 
-fn create(name: &str, partitions: u32) -> MetaCommand {
+pub(super) fn create(name: &str, partitions: u32) -> MetaCommand {
     MetaCommand::CreateTopic {
         name: name.into(),
         topic_id: Uuid::new_v4(),
@@ -132,7 +132,7 @@ async fn a_cluster_forms_from_seeds_forwards_proposals_and_survives_its_metadata
 
 /// Appends a batch (stamped `ts`) to every partition led by one of `leaders`; a refusal
 /// fails the test with every replica's view of that group.
-async fn append_to_every_leader(leaders: &[Arc<Node>], all: &[Arc<Node>], ts: i64) {
+pub(super) async fn append_to_every_leader(leaders: &[Arc<Node>], all: &[Arc<Node>], ts: i64) {
     for n in leaders {
         for r in n.partitions().into_iter().filter(|r| r.is_leader(n.node_id())) {
             if let Err(e) = r.append(bytes::Bytes::from(crate::batch::tests::batch(1, ts))).await {

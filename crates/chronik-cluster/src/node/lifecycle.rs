@@ -21,8 +21,10 @@ use crate::storage::compaction::{CompactionOutcome, IoBudget};
 use crate::topic_config::{TopicDefaults, TopicSettings};
 
 impl Node {
-    /// Starts replicas of partitions assigned here and stops those no longer in the metadata
-    /// (dropping their data: group ids are never reused).
+    /// Starts replicas of partitions assigned here (or moving here) and stops those no longer
+    /// in the metadata, dropping their data: the partition was deleted (group ids are never
+    /// reused), or moved away, which the metadata records only once the group's new
+    /// membership without this node has committed.
     pub(super) async fn reconcile(&self) {
         let wanted: Vec<ReplicaSpec> = self.with_metadata(|m| {
             m.partitions_of(self.node_id)
@@ -31,11 +33,17 @@ impl Node {
                     topic_id: t.id,
                     partition: p.partition,
                     group: p.group,
-                    voters: p
-                        .replicas
-                        .iter()
-                        .map(|id| (*id, BasicNode::new(m.nodes.get(id).map_or("", |n| n.raft_addr.as_str()))))
-                        .collect::<BTreeMap<_, _>>(),
+                    // Only a partition's first replicas create its group, all with the same
+                    // voters; a replica added later (or one of a moved group that lost its
+                    // state) starts empty and waits for the leader to bring it in.
+                    voters: match p.replicas.contains(&self.node_id) && !m.moved_groups.contains(&p.group) {
+                        true => p
+                            .replicas
+                            .iter()
+                            .map(|id| (*id, BasicNode::new(m.nodes.get(id).map_or("", |n| n.raft_addr.as_str()))))
+                            .collect::<BTreeMap<_, _>>(),
+                        false => BTreeMap::new(),
+                    },
                     segments_dir: self.registry.segments_dir(p.group),
                     liveness: self.liveness.clone(),
                 })
@@ -54,14 +62,16 @@ impl Node {
         }
     }
 
-    /// At start: drops the WAL data of partitions deleted while no reconciler saw them go (a
-    /// crash or a stop right after DeleteTopics): nothing else would ever drop it, and garbage
-    /// collection cannot retire a segment it holds. Safe with metadata that is still catching
-    /// up: it is a prefix of the metadata log and group ids are never reused, so a group below
-    /// `next_group_id` that no topic holds was deleted for good.
+    /// At start: drops the WAL data of partitions deleted, or moved off this node, while no
+    /// reconciler saw them go (a crash or a stop right after the change): nothing else would
+    /// ever drop it, and garbage collection cannot retire a segment it holds. Safe with
+    /// metadata that is still catching up: it is a prefix of the metadata log that includes
+    /// every entry this node had applied before it stopped (the node waits for that at
+    /// start), so it includes the change that started each replica this node has data of; a
+    /// group below `next_group_id` not assigned here was deleted or moved away since.
     pub(super) fn drop_orphaned_groups(&self) {
         let (allocated_below, held) = self.with_metadata(|m| {
-            let held: HashSet<GroupId> = m.topics.values().flat_map(|t| t.partitions.iter().map(|p| p.group)).collect();
+            let held: HashSet<GroupId> = m.partitions_of(self.node_id).map(|(_, p)| p.group).collect();
             (m.next_group_id, held)
         });
         let running = self.registry.groups();
@@ -70,7 +80,7 @@ impl Node {
         orphans.dedup();
         for group in orphans {
             if group != META_GROUP && group < allocated_below && !held.contains(&group) && !running.contains(&group) {
-                tracing::info!(group, "dropping the data of a deleted partition");
+                tracing::info!(group, "dropping the data of a partition deleted or moved away");
                 self.registry.drop_data(group);
             }
         }
@@ -293,10 +303,13 @@ pub(super) async fn housekeeping_loop(
 const MEMBERSHIP_CHECK: Duration = Duration::from_millis(500);
 
 /// Cluster mode: on whichever node leads the metadata group, promotes caught-up learners to
-/// voters; on every node, keeps a spare block of producer ids.
+/// voters and retires removed nodes; on every node, carries out the moves of the partitions
+/// it leads and keeps a spare block of producer ids.
 pub(super) async fn membership_loop(node: Weak<Node>, cancel: CancellationToken) -> Result<(), ClusterError> {
     every(node, MEMBERSHIP_CHECK, cancel, |node| async move {
         node.meta.promote_caught_up_learners().await;
+        node.advance_moves().await;
+        node.retire_leaving_nodes().await;
         if let Err(e) = node.meta.reserve_spare_producer_ids().await {
             tracing::debug!("reserving spare producer ids: {e}");
         }

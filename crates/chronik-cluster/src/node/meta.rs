@@ -122,7 +122,11 @@ impl MetaGroup {
                 .await
                 .map_err(|e| ClusterError::Timeout(format!("applying the metadata log: {e}")))?;
         }
-        let (cluster_id, registered) = self.read(|m| (m.cluster_id, m.nodes.get(&me.id) == Some(&me)));
+        let (cluster_id, registered, removed) =
+            self.read(|m| (m.cluster_id, m.nodes.get(&me.id) == Some(&me), m.removed_nodes.contains(&me.id)));
+        if removed {
+            return Err(ClusterError::Removed { node: me.id, cluster: identity.cluster_id });
+        }
         match cluster_id {
             Some(id) if id != identity.cluster_id => {
                 return Err(ClusterError::DataDir(format!(
@@ -146,11 +150,13 @@ impl MetaGroup {
     /// has a leader and this node has applied its own log, including (`registered`) its own
     /// registration.
     async fn wait_until_caught_up(&self, registered: Option<NodeId>) {
-        let view = self.view.clone();
+        let (view, me) = (self.view.clone(), self.me);
         let caught_up = move |m: &openraft::RaftMetrics<TypeConfig>| {
-            m.current_leader.is_some()
-                && m.last_applied.map(|l| l.index) >= m.last_log_index
-                && registered.is_none_or(|me| view.read().nodes.contains_key(&me))
+            // A removed node is no member: no leader will ever reach it.
+            view.read().removed_nodes.contains(&me)
+                || m.current_leader.is_some()
+                    && m.last_applied.map(|l| l.index) >= m.last_log_index
+                    && registered.is_none_or(|me| view.read().nodes.contains_key(&me))
         };
         let started = std::time::Instant::now();
         while let Err(e) = self.raft.wait(Some(SLOW_START_REPORT)).metrics(caught_up.clone(), "caught up").await {
@@ -328,6 +334,20 @@ impl MetaGroup {
                 Err(e) => tracing::warn!(node = id, "promoting to voter of the metadata group: {e}"),
             }
         }
+    }
+
+    /// On the leader: takes a removed node out of the group (as a voter, then as a member).
+    pub async fn remove_member(&self, node: NodeId) -> Result<(), ClusterError> {
+        let write = |e| ClusterError::from_write(META_GROUP, e);
+        if self.raft.voter_ids().any(|v| v == node) {
+            self.raft.change_membership(ChangeMembers::RemoveVoters([node].into()), false).await.map_err(write)?;
+        }
+        let member = self.raft.metrics().borrow_watched().membership_config.membership().get_node(&node).is_some();
+        if member {
+            self.raft.change_membership(ChangeMembers::RemoveNodes([node].into()), false).await.map_err(write)?;
+        }
+        tracing::info!(node, "removed from the metadata group");
+        Ok(())
     }
 
     /// A producer id never handed out before, cluster-wide: the next of this node's reserved

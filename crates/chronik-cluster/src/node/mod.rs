@@ -17,6 +17,9 @@ mod lifecycle;
 mod meta;
 mod options;
 mod registry;
+mod removal;
+#[cfg(test)]
+mod removal_tests;
 #[cfg(test)]
 mod replication_tests;
 #[cfg(test)]
@@ -35,6 +38,7 @@ use chronik_wal::{Wal, WalStats};
 
 pub use leadership::PartitionLeader;
 pub use options::{ClusterOptions, NodeOptions};
+pub use removal::PlannedMove;
 
 use crate::error::ClusterError;
 use crate::identity::NodeIdentity;
@@ -72,6 +76,8 @@ pub struct MemberView {
     pub partitions_hosted: usize,
     /// Partitions it leads: counted for the node asked, as last reported for the others.
     pub partitions_led: usize,
+    /// Being removed: its replicas move to other nodes, then it is taken out of the cluster.
+    pub leaving: bool,
 }
 
 /// How a clustered node reaches its peers.
@@ -407,6 +413,7 @@ impl Node {
                         last_contact_ms: since.map(|d| d.as_millis() as u64),
                         partitions_hosted: m.partitions_of(n.id).count(),
                         partitions_led: led(n.id),
+                        leaving: m.leaving.contains(&n.id),
                     }
                 })
                 .collect()

@@ -193,7 +193,7 @@ fn tag_of(batch: &Bytes) -> u32 {
 }
 
 /// Every batch a replica holds below its high watermark, by base offset.
-fn read_all(r: &PartitionReplica) -> BTreeMap<u64, Bytes> {
+pub(super) fn read_all(r: &PartitionReplica) -> BTreeMap<u64, Bytes> {
     let mut out = BTreeMap::new();
     let (mut next, end) = (r.log().log_start_offset(), r.log().high_watermark());
     while next < end {

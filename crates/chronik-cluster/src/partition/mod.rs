@@ -4,6 +4,7 @@
 
 mod idempotence;
 mod inbound;
+mod moves;
 mod snapshot_transfer;
 
 use std::collections::BTreeMap;

@@ -147,13 +147,22 @@ pub(crate) async fn hand_over_leadership<SM: openraft::storage::RaftStateMachine
     let Some(to) = m.membership_config.membership().voter_ids().filter(|v| *v != me).max_by_key(|v| matched(v)) else {
         return true;
     };
-    // The new leader takes over only once its log is flushed up to the leader's as far as
-    // this process run knows; a follower restarted while its group idled (no heartbeats) has
-    // flushed nothing yet, and a heartbeat is what brings it to that point.
-    if raft.trigger().heartbeat().await.is_err() || raft.trigger().transfer_leader(to).await.is_err() {
+    if !transfer_leadership(raft, to).await {
         return false;
     }
     raft.wait(Some(timeout)).metrics(|m| m.current_leader.is_some_and(|l| l != me), "another leader").await.is_ok()
+}
+
+/// Asks the group's leader (this node) to hand the leadership to `to`; false if the group
+/// has stopped. The transfer itself completes in the background.
+pub(crate) async fn transfer_leadership<SM: openraft::storage::RaftStateMachine<TypeConfig>>(
+    raft: &Raft<TypeConfig, SM>,
+    to: NodeId,
+) -> bool {
+    // The new leader takes over only once its log is flushed up to the leader's as far as
+    // this process run knows; a follower restarted while its group idled (no heartbeats) has
+    // flushed nothing yet, and a heartbeat is what brings it to that point.
+    raft.trigger().heartbeat().await.is_ok() && raft.trigger().transfer_leader(to).await.is_ok()
 }
 
 /// A group's Raft role, as metrics and the admin API name it.

@@ -111,8 +111,7 @@ impl RaftStateMachine<TypeConfig> for MetadataStateMachine {
     }
 
     async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: Bytes) -> io::Result<()> {
-        let state: MetadataState =
-            postcard::from_bytes(&snapshot).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        let state = MetadataState::decode(&snapshot).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
         save_snapshot(&self.wal, META_GROUP, meta, &snapshot).await?;
         {
             let mut applied = self.applied.lock();

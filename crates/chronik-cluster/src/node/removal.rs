@@ -1,0 +1,147 @@
+//! Moving partitions and removing nodes, as the node sees them: the operator's requests (made
+//! through the metadata group), each partition leader carrying its moves out, the metadata
+//! leader retiring nodes that host nothing any more, and a removed node noticing that it is.
+
+use std::collections::BTreeSet;
+
+use super::Node;
+use crate::error::ClusterError;
+use crate::metadata::{MetaCommand, MetaError};
+use crate::raft::NodeId;
+
+/// One replica set change, as the operator sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedMove {
+    pub topic: String,
+    pub partition: i32,
+    pub from: Vec<NodeId>,
+    pub to: Vec<NodeId>,
+}
+
+impl Node {
+    /// Starts removing `node` from the cluster: each partition replica on it moves to the
+    /// active node hosting the fewest; once none is left there, the metadata leader removes
+    /// the node from the metadata group and tombstones its id, and the node stops itself.
+    /// Answers the moves this started.
+    pub async fn remove_node(&self, node: NodeId) -> Result<Vec<PlannedMove>, ClusterError> {
+        self.propose_meta(MetaCommand::RemoveNode { node }).await?;
+        Ok(self.moves_in_progress().into_iter().filter(|m| m.from.contains(&node) && !m.to.contains(&node)).collect())
+    }
+
+    /// Starts moving a partition to `replicas` (carried out by its leader).
+    pub async fn move_partition(
+        &self,
+        topic: &str,
+        partition: i32,
+        replicas: Vec<NodeId>,
+    ) -> Result<Option<PlannedMove>, ClusterError> {
+        let cmd = MetaCommand::MovePartition { topic: topic.to_string(), partition, replicas };
+        self.propose_meta(cmd).await?;
+        Ok(self.moves_in_progress().into_iter().find(|m| m.topic == topic && m.partition == partition))
+    }
+
+    /// Every partition move under way.
+    pub fn moves_in_progress(&self) -> Vec<PlannedMove> {
+        self.with_metadata(|m| {
+            m.topics
+                .values()
+                .flat_map(|t| t.partitions.iter().map(move |p| (t, p)))
+                .filter_map(|(t, p)| {
+                    let to = m.moves.get(&p.group)?;
+                    Some(PlannedMove {
+                        topic: t.name.clone(),
+                        partition: p.partition,
+                        from: p.replicas.clone(),
+                        to: to.clone(),
+                    })
+                })
+                .collect()
+        })
+    }
+
+    /// Nodes being removed.
+    pub fn leaving_nodes(&self) -> BTreeSet<NodeId> {
+        self.with_metadata(|m| m.leaving.clone())
+    }
+
+    /// Takes the next step of every move of a partition this node leads, and records the moves
+    /// whose group membership is done.
+    pub(super) async fn advance_moves(&self) {
+        let moves: Vec<(u64, Vec<NodeId>)> = self.with_metadata(|m| m.moves.clone().into_iter().collect());
+        for (group, to) in moves {
+            let Some(replica) = self.registry.by_group(group) else { continue };
+            let target: BTreeSet<NodeId> = to.iter().copied().collect();
+            let addr =
+                |n: NodeId| self.with_metadata(|m| m.nodes.get(&n).map(|n| n.raft_addr.clone()).unwrap_or_default());
+            match replica.advance_move(self.node_id, &target, addr).await {
+                Ok(false) => {}
+                Ok(true) => match self.propose_meta(MetaCommand::FinishMove { group, replicas: to.clone() }).await {
+                    Ok(()) => tracing::info!(
+                        topic = %replica.topic(),
+                        partition = replica.partition(),
+                        replicas = ?to,
+                        "partition moved"
+                    ),
+                    // Another leader of the group finished it first.
+                    Err(ClusterError::Rejected(MetaError::InvalidReplicas(_))) => {}
+                    Err(e) => tracing::warn!(group, "recording a finished move: {e}"),
+                },
+                Err(e) => {
+                    tracing::warn!(topic = %replica.topic(), partition = replica.partition(), "moving replicas: {e}")
+                }
+            }
+        }
+    }
+
+    /// On the metadata leader: a leaving node that hosts nothing any more is tombstoned, then,
+    /// once it has stopped (or is dead), taken out of the metadata group: while it is still a
+    /// member the leader keeps replicating to it, so it learns that its tombstone committed
+    /// and stops itself (taken out at once, it might never hear of it). The leader hands the
+    /// group over first if it is the one leaving (it would otherwise vote itself out while it
+    /// leads).
+    pub(super) async fn retire_leaving_nodes(&self) {
+        if self.meta.leader() != Some(self.node_id) {
+            return;
+        }
+        let (done, removed_members) = self.with_metadata(|m| {
+            let done: Vec<NodeId> = m.leaving.iter().copied().filter(|n| !m.hosts_anything(*n)).collect();
+            let members = self.meta.members();
+            let now = std::time::Instant::now();
+            let stopped = |id: NodeId| self.liveness.as_ref().is_none_or(|l| l.presumed_dead(id, now));
+            let removed: Vec<NodeId> =
+                members.iter().map(|(id, _)| *id).filter(|id| m.removed_nodes.contains(id) && stopped(*id)).collect();
+            (done, removed)
+        });
+        for node in done {
+            if node == self.node_id {
+                self.meta.hand_over_leadership(super::HAND_OVER_TIMEOUT).await;
+                return;
+            }
+            // Tombstoned while still a member, so the node applies its own removal and stops.
+            match self.propose_meta(MetaCommand::ForgetNode { node }).await {
+                Ok(()) => tracing::info!(node, "node removed from the cluster"),
+                Err(e) => tracing::warn!(node, "removing a node: {e}"),
+            }
+        }
+        for node in removed_members {
+            if let Err(e) = self.meta.remove_member(node).await {
+                tracing::warn!(node, "taking a removed node out of the metadata group: {e}");
+            }
+        }
+    }
+
+    /// Whether this node's id is tombstoned: it was removed from the cluster.
+    pub fn is_removed(&self) -> bool {
+        self.with_metadata(|m| m.removed_nodes.contains(&self.node_id))
+    }
+
+    /// Resolves once this node has been removed from the cluster (never, standalone).
+    pub async fn removed_from_cluster(&self) {
+        let mut version = self.meta.subscribe();
+        while !self.is_removed() {
+            if version.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+}

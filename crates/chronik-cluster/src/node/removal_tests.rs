@@ -1,0 +1,97 @@
+//! Removing a node, in process through the seeded router: its replicas move to the other
+//! nodes (joining as learners, catching up, then the voters change), the moved partitions
+//! keep every acknowledged entry at its offset on every new replica, the node is tombstoned
+//! and taken out of the metadata group, it notices its own removal, and its id is refused.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::Node;
+use super::cluster_tests::{append_to_every_leader, create, eventually, options, start_three};
+use super::replication_tests::read_all;
+use crate::error::ClusterError;
+use crate::raft::sim::SimRouter;
+use crate::tasks::Tasks;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_nodes_replicas_move_with_their_data_and_its_id_is_refused() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let router = SimRouter::new(56);
+    let tasks = Tasks::new();
+    let dirs: Vec<tempfile::TempDir> = (0..5).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut nodes = start_three(&router, &tasks, &dirs, [&[], &[1], &[1]]).await;
+    nodes.push(Node::start_in_sim(options(dirs[3].path(), 4, &[1]), router.clone(), &tasks).await.unwrap());
+    for n in &nodes {
+        eventually("four registered nodes", || n.with_metadata(|m| m.nodes.len() == 4)).await;
+    }
+    nodes[0].propose_meta(create("m", 4)).await.unwrap();
+    for n in &nodes {
+        assert!(n.wait_for_topic("m", Duration::from_secs(30)).await, "node {}", n.node_id());
+    }
+    for ts in 1..=3 {
+        append_to_every_leader(&nodes, &nodes, ts).await;
+    }
+    let victim = nodes[1].clone();
+    let hosted = victim.partitions().len();
+    assert!(hosted > 0, "RF=3 over four nodes puts replicas on node 2");
+
+    // Refused while it cannot be done: nothing else to take a replica set of four.
+    let moves = nodes[2].remove_node(2).await.unwrap();
+    assert_eq!(moves.len(), hosted, "one move per replica on node 2: {moves:?}");
+    assert!(moves.iter().all(|m| m.from.contains(&2) && !m.to.contains(&2) && m.to.len() == 3), "{moves:?}");
+    match nodes[0].remove_node(2).await {
+        Err(ClusterError::Rejected(e)) => assert!(e.to_string().contains("already being removed"), "{e}"),
+        other => panic!("a second removal: {other:?}"),
+    }
+
+    // Writes go on while the replicas move.
+    let survivors: Vec<Arc<Node>> = nodes.iter().filter(|n| n.node_id() != 2).cloned().collect();
+    append_to_every_leader(&nodes, &nodes, 4).await;
+    for n in &nodes {
+        let what = format!("node 2 removed everywhere (itself included): node {}", n.node_id());
+        eventually(&what, || n.with_metadata(|m| m.removed_nodes.contains(&2))).await;
+    }
+    // It stops itself then (chronik-server does on `removed_from_cluster`); until it has, it
+    // stays in the metadata group, which is how it heard of its removal.
+    tokio::time::timeout(Duration::from_secs(1), victim.removed_from_cluster()).await.unwrap();
+    assert!(victim.is_removed() && !survivors.iter().any(|n| n.is_removed()));
+    assert!(victim.metadata_voters().contains(&2) || survivors[0].metadata_voters().contains(&2));
+    victim.shutdown().await.unwrap();
+    for n in &survivors {
+        eventually("node 2 out of the metadata group", || !n.metadata_voters().contains(&2)).await;
+        eventually("no moves left", || n.moves_in_progress().is_empty()).await;
+    }
+    eventually("node 2's replicas stopped", || victim.partitions().is_empty()).await;
+    eventually("three metadata voters again (node 4 promoted)", || survivors[0].metadata_voters().len() == 3).await;
+    append_to_every_leader(&survivors, &nodes, 5).await;
+
+    // Every partition is on three survivors, each replica holding the same entries at the
+    // same offsets as the leader, up to what the leader acknowledged.
+    for p in 0..4 {
+        let replicas = survivors[0].with_metadata(|m| m.topic("m").unwrap().partitions[p as usize].replicas.clone());
+        assert!(!replicas.contains(&2) && replicas.len() == 3, "partition {p}: {replicas:?}");
+        let leader = survivors.iter().find_map(|n| n.partition("m", p).filter(|r| r.is_leader(n.node_id()))).unwrap();
+        let expected = read_all(&leader);
+        assert_eq!(expected.len(), 5, "partition {p}: five batches acknowledged");
+        for n in survivors.iter().filter(|n| replicas.contains(&n.node_id())) {
+            let r = n.partition("m", p).unwrap();
+            eventually("the replica caught up", || r.log().high_watermark() == leader.log().high_watermark()).await;
+            assert_eq!(read_all(&r), expected, "partition {p} on node {}", n.node_id());
+        }
+    }
+
+    // The id is gone for good: a node that comes back as 2 (here with a fresh data dir) is
+    // refused, naming why.
+    match Node::start_in_sim(options(dirs[4].path(), 2, &[1]), router.clone(), &tasks).await {
+        Err(ClusterError::Join(why)) => assert!(why.contains("removed"), "{why}"),
+        Err(other) => panic!("refused for another reason: {other}"),
+        Ok(_) => panic!("a removed id was admitted"),
+    }
+    for n in &survivors {
+        n.shutdown().await.unwrap();
+    }
+    tasks.stop().await;
+}
