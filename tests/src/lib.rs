@@ -112,34 +112,7 @@ impl Broker {
                 self.kafka_port = free_port();
                 self.admin_port = free_port();
             }
-            let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
-            let mut cmd = match self.prefix.split_first() {
-                Some((program, rest)) => {
-                    let mut c = Command::new(program);
-                    c.args(rest).arg(server_bin());
-                    c
-                }
-                None => Command::new(server_bin()),
-            };
-            cmd.args(&self.args)
-                .env_clear()
-                .env("PATH", std::env::var("PATH").unwrap_or_default())
-                .env("CHRONIK_DATA_DIR", self.data.path().join("data"))
-                .env("CHRONIK_KAFKA_ADDR", format!("{}:{}", self.host, self.kafka_port))
-                .env("CHRONIK_ADMIN_ADDR", format!("{}:{}", self.host, self.admin_port))
-                .env("CHRONIK_WAL_SEGMENT_SIZE", "8388608")
-                // A segment must hold the largest request (config validation).
-                .env("CHRONIK_MAX_REQUEST_SIZE", "4194304")
-                .env("CHRONIK_LOG_LEVEL", "info")
-                // A test run may ask the servers for more (RUST_LOG overrides the level).
-                .envs(std::env::var("CHRONIK_TEST_RUST_LOG").ok().map(|v| ("RUST_LOG", v)))
-                .current_dir(self.data.path())
-                .stdout(Stdio::from(log.try_clone().unwrap()))
-                .stderr(Stdio::from(log));
-            for (k, v) in &self.env {
-                cmd.env(k, v);
-            }
-            let child = cmd.spawn().expect("spawn chronik-server");
+            let child = self.command().spawn().expect("spawn chronik-server");
             self.child = Some(child);
             if self.wait_ready(Duration::from_secs(60)) {
                 return;
@@ -161,6 +134,60 @@ impl Broker {
             panic!("chronik-server did not become ready:\n{log}");
         }
         panic!("could not find free ports");
+    }
+
+    /// The server's command line, environment and log files.
+    fn command(&self) -> Command {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+        let mut cmd = match self.prefix.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(server_bin());
+                c
+            }
+            None => Command::new(server_bin()),
+        };
+        cmd.args(&self.args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("CHRONIK_DATA_DIR", self.data.path().join("data"))
+            .env("CHRONIK_KAFKA_ADDR", format!("{}:{}", self.host, self.kafka_port))
+            .env("CHRONIK_ADMIN_ADDR", format!("{}:{}", self.host, self.admin_port))
+            .env("CHRONIK_WAL_SEGMENT_SIZE", "8388608")
+            // A segment must hold the largest request (config validation).
+            .env("CHRONIK_MAX_REQUEST_SIZE", "4194304")
+            .env("CHRONIK_LOG_LEVEL", "info")
+            // A test run may ask the servers for more (RUST_LOG overrides the level).
+            .envs(std::env::var("CHRONIK_TEST_RUST_LOG").ok().map(|v| ("RUST_LOG", v)))
+            .current_dir(self.data.path())
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log));
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
+    /// Runs the server again on this data directory and ports, expecting it to refuse to
+    /// start: its exit code once it exits (failing the test if it runs for a minute).
+    pub fn start_expecting_refusal(&mut self) -> Option<i32> {
+        self.kill9();
+        self.child = Some(self.command().spawn().expect("spawn chronik-server"));
+        self.wait_exit(Duration::from_secs(60))
+    }
+
+    /// Waits for the server to exit on its own; its exit code (fails the test after `timeout`).
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        let child = self.child.as_mut().expect("a running broker");
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                self.child = None;
+                return status.code();
+            }
+            assert!(Instant::now() < deadline, "chronik-server still runs after {timeout:?}:\n{}", self.log_text());
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Whether this broker's data directory was new at this start (nothing was acknowledged).
@@ -307,10 +334,25 @@ pub fn http_get(url: &str) -> (u16, String) {
 }
 
 pub fn http(method: &str, url: &str) -> (u16, String) {
+    http_with_body(method, url, "")
+}
+
+/// POST of a JSON body.
+pub fn http_post_json(url: &str, body: &str) -> (u16, String) {
+    http_with_body("POST", url, body)
+}
+
+fn http_with_body(method: &str, url: &str, body: &str) -> (u16, String) {
     let rest = url.strip_prefix("http://").unwrap();
     let (host, path) = rest.split_once('/').map(|(h, p)| (h, format!("/{p}"))).unwrap();
     let mut s = TcpStream::connect(host).unwrap();
-    write!(s, "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n").unwrap();
+    let content_type = if body.is_empty() { "" } else { "Content-Type: application/json\r\n" };
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n{content_type}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
     let mut resp = String::new();
     std::io::Read::read_to_string(&mut s, &mut resp).unwrap();
     let status = resp.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);

@@ -1,8 +1,10 @@
 //! docs/ADMIN_API.md against a running node: every `GET` endpoint it documents answers 200
-//! with exactly the fields of its example (recursively; arrays by their first element).
+//! with exactly the fields of its example (recursively; arrays by their first element); the
+//! cluster operations answer as documented on a node of one (moves and removals in a cluster
+//! are tested in tests/tests/cluster.rs).
 
 use chronik_tests::raw::{batch, connect, create_topic, try_produce};
-use chronik_tests::{Broker, http_get, repo_dir};
+use chronik_tests::{Broker, http_get, http_post_json, repo_dir};
 use serde_json::Value;
 
 /// (path, example) of each documented `GET` endpoint that answers JSON.
@@ -60,4 +62,33 @@ fn every_documented_endpoint_answers_with_the_documented_fields() {
         }
         assert_eq!(shape(&live), shape(&example), "{path}: the answer's fields differ from docs/ADMIN_API.md:\n{body}");
     }
+}
+
+#[test]
+fn cluster_operations_answer_as_documented_on_a_node_of_one() {
+    let b = Broker::start(&[]);
+    let mut s = connect(&b);
+    assert_eq!(create_topic(&mut s, "orders", 1), 0);
+    let post = |path: &str, body: &str| {
+        let (status, body) = http_post_json(&b.admin_url(path), body);
+        (status, serde_json::from_str::<Value>(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}")))
+    };
+    // (path, body, status, what the answer says)
+    let cases = [
+        ("/admin/cluster/move-partition", r#"{"topic":"orders","partition":0,"replicas":[1]}"#, 202, r#""move":null"#),
+        ("/admin/cluster/move-partition", r#"{"topic":"orders","partition":0,"replicas":[2]}"#, 404, "node 2"),
+        ("/admin/cluster/move-partition", r#"{"topic":"orders","partition":3,"replicas":[1]}"#, 404, "no partition 3"),
+        ("/admin/cluster/move-partition", r#"{"topic":"orders","partition":0,"replicas":[1,1]}"#, 400, "twice"),
+        ("/admin/cluster/move-partition", r#"{"topic":"nope","partition":0,"replicas":[1]}"#, 404, "'nope'"),
+        ("/admin/cluster/remove-node", r#"{"node_id":1}"#, 409, "the last node"),
+        ("/admin/cluster/remove-node", r#"{"node_id":9}"#, 404, "node 9"),
+        ("/admin/cluster/transfer-leader", r#"{"to":2}"#, 501, "not supported"),
+    ];
+    for (path, body, status, says) in cases {
+        let (got, answer) = post(path, body);
+        assert_eq!(got, status, "{path} {body}: {answer}");
+        assert!(answer.to_string().contains(says), "{path} {body}: {answer} should say {says}");
+    }
+    let (status, body) = http_get(&b.admin_url("/admin/cluster/moves"));
+    assert_eq!((status, body.as_str()), (200, r#"{"leaving":[],"moves":[]}"#), "nothing moved or left");
 }

@@ -1,0 +1,113 @@
+//! Removing a node from a cluster of real processes on 127.0.0.1, through the admin API as an
+//! operator would: four nodes, an RF=3 topic spread over them, acks=all producers writing
+//! while the replicas on the removed node move to the others; the removed node stops itself
+//! (exit 0) and leaves the metadata group, every acknowledged record is read back exactly
+//! once at its offset, every new replica reaches its partition's high watermark, and the
+//! removed node's data directory is refused if started again.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use chronik_tests::cluster::{bootstrap_of, client, get_json, leaders, produce_to, read_all, voters, wait_until};
+use chronik_tests::{Broker, http_post_json, raft_ports};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use serde_json::Value;
+
+const TOPIC: &str = "moving";
+const PARTITIONS: i32 = 4;
+
+/// (high watermark, raft group) of each partition of `TOPIC` that `node` hosts.
+fn hosted(node: &Broker) -> BTreeMap<i64, u64> {
+    get_json(node, "/admin/cluster/partitions")
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["topic"] == TOPIC)
+        .map(|p| (p["partition"].as_i64().unwrap(), p["high_watermark"].as_u64().unwrap()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_removed_through_the_admin_api_hands_its_replicas_over_and_stops() {
+    let ports = raft_ports(4);
+    let mut nodes: Vec<Broker> =
+        (1..=4).map(|id| Broker::start_cluster_node(id, &ports, if id == 1 { &[] } else { &[1] }, &[])).collect();
+    for n in &nodes {
+        wait_until("four metadata voters", Duration::from_secs(60), || voters(n) == [1, 2, 3, 4]);
+    }
+    let bootstrap = bootstrap_of(&nodes);
+    let admin: AdminClient<DefaultClientContext> = client(&bootstrap).create().unwrap();
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let topic = NewTopic::new(TOPIC, PARTITIONS, TopicReplication::Fixed(3));
+    assert!(admin.create_topics(&[topic], &opts).await.unwrap()[0].is_ok());
+    wait_until("every partition led", Duration::from_secs(60), || leaders(&nodes[0], TOPIC).len() == 4);
+    let mut acked = produce_to(&bootstrap, TOPIC, 0, 300).await;
+
+    // Node 3 goes; producers keep writing meanwhile.
+    let victim = 3usize;
+    let hosted_before = hosted(&nodes[victim - 1]).len();
+    assert!(hosted_before >= 2, "RF=3 over four nodes puts replicas on node 3");
+    let writing = tokio::spawn({
+        let bootstrap = bootstrap.clone();
+        async move { produce_to(&bootstrap, TOPIC, 300, 600).await }
+    });
+    let (status, body) = http_post_json(&nodes[0].admin_url("/admin/cluster/remove-node"), r#"{"node_id":3}"#);
+    assert_eq!(status, 202, "{body}");
+    let started: Value = serde_json::from_str(&body).unwrap();
+    let moves = started["moves"].as_array().unwrap();
+    assert_eq!(moves.len(), hosted_before, "a move per replica of node 3: {body}");
+    for m in moves {
+        let to: BTreeSet<u64> = m["to"].as_array().unwrap().iter().map(|n| n.as_u64().unwrap()).collect();
+        assert!(to.len() == 3 && !to.contains(&3), "{m}");
+    }
+    let (status, body) = http_post_json(&nodes[1].admin_url("/admin/cluster/remove-node"), r#"{"node_id":3}"#);
+    assert_eq!(status, 409, "asked twice: {body}");
+    assert!(body.contains("already being removed"), "{body}");
+
+    // It stops itself once its replicas have moved.
+    let code = nodes[victim - 1].wait_exit(Duration::from_secs(120));
+    assert_eq!(code, Some(0), "the removed node exits cleanly:\n{}", nodes[victim - 1].log_text());
+    assert!(nodes[victim - 1].log_text().contains("this node was removed from the cluster"));
+    acked.extend(writing.await.unwrap());
+
+    let survivors: Vec<&Broker> = nodes.iter().enumerate().filter(|(i, _)| *i != victim - 1).map(|(_, n)| n).collect();
+    for n in &survivors {
+        wait_until("node 3 out of the metadata group", Duration::from_secs(30), || voters(n) == [1, 2, 4]);
+        let members = get_json(n, "/admin/cluster/members");
+        let ids: Vec<u64> =
+            members["members"].as_array().unwrap().iter().map(|m| m["node_id"].as_u64().unwrap()).collect();
+        assert_eq!(ids, [1, 2, 4], "{members}");
+        assert_eq!(get_json(n, "/admin/cluster/moves"), serde_json::json!({ "leaving": [], "moves": [] }));
+    }
+    for (p, (_, _, replicas)) in leaders(survivors[0], TOPIC) {
+        assert!(replicas.len() == 3 && !replicas.contains(&3), "partition {p}: {replicas:?}");
+    }
+
+    // Everything acknowledged is there once at its offset, and every replica of a partition
+    // (the new ones included) reaches the same high watermark.
+    let survivor_bootstrap = survivors.iter().map(|n| n.bootstrap()).collect::<Vec<_>>().join(",");
+    let got = read_all(&survivor_bootstrap, TOPIC, PARTITIONS, &acked);
+    for (at, value) in &acked {
+        assert_eq!(got.get(at), Some(value), "acknowledged record at {at:?}");
+    }
+    assert_eq!(got.values().collect::<BTreeSet<_>>().len(), got.len(), "no record twice");
+    wait_until("every replica at its partition's high watermark", Duration::from_secs(30), || {
+        let views: Vec<BTreeMap<i64, u64>> = survivors.iter().map(|n| hosted(n)).collect();
+        let mut per_partition: BTreeMap<i64, BTreeSet<u64>> = BTreeMap::new();
+        let mut copies = 0;
+        for view in &views {
+            for (p, hw) in view {
+                per_partition.entry(*p).or_default().insert(*hw);
+                copies += 1;
+            }
+        }
+        copies == 3 * PARTITIONS as usize && per_partition.values().all(|hws| hws.len() == 1)
+    });
+
+    // Its data directory cannot serve again.
+    let code = nodes[victim - 1].start_expecting_refusal();
+    assert_ne!(code, Some(0));
+    let log = nodes[victim - 1].log_text();
+    assert!(log.contains("node 3 was removed from cluster"), "{log}");
+}
