@@ -32,6 +32,7 @@ async fn a_removed_nodes_replicas_move_with_their_data_and_its_id_is_refused() {
         assert!(n.wait_for_topic("m", Duration::from_secs(30)).await, "node {}", n.node_id());
     }
     for ts in 1..=3 {
+        wait_for_serving_leaders(&nodes, "m", 4).await;
         append_to_every_leader(&nodes, &nodes, ts).await;
     }
     let victim = nodes[1].clone();
@@ -49,6 +50,7 @@ async fn a_removed_nodes_replicas_move_with_their_data_and_its_id_is_refused() {
 
     // Writes go on while the replicas move.
     let survivors: Vec<Arc<Node>> = nodes.iter().filter(|n| n.node_id() != 2).cloned().collect();
+    wait_for_serving_leaders(&nodes, "m", 4).await;
     append_to_every_leader(&nodes, &nodes, 4).await;
     for n in &nodes {
         let what = format!("node 2 removed everywhere (itself included): node {}", n.node_id());
@@ -66,6 +68,7 @@ async fn a_removed_nodes_replicas_move_with_their_data_and_its_id_is_refused() {
     }
     eventually("node 2's replicas stopped", || victim.partitions().is_empty()).await;
     eventually("three metadata voters again (node 4 promoted)", || survivors[0].metadata_voters().len() == 3).await;
+    wait_for_serving_leaders(&survivors, "m", 4).await;
     append_to_every_leader(&survivors, &nodes, 5).await;
 
     // Every partition is on three survivors, each replica holding the same entries at the
@@ -94,4 +97,66 @@ async fn a_removed_nodes_replicas_move_with_their_data_and_its_id_is_refused() {
         n.shutdown().await.unwrap();
     }
     tasks.stop().await;
+}
+
+/// Replacing a failed node: it is dead (cut off from everyone) when it is removed; its
+/// replicas move to the node added in its place, which catches up from the survivors, and
+/// the dead node is taken out of the metadata group without ever answering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_node_is_replaced_by_a_new_one() {
+    let router = SimRouter::new(78);
+    let tasks = Tasks::new();
+    let dirs: Vec<tempfile::TempDir> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+    let nodes = start_three(&router, &tasks, &dirs, [&[], &[1], &[1]]).await;
+    nodes[0].propose_meta(create("r", 3)).await.unwrap();
+    for n in &nodes {
+        assert!(n.wait_for_topic("r", Duration::from_secs(30)).await);
+    }
+    wait_for_serving_leaders(&nodes, "r", 3).await;
+    append_to_every_leader(&nodes, &nodes, 1).await;
+
+    // Node 3 dies; node 4 joins in its place, then node 3 is removed.
+    let dead = 3;
+    router.isolate(dead);
+    let mut survivors: Vec<Arc<Node>> = nodes.iter().filter(|n| n.node_id() != dead).cloned().collect();
+    for n in &survivors {
+        eventually("every partition led by a survivor", || {
+            (0..3).all(|p| n.partition_leader("r", p).leader.is_some_and(|l| l != dead))
+        })
+        .await;
+    }
+    wait_for_serving_leaders(&survivors, "r", 3).await;
+    append_to_every_leader(&survivors, &nodes, 2).await;
+    survivors.push(Node::start_in_sim(options(dirs[3].path(), 4, &[1]), router.clone(), &tasks).await.unwrap());
+    let moves = survivors[0].remove_node(dead).await.unwrap();
+    assert_eq!(moves.len(), 3, "RF=3 on three nodes: node 3 held every partition: {moves:?}");
+    assert!(moves.iter().all(|m| m.to.contains(&4) && !m.to.contains(&dead)), "all go to node 4: {moves:?}");
+    for n in &survivors {
+        eventually("node 3 removed", || n.with_metadata(|m| m.removed_nodes.contains(&dead))).await;
+        eventually("node 3 out of the metadata group", || !n.metadata_voters().contains(&dead)).await;
+    }
+    wait_for_serving_leaders(&survivors, "r", 3).await;
+    append_to_every_leader(&survivors, &nodes, 3).await;
+    for p in 0..3 {
+        let leader = survivors.iter().find_map(|n| n.partition("r", p).filter(|r| r.is_leader(n.node_id()))).unwrap();
+        let expected = read_all(&leader);
+        assert_eq!(expected.len(), 3, "partition {p}: three batches acknowledged");
+        for n in &survivors {
+            let r = n.partition("r", p).unwrap();
+            eventually("the replica caught up", || r.log().high_watermark() == leader.log().high_watermark()).await;
+            assert_eq!(read_all(&r), expected, "partition {p} on node {}", n.node_id());
+        }
+    }
+    for n in nodes.iter().chain(&survivors[2..]) {
+        n.shutdown().await.unwrap();
+    }
+    tasks.stop().await;
+}
+
+/// Waits until each of `topic`'s partitions has a leader among `nodes` that may serve.
+async fn wait_for_serving_leaders(nodes: &[Arc<Node>], topic: &str, partitions: i32) {
+    eventually("a serving leader for every partition", || {
+        (0..partitions).all(|p| nodes.iter().any(|n| n.partition(topic, p).is_some_and(|r| r.is_leader(n.node_id()))))
+    })
+    .await;
 }
