@@ -643,7 +643,8 @@ mod tests {
         let refused = |node, reason: &str| {
             MetaResponse::Rejected(MetaError::CannotRemoveNode { node, reason: reason.to_string() })
         };
-        let cases: Vec<(&str, Vec<u64>, Vec<(&str, u32, u32)>, u64, MetaResponse)> = vec![
+        type Case<'a> = (&'a str, Vec<u64>, Vec<(&'a str, u32, u32)>, u64, MetaResponse);
+        let cases: Vec<Case> = vec![
             ("rf 1 moves to another node", vec![], vec![("t", 3, 1)], 2, MetaResponse::Done),
             ("rf 3 on four nodes", vec![4], vec![("t", 4, 3)], 1, MetaResponse::Done),
             (

@@ -315,7 +315,8 @@ impl MetaGroup {
     }
 
     /// On the leader: makes caught-up learners voters, one at a time, up to
-    /// [`MAX_METADATA_VOTERS`] (more nodes stay learners of the metadata group).
+    /// [`MAX_METADATA_VOTERS`] (more nodes stay learners of the metadata group). Nodes being
+    /// removed are not promoted.
     pub async fn promote_caught_up_learners(&self) {
         let m = self.raft.metrics().borrow_watched().clone();
         if m.state != ServerState::Leader {
@@ -327,7 +328,9 @@ impl MetaGroup {
         }
         let last = m.last_log_index.unwrap_or(0);
         let matched = |id: &NodeId| m.replication.as_ref()?.get(id).cloned().flatten().map(|l| l.index);
-        let caught_up = membership.learner_ids().find(|id| matched(id) >= Some(last.saturating_sub(CAUGHT_UP_SLACK)));
+        let going = |id: &NodeId| self.read(|m| m.leaving.contains(id) || m.removed_nodes.contains(id));
+        let caught_up =
+            membership.learner_ids().find(|id| !going(id) && matched(id) >= Some(last.saturating_sub(CAUGHT_UP_SLACK)));
         if let Some(id) = caught_up {
             match self.raft.change_membership(ChangeMembers::AddVoterIds([id].into()), false).await {
                 Ok(_) => tracing::info!(node = id, "promoted to voter of the metadata group"),
@@ -336,16 +339,24 @@ impl MetaGroup {
         }
     }
 
-    /// On the leader: takes a removed node out of the group (as a voter, then as a member).
+    /// Whether `node` votes in the group.
+    pub fn is_voter(&self, node: NodeId) -> bool {
+        self.raft.voter_ids().any(|v| v == node)
+    }
+
+    /// On the leader: makes a voter a learner (the first step of removing its node, taken
+    /// while the node still answers: in a group of two voters the change needs its vote).
+    pub async fn demote_to_learner(&self, node: NodeId) -> Result<(), ClusterError> {
+        let change = ChangeMembers::RemoveVoters([node].into());
+        self.raft.change_membership(change, true).await.map_err(|e| ClusterError::from_write(META_GROUP, e))?;
+        tracing::info!(node, "no longer a voter of the metadata group (being removed)");
+        Ok(())
+    }
+
+    /// On the leader: takes a removed node (a learner by now) out of the group.
     pub async fn remove_member(&self, node: NodeId) -> Result<(), ClusterError> {
-        let write = |e| ClusterError::from_write(META_GROUP, e);
-        if self.raft.voter_ids().any(|v| v == node) {
-            self.raft.change_membership(ChangeMembers::RemoveVoters([node].into()), false).await.map_err(write)?;
-        }
-        let member = self.raft.metrics().borrow_watched().membership_config.membership().get_node(&node).is_some();
-        if member {
-            self.raft.change_membership(ChangeMembers::RemoveNodes([node].into()), false).await.map_err(write)?;
-        }
+        let change = ChangeMembers::RemoveNodes([node].into());
+        self.raft.change_membership(change, false).await.map_err(|e| ClusterError::from_write(META_GROUP, e))?;
         tracing::info!(node, "removed from the metadata group");
         Ok(())
     }

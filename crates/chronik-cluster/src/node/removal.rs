@@ -93,12 +93,12 @@ impl Node {
         }
     }
 
-    /// On the metadata leader: a leaving node that hosts nothing any more is tombstoned, then,
-    /// once it has stopped (or is dead), taken out of the metadata group: while it is still a
-    /// member the leader keeps replicating to it, so it learns that its tombstone committed
-    /// and stops itself (taken out at once, it might never hear of it). The leader hands the
-    /// group over first if it is the one leaving (it would otherwise vote itself out while it
-    /// leads).
+    /// On the metadata leader, for a leaving node that hosts nothing any more: it stops being
+    /// a metadata voter (while it still answers: a group of two voters needs its vote for
+    /// that), then its id is tombstoned, and once it has stopped (or is dead) it is taken out
+    /// of the group. While it is still a learner the leader keeps replicating to it, so it
+    /// learns that its tombstone committed and stops itself; taken out at once, it might never
+    /// hear of it. The leader hands the group over first if it is the one leaving.
     pub(super) async fn retire_leaving_nodes(&self) {
         if self.meta.leader() != Some(self.node_id) {
             return;
@@ -116,6 +116,12 @@ impl Node {
             if node == self.node_id {
                 self.meta.hand_over_leadership(super::HAND_OVER_TIMEOUT).await;
                 return;
+            }
+            if self.meta.is_voter(node) {
+                if let Err(e) = self.meta.demote_to_learner(node).await {
+                    tracing::warn!(node, "removing a node from the metadata voters: {e}");
+                }
+                continue;
             }
             // Tombstoned while still a member, so the node applies its own removal and stops.
             match self.propose_meta(MetaCommand::ForgetNode { node }).await {

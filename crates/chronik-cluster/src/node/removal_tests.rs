@@ -57,10 +57,12 @@ async fn a_removed_nodes_replicas_move_with_their_data_and_its_id_is_refused() {
         eventually(&what, || n.with_metadata(|m| m.removed_nodes.contains(&2))).await;
     }
     // It stops itself then (chronik-server does on `removed_from_cluster`); until it has, it
-    // stays in the metadata group, which is how it heard of its removal.
+    // stays a learner of the metadata group, which is how it heard of its removal.
     tokio::time::timeout(Duration::from_secs(1), victim.removed_from_cluster()).await.unwrap();
     assert!(victim.is_removed() && !survivors.iter().any(|n| n.is_removed()));
-    assert!(victim.metadata_voters().contains(&2) || survivors[0].metadata_voters().contains(&2));
+    assert!(!survivors[0].metadata_voters().contains(&2), "no longer a voter by then");
+    let learner = survivors[0].meta.members().contains(&(2, false));
+    assert!(learner || victim.meta.members().contains(&(2, false)), "but still a learner");
     victim.shutdown().await.unwrap();
     for n in &survivors {
         eventually("node 2 out of the metadata group", || !n.metadata_voters().contains(&2)).await;
@@ -159,4 +161,39 @@ async fn wait_for_serving_leaders(nodes: &[Arc<Node>], topic: &str, partitions: 
         (0..partitions).all(|p| nodes.iter().any(|n| n.partition(topic, p).is_some_and(|r| r.is_leader(n.node_id()))))
     })
     .await;
+}
+
+/// A cluster of two shrinks to one: the leaving node gives up its metadata vote while it
+/// still answers (two voters need both for that), and its partitions move to the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_shrink_to_one() {
+    let router = SimRouter::new(90);
+    let tasks = Tasks::new();
+    let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let first = Node::start_in_sim(options(dirs[0].path(), 1, &[]), router.clone(), &tasks).await.unwrap();
+    let second = Node::start_in_sim(options(dirs[1].path(), 2, &[1]), router.clone(), &tasks).await.unwrap();
+    eventually("two metadata voters", || first.metadata_voters().len() == 2).await;
+    let mut topic = create("s", 2);
+    if let crate::metadata::MetaCommand::CreateTopic { replication_factor, .. } = &mut topic {
+        *replication_factor = 1;
+    }
+    first.propose_meta(topic).await.unwrap();
+    let both = [first.clone(), second.clone()];
+    eventually("node 2 applied the topic", || second.with_metadata(|m| m.topic("s").is_some())).await;
+    assert!(second.wait_for_topic("s", Duration::from_secs(30)).await);
+    wait_for_serving_leaders(&both, "s", 2).await;
+    append_to_every_leader(&both, &both, 1).await;
+    assert_eq!(second.partitions().len(), 1, "one partition on each node");
+
+    assert_eq!(first.remove_node(2).await.unwrap().len(), 1);
+    tokio::time::timeout(Duration::from_secs(30), second.removed_from_cluster()).await.unwrap();
+    second.shutdown().await.unwrap();
+    eventually("node 1 alone in the metadata group", || first.meta.members() == [(1, true)]).await;
+    wait_for_serving_leaders(&both[..1], "s", 2).await;
+    append_to_every_leader(&both[..1], &both, 2).await;
+    for p in 0..2 {
+        assert_eq!(read_all(&first.partition("s", p).unwrap()).len(), 2, "partition {p} kept what it had");
+    }
+    first.shutdown().await.unwrap();
+    tasks.stop().await;
 }
