@@ -82,7 +82,11 @@ fn cluster_operations_answer_as_documented_on_a_node_of_one() {
         ("/admin/cluster/move-partition", r#"{"topic":"nope","partition":0,"replicas":[1]}"#, 404, "'nope'"),
         ("/admin/cluster/remove-node", r#"{"node_id":1}"#, 409, "the last node"),
         ("/admin/cluster/remove-node", r#"{"node_id":9}"#, 404, "node 9"),
-        ("/admin/cluster/transfer-leader", r#"{"to":2}"#, 501, "not supported"),
+        ("/admin/cluster/transfer-leader", r#"{"to":1}"#, 200, r#""group":"metadata""#),
+        ("/admin/cluster/transfer-leader", r#"{"topic":"orders","partition":0,"to":1}"#, 200, r#""group":"orders-0""#),
+        ("/admin/cluster/transfer-leader", r#"{"to":2}"#, 400, "node 2 is not a voter"),
+        ("/admin/cluster/transfer-leader", r#"{"topic":"orders","to":1}"#, 400, "both topic and partition"),
+        ("/admin/cluster/promote", r#"{"node_id":2}"#, 501, "not supported"),
     ];
     for (path, body, status, says) in cases {
         let (got, answer) = post(path, body);

@@ -69,6 +69,9 @@ pub enum ClusterError {
     /// A snapshot's log could not be sent or received (a replica catching up).
     #[error(transparent)]
     Transfer(#[from] crate::storage::TransferError),
+    /// A leadership transfer named a node that does not vote in the group.
+    #[error("node {node} is not a voter of the group, so it cannot lead it")]
+    NotVoter { node: NodeId },
     /// This node was removed from its cluster (its id is tombstoned for good).
     #[error(
         "node {node} was removed from cluster {cluster} and cannot serve again: to bring this machine back, \

@@ -38,7 +38,7 @@ pub use metadata::{
     check_topic_name,
 };
 pub use net::PeerTraffic;
-pub use node::{ClusterOptions, MemberView, Node, NodeOptions, PartitionLeader, PlannedMove};
+pub use node::{ClusterOptions, LeadershipTarget, MemberView, Node, NodeOptions, PartitionLeader, PlannedMove};
 pub use partition::{
     IdempotenceError, OutgoingSnapshot, PartitionReplica, PendingAppend, ProducerBatch, ReplicationView, SharedAppend,
 };

@@ -43,6 +43,7 @@ pub fn cluster_code(e: &ClusterError) -> ResponseError {
         | ClusterError::Settings(_)
         | ClusterError::Join(_)
         | ClusterError::Removed { .. }
+        | ClusterError::NotVoter { .. }
         | ClusterError::Internal(_) => ResponseError::UnknownServerError,
     }
 }

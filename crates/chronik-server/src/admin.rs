@@ -2,9 +2,9 @@
 //! partitions this node hosts, topics, Prometheus metrics (docs/ADMIN_API.md, checked by a
 //! test against a running node).
 //! Cluster operations: removing a node and moving a partition's replicas (both carried out
-//! in the background; `GET /admin/cluster/moves` follows them). The others (leadership
-//! transfer, promotion, recovery, ...) are not built yet; they answer 501 Not Implemented and
-//! say so.
+//! in the background; `GET /admin/cluster/moves` follows them), and handing a group's
+//! leadership to a chosen voter. The others (promotion by hand, snapshots, recovery, ...) are
+//! not built yet; they answer 501 Not Implemented and say so.
 
 use std::sync::Arc;
 
@@ -13,7 +13,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use chronik_cluster::{ClusterError, MetaError, Node, PlannedMove};
+use chronik_cluster::{ClusterError, LeadershipTarget, MetaError, Node, PlannedMove};
 use chronik_config::Config;
 use chronik_kafka::request_metrics::RequestMetrics;
 use serde::{Deserialize, Serialize};
@@ -48,6 +48,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/admin/cluster/moves", get(moves))
         .route("/admin/cluster/remove-node", post(remove_node))
         .route("/admin/cluster/move-partition", post(move_partition))
+        .route("/admin/cluster/transfer-leader", post(transfer_leader))
         .route("/admin/cluster/{operation}", post(not_supported))
         .with_state(state)
 }
@@ -322,6 +323,43 @@ async fn move_partition(State(s): State<AdminState>, Json(req): Json<MovePartiti
     }
 }
 
+#[derive(Deserialize)]
+struct TransferLeader {
+    /// With `partition`, a partition's group; without, the metadata group.
+    topic: Option<String>,
+    partition: Option<i32>,
+    to: u64,
+}
+
+#[derive(Serialize)]
+struct Transferred {
+    /// `metadata`, or the partition as `topic-partition`.
+    group: String,
+    leader: u64,
+}
+
+/// Hands a group's leadership to one of its voters; 200 once it leads.
+async fn transfer_leader(State(s): State<AdminState>, Json(req): Json<TransferLeader>) -> Response {
+    let target = match (req.topic, req.partition) {
+        (None, None) => LeadershipTarget::Metadata,
+        (Some(topic), Some(partition)) => LeadershipTarget::Partition { topic, partition },
+        _ => {
+            let why = "name both topic and partition (a partition's leader), or neither (the metadata leader)";
+            return (StatusCode::BAD_REQUEST, Json(serde_json::json!({ "error": why }))).into_response();
+        }
+    };
+    match s.node.transfer_leadership(&target, req.to).await {
+        Ok(()) => {
+            let group = match target {
+                LeadershipTarget::Metadata => "metadata".to_string(),
+                LeadershipTarget::Partition { topic, partition } => format!("{topic}-{partition}"),
+            };
+            Json(Transferred { group, leader: req.to }).into_response()
+        }
+        Err(e) => operation_error(e),
+    }
+}
+
 /// A refused operation names why: 404 for what does not exist, 400 for a malformed request,
 /// 409 for one the cluster's state does not allow now, 503 when the metadata group could not
 /// be reached.
@@ -329,7 +367,9 @@ fn operation_error(e: ClusterError) -> Response {
     let status = match &e {
         ClusterError::Rejected(MetaError::UnknownNode(_) | MetaError::UnknownTopic(_))
         | ClusterError::Rejected(MetaError::UnknownPartition { .. }) => StatusCode::NOT_FOUND,
-        ClusterError::Rejected(MetaError::InvalidReplicas(_)) => StatusCode::BAD_REQUEST,
+        ClusterError::Rejected(MetaError::InvalidReplicas(_)) | ClusterError::NotVoter { .. } => {
+            StatusCode::BAD_REQUEST
+        }
         ClusterError::Rejected(_) => StatusCode::CONFLICT,
         _ => StatusCode::SERVICE_UNAVAILABLE,
     };
@@ -342,7 +382,7 @@ async fn not_supported(axum::extract::Path(operation): axum::extract::Path<Strin
         Json(serde_json::json!({
             "error": format!(
                 "cluster operation '{operation}' is not supported yet: of the cluster operations only \
-                 remove-node and move-partition are built (docs/ADMIN_API.md)"
+                 remove-node, move-partition and transfer-leader are built (docs/ADMIN_API.md)"
             ),
         })),
     )

@@ -75,6 +75,7 @@ enum WireRequest {
     Propose(MetaCommand),
     Leading { from: NodeId, leads: Vec<Lead> },
     Alive { from: NodeId },
+    HandOver { to: NodeId },
 }
 
 /// [`Reply`] as it travels.
@@ -116,6 +117,7 @@ pub fn request_frame(id: u64, group: GroupId, request: Request) -> Result<Bytes,
         Request::Propose(c) => WireRequest::Propose(c),
         Request::Leading { from, leads } => WireRequest::Leading { from, leads },
         Request::Alive { from } => WireRequest::Alive { from },
+        Request::HandOver { to } => WireRequest::HandOver { to },
     };
     let body = postcard::to_stdvec(&wire).map_err(|e| format!("encoding a Raft request: {e}"))?;
     Ok(frame(KIND_REQUEST, id, |b| {
@@ -173,6 +175,7 @@ pub fn decode(frame: &[u8]) -> Result<Incoming, String> {
                 WireRequest::Propose(c) => Request::Propose(c),
                 WireRequest::Leading { from, leads } => Request::Leading { from, leads },
                 WireRequest::Alive { from } => Request::Alive { from },
+                WireRequest::HandOver { to } => Request::HandOver { to },
             };
             Ok(Incoming::Request { id, group, request })
         }

@@ -433,6 +433,12 @@ impl MetaGroup {
         Arc::new(MetaInbound(Arc::downgrade(self)))
     }
 
+    /// Where this node leads the group: hands the leadership to voter `to` and waits until it
+    /// leads.
+    pub async fn hand_over_to(&self, to: NodeId) -> Result<(), ClusterError> {
+        raft::hand_over_to(&self.raft, META_GROUP, to, raft::transport::HAND_OVER_WAIT).await
+    }
+
     /// See `raft::hand_over_leadership`.
     pub async fn hand_over_leadership(&self, timeout: Duration) -> bool {
         raft::hand_over_leadership(&self.raft, self.me, timeout).await
@@ -459,6 +465,7 @@ impl Inbound for MetaInbound {
                     Ok((response, index)) => Ok(Reply::Proposed { response, index }),
                     Err(e) => Err(e.to_string()),
                 },
+                Request::HandOver { to } => meta.hand_over_to(to).await.map(|()| Reply::Ack).map_err(|e| e.to_string()),
                 raft_message => meta.raft.handle(raft_message).await,
             }
         })

@@ -15,11 +15,11 @@ mod data_dir;
 mod leadership;
 mod lifecycle;
 mod meta;
+mod operations;
+#[cfg(test)]
+mod operations_tests;
 mod options;
 mod registry;
-mod removal;
-#[cfg(test)]
-mod removal_tests;
 #[cfg(test)]
 mod replication_tests;
 #[cfg(test)]
@@ -37,8 +37,8 @@ use futures::future::BoxFuture;
 use chronik_wal::{Wal, WalStats};
 
 pub use leadership::PartitionLeader;
+pub use operations::{LeadershipTarget, PlannedMove};
 pub use options::{ClusterOptions, NodeOptions};
-pub use removal::PlannedMove;
 
 use crate::error::ClusterError;
 use crate::identity::NodeIdentity;

@@ -100,6 +100,10 @@ impl Inbound for PartitionInbound {
                     }
                 })
             }
+            Request::HandOver { to } => Box::pin(async move {
+                let handed = replica.hand_over_to(to).await;
+                handed.map(|()| Reply::Ack).map_err(|e| e.to_string())
+            }),
             other => replica.raft.handle(other),
         }
     }

@@ -436,6 +436,12 @@ impl PartitionReplica {
         crate::raft::hand_over_leadership(&self.raft, me, timeout).await
     }
 
+    /// Where this node leads the group: hands the leadership to voter `to` and waits until it
+    /// leads (see `raft::hand_over_to`).
+    pub(crate) async fn hand_over_to(&self, to: NodeId) -> Result<(), ClusterError> {
+        crate::raft::hand_over_to(&self.raft, self.group, to, crate::raft::transport::HAND_OVER_WAIT).await
+    }
+
     /// This replica's Raft role: leader, follower, candidate, learner or shutdown.
     pub fn raft_role(&self) -> &'static str {
         crate::raft::role_name(self.raft.metrics().borrow_watched().state)

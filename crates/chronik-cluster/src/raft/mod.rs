@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 pub(crate) use network::NetworkFactory;
 pub(crate) use transport::{Inbound, NoTransport, SharedTransport, SnapshotSource};
 
+use crate::error::ClusterError;
 use crate::metadata::{MetaCommand, MetaResponse};
 
 pub type NodeId = u64;
@@ -163,6 +164,32 @@ pub(crate) async fn transfer_leadership<SM: openraft::storage::RaftStateMachine<
     // this process run knows; a follower restarted while its group idled (no heartbeats) has
     // flushed nothing yet, and a heartbeat is what brings it to that point.
     raft.trigger().heartbeat().await.is_ok() && raft.trigger().transfer_leader(to).await.is_ok()
+}
+
+/// On the group's leader (this node): hands the leadership to voter `to` and waits up to
+/// `timeout` until it leads. Refused, naming why, where this node does not lead or `to` does
+/// not vote.
+pub(crate) async fn hand_over_to<SM: openraft::storage::RaftStateMachine<TypeConfig>>(
+    raft: &Raft<TypeConfig, SM>,
+    group: GroupId,
+    to: NodeId,
+    timeout: Duration,
+) -> Result<(), ClusterError> {
+    let m = raft.metrics().borrow_watched().clone();
+    if m.current_leader == Some(to) {
+        return Ok(());
+    }
+    if m.state != ServerState::Leader {
+        return Err(ClusterError::NotLeader { group, leader: m.current_leader });
+    }
+    if !m.membership_config.membership().voter_ids().any(|v| v == to) {
+        return Err(ClusterError::NotVoter { node: to });
+    }
+    if !transfer_leadership(raft, to).await {
+        return Err(ClusterError::Timeout(format!("node {to} to take the leadership: the group stopped")));
+    }
+    let led = raft.wait(Some(timeout)).metrics(|m| m.current_leader == Some(to), "the new leader").await;
+    led.map(drop).map_err(|_| ClusterError::Timeout(format!("node {to} to take the leadership ({timeout:?})")))
 }
 
 /// A group's Raft role, as metrics and the admin API name it.

@@ -60,6 +60,11 @@ pub(crate) enum Request {
     Alive {
         from: NodeId,
     },
+    /// To a group's leader: hand the leadership to voter `to` (an operator's transfer made
+    /// through another node); answered once `to` leads.
+    HandOver {
+        to: NodeId,
+    },
 }
 
 /// The pseudo-group of messages for the node itself rather than one of its groups.
@@ -135,6 +140,9 @@ impl Transport for NoTransport {
     }
 }
 
+/// How long a leadership transfer asked for over the transport waits for the new leader.
+pub(crate) const HAND_OVER_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The receiving end: one group's Raft on this node, handed the messages addressed to it.
 pub(crate) trait Inbound: Send + Sync + 'static {
     fn handle(&self, request: Request) -> BoxFuture<'static, Result<Reply, String>>;
@@ -157,8 +165,12 @@ impl<SM: RaftStateMachine<TypeConfig, SnapshotData = bytes::Bytes>> Inbound for 
                 Request::SnapshotStart { .. } | Request::SnapshotChunk { .. } | Request::SnapshotEnd { .. } => {
                     Err("this group takes no snapshot sessions (a partition's replica does)".into())
                 }
-                Request::Join(_) | Request::Propose(_) | Request::Leading { .. } | Request::Alive { .. } => {
-                    Err("joins, proposals and leadership reports are not for a group's Raft".into())
+                Request::Join(_)
+                | Request::Propose(_)
+                | Request::Leading { .. }
+                | Request::Alive { .. }
+                | Request::HandOver { .. } => {
+                    Err("joins, proposals, hand-overs and leadership reports are not for a group's Raft".into())
                 }
             }
         })

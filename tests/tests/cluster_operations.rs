@@ -1,6 +1,7 @@
-//! Removing a node from a cluster of real processes on 127.0.0.1, through the admin API as an
-//! operator would: four nodes, an RF=3 topic spread over them, acks=all producers writing
-//! while the replicas on the removed node move to the others; the removed node stops itself
+//! Operating a cluster of real processes on 127.0.0.1 through the admin API: four nodes, an
+//! RF=3 topic spread over them; the metadata group's and a partition's leadership handed to
+//! chosen nodes; then a node removed while acks=all producers write and its replicas move to
+//! the others; the removed node stops itself
 //! (exit 0) and leaves the metadata group, every acknowledged record is read back exactly
 //! once at its offset, every new replica reaches its partition's high watermark, and the
 //! removed node's data directory is refused if started again.
@@ -29,7 +30,7 @@ fn hosted(node: &Broker) -> BTreeMap<i64, u64> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_removed_through_the_admin_api_hands_its_replicas_over_and_stops() {
+async fn leadership_moves_and_a_removed_node_hands_its_replicas_over_and_stops() {
     let ports = raft_ports(4);
     let mut nodes: Vec<Broker> =
         (1..=4).map(|id| Broker::start_cluster_node(id, &ports, if id == 1 { &[] } else { &[1] }, &[])).collect();
@@ -43,6 +44,25 @@ async fn a_node_removed_through_the_admin_api_hands_its_replicas_over_and_stops(
     assert!(admin.create_topics(&[topic], &opts).await.unwrap()[0].is_ok());
     wait_until("every partition led", Duration::from_secs(60), || leaders(&nodes[0], TOPIC).len() == 4);
     let mut acked = produce_to(&bootstrap, TOPIC, 0, 300).await;
+
+    // Leadership handed to chosen voters, asked of nodes that do not lead: the metadata
+    // group's to node 4, partition 0's to a replica that does not lead it.
+    let (status, body) = http_post_json(&nodes[1].admin_url("/admin/cluster/transfer-leader"), r#"{"to":4}"#);
+    assert_eq!((status, body.as_str()), (200, r#"{"group":"metadata","leader":4}"#));
+    for n in &nodes {
+        wait_until("node 4 leads the metadata group", Duration::from_secs(30), || {
+            get_json(n, "/admin/cluster/leader")["leader"] == 4
+        });
+    }
+    let (leader, _, replicas) = leaders(&nodes[0], TOPIC)[&0].clone();
+    let to = *replicas.iter().find(|r| **r != leader).unwrap();
+    let asked = (1..=4).find(|id| *id != leader && *id != to).unwrap() as usize;
+    let body = format!(r#"{{"topic":"{TOPIC}","partition":0,"to":{to}}}"#);
+    let (status, answer) = http_post_json(&nodes[asked - 1].admin_url("/admin/cluster/transfer-leader"), &body);
+    assert_eq!(status, 200, "{answer}");
+    wait_until("the new leader of partition 0 named", Duration::from_secs(30), || {
+        leaders(&nodes[0], TOPIC).get(&0).is_some_and(|l| l.0 == to)
+    });
 
     // Node 3 goes; producers keep writing meanwhile.
     let victim = 3usize;

@@ -1,14 +1,16 @@
-//! Removing a node, in process through the seeded router: its replicas move to the other
-//! nodes (joining as learners, catching up, then the voters change), the moved partitions
-//! keep every acknowledged entry at its offset on every new replica, the node is tombstoned
-//! and taken out of the metadata group, it notices its own removal, and its id is refused.
+//! The operator's cluster operations, in process through the seeded router. Removing a node:
+//! its replicas move to the other nodes (joining as learners, catching up, then the voters
+//! change), the moved partitions keep every acknowledged entry at its offset on every new
+//! replica, the node is tombstoned and taken out of the metadata group, it notices its own
+//! removal, and its id is refused; a dead node is replaced; two nodes shrink to one.
+//! Leadership transfer: asked of any node, the chosen voter leads.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::Node;
 use super::cluster_tests::{append_to_every_leader, create, eventually, options, start_three};
 use super::replication_tests::read_all;
+use super::{LeadershipTarget, Node};
 use crate::error::ClusterError;
 use crate::raft::sim::SimRouter;
 use crate::tasks::Tasks;
@@ -195,5 +197,45 @@ async fn two_nodes_shrink_to_one() {
         assert_eq!(read_all(&first.partition("s", p).unwrap()).len(), 2, "partition {p} kept what it had");
     }
     first.shutdown().await.unwrap();
+    tasks.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leadership_moves_to_the_voter_named_from_any_node() {
+    let router = SimRouter::new(91);
+    let tasks = Tasks::new();
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let nodes = start_three(&router, &tasks, &dirs, [&[], &[1], &[1]]).await;
+    nodes[0].propose_meta(create("l", 1)).await.unwrap();
+    for n in &nodes {
+        assert!(n.wait_for_topic("l", Duration::from_secs(30)).await);
+    }
+    wait_for_serving_leaders(&nodes, "l", 1).await;
+    let partition = LeadershipTarget::Partition { topic: "l".into(), partition: 0 };
+    let cases = [(LeadershipTarget::Metadata, "the metadata group"), (partition, "partition l-0")];
+    for (target, what) in cases {
+        let leader = match &target {
+            LeadershipTarget::Metadata => nodes[0].metadata_leader().unwrap(),
+            LeadershipTarget::Partition { .. } => nodes[0].partition_leader("l", 0).leader.unwrap(),
+        };
+        // Asked of a node that does not lead, for the third one.
+        let asked = nodes.iter().find(|n| n.node_id() != leader).unwrap();
+        let to = (1..=3).find(|id| *id != leader && *id != asked.node_id()).unwrap();
+        asked.transfer_leadership(&target, to).await.unwrap_or_else(|e| panic!("{what}: {e}"));
+        let now = match &target {
+            LeadershipTarget::Metadata => nodes[(to - 1) as usize].metadata_leader(),
+            LeadershipTarget::Partition { .. } => nodes[(to - 1) as usize].partition_leader("l", 0).leader,
+        };
+        assert_eq!(now, Some(to), "{what}: node {to} leads");
+        match asked.transfer_leadership(&target, 9).await {
+            Err(ClusterError::NotVoter { node: 9 }) => {}
+            other => panic!("{what}: a transfer to a node that does not vote: {other:?}"),
+        }
+    }
+    wait_for_serving_leaders(&nodes, "l", 1).await;
+    append_to_every_leader(&nodes, &nodes, 1).await;
+    for n in &nodes {
+        n.shutdown().await.unwrap();
+    }
     tasks.stop().await;
 }

@@ -1,13 +1,22 @@
-//! Moving partitions and removing nodes, as the node sees them: the operator's requests (made
-//! through the metadata group), each partition leader carrying its moves out, the metadata
-//! leader retiring nodes that host nothing any more, and a removed node noticing that it is.
+//! The operator's cluster operations, as the node sees them: moving partitions and removing
+//! nodes (requests made through the metadata group; each partition leader carries its moves
+//! out, the metadata leader retires nodes that host nothing any more, and a removed node
+//! notices that it is), and handing a group's leadership to a chosen voter.
 
 use std::collections::BTreeSet;
 
 use super::Node;
 use crate::error::ClusterError;
-use crate::metadata::{MetaCommand, MetaError};
+use crate::metadata::{META_GROUP, MetaCommand, MetaError};
 use crate::raft::NodeId;
+use crate::raft::transport::{HAND_OVER_WAIT, Reply, Request};
+
+/// The group whose leadership an operator moves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeadershipTarget {
+    Metadata,
+    Partition { topic: String, partition: i32 },
+}
 
 /// One replica set change, as the operator sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,6 +66,46 @@ impl Node {
                 })
                 .collect()
         })
+    }
+
+    /// Hands the leadership of `target` to its voter `to` and waits until `to` leads (the
+    /// request goes to the current leader, wherever it is). Answers at once if `to` leads.
+    pub async fn transfer_leadership(&self, target: &LeadershipTarget, to: NodeId) -> Result<(), ClusterError> {
+        let (group, leader, voters) = match target {
+            LeadershipTarget::Metadata => (META_GROUP, self.meta.leader(), self.meta.voters()),
+            LeadershipTarget::Partition { topic, partition } => {
+                let (group, replicas) = self.with_metadata(|m| {
+                    let t = m.topic(topic).ok_or_else(|| MetaError::UnknownTopic(topic.clone()))?;
+                    let unknown = || MetaError::UnknownPartition { topic: topic.clone(), partition: *partition };
+                    let p = usize::try_from(*partition).ok().and_then(|i| t.partitions.get(i)).ok_or_else(unknown)?;
+                    Ok::<_, MetaError>((p.group, p.replicas.clone()))
+                })?;
+                // The group's own voters where it is hosted here (a move may have changed them).
+                let voters = self.registry.by_group(group).map_or(replicas, |r| r.replication().voters);
+                (group, self.partition_leader(topic, *partition).leader, voters)
+            }
+        };
+        if !voters.contains(&to) {
+            return Err(ClusterError::NotVoter { node: to });
+        }
+        match leader {
+            Some(l) if l == to => Ok(()),
+            Some(l) if l == self.node_id => match target {
+                LeadershipTarget::Metadata => self.meta.hand_over_to(to).await,
+                LeadershipTarget::Partition { .. } => match self.registry.by_group(group) {
+                    Some(replica) => replica.hand_over_to(to).await,
+                    None => Err(ClusterError::NotLeader { group, leader: None }),
+                },
+            },
+            Some(l) => {
+                let reply = self.transport.send(l, group, Request::HandOver { to }, HAND_OVER_WAIT * 2).await;
+                match reply.map_err(|e| ClusterError::from_transport(l, e))? {
+                    Reply::Ack => Ok(()),
+                    _ => Err(ClusterError::Internal(format!("node {l} answered a hand-over with another reply"))),
+                }
+            }
+            None => Err(ClusterError::NotLeader { group, leader: None }),
+        }
     }
 
     /// Nodes being removed.
