@@ -1,16 +1,17 @@
 //! Operating a cluster of real processes on 127.0.0.1 through the admin API: four nodes, an
 //! RF=3 topic spread over them; the metadata group's and a partition's leadership handed to
-//! chosen nodes; then a node removed while acks=all producers write and its replicas move to
+//! chosen nodes (the latter with `chronik-server admin`, the CLI); then a node removed while acks=all producers write and its replicas move to
 //! the others; the removed node stops itself
 //! (exit 0) and leaves the metadata group, every acknowledged record is read back exactly
 //! once at its offset, every new replica reaches its partition's high watermark, and the
 //! removed node's data directory is refused if started again.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::process::Command;
 use std::time::Duration;
 
 use chronik_tests::cluster::{bootstrap_of, client, get_json, leaders, produce_to, read_all, voters, wait_until};
-use chronik_tests::{Broker, http_post_json, raft_ports};
+use chronik_tests::{Broker, http_post_json, raft_ports, server_bin};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use serde_json::Value;
@@ -27,6 +28,17 @@ fn hosted(node: &Broker) -> BTreeMap<i64, u64> {
         .filter(|p| p["topic"] == TOPIC)
         .map(|p| (p["partition"].as_i64().unwrap(), p["high_watermark"].as_u64().unwrap()))
         .collect()
+}
+
+/// `chronik-server admin --addr <node's admin address> args`: exit code, stdout, stderr.
+fn admin_cli(node: &Broker, args: &[&str]) -> (Option<i32>, String, String) {
+    let addr = format!("{}:{}", node.host, node.admin_port);
+    let out = Command::new(server_bin()).args(["admin", "--addr", &addr]).args(args).output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -57,9 +69,11 @@ async fn leadership_moves_and_a_removed_node_hands_its_replicas_over_and_stops()
     let (leader, _, replicas) = leaders(&nodes[0], TOPIC)[&0].clone();
     let to = *replicas.iter().find(|r| **r != leader).unwrap();
     let asked = (1..=4).find(|id| *id != leader && *id != to).unwrap() as usize;
-    let body = format!(r#"{{"topic":"{TOPIC}","partition":0,"to":{to}}}"#);
-    let (status, answer) = http_post_json(&nodes[asked - 1].admin_url("/admin/cluster/transfer-leader"), &body);
-    assert_eq!(status, 200, "{answer}");
+    // This one through the CLI.
+    let (code, out, err) =
+        admin_cli(&nodes[asked - 1], &["transfer-leader", &to.to_string(), "--topic", TOPIC, "--partition", "0"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap(), serde_json::json!({ "group": "moving-0", "leader": to }));
     wait_until("the new leader of partition 0 named", Duration::from_secs(30), || {
         leaders(&nodes[0], TOPIC).get(&0).is_some_and(|l| l.0 == to)
     });
@@ -81,9 +95,9 @@ async fn leadership_moves_and_a_removed_node_hands_its_replicas_over_and_stops()
         let to: BTreeSet<u64> = m["to"].as_array().unwrap().iter().map(|n| n.as_u64().unwrap()).collect();
         assert!(to.len() == 3 && !to.contains(&3), "{m}");
     }
-    let (status, body) = http_post_json(&nodes[1].admin_url("/admin/cluster/remove-node"), r#"{"node_id":3}"#);
-    assert_eq!(status, 409, "asked twice: {body}");
-    assert!(body.contains("already being removed"), "{body}");
+    let (code, _, err) = admin_cli(&nodes[1], &["remove-node", "3"]);
+    assert_eq!(code, Some(1), "asked twice, through the CLI: {err}");
+    assert!(err.contains("HTTP 409") && err.contains("already being removed"), "{err}");
 
     // It stops itself once its replicas have moved.
     let code = nodes[victim - 1].wait_exit(Duration::from_secs(120));
@@ -98,7 +112,9 @@ async fn leadership_moves_and_a_removed_node_hands_its_replicas_over_and_stops()
         let ids: Vec<u64> =
             members["members"].as_array().unwrap().iter().map(|m| m["node_id"].as_u64().unwrap()).collect();
         assert_eq!(ids, [1, 2, 4], "{members}");
-        assert_eq!(get_json(n, "/admin/cluster/moves"), serde_json::json!({ "leaving": [], "moves": [] }));
+        let (code, out, err) = admin_cli(n, &["moves"]);
+        assert_eq!(code, Some(0), "{err}");
+        assert_eq!(serde_json::from_str::<Value>(&out).unwrap(), serde_json::json!({ "leaving": [], "moves": [] }));
     }
     for (p, (_, _, replicas)) in leaders(survivors[0], TOPIC) {
         assert!(replicas.len() == 3 && !replicas.contains(&3), "partition {p}: {replicas:?}");

@@ -34,6 +34,14 @@ pub enum Command {
         #[command(subcommand)]
         command: DebugCommand,
     },
+    /// Ask a running node's admin API (prints its JSON answer; exits 1 if it refuses).
+    Admin {
+        /// The node's admin address (its `admin_addr`).
+        #[arg(long, default_value = "127.0.0.1:8080", env = "CHRONIK_ADMIN_ADDR")]
+        addr: String,
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
     /// Print the version.
     Version,
 }
@@ -62,5 +70,35 @@ pub enum DebugCommand {
         path: PathBuf,
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AdminCommand {
+    /// Every node: addresses, metadata role, reachability, partitions hosted and led, state.
+    Members,
+    /// The metadata group's leader and voters.
+    Leader,
+    /// The partitions the node hosts, as their Raft groups stand.
+    Partitions,
+    /// Nodes being removed and partition moves under way.
+    Moves,
+    /// Remove a node: its replicas move to the other nodes, then it is removed and stops.
+    RemoveNode { node_id: u64 },
+    /// Move a partition to other replicas (comma-separated node ids).
+    MovePartition {
+        topic: String,
+        partition: i32,
+        #[arg(value_delimiter = ',', required = true)]
+        replicas: Vec<u64>,
+    },
+    /// Hand the metadata group's leadership (or, with --topic and --partition, a partition's)
+    /// to a voter.
+    TransferLeader {
+        to: u64,
+        #[arg(long, requires = "partition")]
+        topic: Option<String>,
+        #[arg(long, requires = "topic")]
+        partition: Option<i32>,
     },
 }

@@ -1,6 +1,7 @@
 //! chronik-server: parse the command line, load the config, run the chosen command.
 
 mod admin;
+mod admin_client;
 mod cli;
 mod debug;
 mod logging;
@@ -49,6 +50,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 Ok(1)
             }
         },
+        Command::Admin { addr, command } => admin_client::run(&addr, command),
         Command::Debug { command } => match command {
             DebugCommand::WalDump { path, json } => debug::dump(&path, json).map(|()| 0),
             DebugCommand::WalVerify { path, json } => debug::verify(&path, json).map(|c| c as u8),
