@@ -168,9 +168,11 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
             // openraft's snapshot alone would leave the follower without the records below it.
             let _ = (vote, snapshot);
             let transfer = async {
-                let r = self.send_partition_snapshot().await;
-                eprintln!("DBG snapshot to {}: {:?}", self.target, r.as_ref().map(|_| ()).map_err(|e| e.to_string()));
-                r
+                let sent = self.send_partition_snapshot().await;
+                if let Err(e) = &sent {
+                    tracing::debug!(group = self.net.group, to = self.target, "sending a snapshot: {e}");
+                }
+                sent
             };
             return tokio::select! {
                 r = transfer => r.map_err(|e| StreamingError::Unreachable(Unreachable::new(&e))),
