@@ -106,6 +106,18 @@ impl ClusterError {
         }
     }
 
+    /// A hand-over of `group`'s leadership to `to` that did not happen.
+    pub(crate) fn from_hand_over(group: GroupId, to: NodeId, e: crate::raft::HandOverRefused) -> ClusterError {
+        use crate::raft::HandOverRefused;
+        match e {
+            HandOverRefused::NotLeader { leader } => ClusterError::NotLeader { group, leader },
+            HandOverRefused::NotVoter => ClusterError::NotVoter { node: to },
+            HandOverRefused::NotTaken { after } => {
+                ClusterError::Timeout(format!("node {to} to take the leadership of group {group} ({after:?})"))
+            }
+        }
+    }
+
     /// A client write openraft did not take.
     pub(crate) fn from_write(group: GroupId, e: RaftError<TypeConfig, ClientWriteError<TypeConfig>>) -> ClusterError {
         match e {

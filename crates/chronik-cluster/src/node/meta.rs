@@ -436,7 +436,8 @@ impl MetaGroup {
     /// Where this node leads the group: hands the leadership to voter `to` and waits until it
     /// leads.
     pub async fn hand_over_to(&self, to: NodeId) -> Result<(), ClusterError> {
-        raft::hand_over_to(&self.raft, META_GROUP, to, raft::transport::HAND_OVER_WAIT).await
+        let handed = raft::hand_over_to(&self.raft, to, raft::transport::HAND_OVER_WAIT).await;
+        handed.map_err(|e| ClusterError::from_hand_over(META_GROUP, to, e))
     }
 
     /// See `raft::hand_over_leadership`.

@@ -439,7 +439,8 @@ impl PartitionReplica {
     /// Where this node leads the group: hands the leadership to voter `to` and waits until it
     /// leads (see `raft::hand_over_to`).
     pub(crate) async fn hand_over_to(&self, to: NodeId) -> Result<(), ClusterError> {
-        crate::raft::hand_over_to(&self.raft, self.group, to, crate::raft::transport::HAND_OVER_WAIT).await
+        let handed = crate::raft::hand_over_to(&self.raft, to, crate::raft::transport::HAND_OVER_WAIT).await;
+        handed.map_err(|e| ClusterError::from_hand_over(self.group, to, e))
     }
 
     /// This replica's Raft role: leader, follower, candidate, learner or shutdown.

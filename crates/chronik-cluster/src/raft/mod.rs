@@ -18,7 +18,6 @@ use serde::{Deserialize, Serialize};
 pub(crate) use network::NetworkFactory;
 pub(crate) use transport::{Inbound, NoTransport, SharedTransport, SnapshotSource};
 
-use crate::error::ClusterError;
 use crate::metadata::{MetaCommand, MetaResponse};
 
 pub type NodeId = u64;
@@ -166,30 +165,39 @@ pub(crate) async fn transfer_leadership<SM: openraft::storage::RaftStateMachine<
     raft.trigger().heartbeat().await.is_ok() && raft.trigger().transfer_leader(to).await.is_ok()
 }
 
+/// Why a hand-over to a chosen voter did not happen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum HandOverRefused {
+    /// This node does not lead the group (`leader` does, if known).
+    NotLeader { leader: Option<NodeId> },
+    /// The chosen node does not vote in the group.
+    NotVoter,
+    /// The group stopped, or the chosen node did not take over within the time given.
+    NotTaken { after: Duration },
+}
+
 /// On the group's leader (this node): hands the leadership to voter `to` and waits up to
-/// `timeout` until it leads. Refused, naming why, where this node does not lead or `to` does
-/// not vote.
+/// `timeout` until it leads.
 pub(crate) async fn hand_over_to<SM: openraft::storage::RaftStateMachine<TypeConfig>>(
     raft: &Raft<TypeConfig, SM>,
-    group: GroupId,
     to: NodeId,
     timeout: Duration,
-) -> Result<(), ClusterError> {
+) -> Result<(), HandOverRefused> {
     let m = raft.metrics().borrow_watched().clone();
     if m.current_leader == Some(to) {
         return Ok(());
     }
     if m.state != ServerState::Leader {
-        return Err(ClusterError::NotLeader { group, leader: m.current_leader });
+        return Err(HandOverRefused::NotLeader { leader: m.current_leader });
     }
     if !m.membership_config.membership().voter_ids().any(|v| v == to) {
-        return Err(ClusterError::NotVoter { node: to });
+        return Err(HandOverRefused::NotVoter);
     }
     if !transfer_leadership(raft, to).await {
-        return Err(ClusterError::Timeout(format!("node {to} to take the leadership: the group stopped")));
+        return Err(HandOverRefused::NotTaken { after: Duration::ZERO });
     }
     let led = raft.wait(Some(timeout)).metrics(|m| m.current_leader == Some(to), "the new leader").await;
-    led.map(drop).map_err(|_| ClusterError::Timeout(format!("node {to} to take the leadership ({timeout:?})")))
+    led.map(drop).map_err(|_| HandOverRefused::NotTaken { after: timeout })
 }
 
 /// A group's Raft role, as metrics and the admin API name it.
