@@ -110,9 +110,9 @@ impl ClusterError {
     pub(crate) fn from_hand_over(group: GroupId, to: NodeId, e: crate::raft::HandOverRefused) -> ClusterError {
         use crate::raft::HandOverRefused;
         match e {
-            HandOverRefused::NotLeader { leader } => ClusterError::NotLeader { group, leader },
-            HandOverRefused::NotVoter => ClusterError::NotVoter { node: to },
-            HandOverRefused::NotTaken { after } => {
+            HandOverRefused::Elsewhere { leader } => ClusterError::NotLeader { group, leader },
+            HandOverRefused::NoVote => ClusterError::NotVoter { node: to },
+            HandOverRefused::Untaken { after } => {
                 ClusterError::Timeout(format!("node {to} to take the leadership of group {group} ({after:?})"))
             }
         }

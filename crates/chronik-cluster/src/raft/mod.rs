@@ -169,11 +169,11 @@ pub(crate) async fn transfer_leadership<SM: openraft::storage::RaftStateMachine<
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum HandOverRefused {
     /// This node does not lead the group (`leader` does, if known).
-    NotLeader { leader: Option<NodeId> },
+    Elsewhere { leader: Option<NodeId> },
     /// The chosen node does not vote in the group.
-    NotVoter,
+    NoVote,
     /// The group stopped, or the chosen node did not take over within the time given.
-    NotTaken { after: Duration },
+    Untaken { after: Duration },
 }
 
 /// On the group's leader (this node): hands the leadership to voter `to` and waits up to
@@ -188,16 +188,16 @@ pub(crate) async fn hand_over_to<SM: openraft::storage::RaftStateMachine<TypeCon
         return Ok(());
     }
     if m.state != ServerState::Leader {
-        return Err(HandOverRefused::NotLeader { leader: m.current_leader });
+        return Err(HandOverRefused::Elsewhere { leader: m.current_leader });
     }
     if !m.membership_config.membership().voter_ids().any(|v| v == to) {
-        return Err(HandOverRefused::NotVoter);
+        return Err(HandOverRefused::NoVote);
     }
     if !transfer_leadership(raft, to).await {
-        return Err(HandOverRefused::NotTaken { after: Duration::ZERO });
+        return Err(HandOverRefused::Untaken { after: Duration::ZERO });
     }
     let led = raft.wait(Some(timeout)).metrics(|m| m.current_leader == Some(to), "the new leader").await;
-    led.map(drop).map_err(|_| HandOverRefused::NotTaken { after: timeout })
+    led.map(drop).map_err(|_| HandOverRefused::Untaken { after: timeout })
 }
 
 /// A group's Raft role, as metrics and the admin API name it.
