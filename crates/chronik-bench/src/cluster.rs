@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -42,6 +42,11 @@ pub struct ClusterArgs {
     /// Partitions of the many-partitions run (0 skips it).
     #[arg(long, default_value_t = 0)]
     partitions: u32,
+    /// `wal_page_cache_bytes` of every node, the standalone one included, in MiB (0: the
+    /// default, 4 GiB). On this VM a write into page-cache memory the guest has not touched
+    /// lately costs a trap to the host, and three nodes fill three windows.
+    #[arg(long, default_value_t = 0)]
+    wal_page_cache_mib: u64,
 }
 
 fn free_port() -> u16 {
@@ -61,7 +66,8 @@ struct Node {
 }
 
 impl Node {
-    fn new(server: &Path, dir: PathBuf, id: u64, args: &[&str], env: &[(&str, &str)]) -> Node {
+    fn new(bench: &ClusterArgs, dir: PathBuf, id: u64, args: &[&str], env: &[(&str, &str)]) -> Node {
+        let server = bench.server.as_path();
         let (kafka, admin) = (format!("127.0.0.1:{}", free_port()), format!("127.0.0.1:{}", free_port()));
         let mut env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         env.extend([
@@ -71,6 +77,9 @@ impl Node {
             ("CHRONIK_WAL_SYNC_MODE".to_string(), "always".to_string()),
             ("CHRONIK_LOG_LEVEL".to_string(), "warn".to_string()),
         ]);
+        if bench.wal_page_cache_mib > 0 {
+            env.push(("CHRONIK_WAL_PAGE_CACHE_BYTES".to_string(), (bench.wal_page_cache_mib << 20).to_string()));
+        }
         let args = args.iter().map(|a| a.to_string()).collect();
         Node { id, dir, kafka, admin, server: server.into(), args, env, child: None }
     }
@@ -152,7 +161,7 @@ fn start_cluster(args: &ClusterArgs, name: &str) -> anyhow::Result<Vec<Node>> {
             ),
         )?;
         let env = [("CHRONIK_NUM_PARTITIONS", "8"), ("CHRONIK_DEFAULT_REPLICATION_FACTOR", "3")];
-        let mut node = Node::new(&args.server, dir, id, &["-c", "chronik.toml", "cluster"], &env);
+        let mut node = Node::new(args, dir, id, &["-c", "chronik.toml", "cluster"], &env);
         node.start()?;
         nodes.push(node);
     }
@@ -210,7 +219,7 @@ fn run_in(args: &ClusterArgs) -> anyhow::Result<()> {
 
     // Throughput: standalone, then the cluster, same load.
     let standalone_rate = {
-        let mut node = Node::new(&args.server, args.dir.join("standalone"), 1, &[], &[("CHRONIK_NUM_PARTITIONS", "8")]);
+        let mut node = Node::new(args, args.dir.join("standalone"), 1, &[], &[("CHRONIK_NUM_PARTITIONS", "8")]);
         node.start()?;
         throughput(&node.kafka, "produce8", args.messages)?
     };
