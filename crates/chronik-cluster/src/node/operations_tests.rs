@@ -2,7 +2,8 @@
 //! its replicas move to the other nodes (joining as learners, catching up, then the voters
 //! change), the moved partitions keep every acknowledged entry at its offset on every new
 //! replica, the node is tombstoned and taken out of the metadata group, it notices its own
-//! removal, and its id is refused; a dead node is replaced; two nodes shrink to one.
+//! removal, and its id is refused; a dead node is replaced; two nodes shrink to one; the
+//! metadata leader's own node hands the group over when it is removed.
 //! Leadership transfer: asked of any node, the chosen voter leads.
 
 use std::sync::Arc;
@@ -175,11 +176,7 @@ async fn two_nodes_shrink_to_one() {
     let first = Node::start_in_sim(options(dirs[0].path(), 1, &[]), router.clone(), &tasks).await.unwrap();
     let second = Node::start_in_sim(options(dirs[1].path(), 2, &[1]), router.clone(), &tasks).await.unwrap();
     eventually("two metadata voters", || first.metadata_voters().len() == 2).await;
-    let mut topic = create("s", 2);
-    if let crate::metadata::MetaCommand::CreateTopic { replication_factor, .. } = &mut topic {
-        *replication_factor = 1;
-    }
-    first.propose_meta(topic).await.unwrap();
+    first.propose_meta(create_with_rf("s", 2, 1)).await.unwrap();
     let both = [first.clone(), second.clone()];
     eventually("node 2 applied the topic", || second.with_metadata(|m| m.topic("s").is_some())).await;
     assert!(second.wait_for_topic("s", Duration::from_secs(30)).await);
@@ -238,4 +235,39 @@ async fn leadership_moves_to_the_voter_named_from_any_node() {
         n.shutdown().await.unwrap();
     }
     tasks.stop().await;
+}
+
+/// Removing the node that leads the metadata group: it hands the group over before it gives
+/// up its vote, and the others go on without it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_metadata_leaders_node_hands_over_when_removed() {
+    let router = SimRouter::new(92);
+    let tasks = Tasks::new();
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let nodes = start_three(&router, &tasks, &dirs, [&[], &[1], &[1]]).await;
+    let leader = nodes[0].metadata_leader().unwrap();
+    let leaving = nodes[(leader - 1) as usize].clone();
+    let others: Vec<Arc<Node>> = nodes.iter().filter(|n| n.node_id() != leader).cloned().collect();
+    assert!(others[0].remove_node(leader).await.unwrap().is_empty(), "it hosts no partition");
+    tokio::time::timeout(Duration::from_secs(30), leaving.removed_from_cluster()).await.unwrap();
+    leaving.shutdown().await.unwrap();
+    for n in &others {
+        eventually("a new metadata leader", || n.metadata_leader().is_some_and(|l| l != leader)).await;
+        eventually("the old leader out of the group", || n.meta.members().iter().all(|(id, _)| *id != leader)).await;
+    }
+    // The two left take changes.
+    others[1].propose_meta(create_with_rf("after", 1, 2)).await.unwrap();
+    for n in &others {
+        n.shutdown().await.unwrap();
+    }
+    tasks.stop().await;
+}
+
+/// `create` with another replication factor.
+fn create_with_rf(name: &str, partitions: u32, rf: u32) -> crate::metadata::MetaCommand {
+    let mut topic = create(name, partitions);
+    if let crate::metadata::MetaCommand::CreateTopic { replication_factor, .. } = &mut topic {
+        *replication_factor = rf;
+    }
+    topic
 }
