@@ -346,19 +346,38 @@ impl MetaGroup {
 
     /// On the leader: makes a voter a learner (the first step of removing its node, taken
     /// while the node still answers: in a group of two voters the change needs its vote).
-    pub async fn demote_to_learner(&self, node: NodeId) -> Result<(), ClusterError> {
-        let change = ChangeMembers::RemoveVoters([node].into());
-        self.raft.change_membership(change, true).await.map_err(|e| ClusterError::from_write(META_GROUP, e))?;
+    /// Not while the voters left would have no live majority (false): the joint
+    /// configuration needs one, and waiting for it would stop every metadata change.
+    pub async fn demote_to_learner(&self, node: NodeId) -> Result<bool, ClusterError> {
+        let left: Vec<NodeId> = self.raft.voter_ids().filter(|v| *v != node).collect();
+        let live = left.iter().filter(|v| **v == self.me || !self.presumed_dead(**v)).count();
+        if live <= left.len() / 2 {
+            tracing::debug!(node, ?left, "not demoting yet: the voters left have no live majority");
+            return Ok(false);
+        }
+        self.change_membership(ChangeMembers::RemoveVoters([node].into()), true).await?;
         tracing::info!(node, "no longer a voter of the metadata group (being removed)");
-        Ok(())
+        Ok(true)
     }
 
     /// On the leader: takes a removed node (a learner by now) out of the group.
     pub async fn remove_member(&self, node: NodeId) -> Result<(), ClusterError> {
-        let change = ChangeMembers::RemoveNodes([node].into());
-        self.raft.change_membership(change, false).await.map_err(|e| ClusterError::from_write(META_GROUP, e))?;
+        self.change_membership(ChangeMembers::RemoveNodes([node].into()), false).await?;
         tracing::info!(node, "removed from the metadata group");
         Ok(())
+    }
+
+    /// A membership change of the group, waited for [`PROPOSE_TIMEOUT`] at most (one that
+    /// cannot commit must not hold up the membership loop).
+    async fn change_membership(
+        &self,
+        change: ChangeMembers<NodeId, BasicNode>,
+        retain: bool,
+    ) -> Result<(), ClusterError> {
+        match tokio::time::timeout(PROPOSE_TIMEOUT, self.raft.change_membership(change, retain)).await {
+            Ok(changed) => changed.map(drop).map_err(|e| ClusterError::from_write(META_GROUP, e)),
+            Err(_) => Err(ClusterError::Timeout(format!("a metadata membership change ({PROPOSE_TIMEOUT:?})"))),
+        }
     }
 
     /// A producer id never handed out before, cluster-wide: the next of this node's reserved

@@ -78,9 +78,13 @@ impl Node {
                     let t = m.topic(topic).ok_or_else(|| MetaError::UnknownTopic(topic.clone()))?;
                     let unknown = || MetaError::UnknownPartition { topic: topic.clone(), partition: *partition };
                     let p = usize::try_from(*partition).ok().and_then(|i| t.partitions.get(i)).ok_or_else(unknown)?;
-                    Ok::<_, MetaError>((p.group, p.replicas.clone()))
+                    // During a move the group's voters are somewhere between the two sets.
+                    let mut all = p.replicas.clone();
+                    all.extend(m.moves.get(&p.group).into_iter().flatten().filter(|n| !p.replicas.contains(n)));
+                    Ok::<_, MetaError>((p.group, all))
                 })?;
-                // The group's own voters where it is hosted here (a move may have changed them).
+                // The group's own voters where it is hosted here; else those it may have (its
+                // leader refuses a node that does not vote).
                 let voters = self.registry.by_group(group).map_or(replicas, |r| r.replication().voters);
                 (group, self.partition_leader(topic, *partition).leader, voters)
             }
@@ -88,8 +92,9 @@ impl Node {
         if !voters.contains(&to) {
             return Err(ClusterError::NotVoter { node: to });
         }
+        // A leader known from another node's report may be stale: the request goes to it
+        // anyway, and a node that already is the leader answers at once.
         match leader {
-            Some(l) if l == to => Ok(()),
             Some(l) if l == self.node_id => match target {
                 LeadershipTarget::Metadata => self.meta.hand_over_to(to).await,
                 LeadershipTarget::Partition { .. } => match self.registry.by_group(group) {
@@ -167,7 +172,7 @@ impl Node {
                 return;
             }
             if self.meta.is_voter(node) {
-                if let Err(e) = self.meta.demote_to_learner(node).await {
+                if let Err(e) = self.meta.demote_to_learner(node).await.map(drop) {
                     tracing::warn!(node, "removing a node from the metadata voters: {e}");
                 }
                 continue;

@@ -16,6 +16,9 @@ use crate::raft::NodeId;
 /// A learner this close to the leader's last entry is caught up enough to become a voter (a
 /// voter further behind would hold back commits under the new membership until it caught up).
 const CAUGHT_UP_SLACK: u64 = 64;
+/// The longest one membership change is waited for: one that cannot commit (a new voter died
+/// meanwhile) must not hold up the node's other moves; the next round looks again.
+const CHANGE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What the leader sees of its group.
 #[derive(Debug, Clone)]
@@ -27,6 +30,10 @@ pub(crate) struct GroupView {
     pub members: BTreeSet<NodeId>,
     /// A joint configuration is in force (a change was cut short by a leader change).
     pub joint: bool,
+    /// The newest membership in the log has committed. A leader newly elected may hold one
+    /// that has not: a move is done only once it has, or a replica the metadata then drops
+    /// could still be needed for a quorum.
+    pub membership_committed: bool,
     pub last_log_index: u64,
     /// The last entry each other member is known to hold.
     pub matched: BTreeMap<NodeId, u64>,
@@ -46,11 +53,16 @@ pub(crate) enum MoveStep {
     RemoveMembers(BTreeSet<NodeId>),
     /// The leader is not one of the new replicas: it hands the leadership to this one.
     HandOver(NodeId),
+    /// The newest membership has not committed yet; nothing to do until it has.
+    AwaitCommit,
     /// The group's members are the target.
     Done,
 }
 
 pub(crate) fn next_step(v: &GroupView, target: &BTreeSet<NodeId>) -> MoveStep {
+    if !v.membership_committed {
+        return MoveStep::AwaitCommit;
+    }
     let missing: BTreeSet<NodeId> = target.difference(&v.members).copied().collect();
     if !missing.is_empty() {
         return MoveStep::AddLearners(missing);
@@ -105,6 +117,7 @@ impl PartitionReplica {
                 voters: membership.voter_ids().collect(),
                 members: membership.nodes().map(|(id, _)| *id).collect(),
                 joint: membership.get_joint_config().len() > 1,
+                membership_committed: m.committed_membership_config.log_id() == m.membership_config.log_id(),
                 last_log_index: m.last_log_index.unwrap_or(0),
                 matched: m
                     .replication
@@ -116,25 +129,29 @@ impl PartitionReplica {
         };
         let step = next_step(&view, target);
         tracing::debug!(group = self.group, ?step, "moving replicas");
-        let changed = |r: Result<_, _>| r.map(drop).map_err(|e| ClusterError::from_write(self.group, e));
+        let group = self.group;
+        let changed = |r: Result<Result<_, _>, tokio::time::error::Elapsed>| match r {
+            Ok(written) => written.map(drop).map_err(|e| ClusterError::from_write(group, e)),
+            Err(_) => Err(ClusterError::Timeout(format!("group {group}: a membership change ({CHANGE_TIMEOUT:?})"))),
+        };
         match step {
             MoveStep::AddLearners(nodes) => {
                 // Membership changes are writes: a quiet leader confirms its lease first.
                 self.renew_lease().await;
                 for n in nodes {
                     tracing::info!(topic = %self.topic, partition = self.partition, node = n, "adding a replica");
-                    changed(self.raft.add_learner(n, BasicNode::new(addr(n)), false).await)?;
+                    changed(bounded(self.raft.add_learner(n, BasicNode::new(addr(n)), false)).await)?;
                 }
             }
-            MoveStep::CatchUp(_) => {}
+            MoveStep::CatchUp(_) | MoveStep::AwaitCommit => {}
             MoveStep::SetVoters(voters) => {
                 self.renew_lease().await;
                 tracing::info!(topic = %self.topic, partition = self.partition, ?voters, "changing the voters");
-                changed(self.raft.change_membership(ChangeMembers::ReplaceAllVoters(voters), false).await)?;
+                changed(bounded(self.raft.change_membership(ChangeMembers::ReplaceAllVoters(voters), false)).await)?;
             }
             MoveStep::RemoveMembers(nodes) => {
                 self.renew_lease().await;
-                changed(self.raft.change_membership(ChangeMembers::RemoveNodes(nodes), false).await)?;
+                changed(bounded(self.raft.change_membership(ChangeMembers::RemoveNodes(nodes), false)).await)?;
             }
             MoveStep::HandOver(to) => {
                 tracing::info!(topic = %self.topic, partition = self.partition, to, "handing over to a new replica");
@@ -144,6 +161,11 @@ impl PartitionReplica {
         }
         Ok(false)
     }
+}
+
+/// A membership change, waited for [`CHANGE_TIMEOUT`] at most.
+fn bounded<F: std::future::Future>(change: F) -> tokio::time::Timeout<F> {
+    tokio::time::timeout(CHANGE_TIMEOUT, change)
 }
 
 #[cfg(test)]
@@ -160,6 +182,7 @@ mod tests {
             voters: set(voters),
             members: voters.iter().chain(learners).copied().collect(),
             joint: false,
+            membership_committed: true,
             last_log_index: 1000,
             matched: matched.iter().copied().collect(),
         }
@@ -200,6 +223,12 @@ mod tests {
             ),
             ("left-over learners go", view(1, &[1, 2, 4], &[3], &all), &[1, 2, 4], RemoveMembers(set(&[3]))),
             ("done", view(1, &[1, 2, 4], &[], &all), &[1, 2, 4], Done),
+            (
+                "not done before the membership commits (a new leader)",
+                GroupView { membership_committed: false, ..view(1, &[1, 2, 4], &[], &all) },
+                &[1, 2, 4],
+                AwaitCommit,
+            ),
             ("every replica moves", view(1, &[1], &[], &[]), &[2, 3], AddLearners(set(&[2, 3]))),
         ];
         for (name, v, target, expected) in cases {
