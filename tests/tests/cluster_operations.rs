@@ -1,10 +1,11 @@
 //! Operating a cluster of real processes on 127.0.0.1 through the admin API: four nodes, an
-//! RF=3 topic spread over them; the metadata group's and a partition's leadership handed to
-//! chosen nodes (the latter with `chronik-server admin`, the CLI); then a node removed while acks=all producers write and its replicas move to
-//! the others; the removed node stops itself
-//! (exit 0) and leaves the metadata group, every acknowledged record is read back exactly
-//! once at its offset, every new replica reaches its partition's high watermark, and the
-//! removed node's data directory is refused if started again.
+//! RF=3 topic spread over them. The metadata group's and a partition's leadership are handed
+//! to chosen nodes (the latter with `chronik-server admin`, the CLI). A node is removed while
+//! acks=all producers write and its replicas move to the others: it stops itself (exit 0) and
+//! leaves the metadata group, every acknowledged record is read back exactly once at its
+//! offset, every new replica reaches its partition's high watermark, and its data directory
+//! is refused if started again. A fifth node removed while it is down learns of its removal
+//! from its peers when started again, and refuses to serve.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
@@ -43,7 +44,7 @@ fn admin_cli(node: &Broker, args: &[&str]) -> (Option<i32>, String, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leadership_moves_and_a_removed_node_hands_its_replicas_over_and_stops() {
-    let ports = raft_ports(4);
+    let ports = raft_ports(5);
     let mut nodes: Vec<Broker> =
         (1..=4).map(|id| Broker::start_cluster_node(id, &ports, if id == 1 { &[] } else { &[1] }, &[])).collect();
     for n in &nodes {
@@ -146,4 +147,19 @@ async fn leadership_moves_and_a_removed_node_hands_its_replicas_over_and_stops()
     assert_ne!(code, Some(0));
     let log = nodes[victim - 1].log_text();
     assert!(log.contains("node 3 was removed from cluster"), "{log}");
+
+    // A node removed while it is down never applies its tombstone; started again, it learns
+    // of its removal from the first peer it reaches, and refuses to serve.
+    let mut fifth = Broker::start_cluster_node(5, &ports, &[1], &[]);
+    wait_until("node 5 a metadata voter", Duration::from_secs(60), || voters(&nodes[0]).contains(&5));
+    fifth.kill9();
+    let (status, body) = http_post_json(&nodes[0].admin_url("/admin/cluster/remove-node"), r#"{"node_id":5}"#);
+    assert_eq!(status, 202, "{body}");
+    wait_until("node 5 out of the metadata group", Duration::from_secs(60), || {
+        nodes.iter().any(|n| n.log_text().contains("removed from the metadata group node=5"))
+    });
+    let code = fifth.start_expecting_refusal();
+    assert_ne!(code, Some(0));
+    let log = fifth.log_text();
+    assert!(log.contains("node 5 was removed from cluster"), "{log}");
 }

@@ -87,6 +87,31 @@ pub(crate) struct TcpSettings {
     pub connect_timeout: Duration,
     pub max_message_size: usize,
     pub contacts: Contacts,
+    pub tombstones: Tombstones,
+}
+
+/// Refusals that say the connecting node was removed from the cluster start with this.
+const REMOVED_REFUSAL: &str = "removed: ";
+
+/// Removed nodes as the transport sees them: which peers it refuses to talk to (a node removed
+/// while it was down never heard of its tombstone, and learns it this way), and whether a peer
+/// refused this node as removed.
+#[derive(Clone)]
+pub(crate) struct Tombstones {
+    pub is_removed: Arc<dyn Fn(NodeId) -> bool + Send + Sync>,
+    pub told: Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+impl Default for Tombstones {
+    fn default() -> Tombstones {
+        Tombstones { is_removed: Arc::new(|_| false), told: Arc::new(tokio::sync::watch::channel(false).0) }
+    }
+}
+
+impl std::fmt::Debug for Tombstones {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tombstones").field("told", &*self.told.borrow()).finish_non_exhaustive()
+    }
 }
 
 /// Frames queued for one connection's writer.
@@ -237,7 +262,11 @@ impl Peer {
             stream.set_nodelay(true).map_err(|e| e.to_string())?;
             let mine = Handshake { cluster: self.settings.cluster, from: self.settings.me, to: self.node };
             stream.write_all(&mine.encode()).await.map_err(|e| e.to_string())?;
-            let theirs = read_handshake(&mut stream).await?;
+            let theirs = read_handshake(&mut stream).await.inspect_err(|why| {
+                if why.contains(REMOVED_REFUSAL) {
+                    self.settings.tombstones.told.send_replace(true);
+                }
+            })?;
             // A joining node (nil cluster id) learns the cluster's id from its join's answer.
             let cluster = if self.settings.cluster.is_nil() { theirs.cluster } else { self.settings.cluster };
             if theirs != (Handshake { cluster, from: self.node, to: self.settings.me }) {
@@ -394,6 +423,8 @@ async fn serve_connection(
         Some(format!("node {} belongs to cluster {}, not {}", settings.me, settings.cluster, hello.cluster))
     } else if hello.to != settings.me {
         Some(format!("this is node {}, not node {}", settings.me, hello.to))
+    } else if (settings.tombstones.is_removed)(hello.from) {
+        Some(format!("{REMOVED_REFUSAL}node {} was removed from cluster {}", hello.from, settings.cluster))
     } else {
         None
     };

@@ -42,6 +42,11 @@ impl AddressBook {
         let _ = self.metadata.set(metadata);
     }
 
+    /// Whether `node` was removed from the cluster (its id tombstoned).
+    pub fn is_removed(&self, node: NodeId) -> bool {
+        self.metadata.get().is_some_and(|m| m.read().removed_nodes.contains(&node))
+    }
+
     pub fn lookup(&self, node: NodeId) -> Option<String> {
         let registered = self.metadata.get().and_then(|m| m.read().nodes.get(&node).map(|n| n.raft_addr.clone()));
         registered.or_else(|| self.seeds.get(&node).cloned())
@@ -56,6 +61,7 @@ pub(super) fn settings(opts: &ClusterOptions, cluster: Uuid, me: NodeId, contact
         connect_timeout: opts.connect_timeout,
         max_message_size: opts.max_message_size,
         contacts: contacts.clone(),
+        tombstones: Default::default(),
     }
 }
 
@@ -119,7 +125,9 @@ pub(super) fn transport(
     contacts: &Contacts,
     tasks: &Tasks,
 ) -> (Arc<TcpTransport>, TcpSettings) {
-    let s = settings(opts, cluster, me, contacts);
+    let mut s = settings(opts, cluster, me, contacts);
+    let book_of_the_removed = book.clone();
+    s.tombstones.is_removed = Arc::new(move |n| book_of_the_removed.is_removed(n));
     let lookup = book.clone();
     (TcpTransport::new(s.clone(), Arc::new(move |n| lookup.lookup(n)), tasks.clone()), s)
 }

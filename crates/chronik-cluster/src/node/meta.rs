@@ -58,13 +58,16 @@ pub(super) struct MetaGroup {
     clustered: bool,
     /// Cluster mode: which peers are alive (a proposal is not sent to a silent leader).
     liveness: Option<Arc<Liveness>>,
+    /// Cluster mode over TCP: a peer refused this node as removed (the transport's
+    /// `Tombstones`), which a node removed while it was down learns no other way.
+    told_removed: Option<watch::Receiver<bool>>,
 }
 
 impl MetaGroup {
     pub async fn open(
         wal: &Arc<Wal>,
         opts: &NodeOptions,
-        (transport, liveness): (SharedTransport, Option<Arc<Liveness>>),
+        (transport, liveness, told_removed): (SharedTransport, Option<Arc<Liveness>>, Option<watch::Receiver<bool>>),
     ) -> Result<MetaGroup, ClusterError> {
         let sm = MetadataStateMachine::new(wal.clone());
         let view = sm.view();
@@ -83,6 +86,7 @@ impl MetaGroup {
             transport,
             clustered: opts.cluster.is_some(),
             liveness,
+            told_removed,
         })
     }
 
@@ -124,7 +128,7 @@ impl MetaGroup {
         }
         let (cluster_id, registered, removed) =
             self.read(|m| (m.cluster_id, m.nodes.get(&me.id) == Some(&me), m.removed_nodes.contains(&me.id)));
-        if removed {
+        if removed || self.told_removed() {
             return Err(ClusterError::Removed { node: me.id, cluster: identity.cluster_id });
         }
         match cluster_id {
@@ -159,7 +163,18 @@ impl MetaGroup {
                     && registered.is_none_or(|me| view.read().nodes.contains_key(&me))
         };
         let started = std::time::Instant::now();
-        while let Err(e) = self.raft.wait(Some(SLOW_START_REPORT)).metrics(caught_up.clone(), "caught up").await {
+        loop {
+            let wait = self.raft.wait(Some(SLOW_START_REPORT));
+            let reached = wait.metrics(caught_up.clone(), "caught up");
+            // A removed node is no member: no leader will ever reach it, but a peer may say so.
+            let removed = self.until_told_removed();
+            let e = tokio::select! {
+                done = reached => match done {
+                    Ok(_) => return self.wait_to_hear_from_the_leader().await,
+                    Err(e) => e,
+                },
+                () = removed => return,
+            };
             let m = self.raft.metrics().borrow_watched().clone();
             tracing::warn!(
                 leader = ?m.current_leader,
@@ -168,6 +183,51 @@ impl MetaGroup {
                 "waiting {:?} for the metadata group (a leader, and this node's log applied): {e}",
                 started.elapsed()
             );
+        }
+    }
+
+    /// Until this node has heard from the leader it knows since it started (or leads, or is
+    /// told it was removed). A leader restored from this node's own vote is no proof that it
+    /// still leads this node: one removed while it was down would serve until a peer refused it.
+    /// It says it lives to that leader once a second meanwhile: a node removed while it was
+    /// down and demoted to learner before that never campaigns, and this is how it reaches a
+    /// peer that refuses it.
+    async fn wait_to_hear_from_the_leader(&self) {
+        let Some(liveness) = &self.liveness else { return };
+        let started = std::time::Instant::now();
+        let (mut said_alive, mut reported) = (None::<std::time::Instant>, started);
+        loop {
+            let leader = self.raft.metrics().borrow_watched().current_leader;
+            let removed = self.read(|m| m.removed_nodes.contains(&self.me)) || self.told_removed();
+            if removed || leader.is_some_and(|l| l == self.me || liveness.last_heard(l).is_some()) {
+                return;
+            }
+            if let Some(l) = leader.filter(|_| said_alive.is_none_or(|t| t.elapsed() >= Duration::from_secs(1))) {
+                said_alive = Some(std::time::Instant::now());
+                let alive = Request::Alive { from: self.me };
+                let _ = self.transport.send(l, crate::raft::transport::NODE_GROUP, alive, Duration::from_secs(1)).await;
+            }
+            if reported.elapsed() >= SLOW_START_REPORT {
+                reported = std::time::Instant::now();
+                tracing::warn!(?leader, "waiting {:?} to hear from the metadata group's leader", started.elapsed());
+            }
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_millis(20)) => {}
+                () = self.until_told_removed() => return,
+            }
+        }
+    }
+
+    /// Whether a peer refused this node as removed from the cluster.
+    pub fn told_removed(&self) -> bool {
+        self.told_removed.as_ref().is_some_and(|t| *t.borrow())
+    }
+
+    /// Fires when a peer refuses this node as removed (never, if none does).
+    pub async fn until_told_removed(&self) {
+        let Some(mut told) = self.told_removed.clone() else { return std::future::pending().await };
+        if told.wait_for(|removed| *removed).await.is_err() {
+            std::future::pending::<()>().await;
         }
     }
 

@@ -232,7 +232,8 @@ impl Node {
             // Standalone: every group's only voter is this node.
             _ => (Arc::new(NoTransport), None),
         };
-        let meta = Arc::new(MetaGroup::open(&wal, &opts, (transport.clone(), liveness.clone())).await?);
+        let told_removed = listen.as_ref().map(|s: &crate::net::TcpSettings| s.tombstones.told.subscribe());
+        let meta = Arc::new(MetaGroup::open(&wal, &opts, (transport.clone(), liveness.clone(), told_removed)).await?);
         book.follow(meta.view());
         let node = Arc::new(Node {
             node_id: opts.node_id,

@@ -190,18 +190,25 @@ impl Node {
         }
     }
 
-    /// Whether this node's id is tombstoned: it was removed from the cluster.
+    /// Whether this node's id is tombstoned: it was removed from the cluster (it applied its
+    /// tombstone, or a peer refused it as removed).
     pub fn is_removed(&self) -> bool {
-        self.with_metadata(|m| m.removed_nodes.contains(&self.node_id))
+        self.with_metadata(|m| m.removed_nodes.contains(&self.node_id)) || self.meta.told_removed()
     }
 
     /// Resolves once this node has been removed from the cluster (never, standalone).
     pub async fn removed_from_cluster(&self) {
         let mut version = self.meta.subscribe();
-        while !self.is_removed() {
-            if version.changed().await.is_err() {
-                std::future::pending::<()>().await;
+        let tombstone_applied = async {
+            while !self.with_metadata(|m| m.removed_nodes.contains(&self.node_id)) {
+                if version.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
             }
+        };
+        tokio::select! {
+            () = tombstone_applied => {}
+            () = self.meta.until_told_removed() => {}
         }
     }
 }

@@ -38,6 +38,7 @@ fn settings(cluster: Uuid, me: NodeId) -> TcpSettings {
         connect_timeout: Duration::from_secs(1),
         max_message_size: 8 << 20,
         contacts: Default::default(),
+        tombstones: Default::default(),
     }
 }
 
