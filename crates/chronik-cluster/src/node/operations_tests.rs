@@ -4,6 +4,7 @@
 //! replica, the node is tombstoned and taken out of the metadata group, it notices its own
 //! removal, and its id is refused; a dead node is replaced; two nodes shrink to one; the
 //! metadata leader's own node hands the group over when it is removed.
+//! An operator's move of one partition to other nodes (its leader among the replicas left).
 //! Leadership transfer: asked of any node, the chosen voter leads.
 
 use std::sync::Arc;
@@ -109,15 +110,7 @@ async fn a_removed_nodes_replicas_move_with_their_data_and_its_id_is_refused() {
 /// the dead node is taken out of the metadata group without ever answering.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_node_is_replaced_by_a_new_one() {
-    let router = SimRouter::new(78);
-    let tasks = Tasks::new();
-    let dirs: Vec<tempfile::TempDir> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
-    let nodes = start_three(&router, &tasks, &dirs, [&[], &[1], &[1]]).await;
-    nodes[0].propose_meta(create("r", 3)).await.unwrap();
-    for n in &nodes {
-        assert!(n.wait_for_topic("r", Duration::from_secs(30)).await);
-    }
-    wait_for_serving_leaders(&nodes, "r", 3).await;
+    let (router, tasks, dirs, nodes) = three_with_topic(78, "r", 3, 3).await;
     append_to_every_leader(&nodes, &nodes, 1).await;
 
     // Node 3 dies; node 4 joins in its place, then node 3 is removed.
@@ -199,15 +192,7 @@ async fn two_nodes_shrink_to_one() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leadership_moves_to_the_voter_named_from_any_node() {
-    let router = SimRouter::new(91);
-    let tasks = Tasks::new();
-    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let nodes = start_three(&router, &tasks, &dirs, [&[], &[1], &[1]]).await;
-    nodes[0].propose_meta(create("l", 1)).await.unwrap();
-    for n in &nodes {
-        assert!(n.wait_for_topic("l", Duration::from_secs(30)).await);
-    }
-    wait_for_serving_leaders(&nodes, "l", 1).await;
+    let (_router, tasks, _dirs, nodes) = three_with_topic(91, "l", 1, 3).await;
     let partition = LeadershipTarget::Partition { topic: "l".into(), partition: 0 };
     let cases = [(LeadershipTarget::Metadata, "the metadata group"), (partition, "partition l-0")];
     for (target, what) in cases {
@@ -270,4 +255,61 @@ fn create_with_rf(name: &str, partitions: u32, rf: u32) -> crate::metadata::Meta
         *replication_factor = rf;
     }
     topic
+}
+
+/// An operator's move: a partition of one replica goes to two other nodes (its replication
+/// factor changes with it), keeping every entry, and takes writes there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_moves_to_the_replicas_named() {
+    let (_router, tasks, _dirs, nodes) = three_with_topic(93, "p", 1, 1).await;
+    append_to_every_leader(&nodes, &nodes, 1).await;
+    append_to_every_leader(&nodes, &nodes, 2).await;
+    let from = nodes[0].with_metadata(|m| m.topic("p").unwrap().partitions[0].replicas.clone());
+    let to: Vec<u64> = (1..=3).filter(|n| !from.contains(n)).collect();
+    let planned = nodes[2].move_partition("p", 0, to.clone()).await.unwrap().expect("a move");
+    assert_eq!((planned.from.clone(), planned.to.clone()), (from.clone(), to.clone()));
+    for n in &nodes {
+        eventually("the move finished", || n.moves_in_progress().is_empty()).await;
+        eventually("the replicas are where they were sent", || {
+            n.with_metadata(|m| m.topic("p").unwrap().partitions[0].replicas == to)
+                && (n.partition("p", 0).is_some() == to.contains(&n.node_id()))
+        })
+        .await;
+    }
+    wait_for_serving_leaders(&nodes, "p", 1).await;
+    append_to_every_leader(&nodes, &nodes, 3).await;
+    let leader = nodes.iter().find_map(|n| n.partition("p", 0).filter(|r| r.is_leader(n.node_id()))).unwrap();
+    let expected = read_all(&leader);
+    assert_eq!(expected.len(), 3, "what the old replica had, and the write after the move");
+    for n in nodes.iter().filter(|n| to.contains(&n.node_id())) {
+        let r = n.partition("p", 0).unwrap();
+        eventually("the replica caught up", || r.log().high_watermark() == leader.log().high_watermark()).await;
+        assert_eq!(read_all(&r), expected, "node {}", n.node_id());
+    }
+    for n in &nodes {
+        n.shutdown().await.unwrap();
+    }
+    tasks.stop().await;
+}
+
+/// Nodes 1-3 (1 bootstraps, 2 and 3 join through it) on a router seeded with `seed`, each
+/// with its data dir (plus a spare one), and topic `topic` (`partitions`, replication factor
+/// `rf`) created and led.
+async fn three_with_topic(
+    seed: u64,
+    topic: &str,
+    partitions: u32,
+    rf: u32,
+) -> (Arc<SimRouter>, Tasks, Vec<tempfile::TempDir>, Vec<Arc<Node>>) {
+    let router = SimRouter::new(seed);
+    let tasks = Tasks::new();
+    let dirs: Vec<tempfile::TempDir> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+    let nodes = start_three(&router, &tasks, &dirs, [&[], &[1], &[1]]).await;
+    nodes[0].propose_meta(create_with_rf(topic, partitions, rf)).await.unwrap();
+    for n in &nodes {
+        eventually("the topic applied", || n.with_metadata(|m| m.topic(topic).is_some())).await;
+        assert!(n.wait_for_topic(topic, Duration::from_secs(30)).await);
+    }
+    wait_for_serving_leaders(&nodes, topic, partitions as i32).await;
+    (router, tasks, dirs, nodes)
 }
