@@ -145,6 +145,18 @@ pub fn wait_converged(nodes: &[&Broker], topic: &str, partition_count: usize) {
     });
 }
 
+/// Nodes 1 to `count` of a cluster on this machine (Raft ports `ports`): node 1 bootstraps,
+/// the others join through it; returns once each counts them all as metadata voters.
+pub fn start_seeded(ports: &[u16], count: u64) -> Vec<Broker> {
+    let nodes: Vec<Broker> =
+        (1..=count).map(|id| Broker::start_cluster_node(id, ports, if id == 1 { &[] } else { &[1] }, &[])).collect();
+    let all: Vec<u64> = (1..=count).collect();
+    for n in &nodes {
+        wait_until("every node a metadata voter", Duration::from_secs(60), || voters(n) == all);
+    }
+    nodes
+}
+
 /// Every node's Kafka address, for clients.
 pub fn bootstrap_of(nodes: &[Broker]) -> String {
     nodes.iter().map(|n| n.bootstrap()).collect::<Vec<_>>().join(",")

@@ -16,8 +16,8 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use chronik_tests::cluster::{
-    bootstrap_of, client, get_json, leaders, metric, partitions, produce_to, read_all, voters, wait_converged,
-    wait_until,
+    bootstrap_of, client, get_json, leaders, metric, partitions, produce_to, read_all, start_seeded, voters,
+    wait_converged, wait_until,
 };
 use chronik_tests::raw::{batch, connect, try_produce};
 use chronik_tests::{Broker, client_script, now_ms, python, raft_ports, server_bin, write_cluster_toml};
@@ -242,11 +242,7 @@ async fn quick_start_cluster_keeps_every_acknowledged_write_through_kills() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_nodes_serve_through_two_losses_and_refuse_writes_without_a_majority() {
     let ports = raft_ports(5);
-    let mut nodes: Vec<Broker> =
-        (1..=5).map(|id| Broker::start_cluster_node(id, &ports, if id == 1 { &[] } else { &[1] }, &[])).collect();
-    for n in &nodes {
-        wait_until("five metadata voters", Duration::from_secs(60), || voters(n) == [1, 2, 3, 4, 5]);
-    }
+    let mut nodes = start_seeded(&ports, 5);
     let bootstrap = bootstrap_of(&nodes);
     let admin: AdminClient<DefaultClientContext> = client(&bootstrap).create().unwrap();
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));

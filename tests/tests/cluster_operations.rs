@@ -11,7 +11,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 use std::time::Duration;
 
-use chronik_tests::cluster::{bootstrap_of, client, get_json, leaders, produce_to, read_all, voters, wait_until};
+use chronik_tests::cluster::{
+    bootstrap_of, client, get_json, leaders, produce_to, read_all, start_seeded, voters, wait_until,
+};
 use chronik_tests::{Broker, http_post_json, raft_ports, server_bin};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -45,11 +47,7 @@ fn admin_cli(node: &Broker, args: &[&str]) -> (Option<i32>, String, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leadership_moves_and_a_removed_node_hands_its_replicas_over_and_stops() {
     let ports = raft_ports(5);
-    let mut nodes: Vec<Broker> =
-        (1..=4).map(|id| Broker::start_cluster_node(id, &ports, if id == 1 { &[] } else { &[1] }, &[])).collect();
-    for n in &nodes {
-        wait_until("four metadata voters", Duration::from_secs(60), || voters(n) == [1, 2, 3, 4]);
-    }
+    let mut nodes = start_seeded(&ports, 4);
     let bootstrap = bootstrap_of(&nodes);
     let admin: AdminClient<DefaultClientContext> = client(&bootstrap).create().unwrap();
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));

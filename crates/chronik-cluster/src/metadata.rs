@@ -404,7 +404,8 @@ impl MetadataState {
         Ok(())
     }
 
-    fn partition(&self, topic: &str, partition: i32) -> Result<&PartitionInfo, MetaError> {
+    /// Partition `partition` of `topic`.
+    pub fn partition(&self, topic: &str, partition: i32) -> Result<&PartitionInfo, MetaError> {
         let t = self.topics.get(topic).ok_or_else(|| MetaError::UnknownTopic(topic.to_string()))?;
         let unknown = || MetaError::UnknownPartition { topic: topic.to_string(), partition };
         usize::try_from(partition).ok().and_then(|i| t.partitions.get(i)).ok_or_else(unknown)
@@ -519,6 +520,11 @@ mod tests {
         }
     }
 
+    /// Applies `cmds` in order; the answer to the last (Done if there is none).
+    fn last_answer(s: &mut MetadataState, cmds: &[MetaCommand]) -> MetaResponse {
+        cmds.iter().fold(MetaResponse::Done, |_, c| s.apply(c))
+    }
+
     #[test]
     fn command_table() {
         // (commands applied in order, expected response of the last one)
@@ -578,12 +584,7 @@ mod tests {
             ),
         ];
         for (name, cmds, expected) in cases {
-            let mut s = MetadataState::new();
-            let mut last = MetaResponse::Done;
-            for c in &cmds {
-                last = s.apply(c);
-            }
-            assert_eq!(last, expected, "{name}");
+            assert_eq!(last_answer(&mut MetadataState::new(), &cmds), expected, "{name}");
         }
     }
 
@@ -745,12 +746,7 @@ mod tests {
             ),
         ];
         for (name, cmds, expected) in cases {
-            let mut s = three_nodes_and(&[("t", 1, 1)]);
-            let mut last = MetaResponse::Done;
-            for c in &cmds {
-                last = s.apply(c);
-            }
-            assert_eq!(last, expected, "{name}");
+            assert_eq!(last_answer(&mut three_nodes_and(&[("t", 1, 1)]), &cmds), expected, "{name}");
         }
     }
 

@@ -69,6 +69,15 @@ pub(super) async fn start_three(
     nodes
 }
 
+/// Node `id` starting in `dir` (joining through node 1) is refused, the refusal saying `why`.
+pub(super) async fn refused_join(router: &Arc<SimRouter>, tasks: &Tasks, dir: &std::path::Path, id: NodeId, why: &str) {
+    match Node::start_in_sim(options(dir, id, &[1]), router.clone(), tasks).await {
+        Err(ClusterError::Join(said)) => assert!(said.contains(why), "{said}"),
+        Err(other) => panic!("node {id} refused for another reason: {other}"),
+        Ok(_) => panic!("node {id} was admitted"),
+    }
+}
+
 pub(super) fn create(name: &str, partitions: u32) -> MetaCommand {
     MetaCommand::CreateTopic {
         name: name.into(),
@@ -117,12 +126,7 @@ async fn a_cluster_forms_from_seeds_forwards_proposals_and_survives_its_metadata
     assert!(cut_off.wait_for_topic("u", Duration::from_secs(30)).await);
 
     // A node id in use cannot join again (a wiped node comes back under a new id).
-    let again = Node::start_in_sim(options(dirs[3].path(), 2, &[1]), router.clone(), &tasks).await;
-    match again {
-        Err(ClusterError::Join(why)) => assert!(why.contains("node id 2 is already a member"), "{why}"),
-        Err(other) => panic!("refused for another reason: {other}"),
-        Ok(_) => panic!("a second node 2 was admitted"),
-    }
+    refused_join(&router, &tasks, dirs[3].path(), 2, "node id 2 is already a member").await;
 
     for n in &nodes {
         n.shutdown().await.unwrap();

@@ -49,7 +49,7 @@ pub(super) struct MetaGroup {
     raft: Raft<TypeConfig, MetadataStateMachine>,
     view: Arc<RwLock<MetadataState>>,
     version: watch::Receiver<u64>,
-    /// The reserved block of producer ids: (next, end).
+    /// The producer ids this node hands out, and its spare block.
     producer_ids: tokio::sync::Mutex<ProducerIds>,
     me: NodeId,
     /// Where proposals made here go when another node leads.
@@ -198,7 +198,7 @@ impl MetaGroup {
         let (mut said_alive, mut reported) = (None::<std::time::Instant>, started);
         loop {
             let leader = self.raft.metrics().borrow_watched().current_leader;
-            let removed = self.read(|m| m.removed_nodes.contains(&self.me)) || self.told_removed();
+            let removed = self.tombstoned() || self.told_removed();
             if removed || leader.is_some_and(|l| l == self.me || liveness.last_heard(l).is_some()) {
                 return;
             }
@@ -216,6 +216,11 @@ impl MetaGroup {
                 () = self.until_told_removed() => return,
             }
         }
+    }
+
+    /// Whether this node has applied its own tombstone (it was removed from the cluster).
+    pub fn tombstoned(&self) -> bool {
+        self.read(|m| m.removed_nodes.contains(&self.me))
     }
 
     /// Whether a peer refused this node as removed from the cluster.

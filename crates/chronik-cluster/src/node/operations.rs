@@ -75,9 +75,7 @@ impl Node {
             LeadershipTarget::Metadata => (META_GROUP, self.meta.leader(), self.meta.voters()),
             LeadershipTarget::Partition { topic, partition } => {
                 let (group, replicas) = self.with_metadata(|m| {
-                    let t = m.topic(topic).ok_or_else(|| MetaError::UnknownTopic(topic.clone()))?;
-                    let unknown = || MetaError::UnknownPartition { topic: topic.clone(), partition: *partition };
-                    let p = usize::try_from(*partition).ok().and_then(|i| t.partitions.get(i)).ok_or_else(unknown)?;
+                    let p = m.partition(topic, *partition)?;
                     // During a move the group's voters are somewhere between the two sets.
                     let mut all = p.replicas.clone();
                     all.extend(m.moves.get(&p.group).into_iter().flatten().filter(|n| !p.replicas.contains(n)));
@@ -157,9 +155,9 @@ impl Node {
         if self.meta.leader() != Some(self.node_id) {
             return;
         }
+        let members = self.meta.members();
         let (done, removed_members) = self.with_metadata(|m| {
             let done: Vec<NodeId> = m.leaving.iter().copied().filter(|n| !m.hosts_anything(*n)).collect();
-            let members = self.meta.members();
             let now = std::time::Instant::now();
             let stopped = |id: NodeId| self.liveness.as_ref().is_none_or(|l| l.presumed_dead(id, now));
             let removed: Vec<NodeId> =
@@ -193,14 +191,14 @@ impl Node {
     /// Whether this node's id is tombstoned: it was removed from the cluster (it applied its
     /// tombstone, or a peer refused it as removed).
     pub fn is_removed(&self) -> bool {
-        self.with_metadata(|m| m.removed_nodes.contains(&self.node_id)) || self.meta.told_removed()
+        self.meta.tombstoned() || self.meta.told_removed()
     }
 
     /// Resolves once this node has been removed from the cluster (never, standalone).
     pub async fn removed_from_cluster(&self) {
         let mut version = self.meta.subscribe();
         let tombstone_applied = async {
-            while !self.with_metadata(|m| m.removed_nodes.contains(&self.node_id)) {
+            while !self.meta.tombstoned() {
                 if version.changed().await.is_err() {
                     std::future::pending::<()>().await;
                 }

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::cluster_tests::{append_to_every_leader, create, eventually, options, start_three};
+use super::cluster_tests::{append_to_every_leader, create, eventually, options, refused_join, start_three};
 use super::replication_tests::read_all;
 use super::{LeadershipTarget, Node};
 use crate::error::ClusterError;
@@ -94,11 +94,7 @@ async fn a_removed_nodes_replicas_move_with_their_data_and_its_id_is_refused() {
 
     // The id is gone for good: a node that comes back as 2 (here with a fresh data dir) is
     // refused, naming why.
-    match Node::start_in_sim(options(dirs[4].path(), 2, &[1]), router.clone(), &tasks).await {
-        Err(ClusterError::Join(why)) => assert!(why.contains("removed"), "{why}"),
-        Err(other) => panic!("refused for another reason: {other}"),
-        Ok(_) => panic!("a removed id was admitted"),
-    }
+    refused_join(&router, &tasks, dirs[4].path(), 2, "removed").await;
     for n in &survivors {
         n.shutdown().await.unwrap();
     }

@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use openraft::async_runtime::WatchReceiver;
-use openraft::{BasicNode, ChangeMembers, ServerState};
+use openraft::{BasicNode, ChangeMembers};
 
 use super::PartitionReplica;
 use crate::error::ClusterError;
@@ -108,9 +108,6 @@ impl PartitionReplica {
         let view = {
             let metrics = self.raft.metrics();
             let m = metrics.borrow_watched();
-            if m.state != ServerState::Leader {
-                return Ok(false);
-            }
             let membership = m.membership_config.membership();
             GroupView {
                 me,
