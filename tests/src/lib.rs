@@ -61,7 +61,7 @@ impl Broker {
     }
 
     /// Starts `chronik-server args` in `data` with `env`.
-    fn start_in(data: tempfile::TempDir, env: &[(&str, &str)], args: &[&str]) -> Broker {
+    pub fn start_in(data: tempfile::TempDir, env: &[(&str, &str)], args: &[&str]) -> Broker {
         let mut b = Broker {
             child: None,
             kafka_port: 0,

@@ -167,6 +167,23 @@ pub fn split_batches(records: &[u8], check_crc: bool) -> Result<Vec<BatchSpan>, 
     Ok(out)
 }
 
+/// The last offset an imported entry's batches take, when they may follow a log whose next
+/// offset is `next_offset`: each batch starts at or after it and after the batch before (gaps
+/// allowed, as a compacted source log has them). `None`: the entry takes no offsets and the
+/// state machine refuses it. The WAL encoder, log recovery and the state machine all decide
+/// with this, so they agree.
+pub fn import_last_offset(spans: &[BatchSpan], next_offset: u64) -> Option<u64> {
+    let mut next = next_offset;
+    for s in spans {
+        let base = u64::try_from(s.header.base_offset).ok()?;
+        if base < next {
+            return None;
+        }
+        next = u64::try_from(s.header.last_offset()).ok()?.checked_add(1)?;
+    }
+    next.checked_sub(1).filter(|_| !spans.is_empty())
+}
+
 /// The first 16 bytes of a batch with `base_offset` and `leader_epoch` written in (both outside
 /// the batch CRC, so the batch stays valid).
 pub fn stamped_prefix(batch: &[u8], base_offset: u64, leader_epoch: i32) -> [u8; STAMP_LEN] {

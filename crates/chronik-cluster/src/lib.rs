@@ -44,7 +44,9 @@ pub use partition::{
 };
 pub use raft::{GroupId, NodeId};
 pub use records::{RecordMeta, Records};
-pub use storage::compaction::{CodecError, CompactionOutcome, FilterError, IoBudget, MAX_RECORDS_BYTES, visit_records};
+pub use storage::compaction::{
+    CodecError, CompactionOutcome, FilterError, IoBudget, MAX_RECORDS_BYTES, decompress, visit_records,
+};
 pub use storage::{EntryOffsets, PartitionLog, ReadBatches, ReadError, TransferError};
 pub use tasks::{TaskFailure, Tasks};
 pub use topic_config::{TOPIC_CONFIGS, TimestampType, TopicDefaults, TopicSettings, validate_topic_config};

@@ -42,6 +42,31 @@ pub enum Command {
         #[command(subcommand)]
         command: AdminCommand,
     },
+    /// Convert a v1 (legacy standalone Chronik) data directory into a new data directory,
+    /// offline. The input is only read. Prints a report (exit 1 if `--verify` found a
+    /// difference); see docs/MIGRATION.md.
+    MigrateWal {
+        /// The v1 data directory (v1's `--data-dir`).
+        #[arg(long)]
+        input: PathBuf,
+        /// The new data directory: must not exist or be empty.
+        #[arg(long)]
+        output: PathBuf,
+        /// Skip records that fail their checks (each is listed in the report) instead of
+        /// stopping at the first.
+        #[arg(long)]
+        skip_corrupt: bool,
+        /// Topics whose retention would delete migrated data at its first check get that
+        /// retention turned off (`retention.ms` / `retention.bytes` = -1) instead.
+        #[arg(long)]
+        keep_expired: bool,
+        /// Read the output back and compare it with the input, record by record.
+        #[arg(long)]
+        verify: bool,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the version.
     Version,
 }

@@ -6,6 +6,7 @@ mod cli;
 mod debug;
 mod logging;
 mod metrics;
+mod migrate;
 mod node;
 mod shutdown;
 
@@ -51,6 +52,11 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             }
         },
         Command::Admin { addr, command } => admin_client::run(&addr, command),
+        Command::MigrateWal { input, output, skip_corrupt, keep_expired, verify, json } => {
+            let opts = chronik_migrate::MigrateOptions { input, output, skip_corrupt, keep_expired, verify, show_progress: !json };
+            logging::init("warn");
+            migrate::run(opts, json)
+        }
         Command::Debug { command } => match command {
             DebugCommand::WalDump { path, json } => debug::dump(&path, json).map(|()| 0),
             DebugCommand::WalVerify { path, json } => debug::verify(&path, json).map(|c| c as u8),

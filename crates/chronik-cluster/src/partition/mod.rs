@@ -214,6 +214,19 @@ impl PartitionReplica {
         Ok(PendingAppend { group: self.group, rx })
     }
 
+    /// Queues record batches copied from another log, keeping their offsets (see
+    /// [`Command::Import`]); the handle resolves to the span the entry took once committed.
+    pub async fn submit_import(&self, records: Bytes) -> Result<PendingAppend, ClusterError> {
+        self.renew_lease().await;
+        let (responder, rx) = openraft::impls::ProgressResponder::complete_only();
+        self.raft
+            .write(Command::Import { records })
+            .responder(responder)
+            .await
+            .map_err(|e| ClusterError::stopped(self.group, e))?;
+        Ok(PendingAppend { group: self.group, rx })
+    }
+
     /// Appends record batches through Raft; returns (base offset, last offset) once committed
     /// and applied (so visible to consumers).
     pub async fn append(&self, records: Bytes) -> Result<(u64, u64), ClusterError> {

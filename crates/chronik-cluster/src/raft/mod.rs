@@ -30,6 +30,11 @@ pub enum Command {
     /// Kafka record batches for a partition, exactly as the client sent them (compressed batches
     /// stay compressed). The log store stamps base offsets and the leader epoch into them.
     Produce { records: Bytes },
+    /// Record batches copied from another log (a migration): they keep the offsets stamped in
+    /// them, which may leave gaps, and only the leader epoch is stamped. The entry spans the
+    /// offsets from the partition's log tail to its last batch's last offset, so the offsets
+    /// stay a function of the log alone.
+    Import { records: Bytes },
     /// Moves the partition's log start offset forward (DeleteRecords, retention).
     AdvanceLogStart { offset: u64 },
     /// Forgets the partition's idempotent producers last seen before this time (ms), as the
@@ -46,6 +51,7 @@ impl fmt::Display for Command {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Command::Produce { records } => write!(f, "produce({} bytes)", records.len()),
+            Command::Import { records } => write!(f, "import({} bytes)", records.len()),
             Command::AdvanceLogStart { offset } => write!(f, "advance-log-start({offset})"),
             Command::ExpireProducers { before_ms } => write!(f, "expire-producers(before {before_ms})"),
             Command::Compact(p) => write!(f, "compact({}..{} at {})", p.dirty_start, p.end, p.now_ms),

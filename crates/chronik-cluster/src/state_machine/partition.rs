@@ -113,6 +113,16 @@ impl PartitionStateMachine {
         (self.wal.max_payload_len() / 2 / SNAPSHOT_BYTES_PER_PRODUCER).max(16)
     }
 
+    /// Idempotent producers' sequences, from the batches' headers.
+    fn record_producers(&self, s: &mut State, spans: &[batch::BatchSpan]) {
+        let cap = self.producer_cap();
+        for span in spans.iter().filter(|sp| sp.header.producer_id >= 0) {
+            let h = &span.header;
+            let batch = BatchSeq { first_seq: h.base_sequence, last_seq: h.last_sequence(), base_offset: h.base_offset as u64 };
+            s.data.producers.record(h.producer_id, h.producer_epoch, batch, h.max_timestamp, cap);
+        }
+    }
+
     fn apply_command(&self, s: &mut State, cmd: Command) -> Response {
         match cmd {
             Command::Produce { records } => match batch::split_batches(&records, false) {
@@ -132,18 +142,24 @@ impl PartitionStateMachine {
                         ));
                     }
                     s.data.next_offset = last + 1;
-                    let cap = self.producer_cap();
-                    for span in spans.iter().filter(|sp| sp.header.producer_id >= 0) {
-                        let h = &span.header;
-                        let batch = BatchSeq {
-                            first_seq: h.base_sequence,
-                            last_seq: h.last_sequence(),
-                            base_offset: h.base_offset as u64,
-                        };
-                        s.data.producers.record(h.producer_id, h.producer_epoch, batch, h.max_timestamp, cap);
-                    }
+                    self.record_producers(s, &spans);
                     Response::Produced { base_offset: base, last_offset: last }
                 }
+                Err(e) => Response::Invalid(e.to_string()),
+            },
+            Command::Import { records } => match batch::split_batches(&records, false) {
+                Ok(spans) => match batch::import_last_offset(&spans, s.data.next_offset) {
+                    Some(last) => {
+                        let base = s.data.next_offset;
+                        s.data.next_offset = last + 1;
+                        self.record_producers(s, &spans);
+                        Response::Produced { base_offset: base, last_offset: last }
+                    }
+                    None => Response::Invalid(format!(
+                        "imported batches start at offset {}, before the log's next offset {} or out of order",
+                        spans[0].header.base_offset, s.data.next_offset
+                    )),
+                },
                 Err(e) => Response::Invalid(e.to_string()),
             },
             Command::AdvanceLogStart { offset } => {

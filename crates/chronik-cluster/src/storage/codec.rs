@@ -3,7 +3,8 @@
 //! The WAL record's `entry_kind` is the entry's kind (0 blank, 1 normal, 2 membership). A normal
 //! entry's payload is a one-byte tag and the command: for `Produce` the record batches follow
 //! as raw bytes, with base offsets and leader epoch stamped in, so a fetch serves the stored
-//! bytes as they are. Other commands and memberships are postcard-encoded.
+//! bytes as they are. `Import` is the same after an 8-byte offset where the entry's span starts
+//! (its batches keep their own offsets). Other commands and memberships are postcard-encoded.
 
 use std::io;
 use std::ops::Range;
@@ -25,6 +26,9 @@ const TAG_LOG_START: u8 = 2;
 const TAG_META: u8 = 3;
 const TAG_EXPIRE_PRODUCERS: u8 = 4;
 const TAG_COMPACT: u8 = 5;
+const TAG_IMPORT: u8 = 6;
+/// Tag and span start in front of an import entry's batches.
+const IMPORT_PREFIX_LEN: usize = 9;
 
 enum Part {
     Owned(Range<usize>),
@@ -116,6 +120,34 @@ pub fn encode(entry: &Entry, next_offset: Option<u64>) -> io::Result<Encoded> {
                         _ => e.parts.push(Part::Shared(records.clone())),
                     }
                 }
+                Command::Import { records } => {
+                    e.push_owned(&[TAG_IMPORT]);
+                    e.push_owned(&next_offset.unwrap_or(0).to_le_bytes());
+                    let spans = batch::split_batches(records, false).ok();
+                    let placed = next_offset.zip(spans).and_then(|(next, spans)| {
+                        batch::import_last_offset(&spans, next).map(|last| (next, last, spans))
+                    });
+                    match placed {
+                        Some((next, last, spans)) => {
+                            let epoch = i32::try_from(e.term).unwrap_or(i32::MAX);
+                            for s in &spans {
+                                let own = s.header.base_offset as u64;
+                                e.push_owned(&batch::stamped_prefix(&records[s.range.clone()], own, epoch));
+                                e.parts.push(Part::Shared(records.slice(s.range.start + STAMP_LEN..s.range.end)));
+                            }
+                            e.offsets = Some(EntryOffsets {
+                                raft_index: e.index,
+                                base_offset: next,
+                                last_offset: last,
+                                max_timestamp: spans.iter().map(|s| s.header.max_timestamp).max().unwrap_or(i64::MIN),
+                                bytes: records.len() as u64,
+                                epoch: e.term,
+                            });
+                        }
+                        // As for produce: stored as sent, taking no offsets, refused on apply.
+                        None => e.parts.push(Part::Shared(records.clone())),
+                    }
+                }
                 Command::AdvanceLogStart { offset } => {
                     e.push_owned(&[TAG_LOG_START]);
                     e.push_owned(&offset.to_le_bytes());
@@ -155,6 +187,7 @@ pub fn decode_command(payload: &Bytes) -> io::Result<Command> {
     let (&tag, body) = payload.split_first().ok_or_else(|| io_err("empty command"))?;
     Ok(match tag {
         TAG_PRODUCE => Command::Produce { records: payload.slice(1..) },
+        TAG_IMPORT if payload.len() > IMPORT_PREFIX_LEN => Command::Import { records: payload.slice(IMPORT_PREFIX_LEN..) },
         TAG_LOG_START => Command::AdvanceLogStart {
             offset: u64::from_le_bytes(body.try_into().map_err(|_| io_err("bad advance-log-start command"))?),
         },
@@ -167,9 +200,40 @@ pub fn decode_command(payload: &Bytes) -> io::Result<Command> {
     })
 }
 
-/// The record batches of a stored produce entry (what a fetch returns), if it is one.
+/// The record batches of a stored produce or import entry (what a fetch returns), if it is one.
 pub fn stored_records(v: &EntryView) -> Option<Bytes> {
-    (v.entry_kind == KIND_NORMAL && v.payload.first() == Some(&TAG_PRODUCE)).then(|| v.payload.slice(1..))
+    if v.entry_kind != KIND_NORMAL {
+        return None;
+    }
+    match v.payload.first() {
+        Some(&TAG_PRODUCE) => Some(v.payload.slice(1..)),
+        Some(&TAG_IMPORT) if v.payload.len() > IMPORT_PREFIX_LEN => Some(v.payload.slice(IMPORT_PREFIX_LEN..)),
+        _ => None,
+    }
+}
+
+/// The offsets a stored entry took, as the encoder gave them; `None` for an entry that took
+/// none. (An import entry recorded where its span starts: the log's next offset then.)
+pub fn stored_offsets(v: &EntryView) -> Option<EntryOffsets> {
+    let records = stored_records(v)?;
+    let spans = batch::split_batches(&records, false).ok()?;
+    let last_batch = spans.last()?;
+    let base_offset = if v.payload[0] == TAG_IMPORT {
+        let start = u64::from_le_bytes(v.payload[1..IMPORT_PREFIX_LEN].try_into().ok()?);
+        // Took offsets iff the encoder found the batches in place after `start`.
+        batch::import_last_offset(&spans, start)?;
+        start
+    } else {
+        spans[0].header.base_offset as u64
+    };
+    Some(EntryOffsets {
+        raft_index: v.index,
+        base_offset,
+        last_offset: last_batch.header.last_offset() as u64,
+        max_timestamp: spans.iter().map(|s| s.header.max_timestamp).max().unwrap_or(i64::MIN),
+        bytes: records.len() as u64,
+        epoch: v.term,
+    })
 }
 
 #[cfg(test)]
@@ -209,6 +273,47 @@ mod tests {
         let back = decode(&v).unwrap();
         assert_eq!(back.log_id, log_id(7, 42));
         assert!(matches!(back.payload, EntryPayload::Normal(Command::Produce { records }) if records == stored));
+    }
+
+    fn at(offset: i64, mut b: Vec<u8>) -> Vec<u8> {
+        b[0..8].copy_from_slice(&offset.to_be_bytes());
+        b
+    }
+
+    #[test]
+    fn import_keeps_offsets_and_spans_from_the_log_tail() {
+        // Batches at 120..=122 and 130..=131 after a log ending at 100: gaps before and between.
+        let records: Bytes = [at(120, batch(3, 10)), at(130, batch(2, 20))].concat().into();
+        let entry = Entry { log_id: log_id(4, 9), payload: EntryPayload::Normal(Command::Import { records }) };
+        let enc = encode(&entry, Some(100)).unwrap();
+        let offsets = enc.offsets.expect("in place after 100");
+        assert_eq!((offsets.base_offset, offsets.last_offset, offsets.epoch), (100, 131, 4));
+        let v = view(&enc);
+        assert_eq!(stored_offsets(&v), Some(offsets), "recovery sees what the append saw");
+        let stored = stored_records(&v).unwrap();
+        let spans = batch::split_batches(&stored, true).expect("valid CRCs");
+        assert_eq!(
+            spans.iter().map(|s| (s.header.base_offset, s.header.partition_leader_epoch)).collect::<Vec<_>>(),
+            vec![(120, 4), (130, 4)],
+            "own offsets kept, leader epoch stamped"
+        );
+        assert!(matches!(decode(&v).unwrap().payload, EntryPayload::Normal(Command::Import { records }) if records == stored));
+    }
+
+    #[test]
+    fn import_out_of_place_takes_no_offsets() {
+        let table: [(&str, Vec<Vec<u8>>, u64); 3] = [
+            ("starts before the log tail", vec![at(90, batch(3, 1))], 100),
+            ("batches overlap", vec![at(100, batch(3, 1)), at(102, batch(1, 1))], 100),
+            ("batches go backwards", vec![at(110, batch(1, 1)), at(105, batch(1, 1))], 100),
+        ];
+        for (case, batches, next) in table {
+            let records: Bytes = batches.concat().into();
+            let entry = Entry { log_id: log_id(1, 3), payload: EntryPayload::Normal(Command::Import { records }) };
+            let enc = encode(&entry, Some(next)).unwrap();
+            assert_eq!(enc.offsets, None, "{case}");
+            assert_eq!(stored_offsets(&view(&enc)), None, "{case}: recovery agrees");
+        }
     }
 
     #[test]

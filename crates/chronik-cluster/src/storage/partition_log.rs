@@ -18,7 +18,6 @@ use super::compaction::{self, CompactionOutcome, CompactionRules, FileSummary, I
 use super::offsets::{self, EntryOffsets, OffsetIndex};
 use super::segments::{self, MovedEntry, SegmentError, SegmentStore};
 use super::{codec, retention};
-use crate::batch;
 use crate::raft::{CompactionPlan, GroupId};
 
 /// Record batches read for a fetch.
@@ -74,17 +73,7 @@ impl PartitionLog {
                 let Some(v) = views.last() else { break };
                 start = v.index + 1;
                 for v in &views {
-                    let Some(records) = codec::stored_records(v) else { continue };
-                    let Ok(spans) = batch::split_batches(&records, false) else { continue };
-                    let (Some(first_batch), Some(last_batch)) = (spans.first(), spans.last()) else { continue };
-                    let e = EntryOffsets {
-                        raft_index: v.index,
-                        base_offset: first_batch.header.base_offset as u64,
-                        last_offset: last_batch.header.last_offset() as u64,
-                        max_timestamp: spans.iter().map(|s| s.header.max_timestamp).max().unwrap_or(i64::MIN),
-                        bytes: records.len() as u64,
-                        epoch: v.term,
-                    };
+                    let Some(e) = codec::stored_offsets(v) else { continue };
                     let idx = index.get_or_insert_with(|| OffsetIndex::starting_at(e.base_offset));
                     if e.base_offset != idx.next_offset() {
                         return Err(io::Error::new(

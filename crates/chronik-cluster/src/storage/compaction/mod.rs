@@ -14,6 +14,6 @@ mod run;
 
 pub use batch_filter::{FilterError, MAX_RECORDS_BYTES, visit as visit_records};
 pub use cleaner::{CompactionRules, FileSummary, plan};
-pub use codec::CodecError;
+pub use codec::{CodecError, decompress};
 pub use run::{CompactionOutcome, IoBudget};
 pub(crate) use run::{MAP_CAPACITY, run};
