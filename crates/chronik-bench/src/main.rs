@@ -7,6 +7,7 @@ mod disk;
 mod kafka;
 mod load;
 mod machine;
+mod migrate;
 mod raft;
 mod stats;
 mod tier;
@@ -47,6 +48,9 @@ enum Command {
     /// leader (p50/p99 over `--trials`), and with `--partitions`, idle CPU, memory and
     /// restart-to-all-led time for that many RF=3 partitions.
     Cluster(cluster::ClusterArgs),
+    /// `chronik-server migrate-wal` on a generated v1 data directory (`--mb` of WAL data):
+    /// MB/s of v1 data (`migrate_v1_mb_per_second=`).
+    Migrate(migrate::MigrateArgs),
     /// Used by `tier`: starts a node on a data directory in a fresh process, waits for its
     /// topics' leaders, prints the time and resident memory, exits.
     #[command(hide = true)]
@@ -74,6 +78,7 @@ fn main() -> anyhow::Result<()> {
         Command::Tier(args) => tier::run(args),
         Command::Compact(args) => compact::run(args),
         Command::Cluster(args) => cluster::run(args),
+        Command::Migrate(args) => migrate::run(args),
         Command::TierOpen(args) => tier::open_and_report(args),
     }
 }

@@ -67,6 +67,14 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Copy topics, records and committed offsets from a running Kafka-compatible broker and
+    /// keep following it (blue-green migration). Not built yet: refuses at once (exit 2);
+    /// docs/MIGRATION.md describes the offline path that is.
+    Migrate {
+        /// The source broker's bootstrap address.
+        #[arg(long)]
+        from: String,
+    },
     /// Print the version.
     Version,
 }

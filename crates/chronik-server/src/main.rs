@@ -57,6 +57,13 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             logging::init("warn");
             migrate::run(opts, json)
         }
+        Command::Migrate { from } => {
+            eprintln!(
+                "error: `migrate --from {from}` (online copy from a running broker) is not supported yet; \
+                 the offline path is `migrate-wal` (docs/MIGRATION.md)"
+            );
+            Ok(2)
+        }
         Command::Debug { command } => match command {
             DebugCommand::WalDump { path, json } => debug::dump(&path, json).map(|()| 0),
             DebugCommand::WalVerify { path, json } => debug::verify(&path, json).map(|c| c as u8),

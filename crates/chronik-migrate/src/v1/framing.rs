@@ -139,27 +139,7 @@ fn parse_body(data: &Bytes, at: usize, total: usize) -> Result<WalRecord, String
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-
-    /// A record as v1 writes it.
-    pub fn record(topic: &str, partition: i32, payload: &[u8], base: i64, last: i64) -> Vec<u8> {
-        let mut body = Vec::new();
-        body.extend_from_slice(&(topic.len() as u16).to_le_bytes());
-        body.extend_from_slice(topic.as_bytes());
-        body.extend_from_slice(&partition.to_le_bytes());
-        body.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-        body.extend_from_slice(payload);
-        body.extend_from_slice(&base.to_le_bytes());
-        body.extend_from_slice(&last.to_le_bytes());
-        body.extend_from_slice(&((last - base + 1) as i32).to_le_bytes());
-        let mut head = vec![0x7E, 0xCA, 2, 0];
-        head.extend_from_slice(&(body.len() as u32).to_le_bytes());
-        let mut crc = crc32fast::Hasher::new();
-        crc.update(&head);
-        crc.update(&body);
-        head.extend_from_slice(&crc.finalize().to_le_bytes());
-        head.extend(body);
-        head
-    }
+    use crate::v1::writer::wal_record as record;
 
     fn kinds(data: Vec<u8>) -> Vec<String> {
         Frames::new(data.into())

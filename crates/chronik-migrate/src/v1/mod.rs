@@ -9,6 +9,7 @@ pub mod framing;
 pub mod legacy;
 pub mod metadata;
 pub mod partition;
+pub mod writer;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
