@@ -85,8 +85,12 @@ fn expected(name: &str) -> Vec<Seen> {
         .map(|l| {
             let v: Value = serde_json::from_str(l).unwrap();
             let bytes = |v: &Value| v.as_str().map(b64);
-            let headers =
-                v["headers"].as_array().unwrap().iter().map(|h| (h[0].as_str().unwrap().to_string(), bytes(&h[1]))).collect();
+            let headers = v["headers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|h| (h[0].as_str().unwrap().to_string(), bytes(&h[1])))
+                .collect();
             (
                 v["topic"].as_str().unwrap().to_string(),
                 v["partition"].as_i64().unwrap() as i32,
@@ -145,7 +149,10 @@ fn consume_all(bootstrap: &str, topics: &[(&str, i32)], want: usize) -> Vec<Seen
     }
     // Nothing beyond what v1 held (a short wait for stragglers).
     if let Some(m) = consumer.poll(Duration::from_millis(500)) {
-        panic!("a record beyond the expected ones: {:?}", m.map(|m| (m.topic().to_string(), m.partition(), m.offset())));
+        panic!(
+            "a record beyond the expected ones: {:?}",
+            m.map(|m| (m.topic().to_string(), m.partition(), m.offset()))
+        );
     }
     seen
 }
@@ -156,12 +163,7 @@ async fn topic_configs(bootstrap: &str, topic: &str) -> BTreeMap<String, String>
     let opts = AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));
     let res = admin.describe_configs(&[ResourceSpecifier::Topic(topic)], &opts).await.unwrap();
     let resource = res.into_iter().next().unwrap().unwrap();
-    resource
-        .entries
-        .into_iter()
-        .filter(|e| !e.is_default)
-        .map(|e| (e.name, e.value.unwrap_or_default()))
-        .collect()
+    resource.entries.into_iter().filter(|e| !e.is_default).map(|e| (e.name, e.value.unwrap_or_default())).collect()
 }
 
 fn committed(bootstrap: &str, group: &str, parts: &[(&str, i32)]) -> Vec<(String, i32, i64, String)> {
@@ -220,13 +222,15 @@ async fn migrate_and_check(name: &str, flags: &[&str]) {
     let lost = std::fs::read_to_string(fixture(name).join("acked_not_stored.jsonl")).unwrap();
     for l in lost.lines() {
         let v: Value = serde_json::from_str(l).unwrap();
-        let (key, value, ts) = (v["key_b64"].as_str().map(b64), v["value_b64"].as_str().map(b64), v["timestamp"].as_i64());
+        let (key, value, ts) =
+            (v["key_b64"].as_str().map(b64), v["value_b64"].as_str().map(b64), v["timestamp"].as_i64());
         let same = |g: &&Seen| g.0 == v["topic"].as_str().unwrap() && g.5 == key && g.6 == value && Some(g.3) == ts;
         assert!(!got.iter().any(|g| same(&g)), "never-stored record present: {l}");
     }
 
     // Committed offsets, with their metadata.
-    let groups: Value = serde_json::from_str(&std::fs::read_to_string(fixture(name).join("groups.json")).unwrap()).unwrap();
+    let groups: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture(name).join("groups.json")).unwrap()).unwrap();
     for (group, commits) in groups.as_object().unwrap() {
         let commits = commits.as_array().unwrap();
         let parts: Vec<(&str, i32)> =
@@ -270,13 +274,20 @@ async fn migrate_and_check(name: &str, flags: &[&str]) {
         .unwrap()
         .iter()
         .flat_map(|t| {
-            t["dropped_configs"].as_object().unwrap().keys().map(|k| (t["name"].as_str().unwrap().to_string(), k.clone()))
+            t["dropped_configs"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .map(|k| (t["name"].as_str().unwrap().to_string(), k.clone()))
         })
         .collect();
-    assert_eq!(dropped, vec![
-        ("chronik-default".to_string(), "compression.type".to_string()),
-        ("chronik-default".to_string(), "min.insync.replicas".to_string())
-    ]);
+    assert_eq!(
+        dropped,
+        vec![
+            ("chronik-default".to_string(), "compression.type".to_string()),
+            ("chronik-default".to_string(), "min.insync.replicas".to_string())
+        ]
+    );
     // The output can be the bootstrap node of a cluster (`seed_nodes = []`), serving the same.
     let mut broker = broker;
     broker.stop();
@@ -312,7 +323,8 @@ async fn killed_fixture_migrates_exactly_with_retention_kept_off() {
 /// A copy of fixture `name`'s data directory to damage.
 fn copy_of(name: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    let status = Command::new("cp").arg("-a").arg(fixture(name).join("data")).arg(dir.path().join("in")).status().unwrap();
+    let status =
+        Command::new("cp").arg("-a").arg(fixture(name).join("data")).arg(dir.path().join("in")).status().unwrap();
     assert!(status.success());
     dir
 }
@@ -357,7 +369,10 @@ fn damaged_inputs_get_their_documented_outcomes() {
     let out = migrate(&d.path().join("in"), &d.path().join("out"), &[]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("orders/0/wal_0_0.log") && err.contains("corrupt record at byte") && err.contains("checksum"), "{err}");
+    assert!(
+        err.contains("orders/0/wal_0_0.log") && err.contains("corrupt record at byte") && err.contains("checksum"),
+        "{err}"
+    );
     // ... and with --skip-corrupt the record is listed, its batch taken from the segment
     // object v1 wrote earlier (phase A was indexed), so nothing is lost.
     let report = migrate_ok(&d.path().join("in"), &d.path().join("out2"), &["--skip-corrupt", "--verify"]);

@@ -53,8 +53,8 @@ fn run_in(args: &MigrateArgs) -> anyhow::Result<()> {
     println!("migrate_generated_bytes={bytes} records={records} seconds={:.1}", started.elapsed().as_secs_f64());
     // By default from the page cache, as a migration right after v1 stopped would mostly read.
     if args.cold {
-        let dropped = Command::new("sync").status()?.success()
-            && std::fs::write("/proc/sys/vm/drop_caches", "3").is_ok();
+        let dropped =
+            Command::new("sync").status()?.success() && std::fs::write("/proc/sys/vm/drop_caches", "3").is_ok();
         println!("migrate_page_cache_dropped={dropped}");
     }
     let output = args.dir.join("out");
@@ -88,14 +88,24 @@ fn generate(args: &MigrateArgs, dir: &Path) -> anyhow::Result<(u64, u64)> {
         let pdir = dir.join(format!("wal/bench/{p}"));
         std::fs::create_dir_all(&pdir)?;
         let (mut file_no, mut in_file, mut written, mut offset) = (0u32, 0u64, 0u64, 0i64);
-        let mut file = std::io::BufWriter::with_capacity(4 << 20, std::fs::File::create(pdir.join(format!("wal_{p}_0.log")))?);
+        let mut file =
+            std::io::BufWriter::with_capacity(4 << 20, std::fs::File::create(pdir.join(format!("wal_{p}_0.log")))?);
         while written < per_partition {
-            let rec = wal_record("bench", p, &canonical(&batch(args, offset)), offset, offset + args.batch_records as i64 - 1);
+            let rec = wal_record(
+                "bench",
+                p,
+                &canonical(&batch(args, offset)),
+                offset,
+                offset + args.batch_records as i64 - 1,
+            );
             if in_file >= V1_ROTATION {
                 file.flush()?;
                 file_no += 1;
                 in_file = 0;
-                file = std::io::BufWriter::with_capacity(4 << 20, std::fs::File::create(pdir.join(format!("wal_{p}_{file_no}.log")))?);
+                file = std::io::BufWriter::with_capacity(
+                    4 << 20,
+                    std::fs::File::create(pdir.join(format!("wal_{p}_{file_no}.log")))?,
+                );
             }
             file.write_all(&rec)?;
             in_file += rec.len() as u64;
@@ -137,7 +147,14 @@ fn batch(args: &MigrateArgs, base: i64) -> CanonicalBatch {
         max_timestamp: ts + args.batch_records as i64 - 1,
         records: records
             .into_iter()
-            .map(|r| V1Record { offset: r.offset, timestamp: r.timestamp, key: r.key, value: r.value, headers: r.headers, attributes: 0 })
+            .map(|r| V1Record {
+                offset: r.offset,
+                timestamp: r.timestamp,
+                key: r.key,
+                value: r.value,
+                headers: r.headers,
+                attributes: 0,
+            })
             .collect(),
         v1_wire: None,
         v2_wire: Some(wire),

@@ -65,10 +65,10 @@ pub async fn create_topic(broker: &Broker, topic: &V1Topic) -> Result<TopicRepor
         replication_factor: 1,
         configs: report.configs.clone(),
     };
-    broker
-        .create_topic(new, TOPIC_TIMEOUT)
-        .await
-        .map_err(|e| MigrateError::CreateTopic { topic: topic.name.clone(), reason: format!("{:?}: {}", e.code, e.message) })?;
+    broker.create_topic(new, TOPIC_TIMEOUT).await.map_err(|e| MigrateError::CreateTopic {
+        topic: topic.name.clone(),
+        reason: format!("{:?}: {}", e.code, e.message),
+    })?;
     Ok(report)
 }
 
@@ -105,7 +105,8 @@ pub async fn import_partition(
             tx.blocking_send(Chunk { records, next_offset }).map_err(|_| MigrateError::ReaderLost("the writer".into()))
         };
         let result = r.read(|batch| {
-            let batch_error = |reason| MigrateError::Batch { partition: name.clone(), offset: batch.base_offset, reason };
+            let batch_error =
+                |reason| MigrateError::Batch { partition: name.clone(), offset: batch.base_offset, reason };
             let bytes = kafka_batch(&batch).map_err(batch_error)?;
             if bytes.len() > max_entry {
                 let too_big = format!("{} bytes, more than the largest WAL entry ({max_entry})", bytes.len());
@@ -174,16 +175,16 @@ pub fn retention_impact(
     entries: &[(u64, u64)],
 ) -> Result<BTreeMap<&'static str, RetentionImpact>, MigrateError> {
     let replica = replica(broker, topic, partition)?;
-    let info = broker.topic(topic).ok_or_else(|| MigrateError::Topic { topic: topic.into(), reason: "vanished".into() })?;
+    let info =
+        broker.topic(topic).ok_or_else(|| MigrateError::Topic { topic: topic.into(), reason: "vanished".into() })?;
     let settings = broker.settings(&info);
     let log = replica.log();
     let start = log.log_start_offset();
     let now = chronik_cluster::now_ms();
     let mut out = BTreeMap::new();
-    for (key, ms, bytes) in [
-        (RETENTION_KEYS[0], settings.retention_ms, -1),
-        (RETENTION_KEYS[1], -1, settings.retention_bytes),
-    ] {
+    for (key, ms, bytes) in
+        [(RETENTION_KEYS[0], settings.retention_ms, -1), (RETENTION_KEYS[1], -1, settings.retention_bytes)]
+    {
         if let Some(new_start) = log.retention_plan(now, ms, bytes) {
             let deleted_bytes = entries.iter().filter(|(next, _)| *next <= new_start).map(|(_, b)| b).sum();
             out.insert(key, RetentionImpact { records: new_start.saturating_sub(start), bytes: deleted_bytes });
@@ -207,7 +208,8 @@ pub async fn commit_offsets(broker: &Broker, meta: &V1Metadata) -> Result<Vec<Gr
     type PartitionCommit = ((String, i32), Committed);
     let mut by_group: BTreeMap<&str, Vec<PartitionCommit>> = BTreeMap::new();
     for ((group, topic, partition), c) in &meta.offsets {
-        let committed = Committed { offset: c.offset, leader_epoch: -1, metadata: c.metadata.clone().unwrap_or_default() };
+        let committed =
+            Committed { offset: c.offset, leader_epoch: -1, metadata: c.metadata.clone().unwrap_or_default() };
         by_group.entry(group).or_default().push(((topic.clone(), *partition), committed));
     }
     let mut out = Vec::new();

@@ -94,7 +94,10 @@ fn topics_to_create(dir: &V1Dir, meta: &V1Metadata, warnings: &mut Vec<String>) 
                 warnings.push(format!(
                     "{topic}: data without a topic in the metadata log; created from its partition directories, with no configs"
                 ));
-                topics.insert(topic.clone(), V1Topic { name: topic.clone(), partitions: needed, configs: Default::default() });
+                topics.insert(
+                    topic.clone(),
+                    V1Topic { name: topic.clone(), partitions: needed, configs: Default::default() },
+                );
             }
         }
     }

@@ -141,7 +141,9 @@ mod tests {
         let got: Vec<_> = set
             .records
             .iter()
-            .map(|r| (r.offset, r.timestamp, r.timestamp_type, r.key.clone(), r.value.clone(), r.producer_id, r.sequence))
+            .map(|r| {
+                (r.offset, r.timestamp, r.timestamp_type, r.key.clone(), r.value.clone(), r.producer_id, r.sequence)
+            })
             .collect();
         assert_eq!(
             got,

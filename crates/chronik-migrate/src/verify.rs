@@ -34,7 +34,8 @@ pub async fn verify(broker: &Broker, input: &V1Dir, skip_corrupt: bool) -> Resul
             r.read(|batch| {
                 let lat = batch.timestamp_type == 1
                     || batch.v1_wire.as_ref().is_some_and(|s| {
-                        crate::v1::legacy::parse_message_set(s).is_ok_and(|m| m.first().is_some_and(|m| m.log_append_time))
+                        crate::v1::legacy::parse_message_set(s)
+                            .is_ok_and(|m| m.first().is_some_and(|m| m.log_append_time))
                     });
                 let records = records_as_served(&batch).unwrap_or_default();
                 tx.blocking_send(records.into_iter().map(|r| (r, lat)).collect())
@@ -58,11 +59,15 @@ pub async fn verify(broker: &Broker, input: &V1Dir, skip_corrupt: bool) -> Resul
                         Some(_) => break out.pop_front(),
                         None if cursor >= log.next_offset() => break None,
                         None => {
-                            let batches = log
-                                .read(cursor, 1 << 20)
-                                .map_err(|source| MigrateError::ReadBack { topic: topic.clone(), partition: *partition, source })?;
+                            let batches = log.read(cursor, 1 << 20).map_err(|source| MigrateError::ReadBack {
+                                topic: topic.clone(),
+                                partition: *partition,
+                                source,
+                            })?;
                             for chunk in &batches.chunks {
-                                for r in decode(chunk).map_err(|reason| MigrateError::Topic { topic: name.clone(), reason })? {
+                                for r in decode(chunk)
+                                    .map_err(|reason| MigrateError::Topic { topic: name.clone(), reason })?
+                                {
                                     cursor = cursor.max(r.0.offset as u64 + 1);
                                     out.push_back(r);
                                 }
@@ -75,7 +80,9 @@ pub async fn verify(broker: &Broker, input: &V1Dir, skip_corrupt: bool) -> Resul
                 };
                 match got {
                     Some(got) if got == want => {}
-                    Some(got) => note(&mut report, format!("{name} offset {}: stored {got:?}, v1 had {want:?}", want.0.offset)),
+                    Some(got) => {
+                        note(&mut report, format!("{name} offset {}: stored {got:?}, v1 had {want:?}", want.0.offset))
+                    }
                     None => note(&mut report, format!("{name} offset {}: missing from the output", want.0.offset)),
                 }
             }

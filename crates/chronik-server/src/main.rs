@@ -53,7 +53,14 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         },
         Command::Admin { addr, command } => admin_client::run(&addr, command),
         Command::MigrateWal { input, output, skip_corrupt, keep_expired, verify, json } => {
-            let opts = chronik_migrate::MigrateOptions { input, output, skip_corrupt, keep_expired, verify, show_progress: !json };
+            let opts = chronik_migrate::MigrateOptions {
+                input,
+                output,
+                skip_corrupt,
+                keep_expired,
+                verify,
+                show_progress: !json,
+            };
             logging::init("warn");
             migrate::run(opts, json)
         }

@@ -118,7 +118,8 @@ impl PartitionStateMachine {
         let cap = self.producer_cap();
         for span in spans.iter().filter(|sp| sp.header.producer_id >= 0) {
             let h = &span.header;
-            let batch = BatchSeq { first_seq: h.base_sequence, last_seq: h.last_sequence(), base_offset: h.base_offset as u64 };
+            let batch =
+                BatchSeq { first_seq: h.base_sequence, last_seq: h.last_sequence(), base_offset: h.base_offset as u64 };
             s.data.producers.record(h.producer_id, h.producer_epoch, batch, h.max_timestamp, cap);
         }
     }

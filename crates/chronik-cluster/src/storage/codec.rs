@@ -187,7 +187,9 @@ pub fn decode_command(payload: &Bytes) -> io::Result<Command> {
     let (&tag, body) = payload.split_first().ok_or_else(|| io_err("empty command"))?;
     Ok(match tag {
         TAG_PRODUCE => Command::Produce { records: payload.slice(1..) },
-        TAG_IMPORT if payload.len() > IMPORT_PREFIX_LEN => Command::Import { records: payload.slice(IMPORT_PREFIX_LEN..) },
+        TAG_IMPORT if payload.len() > IMPORT_PREFIX_LEN => {
+            Command::Import { records: payload.slice(IMPORT_PREFIX_LEN..) }
+        }
         TAG_LOG_START => Command::AdvanceLogStart {
             offset: u64::from_le_bytes(body.try_into().map_err(|_| io_err("bad advance-log-start command"))?),
         },
@@ -297,7 +299,9 @@ mod tests {
             vec![(120, 4), (130, 4)],
             "own offsets kept, leader epoch stamped"
         );
-        assert!(matches!(decode(&v).unwrap().payload, EntryPayload::Normal(Command::Import { records }) if records == stored));
+        assert!(
+            matches!(decode(&v).unwrap().payload, EntryPayload::Normal(Command::Import { records }) if records == stored)
+        );
     }
 
     #[test]

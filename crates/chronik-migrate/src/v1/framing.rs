@@ -28,10 +28,17 @@ pub enum Frame {
     Record(WalRecord),
     /// A record that does not check out. With `len` the reader can step over it; without, the
     /// rest of the file cannot be framed and reading stops.
-    Corrupt { at: usize, len: Option<usize>, reason: String },
+    Corrupt {
+        at: usize,
+        len: Option<usize>,
+        reason: String,
+    },
     /// The file ends inside a record (a write cut short): `bytes` from `at` on are not a whole
     /// record. Reading stops.
-    TornTail { at: usize, bytes: usize },
+    TornTail {
+        at: usize,
+        bytes: usize,
+    },
 }
 
 /// The frames of one file's bytes, in order.
@@ -144,7 +151,9 @@ pub(crate) mod tests {
     fn kinds(data: Vec<u8>) -> Vec<String> {
         Frames::new(data.into())
             .map(|f| match f {
-                Frame::Record(r) => format!("record@{} {}-{} {}..={}", r.at, r.topic, r.partition, r.base_offset, r.last_offset),
+                Frame::Record(r) => {
+                    format!("record@{} {}-{} {}..={}", r.at, r.topic, r.partition, r.base_offset, r.last_offset)
+                }
                 Frame::Corrupt { at, len, .. } => format!("corrupt@{at} {len:?}"),
                 Frame::TornTail { at, bytes } => format!("torn@{at} {bytes}"),
             })
@@ -163,17 +172,26 @@ pub(crate) mod tests {
         bad_magic[n] = 0x11;
         let cases: Vec<(&str, Vec<u8>, Vec<String>)> = vec![
             ("two records", whole.clone(), vec![format!("record@0 t-0 0..=1"), format!("record@{n} t-0 2..=2")]),
-            ("cut inside the last record", whole[..whole.len() - 3].to_vec(), vec![
-                "record@0 t-0 0..=1".into(),
-                format!("torn@{n} {}", b.len() - 3),
-            ]),
-            ("cut inside the header", whole[..n + 5].to_vec(), vec!["record@0 t-0 0..=1".into(), format!("torn@{n} 5")]),
-            ("zeros after the last record", [whole.clone(), vec![0; 40]].concat(), vec![
-                "record@0 t-0 0..=1".into(),
-                format!("record@{n} t-0 2..=2"),
-                format!("torn@{} 40", whole.len()),
-            ]),
-            ("a flipped byte is stepped over", flipped, vec![format!("corrupt@0 Some({n})"), format!("record@{n} t-0 2..=2")]),
+            (
+                "cut inside the last record",
+                whole[..whole.len() - 3].to_vec(),
+                vec!["record@0 t-0 0..=1".into(), format!("torn@{n} {}", b.len() - 3)],
+            ),
+            (
+                "cut inside the header",
+                whole[..n + 5].to_vec(),
+                vec!["record@0 t-0 0..=1".into(), format!("torn@{n} 5")],
+            ),
+            (
+                "zeros after the last record",
+                [whole.clone(), vec![0; 40]].concat(),
+                vec!["record@0 t-0 0..=1".into(), format!("record@{n} t-0 2..=2"), format!("torn@{} 40", whole.len())],
+            ),
+            (
+                "a flipped byte is stepped over",
+                flipped,
+                vec![format!("corrupt@0 Some({n})"), format!("record@{n} t-0 2..=2")],
+            ),
             ("garbage stops the file", bad_magic, vec!["record@0 t-0 0..=1".into(), format!("corrupt@{n} None")]),
             ("empty file", vec![], vec![]),
         ];

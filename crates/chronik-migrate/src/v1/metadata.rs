@@ -96,7 +96,8 @@ impl V1Metadata {
                 if let (Some(g), Some(t), Some(part), Some(off)) =
                     (str_of(&o["group_id"]), str_of(&o["topic"]), o["partition"].as_i64(), o["offset"].as_i64())
                 {
-                    self.offsets.insert((g, t, part as i32), V1Commit { offset: off, metadata: str_of(&o["metadata"]) });
+                    self.offsets
+                        .insert((g, t, part as i32), V1Commit { offset: off, metadata: str_of(&o["metadata"]) });
                 }
             }
             "ConsumerOffsetDeleted" => {
@@ -170,10 +171,10 @@ mod tests {
             m.apply(&e);
         }
         let a = &m.topics["a"];
-        assert_eq!((a.partitions, a.configs.clone()), (2, BTreeMap::from([
-            ("retention.ms".into(), "5".into()),
-            ("retention.bytes".into(), "7".into())
-        ])));
+        assert_eq!(
+            (a.partitions, a.configs.clone()),
+            (2, BTreeMap::from([("retention.ms".into(), "5".into()), ("retention.bytes".into(), "7".into())]))
+        );
         assert_eq!((m.topics["b"].partitions, m.topics["b"].configs.len()), (3, 1));
         assert!(!m.topics.contains_key("gone"));
         assert_eq!(

@@ -107,15 +107,18 @@ impl V1Dir {
         if !wal.is_dir() && !meta.is_dir() {
             return Err(not_v1("it has neither wal/ nor metadata_wal/"));
         }
-        let metadata_files =
-            numbered(&meta.join("__chronik_metadata").join("0"), "wal_0_", ".log")?.into_iter().map(|(_, p)| p).collect();
+        let metadata_files = numbered(&meta.join("__chronik_metadata").join("0"), "wal_0_", ".log")?
+            .into_iter()
+            .map(|(_, p)| p)
+            .collect();
         let mut partitions: BTreeMap<(String, i32), PartitionFiles> = BTreeMap::new();
         // `wal/__meta` is v1's Raft area; v1 keeps no user data under names starting `__`.
         for (topic, dir) in subdirs(&wal)?.into_iter().filter(|(t, _)| !t.starts_with("__")) {
             for (p, pdir) in subdirs(&dir)? {
                 let Ok(partition) = p.parse::<i32>() else { continue };
                 let files = numbered(&pdir, &format!("wal_{partition}_"), ".log")?;
-                partitions.entry((topic.clone(), partition)).or_default().wal = files.into_iter().map(|(_, f)| f).collect();
+                partitions.entry((topic.clone(), partition)).or_default().wal =
+                    files.into_iter().map(|(_, f)| f).collect();
             }
         }
         for (topic, dir) in subdirs(&root.join("segments").join("segments"))? {
@@ -125,7 +128,9 @@ impl V1Dir {
                 for entry in std::fs::read_dir(&pdir).map_err(io_err(&pdir))? {
                     let path = entry.map_err(io_err(&pdir))?.path();
                     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-                    let Some((min, max)) = name.strip_suffix(".segment").and_then(|r| r.split_once('-')) else { continue };
+                    let Some((min, max)) = name.strip_suffix(".segment").and_then(|r| r.split_once('-')) else {
+                        continue;
+                    };
                     let (Ok(min), Ok(max)) = (min.parse(), max.parse()) else { continue };
                     let key = format!("segments/{topic}/{partition}/{name}");
                     objects.push(SegmentObject { min, max, path, key });

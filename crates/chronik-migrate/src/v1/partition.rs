@@ -64,7 +64,8 @@ impl<'a> PartitionReader<'a> {
                 let batch = match CanonicalBatch::decode(&rec.payload) {
                     Ok(b) if b.base_offset == rec.base_offset => b,
                     Ok(b) => {
-                        let reason = format!("record says offset {} but its batch says {}", rec.base_offset, b.base_offset);
+                        let reason =
+                            format!("record says offset {} but its batch says {}", rec.base_offset, b.base_offset);
                         reader.bad_record(rec.at, Some(rec.payload.len()), reason, &mut self.damage)?;
                         continue;
                     }
@@ -81,7 +82,11 @@ impl<'a> PartitionReader<'a> {
                         continue;
                     }
                     if batch.base_offset < n {
-                        let reason = format!("batch {}..={last} overlaps offsets already read (up to {})", batch.base_offset, n - 1);
+                        let reason = format!(
+                            "batch {}..={last} overlaps offsets already read (up to {})",
+                            batch.base_offset,
+                            n - 1
+                        );
                         reader.bad_record(rec.at, Some(rec.payload.len()), reason, &mut self.damage)?;
                         continue;
                     }
@@ -141,7 +146,13 @@ impl<'a> PartitionReader<'a> {
                         return Err(MigrateError::Corrupt { path: object.path.clone(), at: e.at, reason: e.what });
                     }
                     let reason = format!("segment object does not decode: {}", e.what);
-                    self.damage.push(Damage { file: object.path.clone(), at: e.at, kind: "skipped", bytes: data.len(), reason });
+                    self.damage.push(Damage {
+                        file: object.path.clone(),
+                        at: e.at,
+                        kind: "skipped",
+                        bytes: data.len(),
+                        reason,
+                    });
                 }
             }
         }
