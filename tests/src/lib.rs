@@ -343,16 +343,28 @@ pub fn http_post_json(url: &str, body: &str) -> (u16, String) {
 }
 
 fn http_with_body(method: &str, url: &str, body: &str) -> (u16, String) {
+    let content_type = if body.is_empty() { "" } else { "application/json" };
+    http_send(method, url, content_type, body.as_bytes())
+}
+
+/// POST of raw bytes (the import endpoint's record batches).
+pub fn http_post_bytes(url: &str, body: &[u8]) -> (u16, String) {
+    http_send("POST", url, "application/octet-stream", body)
+}
+
+fn http_send(method: &str, url: &str, content_type: &str, body: &[u8]) -> (u16, String) {
     let rest = url.strip_prefix("http://").unwrap();
     let (host, path) = rest.split_once('/').map(|(h, p)| (h, format!("/{p}"))).unwrap();
     let mut s = TcpStream::connect(host).unwrap();
-    let content_type = if body.is_empty() { "" } else { "Content-Type: application/json\r\n" };
+    let content_type =
+        if content_type.is_empty() { String::new() } else { format!("Content-Type: {content_type}\r\n") };
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n{content_type}Content-Length: {}\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n{content_type}Content-Length: {}\r\n\r\n",
         body.len()
     )
     .unwrap();
+    s.write_all(body).unwrap();
     let mut resp = String::new();
     std::io::Read::read_to_string(&mut s, &mut resp).unwrap();
     let status = resp.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);

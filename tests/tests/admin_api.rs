@@ -4,7 +4,7 @@
 //! are tested in tests/tests/cluster.rs).
 
 use chronik_tests::raw::{batch, connect, create_topic, try_produce};
-use chronik_tests::{Broker, http_get, http_post_json, repo_dir};
+use chronik_tests::{Broker, http_get, http_post_bytes, http_post_json, repo_dir};
 use serde_json::Value;
 
 /// (path, example) of each documented `GET` endpoint that answers JSON.
@@ -95,4 +95,50 @@ fn cluster_operations_answer_as_documented_on_a_node_of_one() {
     }
     let (status, body) = http_get(&b.admin_url("/admin/cluster/moves"));
     assert_eq!((status, body.as_str()), (200, r#"{"leaving":[],"moves":[]}"#), "nothing moved or left");
+}
+
+/// A batch re-stamped at `offset` (outside its CRC, as a broker stamps it).
+fn batch_at(offset: i64) -> Vec<u8> {
+    let mut b = batch(&[chronik_tests::now_ms()], b"imported", -1).to_vec();
+    b[0..8].copy_from_slice(&offset.to_be_bytes());
+    b
+}
+
+#[test]
+fn the_import_endpoint_keeps_offsets_and_refuses_what_is_out_of_place() {
+    let b = Broker::start(&[]);
+    let mut s = connect(&b);
+    assert_eq!(create_topic(&mut s, "copied", 1), 0);
+    let post = |path: &str, body: &[u8]| {
+        let (status, body) = http_post_bytes(&b.admin_url(path), body);
+        (status, serde_json::from_str::<Value>(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}")))
+    };
+    let mut corrupt = batch_at(5);
+    let last = corrupt.len() - 1;
+    corrupt[last] ^= 1;
+    // (path, body, status, what the answer says), in order: each builds on the one before.
+    let cases: Vec<(&str, Vec<u8>, u16, &str)> = vec![
+        (
+            "/admin/import/copied/0?log_start=5",
+            [batch_at(5), batch_at(9)].concat(),
+            200,
+            r#"{"log_start_offset":5,"next_offset":10}"#,
+        ),
+        ("/admin/import/copied/0", batch_at(7), 400, "out of order"),
+        ("/admin/import/copied/0", corrupt, 400, "CRC"),
+        ("/admin/import/copied/0", b"junk".to_vec(), 400, "not valid record batches"),
+        ("/admin/import/copied/3", batch_at(0), 404, "no partition copied-3"),
+        ("/admin/import/copied/0", batch_at(10), 200, r#""next_offset":11"#),
+    ];
+    for (path, body, status, says) in cases {
+        let (got, answer) = post(path, &body);
+        assert_eq!(got, status, "{path}: {answer}");
+        assert!(answer.to_string().contains(says), "{path}: {answer} should say {says}");
+    }
+    // What a consumer reads: the imported batches at their own offsets, the gap kept.
+    let fetched = chronik_tests::raw::fetch_batches(&mut s, "copied", 0, 5, 11);
+    let bases: Vec<i64> = fetched.iter().map(|b| i64::from_be_bytes(b[0..8].try_into().unwrap())).collect();
+    assert_eq!(bases, vec![5, 9, 10]);
+    let (error, _) = chronik_tests::raw::fetch(&mut s, "copied", 0, 2);
+    assert_eq!(error, 1, "below the log start: OFFSET_OUT_OF_RANGE");
 }

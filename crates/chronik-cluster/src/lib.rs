@@ -30,7 +30,9 @@ mod storage;
 mod tasks;
 mod topic_config;
 
-pub use batch::{BATCH_HEADER_LEN, BatchError, BatchHeader, BatchSpan, set_log_append_time, split_batches};
+pub use batch::{
+    BATCH_HEADER_LEN, BatchError, BatchHeader, BatchSpan, import_last_offset, set_log_append_time, split_batches,
+};
 pub use error::{Cause, ClusterError};
 pub use identity::{IdentityError, NodeIdentity};
 pub use metadata::{

@@ -57,6 +57,10 @@ pub enum MigrateError {
     Metadata(#[source] ClusterError),
     #[error("stopping the new broker: {0}")]
     Stop(#[source] ClusterError),
+    #[error("Kafka broker {addr}: {what}")]
+    Kafka { addr: String, what: String },
+    #[error("admin API {addr}: {what}")]
+    Http { addr: String, what: String },
     #[error("the reader of {0} stopped unexpectedly")]
     ReaderLost(String),
 }

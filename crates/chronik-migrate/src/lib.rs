@@ -9,6 +9,7 @@
 
 mod error;
 mod import;
+pub mod online;
 mod progress;
 pub mod report;
 pub mod v1;

@@ -50,6 +50,10 @@ pub fn router(state: AdminState) -> Router {
         .route("/admin/cluster/move-partition", post(move_partition))
         .route("/admin/cluster/transfer-leader", post(transfer_leader))
         .route("/admin/cluster/{operation}", post(not_supported))
+        .route(
+            "/admin/import/{topic}/{partition}",
+            post(import).layer(axum::extract::DefaultBodyLimit::max(state.node.max_entry_bytes())),
+        )
         .with_state(state)
 }
 
@@ -358,6 +362,72 @@ async fn transfer_leader(State(s): State<AdminState>, Json(req): Json<TransferLe
         }
         Err(e) => operation_error(e),
     }
+}
+
+#[derive(Deserialize)]
+struct ImportParams {
+    /// Move the log start offset here after the import (the source's log start).
+    log_start: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct Imported {
+    next_offset: u64,
+    log_start_offset: u64,
+}
+
+/// Appends record batches copied from another broker with their offsets kept (the body: v2
+/// batches, each at or after the partition's next offset, in order; `chronik-server
+/// migrate`). 200 once committed; 400 for batches that are malformed or out of place, 404 for
+/// an unknown partition, 409 where this node does not lead it.
+async fn import(
+    State(s): State<AdminState>,
+    axum::extract::Path((topic, partition)): axum::extract::Path<(String, i32)>,
+    axum::extract::Query(params): axum::extract::Query<ImportParams>,
+    body: axum::body::Bytes,
+) -> Response {
+    let refuse = |status: StatusCode, why: String| (status, Json(serde_json::json!({ "error": why }))).into_response();
+    let Some(replica) = s.node.partition(&topic, partition) else {
+        return refuse(StatusCode::NOT_FOUND, format!("no partition {topic}-{partition} on this node"));
+    };
+    if !replica.is_leader(s.node.node_id()) {
+        let leader = replica.leadership().1;
+        return refuse(
+            StatusCode::CONFLICT,
+            format!("this node does not lead {topic}-{partition} (leader: {leader:?})"),
+        );
+    }
+    if !body.is_empty() {
+        let spans = match chronik_cluster::split_batches(&body, true) {
+            Ok(spans) => spans,
+            Err(e) => return refuse(StatusCode::BAD_REQUEST, format!("the body is not valid record batches: {e}")),
+        };
+        // Refused before it takes a place in the log (the state machine would refuse it too).
+        let next = replica.log().next_offset();
+        if chronik_cluster::import_last_offset(&spans, next).is_none() {
+            let why = format!(
+                "batches start at offset {}, before the partition's next offset {next} or out of order",
+                spans[0].header.base_offset
+            );
+            return refuse(StatusCode::BAD_REQUEST, why);
+        }
+        let committed = match replica.submit_import(body).await {
+            Ok(pending) => pending.committed().await,
+            Err(e) => Err(e),
+        };
+        match committed {
+            Ok(_) => {}
+            Err(e @ ClusterError::EntryRefused { .. }) => return refuse(StatusCode::BAD_REQUEST, e.to_string()),
+            Err(e) => return refuse(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        }
+    }
+    if let Some(start) = params.log_start.filter(|s| *s > replica.log().log_start_offset())
+        && let Err(e) = replica.advance_log_start(start).await
+    {
+        return refuse(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
+    }
+    let log = replica.log();
+    Json(Imported { next_offset: log.next_offset(), log_start_offset: log.log_start_offset() }).into_response()
 }
 
 /// A refused operation names why: 404 for what does not exist, 400 for a malformed request,

@@ -67,13 +67,29 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Copy topics, records and committed offsets from a running Kafka-compatible broker and
-    /// keep following it (blue-green migration). Not built yet: refuses at once (exit 2);
-    /// docs/MIGRATION.md describes the offline path that is.
+    /// Copy topics, every record (offsets kept) and committed offsets from a running
+    /// Kafka-compatible broker into a running Chronik, then keep following new writes until
+    /// SIGINT/SIGTERM (blue-green migration; docs/MIGRATION.md). Resumable: rerun after a
+    /// crash and it continues where the target stands.
     Migrate {
-        /// The source broker's bootstrap address.
+        /// The source broker's bootstrap address (host:port).
         #[arg(long)]
         from: String,
+        /// The target Chronik's Kafka address.
+        #[arg(long)]
+        to: String,
+        /// The target Chronik's admin API address (batches go in through its import endpoint).
+        #[arg(long)]
+        to_admin: String,
+        /// Stop after one pass has reached the source's end, instead of following.
+        #[arg(long)]
+        once: bool,
+        /// Pause between passes while following (ms).
+        #[arg(long, default_value_t = 500)]
+        poll_ms: u64,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Print the version.
     Version,

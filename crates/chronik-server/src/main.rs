@@ -64,12 +64,10 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             logging::init("warn");
             migrate::run(opts, json)
         }
-        Command::Migrate { from } => {
-            eprintln!(
-                "error: `migrate --from {from}` (online copy from a running broker) is not supported yet; \
-                 the offline path is `migrate-wal` (docs/MIGRATION.md)"
-            );
-            Ok(2)
+        Command::Migrate { from, to, to_admin, once, poll_ms, json } => {
+            logging::init("warn");
+            let poll = std::time::Duration::from_millis(poll_ms);
+            migrate::follow(chronik_migrate::online::OnlineOptions { from, to, to_admin, once, poll }, json)
         }
         Command::Debug { command } => match command {
             DebugCommand::WalDump { path, json } => debug::dump(&path, json).map(|()| 0),

@@ -1,6 +1,8 @@
-//! `chronik-server migrate-wal`: runs the migration and prints its report.
+//! `chronik-server migrate-wal` (offline, from a v1 data directory) and `chronik-server
+//! migrate` (online, from a running broker): run the migration and print its report.
 
 use chronik_migrate::MigrateOptions;
+use chronik_migrate::online::OnlineOptions;
 
 /// Exit code 0, or 1 when `--verify` found a difference.
 pub fn run(opts: MigrateOptions, json: bool) -> anyhow::Result<u8> {
@@ -13,4 +15,31 @@ pub fn run(opts: MigrateOptions, json: bool) -> anyhow::Result<u8> {
     }
     let differs = report.verify.as_ref().is_some_and(|v| v.mismatch_count > 0);
     Ok(u8::from(differs))
+}
+
+/// Follows the source until SIGINT/SIGTERM (or one pass with `--once`).
+pub fn follow(opts: OnlineOptions, json: bool) -> anyhow::Result<u8> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("chronik-migrate").build()?;
+    let report = runtime.block_on(chronik_migrate::online::run(opts, crate::shutdown::signal()))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "copied {} batches ({} bytes) in {} passes; {} topics created; {} commits",
+            report.batches,
+            report.bytes,
+            report.passes,
+            report.topics_created.len(),
+            report.commits
+        );
+        for (topic, dropped) in &report.dropped_configs {
+            for (k, why) in dropped {
+                println!("  {topic}: config {k} NOT carried over: {why}");
+            }
+        }
+        for w in &report.warnings {
+            println!("  warning: {w}");
+        }
+    }
+    Ok(0)
 }

@@ -215,7 +215,7 @@ impl PartitionReplica {
     }
 
     /// Queues record batches copied from another log, keeping their offsets (see
-    /// [`Command::Import`]); the handle resolves to the span the entry took once committed.
+    /// `Command::Import`); the handle resolves to the span the entry took once committed.
     pub async fn submit_import(&self, records: Bytes) -> Result<PendingAppend, ClusterError> {
         self.renew_lease().await;
         let (responder, rx) = openraft::impls::ProgressResponder::complete_only();

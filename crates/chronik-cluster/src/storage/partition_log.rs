@@ -195,30 +195,31 @@ impl PartitionLog {
 
     /// [`Self::read`] from the WAL; None if the first entry was purged before it was read.
     fn read_wal(&self, offset: u64, max_bytes: usize, hw: u64) -> Result<Option<ReadBatches>, ReadError> {
-        let (first_raft, last_raft) = {
+        // The Raft indexes of the entries that took offsets: between them the WAL may hold
+        // entries the state machine refused (an import out of place), which are never served.
+        let chosen: Vec<u64> = {
             let index = self.index.read();
             let Some(pos) = index.position_of(offset) else { return Ok(Some(ReadBatches::default())) };
             let mut bytes = 0u64;
-            let mut last = None;
-            let first = index.get(pos).map(|e| e.raft_index);
+            let mut chosen = Vec::new();
             for e in index.iter().skip(pos) {
-                if e.last_offset >= hw || (last.is_some() && bytes + e.bytes > max_bytes as u64) {
+                if e.last_offset >= hw || (!chosen.is_empty() && bytes + e.bytes > max_bytes as u64) {
                     break;
                 }
                 bytes += e.bytes;
-                last = Some(e.raft_index);
+                chosen.push(e.raft_index);
             }
-            match (first, last) {
-                (Some(f), Some(l)) => (f, l),
-                _ => return Ok(Some(ReadBatches::default())),
-            }
+            chosen
+        };
+        let (Some(&first_raft), Some(&last_raft)) = (chosen.first(), chosen.last()) else {
+            return Ok(Some(ReadBatches::default()));
         };
         let views = self.wal.read_range(self.group, first_raft, last_raft + 1, usize::MAX)?;
         if views.first().is_none_or(|v| v.index != first_raft) {
             return Ok(None);
         }
         let mut out = ReadBatches::default();
-        for v in views {
+        for v in views.into_iter().filter(|v| chosen.binary_search(&v.index).is_ok()) {
             if let Some(records) = codec::stored_records(&v) {
                 out.bytes += records.len();
                 out.chunks.push(records);
@@ -494,7 +495,7 @@ impl PartitionLog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::batch::tests::batch;
+    use crate::batch::{self, tests::batch};
     use crate::raft::{Command, Entry, log_id};
     use chronik_wal::{AppendEntry, WalOptions};
     use openraft::EntryPayload;
@@ -504,20 +505,53 @@ mod tests {
     fn log_with_lagging_high_watermark(dir: &std::path::Path) -> Arc<PartitionLog> {
         let wal = Arc::new(Wal::open(dir, WalOptions::default()).unwrap().0);
         for (i, next_offset) in [(1u64, 0u64), (2, 2), (3, 4)] {
-            let records: Bytes = batch(2, 10).into();
-            let entry = Entry { log_id: log_id(1, i), payload: EntryPayload::Normal(Command::Produce { records }) };
-            let enc = codec::encode(&entry, Some(next_offset)).unwrap();
-            let parts = enc.payload_parts();
-            let e = AppendEntry {
-                index: enc.index,
-                term: enc.term,
-                leader_id: enc.leader_id,
-                entry_kind: enc.kind,
-                payload: &parts,
-            };
-            wal.append(7, &[e], None).unwrap();
+            append(&wal, i, Command::Produce { records: batch(2, 10).into() }, next_offset);
         }
         PartitionLog::recover(wal, 7, 0, 0, &dir.join("segments")).unwrap()
+    }
+
+    fn append(wal: &Wal, index: u64, command: Command, next_offset: u64) {
+        let entry = Entry { log_id: log_id(1, index), payload: EntryPayload::Normal(command) };
+        let enc = codec::encode(&entry, Some(next_offset)).unwrap();
+        let parts = enc.payload_parts();
+        let e = AppendEntry {
+            index: enc.index,
+            term: enc.term,
+            leader_id: enc.leader_id,
+            entry_kind: enc.kind,
+            payload: &parts,
+        };
+        wal.append(7, &[e], None).unwrap();
+    }
+
+    fn import_at(offset: i64) -> Command {
+        let mut b = batch(2, 10);
+        b[0..8].copy_from_slice(&offset.to_be_bytes());
+        Command::Import { records: b.into() }
+    }
+
+    /// Imports at 10..=11 and 20..=21 with one out of place (at 15, after 20..=21 is in)
+    /// between them in the log: reads serve the two, in place, never the refused one, also
+    /// after recovery rebuilt the index from the WAL.
+    #[test]
+    fn refused_imports_are_never_served() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = Arc::new(Wal::open(dir.path(), WalOptions::default()).unwrap().0);
+        append(&wal, 1, import_at(10), 0);
+        append(&wal, 2, import_at(20), 12);
+        append(&wal, 3, import_at(15), 22);
+        append(&wal, 4, Command::Produce { records: batch(1, 10).into() }, 22);
+        let log = PartitionLog::recover(wal, 7, 0, 0, &dir.path().join("segments")).unwrap();
+        assert_eq!(log.next_offset(), 23);
+        log.set_high_watermark(23);
+        let read = log.read(0, 1 << 20).unwrap();
+        let bases: Vec<i64> = read
+            .chunks
+            .iter()
+            .flat_map(|c| batch::split_batches(c, true).unwrap())
+            .map(|s| s.header.base_offset)
+            .collect();
+        assert_eq!(bases, vec![10, 20, 22]);
     }
 
     #[test]

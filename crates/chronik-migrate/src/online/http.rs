@@ -1,0 +1,41 @@
+//! One HTTP/1.1 POST to the target's admin API (the import endpoint), over a fresh connection.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::error::MigrateError;
+
+const TIMEOUT: Duration = Duration::from_secs(60);
+const MAX_ANSWER: u64 = 1 << 20;
+
+/// POSTs `body` to `path` on `addr`; (status, response body).
+pub async fn post(addr: &str, path: &str, body: &[u8]) -> Result<(u16, String), MigrateError> {
+    let err = |what: String| MigrateError::Http { addr: addr.to_string(), what };
+    let exchange = async {
+        let mut s = TcpStream::connect(addr).await?;
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/octet-stream\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        s.write_all(head.as_bytes()).await?;
+        s.write_all(body).await?;
+        let mut answer = Vec::new();
+        s.take(MAX_ANSWER).read_to_end(&mut answer).await?;
+        Ok::<_, std::io::Error>(answer)
+    };
+    let answer = tokio::time::timeout(TIMEOUT, exchange)
+        .await
+        .map_err(|_| err(format!("POST {path} timed out")))?
+        .map_err(|e| err(format!("POST {path}: {e}")))?;
+    let text = String::from_utf8_lossy(&answer);
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| err(format!("POST {path}: not an HTTP answer")))?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Ok((status, body))
+}
