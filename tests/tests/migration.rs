@@ -391,11 +391,6 @@ fn damaged_inputs_get_their_documented_outcomes() {
     let warnings = report["warnings"].to_string();
     assert!(warnings.contains("segments/orders/0/0-346.segment") && warnings.contains("missing"), "{warnings}");
 
-    // The online path is not built: refused at once, saying so.
-    let out = Command::new(server_bin()).args(["migrate", "--from", "127.0.0.1:9"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not supported"));
-
     // An empty metadata log: topics from the data directories (no configs), no groups.
     let d = copy_of("graceful");
     std::fs::write(d.path().join("in/metadata_wal/__chronik_metadata/0/wal_0_0.log"), b"").unwrap();
