@@ -228,6 +228,19 @@ async fn migrate_and_check(name: &str, flags: &[&str]) {
         assert!(!got.iter().any(|g| same(&g)), "never-stored record present: {l}");
     }
 
+    // An idempotent producer retrying its last batch across the migration is answered with
+    // the batch's offset, not given a second copy (the sequence state came with the batches).
+    let mut conn = chronik_tests::raw::connect(&broker);
+    let batches = chronik_tests::raw::fetch_batches(&mut conn, "events", 0, 0, 406);
+    let mut retry = batches.last().unwrap().to_vec();
+    let original_base = i64::from_be_bytes(retry[0..8].try_into().unwrap());
+    assert!(i64::from_be_bytes(retry[43..51].try_into().unwrap()) >= 0, "the last events batch is idempotent");
+    retry[0..8].copy_from_slice(&0i64.to_be_bytes()); // as the client sends it
+    let answer = chronik_tests::raw::try_produce(&mut conn, "events", 0, retry.into());
+    assert_eq!(answer, Some((0, original_base)), "a retry is a duplicate");
+    let (error, after) = chronik_tests::raw::fetch(&mut conn, "events", 0, 406);
+    assert_eq!((error, after.len()), (0, 0), "nothing appended after offset 405");
+
     // Committed offsets, with their metadata.
     let groups: Value =
         serde_json::from_str(&std::fs::read_to_string(fixture(name).join("groups.json")).unwrap()).unwrap();
@@ -370,7 +383,10 @@ fn damaged_inputs_get_their_documented_outcomes() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("orders/0/wal_0_0.log") && err.contains("corrupt record at byte") && err.contains("checksum"),
+        err.contains("orders/0/wal_0_0.log")
+            && err.contains("corrupt record at byte")
+            && err.contains("checksum")
+            && err.contains("was left as it is"),
         "{err}"
     );
     // ... and with --skip-corrupt the record is listed, its batch taken from the segment

@@ -7,7 +7,20 @@ use chronik_migrate::online::OnlineOptions;
 /// Exit code 0, or 1 when `--verify` found a difference.
 pub fn run(opts: MigrateOptions, json: bool) -> anyhow::Result<u8> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("chronik-migrate").build()?;
-    let report = runtime.block_on(chronik_migrate::migrate(&opts))?;
+    let existed = opts.output.exists();
+    let report = runtime.block_on(chronik_migrate::migrate(&opts)).map_err(|e| {
+        let partial = !matches!(e, chronik_migrate::MigrateError::OutputNotEmpty(_))
+            && opts.output.read_dir().is_ok_and(|mut d| d.next().is_some());
+        if partial {
+            let how = if existed { "empty it" } else { "delete it" };
+            anyhow::anyhow!(
+                "{e}\n(the partly written output {} was left as it is: {how} before running again)",
+                opts.output.display()
+            )
+        } else {
+            e.into()
+        }
+    })?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
