@@ -175,6 +175,16 @@ async fn online_copy_keeps_offsets_gaps_configs_and_commits_while_producers_writ
         std::thread::sleep(Duration::from_millis(300));
     };
 
+    // A topic whose records were all deleted (DeleteRecords to its end): nothing to copy,
+    // but the target must end at the same offset.
+    create(&source, "emptied", 1, &[]).await;
+    produce(&source, "emptied", 1, 0, 20, 20).await;
+    let admin: AdminClient<DefaultClientContext> = config(&source.bootstrap()).create().unwrap();
+    let mut cut = TopicPartitionList::new();
+    cut.add_partition_offset("emptied", 0, Offset::Offset(20)).unwrap();
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    assert_eq!(admin.delete_records(&cut, &opts).await.unwrap().elements()[0].error(), Ok(()));
+
     create(&source, "orders", 3, &[("retention.bytes", "123456789"), ("retention.ms", "-1")]).await;
     produce(&source, "orders", 3, 0, 600, 1000).await;
     commit(&source, "billing", &[("orders", 0, 5, "m0"), ("orders", 1, 7, "")]);
@@ -187,7 +197,7 @@ async fn online_copy_keeps_offsets_gaps_configs_and_commits_while_producers_writ
     let copier = start_copier(&source, &target);
     produce(&source, "orders", 3, 1200, 600, 1000).await;
     commit(&source, "billing", &[("orders", 0, 50, "later"), ("orders", 1, 7, ""), ("orders", 2, 9, "p2")]);
-    let parts = [("orders", 0), ("orders", 1), ("orders", 2), ("changelog", 0)];
+    let parts = [("orders", 0), ("orders", 1), ("orders", 2), ("changelog", 0), ("emptied", 0)];
     wait_caught_up(&source, &target, &parts);
     // Committed offsets follow too.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -202,7 +212,14 @@ async fn online_copy_keeps_offsets_gaps_configs_and_commits_while_producers_writ
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(report["passes"].as_u64().unwrap() >= 1, "{report}");
 
-    for (topic, partition) in parts {
+    let consumer: BaseConsumer = config(&target.bootstrap()).create().unwrap();
+    assert_eq!(
+        consumer.fetch_watermarks("emptied", 0, Duration::from_secs(10)).unwrap(),
+        (20, 20),
+        "ends where the source does"
+    );
+    for (topic, partition) in &parts[..4] {
+        let (topic, partition) = (*topic, *partition);
         let (src, tgt) = (read_partition(&source, topic, partition), read_partition(&target, topic, partition));
         assert!(!src.is_empty());
         assert_eq!(tgt, src, "{topic}-{partition}: every record at its source offset, exactly once");
@@ -215,4 +232,10 @@ async fn online_copy_keeps_offsets_gaps_configs_and_commits_while_producers_writ
     for topic in ["orders", "changelog"] {
         assert_eq!(set_configs(&target, topic).await, set_configs(&source, topic).await, "{topic} configs");
     }
+    // After the switch, new idempotent producers on the target get producer ids of their
+    // own: the copied producers' sequence state does not refuse or swallow their writes.
+    let before: i64 = (0..3).map(|p| high_watermark(&target, "orders", p)).sum();
+    produce(&target, "orders", 3, 5000, 30, 1000).await;
+    let after: i64 = (0..3).map(|p| high_watermark(&target, "orders", p)).sum();
+    assert_eq!(after - before, 30, "every new write stored once");
 }

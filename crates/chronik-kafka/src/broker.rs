@@ -29,6 +29,11 @@ pub struct BrokerConfig {
     pub max_connections_per_ip: usize,
     pub queued_max_request_bytes: usize,
     pub topic_defaults: TopicDefaults,
+    /// In a cluster, how long a Metadata answer waits for partitions without a leader to get
+    /// one, where a majority of their replicas live (an election after a node died takes
+    /// about an election timeout). A client told LEADER_NOT_AVAILABLE asks again only after
+    /// its backoff, so waiting here, bounded, gets its writes going sooner.
+    pub metadata_leader_wait: std::time::Duration,
 }
 
 impl BrokerConfig {
@@ -44,6 +49,11 @@ impl BrokerConfig {
             max_connections_per_ip: c.kafka.max_connections_per_ip as usize,
             queued_max_request_bytes: c.kafka.queued_max_request_bytes as usize,
             topic_defaults: TopicDefaults::from_config(c),
+            metadata_leader_wait: if c.cluster.enabled {
+                std::time::Duration::from_millis(2 * c.cluster.raft.election_timeout_ms)
+            } else {
+                std::time::Duration::ZERO
+            },
         }
     }
 }

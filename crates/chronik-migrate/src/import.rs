@@ -18,7 +18,7 @@ use crate::error::MigrateError;
 use crate::progress::Progress;
 use crate::report::{GroupReport, PartitionReport, RetentionImpact, TopicReport};
 use crate::v1::metadata::{V1Metadata, V1Topic};
-use crate::v1::partition::{PartitionReader, kafka_batch};
+use crate::v1::partition::PartitionReader;
 use crate::v1::{Damage, PartitionFiles};
 
 /// Batches are grouped into Raft entries of about this size (a large produce request's).
@@ -104,13 +104,10 @@ pub async fn import_partition(
             let records = buf.split().freeze();
             tx.blocking_send(Chunk { records, next_offset }).map_err(|_| MigrateError::ReaderLost("the writer".into()))
         };
-        let result = r.read(|batch| {
-            let batch_error =
-                |reason| MigrateError::Batch { partition: name.clone(), offset: batch.base_offset, reason };
-            let bytes = kafka_batch(&batch).map_err(batch_error)?;
+        let result = r.read(|batch, bytes| {
             if bytes.len() > max_entry {
-                let too_big = format!("{} bytes, more than the largest WAL entry ({max_entry})", bytes.len());
-                return Err(batch_error(too_big));
+                let reason = format!("{} bytes, more than the largest WAL entry ({max_entry})", bytes.len());
+                return Err(MigrateError::Batch { partition: name.clone(), offset: batch.base_offset, reason });
             }
             if batch.producer_id >= 0 {
                 max_pid = max_pid.max(Some(batch.producer_id));
@@ -228,12 +225,5 @@ pub async fn commit_offsets(broker: &Broker, meta: &V1Metadata) -> Result<Vec<Gr
 /// New idempotent producers get ids above every id v1 handed out, so none resumes an old
 /// producer's sequence by accident.
 pub async fn reserve_producer_ids(broker: &Broker, max_v1_id: i64) -> Result<(), MigrateError> {
-    loop {
-        let next = broker.node.with_metadata(|m| m.next_producer_id);
-        if next > max_v1_id {
-            return Ok(());
-        }
-        let count = u32::try_from(max_v1_id - next + 1).unwrap_or(u32::MAX);
-        broker.node.propose_meta(MetaCommand::AllocateProducerIds { count }).await.map_err(MigrateError::Metadata)?;
-    }
+    broker.node.reserve_producer_ids_through(max_v1_id).await.map_err(MigrateError::Metadata)
 }

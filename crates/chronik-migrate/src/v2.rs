@@ -112,6 +112,14 @@ pub fn encode_batch(fields: BatchFields, records: &[NewRecord]) -> Vec<u8> {
     b
 }
 
+/// A batch of no records taking the one offset `offset` (as Kafka's compaction leaves them):
+/// it carries a copied log's next offset past a tail that holds no records any more.
+pub fn empty_batch(offset: i64) -> Vec<u8> {
+    let mut b = encode_batch(BatchFields::PLAIN, &[]);
+    b[0..8].copy_from_slice(&offset.to_be_bytes());
+    b
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

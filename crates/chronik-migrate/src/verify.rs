@@ -15,6 +15,7 @@ use crate::v2::NewRecord;
 use chronik_kafka::Broker;
 
 const SHOWN_MISMATCHES: usize = 20;
+const APPLY_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// A record with its timestamp type (true: LogAppendTime).
 type Compared = (NewRecord, bool);
@@ -27,11 +28,15 @@ pub async fn verify(broker: &Broker, input: &V1Dir, skip_corrupt: bool) -> Resul
             continue;
         };
         let log = replica.log().clone();
+        // After a start the high watermark rises as the log is applied again.
+        let mut hw = log.subscribe_high_watermark();
+        let end = log.next_offset();
+        let _ = tokio::time::timeout(APPLY_WAIT, hw.wait_for(|h| *h >= end)).await;
         let (tx, mut rx) = mpsc::channel::<Vec<Compared>>(64);
         let files = files.clone();
         let reader = tokio::task::spawn_blocking(move || {
             let mut r = PartitionReader::new(&files, skip_corrupt);
-            r.read(|batch| {
+            r.read(|batch, _| {
                 let lat = batch.timestamp_type == 1
                     || batch.v1_wire.as_ref().is_some_and(|s| {
                         crate::v1::legacy::parse_message_set(s)
@@ -88,6 +93,9 @@ pub async fn verify(broker: &Broker, input: &V1Dir, skip_corrupt: bool) -> Resul
             }
         }
         reader.await.map_err(|e| MigrateError::ReaderLost(format!("{name} ({e})")))??;
+        if let Some(extra) = out.front().map(|r| r.0.offset).or((cursor < log.next_offset()).then_some(cursor as i64)) {
+            note(&mut report, format!("{name}: records from offset {extra} on are not in the input"));
+        }
     }
     Ok(report)
 }

@@ -387,6 +387,9 @@ async fn import(
     body: axum::body::Bytes,
 ) -> Response {
     let refuse = |status: StatusCode, why: String| (status, Json(serde_json::json!({ "error": why }))).into_response();
+    if topic == chronik_kafka::groups::OFFSETS_TOPIC {
+        return refuse(StatusCode::BAD_REQUEST, format!("{topic} is kept by the broker; it is not imported into"));
+    }
     let Some(replica) = s.node.partition(&topic, partition) else {
         return refuse(StatusCode::NOT_FOUND, format!("no partition {topic}-{partition} on this node"));
     };
@@ -402,6 +405,9 @@ async fn import(
             Ok(spans) => spans,
             Err(e) => return refuse(StatusCode::BAD_REQUEST, format!("the body is not valid record batches: {e}")),
         };
+        if let Err(e) = s.node.check_space(body.len()) {
+            return refuse(StatusCode::INSUFFICIENT_STORAGE, e.to_string());
+        }
         // Refused before it takes a place in the log (the state machine would refuse it too).
         let next = replica.log().next_offset();
         if chronik_cluster::import_last_offset(&spans, next).is_none() {
@@ -419,6 +425,13 @@ async fn import(
             Ok(_) => {}
             Err(e @ ClusterError::EntryRefused { .. }) => return refuse(StatusCode::BAD_REQUEST, e.to_string()),
             Err(e) => return refuse(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        }
+        // The source's producer ids came with their sequence state: new producers here must
+        // get others.
+        if let Some(max) = spans.iter().map(|s| s.header.producer_id).max().filter(|m| *m >= 0)
+            && let Err(e) = s.node.reserve_producer_ids_through(max).await
+        {
+            return refuse(StatusCode::SERVICE_UNAVAILABLE, format!("reserving producer ids: {e}"));
         }
     }
     if let Some(start) = params.log_start.filter(|s| *s > replica.log().log_start_offset())

@@ -53,6 +53,9 @@ pub fn follow(opts: OnlineOptions, json: bool) -> anyhow::Result<u8> {
         for w in &report.warnings {
             println!("  warning: {w}");
         }
+        for (what, e) in &report.errors {
+            println!("  FAILED {what}: {e}");
+        }
     }
-    Ok(0)
+    Ok(u8::from(!report.errors.is_empty()))
 }

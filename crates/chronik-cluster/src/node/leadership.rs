@@ -155,6 +155,17 @@ impl Node {
         led
     }
 
+    /// Whether a majority of the partition's replicas are alive as far as this node knows, so
+    /// that a leaderless partition should soon have a leader again (an election among them).
+    pub fn can_elect(&self, topic: &str, partition: i32) -> bool {
+        let replicas = self.with_metadata(|m| {
+            m.topic(topic)?.partitions.iter().find(|p| p.partition == partition).map(|p| p.replicas.clone())
+        });
+        let Some(replicas) = replicas else { return false };
+        let alive = replicas.iter().filter(|r| **r == self.node_id || !self.presumed_dead(**r)).count();
+        2 * alive > replicas.len()
+    }
+
     /// Cluster mode: `node` has been silent for an election timeout (and this node is past
     /// its first one, when peers may simply not have been heard yet).
     pub(super) fn presumed_dead(&self, node: NodeId) -> bool {

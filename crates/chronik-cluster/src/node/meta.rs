@@ -461,6 +461,18 @@ impl MetaGroup {
         Ok(ids.next - 1)
     }
 
+    /// Drops this node's reserved producer ids up to `max` (another broker's, imported), so
+    /// none of them is handed out; the next allocation reserves a fresh block.
+    pub async fn discard_producer_ids_through(&self, max: i64) {
+        let mut ids = self.producer_ids.lock().await;
+        if ids.next <= max {
+            ids.next = ids.end;
+        }
+        if ids.spare.is_some_and(|start| start <= max) {
+            ids.spare = None;
+        }
+    }
+
     /// Cluster mode: keeps a spare block of producer ids reserved once the current one is
     /// nine-tenths used (or there is none), as Kafka's brokers do, so that a node cut off from
     /// the metadata leader still answers InitProducerId for a while.

@@ -335,6 +335,23 @@ impl Node {
         self.meta.allocate_producer_id().await
     }
 
+    /// Makes sure no producer id up to `max` is handed out from now on: imported batches
+    /// (a migration) carry another broker's producer ids, whose sequence state came with them.
+    pub async fn reserve_producer_ids_through(&self, max: i64) -> Result<(), ClusterError> {
+        loop {
+            let next = self.with_metadata(|m| m.next_producer_id);
+            if next > max {
+                break;
+            }
+            let count = u32::try_from(max - next + 1).unwrap_or(u32::MAX);
+            self.propose_meta(MetaCommand::AllocateProducerIds { count }).await?;
+        }
+        // Blocks this node reserved before are dropped after: any reserved from now on
+        // starts above `max`.
+        self.meta.discard_producer_ids_through(max).await;
+        Ok(())
+    }
+
     /// The metadata group's leader (the "controller" in Kafka terms).
     pub fn metadata_leader(&self) -> Option<NodeId> {
         self.meta.leader()

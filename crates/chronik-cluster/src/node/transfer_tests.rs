@@ -1,6 +1,6 @@
 //! A snapshot that carries the log, installed on another replica in process: node A (a real
-//! node: its partition has moved data into segment files, a WAL tail, a log start above 0 and
-//! idempotent producers) sends its snapshot through a channel, chunk by chunk, to a replica
+//! node: its partition has moved data into segment files, a WAL tail, a log start above 0,
+//! idempotent producers and an import with offset gaps) sends its snapshot through a channel, chunk by chunk, to a replica
 //! on its own WAL and disk that has no data and no voters (what a new learner is).
 
 use std::collections::BTreeMap;
@@ -86,6 +86,16 @@ async fn sender(dir: &Path) -> (Arc<Node>, Arc<PartitionReplica>) {
     for i in 0..20 {
         a.append(batch(&format!("tail {i}"), 8, 2 * i)).await.unwrap();
     }
+    // Then an import (a migration's) whose batches leave gaps: before its first batch too.
+    let next = a.log().next_offset();
+    let at = |b: Bytes, offset: u64| {
+        let mut b = b.to_vec();
+        b[0..8].copy_from_slice(&(offset as i64).to_be_bytes());
+        b
+    };
+    let gapped = [at(batch("imported", -1, 0), next + 5), at(batch("imported later", -1, 0), next + 20)].concat();
+    let span = a.submit_import(gapped.into()).await.unwrap().committed().await.unwrap();
+    assert_eq!(span, (next, next + 21));
     (node, a)
 }
 

@@ -187,7 +187,7 @@ pub fn decode_command(payload: &Bytes) -> io::Result<Command> {
     let (&tag, body) = payload.split_first().ok_or_else(|| io_err("empty command"))?;
     Ok(match tag {
         TAG_PRODUCE => Command::Produce { records: payload.slice(1..) },
-        TAG_IMPORT if payload.len() > IMPORT_PREFIX_LEN => {
+        TAG_IMPORT if payload.len() >= IMPORT_PREFIX_LEN => {
             Command::Import { records: payload.slice(IMPORT_PREFIX_LEN..) }
         }
         TAG_LOG_START => Command::AdvanceLogStart {

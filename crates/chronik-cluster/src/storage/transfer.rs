@@ -30,13 +30,17 @@ pub enum LogChunk {
     FileStart { base_offset: u64, len: u64 },
     /// The next bytes of that file, as they are on disk.
     FileBytes(Bytes),
-    /// One entry's record batches, as stored (stamped offsets and leader epoch).
-    Entry(Bytes),
+    /// One entry's record batches, as stored (stamped offsets and leader epoch), and where
+    /// its offsets start: its first batch's offset, or before it for an import entry whose
+    /// batches leave a gap (see `Command::Import`).
+    Entry { start: u64, records: Bytes },
 }
 
 const TAG_FILE_START: u8 = 1;
 const TAG_FILE_BYTES: u8 = 2;
 const TAG_ENTRY: u8 = 3;
+/// An entry whose offsets start before its first batch: the start, then the batches.
+const TAG_ENTRY_AT: u8 = 4;
 
 impl LogChunk {
     pub fn encode(&self) -> Bytes {
@@ -48,10 +52,22 @@ impl LogChunk {
                 b.put_u64(*len);
                 b.freeze()
             }
-            LogChunk::FileBytes(data) | LogChunk::Entry(data) => {
+            LogChunk::FileBytes(data) => {
                 let mut b = BytesMut::with_capacity(1 + data.len());
-                b.put_u8(if matches!(self, LogChunk::FileBytes(_)) { TAG_FILE_BYTES } else { TAG_ENTRY });
+                b.put_u8(TAG_FILE_BYTES);
                 b.put_slice(data);
+                b.freeze()
+            }
+            LogChunk::Entry { start, records } => {
+                let mut b = BytesMut::with_capacity(9 + records.len());
+                // Most entries start at their first batch: the layout earlier builds read.
+                if first_batch_offset(records) == Some(*start) {
+                    b.put_u8(TAG_ENTRY);
+                } else {
+                    b.put_u8(TAG_ENTRY_AT);
+                    b.put_u64(*start);
+                }
+                b.put_slice(records);
                 b.freeze()
             }
         }
@@ -64,7 +80,11 @@ impl LogChunk {
         match b.get_u8() {
             TAG_FILE_START if b.len() == 16 => Ok(LogChunk::FileStart { base_offset: b.get_u64(), len: b.get_u64() }),
             TAG_FILE_BYTES => Ok(LogChunk::FileBytes(b)),
-            TAG_ENTRY => Ok(LogChunk::Entry(b)),
+            TAG_ENTRY => match first_batch_offset(&b) {
+                Some(start) => Ok(LogChunk::Entry { start, records: b }),
+                None => Err(TransferError::Protocol("an entry with no batch".into())),
+            },
+            TAG_ENTRY_AT if b.len() > 8 => Ok(LogChunk::Entry { start: b.get_u64(), records: b }),
             tag => Err(TransferError::Protocol(format!("unknown chunk (tag {tag}, {} bytes)", b.len()))),
         }
     }
@@ -86,7 +106,7 @@ pub struct LogSender {
     files: VecDeque<(u64, u64, File)>,
     current: Option<(File, u64, u64)>,
     /// Entries read but not yet handed out.
-    entries: VecDeque<Bytes>,
+    entries: VecDeque<(u64, Bytes)>,
     /// The next offset to send as entries, and where the transfer ends.
     next: u64,
     end: u64,
@@ -132,7 +152,7 @@ impl LogSender {
             return Ok(Some(LogChunk::FileStart { base_offset: base, len }));
         }
         if let Some(e) = self.entries.pop_front() {
-            return Ok(Some(LogChunk::Entry(e)));
+            return Ok(Some(LogChunk::Entry { start: e.0, records: e.1 }));
         }
         if self.next >= self.end {
             return Ok(None);
@@ -149,10 +169,13 @@ impl LogSender {
             if last_offset >= self.end {
                 break;
             }
+            // Where its offsets start: after the entry before; the first one read may begin
+            // below `next` (the log start falls inside it).
+            let start = self.next.min(spans[0].header.base_offset as u64);
+            self.entries.push_back((start, records));
             self.next = last_offset + 1;
-            self.entries.push_back(records);
         }
-        Ok(self.entries.pop_front().map(LogChunk::Entry))
+        Ok(self.entries.pop_front().map(|(start, records)| LogChunk::Entry { start, records }))
     }
 }
 
@@ -231,11 +254,18 @@ impl LogReceiver {
                 f.written += data.len() as u64;
                 self.finish_file_if_whole()
             }
-            LogChunk::Entry(records) => {
+            LogChunk::Entry { start, records } => {
                 if self.file.is_some() {
                     return Err(TransferError::Protocol("an entry inside a file".into()));
                 }
-                let offsets = entry_offsets(&records)?;
+                let mut offsets = entry_offsets(&records)?;
+                if start > offsets.base_offset {
+                    return Err(TransferError::Protocol(format!(
+                        "an entry said to start at offset {start} holds a batch at {}",
+                        offsets.base_offset
+                    )));
+                }
+                offsets.base_offset = start;
                 self.expect_at(offsets.base_offset, "an entry")?;
                 if self.writer.as_ref().is_some_and(|w| w.data_len() >= RECEIVED_FILE_BYTES) {
                     self.seal_writer()?;
@@ -294,6 +324,11 @@ impl LogReceiver {
         InstallMarker { snapshot: self.snapshot, files: self.files }.write(&self.incoming)?;
         Ok(())
     }
+}
+
+/// The base offset of the first batch in `records`.
+fn first_batch_offset(records: &[u8]) -> Option<u64> {
+    records.get(..8).map(|b| u64::from_be_bytes(b.try_into().expect("8 bytes")))
 }
 
 /// What the offset index would know of an entry, from its batches' headers.

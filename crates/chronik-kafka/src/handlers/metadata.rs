@@ -21,6 +21,48 @@ pub async fn handle(b: &Arc<Broker>, req: &Request) -> anyhow::Result<Outcome> {
         Some(t) => t.is_empty() && req.version == 0,
     };
     let allow_create = b.config.auto_create_topics && (req.version < 4 || r.allow_auto_topic_creation);
+    let deadline = std::time::Instant::now() + b.config.metadata_leader_wait;
+    let mut topics = describe(b, &r, all, allow_create).await;
+    while awaits_election(b, &topics) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(LEADER_POLL).await;
+        topics = describe(b, &r, all, allow_create).await;
+    }
+    let (cluster_id, controller, brokers) = b.node.with_metadata(|m| {
+        let brokers: Vec<MetadataResponseBroker> = m
+            .nodes
+            .values()
+            .map(|n| {
+                let (host, port) = host_port(&n.kafka_addr);
+                MetadataResponseBroker::default()
+                    .with_node_id(BrokerId(n.id as i32))
+                    .with_host(StrBytes::from_string(host))
+                    .with_port(port)
+            })
+            .collect();
+        (m.cluster_id, b.node.metadata_leader(), brokers)
+    });
+    let body = MetadataResponse::default()
+        .with_brokers(brokers)
+        .with_cluster_id(cluster_id.map(|c| StrBytes::from_string(c.to_string())))
+        .with_controller_id(BrokerId(controller.map_or(-1, |c| c as i32)))
+        .with_topics(topics);
+    respond(req, &body)
+}
+
+/// Whether a partition of the answer has no leader but, as this node sees it, a majority of
+/// live replicas to elect one (a node cut off from the others answers at once).
+fn awaits_election(b: &Broker, topics: &[MetadataResponseTopic]) -> bool {
+    topics.iter().any(|t| {
+        let name = t.name.as_ref().map(|n| n.as_str()).unwrap_or_default();
+        t.partitions.iter().any(|p| p.leader_id.0 < 0 && b.node.can_elect(name, p.partition_index))
+    })
+}
+
+/// How often a Metadata answer waiting for leaders looks again.
+const LEADER_POLL: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// The requested topics (`all`: every topic) as the node sees them now.
+async fn describe(b: &Arc<Broker>, r: &MetadataRequest, all: bool, allow_create: bool) -> Vec<MetadataResponseTopic> {
     let mut topics = Vec::new();
     if all {
         let names: Vec<String> = b.node.with_metadata(|m| m.topics.keys().cloned().collect());
@@ -44,26 +86,7 @@ pub async fn handle(b: &Arc<Broker>, req: &Request) -> anyhow::Result<Outcome> {
             });
         }
     }
-    let (cluster_id, controller, brokers) = b.node.with_metadata(|m| {
-        let brokers: Vec<MetadataResponseBroker> = m
-            .nodes
-            .values()
-            .map(|n| {
-                let (host, port) = host_port(&n.kafka_addr);
-                MetadataResponseBroker::default()
-                    .with_node_id(BrokerId(n.id as i32))
-                    .with_host(StrBytes::from_string(host))
-                    .with_port(port)
-            })
-            .collect();
-        (m.cluster_id, b.node.metadata_leader(), brokers)
-    });
-    let body = MetadataResponse::default()
-        .with_brokers(brokers)
-        .with_cluster_id(cluster_id.map(|c| StrBytes::from_string(c.to_string())))
-        .with_controller_id(BrokerId(controller.map_or(-1, |c| c as i32)))
-        .with_topics(topics);
-    respond(req, &body)
+    topics
 }
 
 async fn lookup_or_create(b: &Arc<Broker>, name: &TopicName, allow_create: bool) -> Result<TopicInfo, ResponseError> {

@@ -14,6 +14,8 @@ mod kafka;
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -33,7 +35,7 @@ use serde::Serialize;
 
 use crate::error::MigrateError;
 use crate::v1::legacy::parse_message_set;
-use crate::v2::{BatchFields, NewRecord, encode_batch};
+use crate::v2::{BatchFields, NewRecord, empty_batch, encode_batch};
 use kafka::{KafkaConn, kafka_err};
 
 /// Most bytes asked of one fetch, and sent in one import.
@@ -69,6 +71,8 @@ pub struct OnlineReport {
     pub commits: u64,
     /// Per `topic-partition`: the next offset on the target when the copy stopped.
     pub partitions: BTreeMap<String, u64>,
+    /// Per `topic-partition`: why its copy failed in the last pass (the others went on).
+    pub errors: BTreeMap<String, String>,
     pub warnings: Vec<String>,
 }
 
@@ -163,6 +167,9 @@ fn batches_from(records: &Bytes, next: i64) -> Result<Vec<Bytes>, String> {
     while pos + 17 <= records.len() {
         let base = i64::from_be_bytes(records[pos..pos + 8].try_into().expect("8"));
         let len = i32::from_be_bytes(records[pos + 8..pos + 12].try_into().expect("4"));
+        if len < 5 {
+            return Err(format!("the entry at offset {base} claims a length of {len}"));
+        }
         let end = match usize::try_from(len).ok().and_then(|l| (pos + 12).checked_add(l)) {
             Some(end) if end <= records.len() => end,
             _ => break, // the answer's size limit cut the last batch
@@ -181,6 +188,7 @@ fn batches_from(records: &Bytes, next: i64) -> Result<Vec<Bytes>, String> {
         } else if base >= next {
             // A legacy entry: one message (a wrapper of a compressed set is refused).
             let messages = parse_message_set(&bytes)?;
+            let log_append_time = messages.first().is_some_and(|m| m.log_append_time);
             let records: Vec<NewRecord> = messages
                 .into_iter()
                 .map(|m| NewRecord {
@@ -191,8 +199,7 @@ fn batches_from(records: &Bytes, next: i64) -> Result<Vec<Bytes>, String> {
                     headers: vec![],
                 })
                 .collect();
-            let lat = BatchFields { log_append_time: false, ..BatchFields::PLAIN };
-            out.push(encode_batch(lat, &records).into());
+            out.push(encode_batch(BatchFields { log_append_time, ..BatchFields::PLAIN }, &records).into());
         }
     }
     Ok(out)
@@ -205,6 +212,8 @@ struct Copier {
     /// Commits last written to the target: (group, topic, partition) -> (offset, metadata).
     copied_commits: BTreeMap<(String, String, i32), (i64, Option<String>)>,
     report: OnlineReport,
+    /// Set once told to stop: the pass in progress ends after its current partition.
+    stopping: Arc<AtomicBool>,
 }
 
 impl Copier {
@@ -230,7 +239,22 @@ impl Copier {
         for (topic, leaders) in &src.topics {
             let on_target = tgt.topics.get(topic).map_or(0, Vec::len);
             for partition in 0..leaders.len().min(on_target) as i32 {
-                self.copy_partition(&src, &tgt, topic, partition).await?;
+                if self.stopping.load(Ordering::Relaxed) {
+                    return Ok(());
+                }
+                let name = format!("{topic}-{partition}");
+                match self.copy_partition(&src, &tgt, topic, partition).await {
+                    Ok(()) => {
+                        self.report.errors.remove(&name);
+                    }
+                    Err(e) => {
+                        tracing::warn!("copying {name}: {e}");
+                        self.report.errors.insert(name, e.to_string());
+                        // A broken connection is opened afresh for the next partition.
+                        self.source = Conns::default();
+                        self.target = Conns::default();
+                    }
+                }
             }
         }
         self.copy_commits(&src, &tgt).await?;
@@ -283,7 +307,8 @@ impl Copier {
         let conn = self.source.to(&src_addr).await?;
         let (start, end) =
             (list_offset(conn, topic, partition, -2).await?, list_offset(conn, topic, partition, -1).await?);
-        let mut next = list_offset(self.target.to(&tgt_addr).await?, topic, partition, -1).await?;
+        let mut target_next = list_offset(self.target.to(&tgt_addr).await?, topic, partition, -1).await?;
+        let mut next = target_next;
         if next > 0 && next < start {
             self.report.warnings.push(format!(
                 "{topic}-{partition}: the source's log now starts at {start}, after the copy's position {next}: \
@@ -292,6 +317,8 @@ impl Copier {
         }
         next = next.max(start);
         let log_start = format!("?log_start={start}");
+        // Whether the source was found to hold nothing more before `end`.
+        let mut drained = true;
         while next < end {
             let req = FetchRequest::default()
                 .with_replica_id(BrokerId(-1))
@@ -310,7 +337,10 @@ impl Copier {
                 ]);
             let resp: FetchResponse = self.source.to(&src_addr).await?.call(ApiKey::Fetch, 4, &req).await?;
             let data = resp.responses.into_iter().next().and_then(|t| t.partitions.into_iter().next());
-            let Some(data) = data else { break };
+            let Some(data) = data else {
+                drained = false;
+                break;
+            };
             if data.error_code != 0 {
                 return Err(kafka_err(
                     &src_addr,
@@ -318,9 +348,13 @@ impl Copier {
                 ));
             }
             let records = data.records.unwrap_or_default();
+            if records.is_empty() {
+                break; // nothing stored from `next` up to the source's end
+            }
             let batches = batches_from(&records, next)
                 .map_err(|why| kafka_err(&src_addr, format!("{topic}-{partition}: {why}")))?;
             if batches.is_empty() {
+                drained = false;
                 break;
             }
             // Grouped into imports of about IMPORT_BYTES.
@@ -332,10 +366,16 @@ impl Copier {
                 if chunk.len() >= IMPORT_BYTES || i + 1 == n {
                     let body = chunk.split().freeze();
                     next = self.import(topic, partition, &log_start, &body).await?;
+                    target_next = next;
                 }
             }
         }
-        self.report.partitions.insert(format!("{topic}-{partition}"), next as u64);
+        // The source holds no records from here to its end (compacted or expired): an empty
+        // batch carries the target's next offset there, so both logs end at the same offset.
+        if drained && target_next < end {
+            target_next = self.import(topic, partition, &log_start, &empty_batch(end - 1)).await?;
+        }
+        self.report.partitions.insert(format!("{topic}-{partition}"), target_next as u64);
         Ok(())
     }
 
@@ -436,37 +476,55 @@ impl Copier {
     }
 }
 
-/// Copies until `stop` resolves (then one last pass), or after one pass with `once`. A pass
-/// that fails (a broker restarting, a connection lost) is retried after a pause while
-/// following; with `once` the error ends the run.
-pub async fn run(opts: OnlineOptions, stop: impl Future<Output = ()>) -> Result<OnlineReport, MigrateError> {
+/// Copies until `stop` resolves, or after one pass with `once`. A stop ends the pass in
+/// progress after the partition being copied (a rerun resumes). A partition whose copy fails
+/// is named in the report's `errors` and retried on the next pass while the others go on; a
+/// pass that fails as a whole (a broker restarting) is retried after a pause, or with `once`
+/// ends the run.
+pub async fn run(
+    opts: OnlineOptions,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> Result<OnlineReport, MigrateError> {
+    // Watched from the start, so a signal during the first (longest) pass is not lost.
+    let stopping = Arc::new(AtomicBool::new(false));
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let (flag, notify) = (stopping.clone(), wake.clone());
+    let watcher = tokio::spawn(async move {
+        stop.await;
+        flag.store(true, Ordering::Relaxed);
+        notify.notify_one();
+    });
+    let once = opts.once;
     let mut copier = Copier {
         opts,
         source: Conns::default(),
         target: Conns::default(),
         copied_commits: BTreeMap::new(),
         report: OnlineReport::default(),
+        stopping: stopping.clone(),
     };
-    tokio::pin!(stop);
-    let mut stopping = false;
-    loop {
+    let result = loop {
         match copier.pass().await {
-            Ok(()) if copier.opts.once || stopping => return Ok(copier.report),
-            Ok(()) => {}
-            Err(e) if copier.opts.once => return Err(e),
+            Ok(()) => {
+                copier.report.errors.remove("pass");
+            }
+            Err(e) if once => break Err(e),
             Err(e) => {
                 tracing::warn!("copy pass failed, retrying: {e}");
+                copier.report.errors.insert("pass".into(), e.to_string());
                 copier.source = Conns::default();
                 copier.target = Conns::default();
                 tokio::time::sleep(RETRY_PAUSE).await;
             }
         }
-        if stopping {
-            continue; // the last pass failed: once more
+        if once || stopping.load(Ordering::Relaxed) {
+            break Ok(copier.report);
         }
         tokio::select! {
-            _ = &mut stop => stopping = true,
+            _ = wake.notified() => {}
             _ = tokio::time::sleep(copier.opts.poll) => {}
         }
-    }
+    };
+    watcher.abort();
+    result
 }

@@ -81,7 +81,16 @@ impl Frames {
             return self.stop(Frame::Corrupt { at, len: None, reason: "record length 0".into() });
         }
         let Some(total) = HEADER_LEN.checked_add(length).filter(|t| *t <= rest.len()) else {
-            return self.stop(torn);
+            // A cut write leaves nothing whole after it; a damaged length field does.
+            return match self.whole_record_after(at + 1) {
+                Some(next) => {
+                    self.pos = next;
+                    let reason =
+                        format!("record length {length} runs past the end, yet a whole record follows at byte {next}");
+                    Some(Frame::Corrupt { at, len: Some(next - at), reason })
+                }
+                None => self.stop(torn),
+            };
         };
         let stored_crc = u32::from_le_bytes(rest[8..12].try_into().expect("4 bytes"));
         let mut crc = crc32fast::Hasher::new();
@@ -96,6 +105,27 @@ impl Frames {
         Some(match parse_body(&self.data, at, total) {
             Ok(r) => Frame::Record(r),
             Err(reason) => Frame::Corrupt { at, len: Some(total), reason },
+        })
+    }
+}
+
+impl Frames {
+    /// The position of the first whole, checksum-valid record at or after `from`.
+    fn whole_record_after(&self, from: usize) -> Option<usize> {
+        let data = &self.data[..];
+        (from..data.len().saturating_sub(HEADER_LEN)).find(|&p| {
+            let rest = &data[p..];
+            if rest[..2] != MAGIC || rest[2] != VERSION {
+                return false;
+            }
+            let length = u32::from_le_bytes(rest[4..8].try_into().expect("4 bytes")) as usize;
+            let Some(total) = HEADER_LEN.checked_add(length).filter(|t| length > 0 && *t <= rest.len()) else {
+                return false;
+            };
+            let mut crc = crc32fast::Hasher::new();
+            crc.update(&rest[..8]);
+            crc.update(&rest[HEADER_LEN..total]);
+            crc.finalize() == u32::from_le_bytes(rest[8..12].try_into().expect("4 bytes"))
         })
     }
 }
@@ -168,6 +198,8 @@ pub(crate) mod tests {
         let whole = [a.clone(), b.clone()].concat();
         let mut flipped = whole.clone();
         flipped[20] ^= 0x40;
+        let mut long_length = whole.clone();
+        long_length[6] = 0x7f; // the first record's length now runs past the end
         let mut bad_magic = whole.clone();
         bad_magic[n] = 0x11;
         let cases: Vec<(&str, Vec<u8>, Vec<String>)> = vec![
@@ -193,6 +225,11 @@ pub(crate) mod tests {
                 vec![format!("corrupt@0 Some({n})"), format!("record@{n} t-0 2..=2")],
             ),
             ("garbage stops the file", bad_magic, vec!["record@0 t-0 0..=1".into(), format!("corrupt@{n} None")]),
+            (
+                "a damaged length is not a torn tail",
+                long_length,
+                vec![format!("corrupt@0 Some({n})"), format!("record@{n} t-0 2..=2")],
+            ),
             ("empty file", vec![], vec![]),
         ];
         for (case, data, want) in cases {

@@ -48,10 +48,11 @@ impl<'a> PartitionReader<'a> {
         self
     }
 
-    /// Hands every batch to `emit`, in offset order.
+    /// Hands every batch to `emit`, in offset order, with the Kafka batch to store for it
+    /// ([`kafka_batch`]; one that fails its checks is damage like a bad WAL record).
     pub fn read(
         &mut self,
-        mut emit: impl FnMut(CanonicalBatch) -> Result<(), MigrateError>,
+        mut emit: impl FnMut(CanonicalBatch, Bytes) -> Result<(), MigrateError>,
     ) -> Result<(), MigrateError> {
         // Where the next batch should start: the lowest offset any copy holds.
         let mut next: Option<i64> = self.files.segments.iter().map(|o| o.min).min();
@@ -75,6 +76,13 @@ impl<'a> PartitionReader<'a> {
                         continue;
                     }
                 };
+                let bytes = match kafka_batch(&batch) {
+                    Ok(b) => b,
+                    Err(reason) => {
+                        reader.bad_record(rec.at, Some(rec.payload.len()), reason, &mut self.damage)?;
+                        continue;
+                    }
+                };
                 let last = rec.last_offset.max(batch.base_offset);
                 if let Some(n) = next {
                     if last < n {
@@ -94,7 +102,7 @@ impl<'a> PartitionReader<'a> {
                         self.fill_from_segments(n, batch.base_offset, &mut emit)?;
                     }
                 }
-                self.take(batch, last, &mut emit)?;
+                self.take(batch, bytes, last, &mut emit)?;
                 next = Some(last + 1);
             }
         }
@@ -107,8 +115,9 @@ impl<'a> PartitionReader<'a> {
     fn take(
         &mut self,
         batch: CanonicalBatch,
+        bytes: Bytes,
         last: i64,
-        emit: &mut impl FnMut(CanonicalBatch) -> Result<(), MigrateError>,
+        emit: &mut impl FnMut(CanonicalBatch, Bytes) -> Result<(), MigrateError>,
     ) -> Result<(), MigrateError> {
         let s = &mut self.scan;
         if let Some(n) = s.next_offset
@@ -120,7 +129,7 @@ impl<'a> PartitionReader<'a> {
         s.next_offset = Some(last + 1);
         s.batches += 1;
         s.records += batch.records.len() as u64;
-        emit(batch)
+        emit(batch, bytes)
     }
 
     /// Emits the batches segment objects hold in `[from, to)`, in order.
@@ -128,16 +137,37 @@ impl<'a> PartitionReader<'a> {
         &mut self,
         from: i64,
         to: i64,
-        emit: &mut impl FnMut(CanonicalBatch) -> Result<(), MigrateError>,
+        emit: &mut impl FnMut(CanonicalBatch, Bytes) -> Result<(), MigrateError>,
     ) -> Result<(), MigrateError> {
-        let mut found: BTreeMap<i64, CanonicalBatch> = BTreeMap::new();
+        let mut found: BTreeMap<i64, (CanonicalBatch, Bytes)> = BTreeMap::new();
         for object in self.files.segments.iter().filter(|o| o.min < to && o.max >= from) {
             let data = read_file(&object.path)?;
             match decode_segment_object(&data) {
                 Ok(batches) => {
                     for b in batches.into_iter().filter(|b| b.base_offset >= from && b.base_offset < to) {
-                        if found.insert(b.base_offset, b).is_some() {
+                        if found.contains_key(&b.base_offset) {
                             self.scan.duplicates += 1;
+                            continue;
+                        }
+                        // A copy that fails its checks is left for another object's copy.
+                        match kafka_batch(&b) {
+                            Ok(bytes) => {
+                                found.insert(b.base_offset, (b, bytes));
+                            }
+                            Err(reason) if self.skip_corrupt => self.damage.push(Damage {
+                                file: object.path.clone(),
+                                at: 0,
+                                kind: "skipped",
+                                bytes: 0,
+                                reason: format!("the batch at offset {}: {reason}", b.base_offset),
+                            }),
+                            Err(reason) => {
+                                return Err(MigrateError::Corrupt {
+                                    path: object.path.clone(),
+                                    at: 0,
+                                    reason: format!("the batch at offset {}: {reason}", b.base_offset),
+                                });
+                            }
                         }
                     }
                 }
@@ -157,7 +187,7 @@ impl<'a> PartitionReader<'a> {
             }
         }
         let mut cursor = from;
-        for (base, batch) in found {
+        for (base, (batch, bytes)) in found {
             let last = batch.last_offset();
             if base < cursor {
                 self.scan.duplicates += 1;
@@ -165,7 +195,7 @@ impl<'a> PartitionReader<'a> {
             }
             cursor = last + 1;
             self.scan.from_segments += 1;
-            self.take(batch, last, emit)?;
+            self.take(batch, bytes, last, emit)?;
         }
         Ok(())
     }
