@@ -2,7 +2,8 @@
 //! the source has a compacted topic (offset gaps), committed offsets, and producers writing
 //! while the copy runs; the copier is killed (SIGKILL) once mid-way and started again. In the
 //! end the target holds every source record at its source offset exactly once, the same
-//! gaps, the source's topic configs and committed offsets.
+//! gaps, the source's topic configs and committed offsets. Both brokers are also killed and
+//! restarted under the running copier.
 
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
@@ -146,8 +147,8 @@ fn wait_caught_up(source: &Broker, target: &Broker, parts: &[(&str, i32)]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn online_copy_keeps_offsets_gaps_configs_and_commits_while_producers_write() {
-    let source = Broker::start(&[("CHRONIK_RETENTION_CHECK_INTERVAL_MS", "200")]);
-    let target = Broker::start(&[("CHRONIK_RETENTION_CHECK_INTERVAL_MS", "86400000")]);
+    let mut source = Broker::start(&[("CHRONIK_RETENTION_CHECK_INTERVAL_MS", "200")]);
+    let mut target = Broker::start(&[("CHRONIK_RETENTION_CHECK_INTERVAL_MS", "86400000")]);
     // A compacted topic, compacted on the source before the copy: its offsets have gaps.
     let compact = [
         ("cleanup.policy", "compact"),
@@ -196,6 +197,12 @@ async fn online_copy_keeps_offsets_gaps_configs_and_commits_while_producers_writ
     copier.wait().unwrap();
     let copier = start_copier(&source, &target);
     produce(&source, "orders", 3, 1200, 600, 1000).await;
+    // Both brokers crash (SIGKILL) and come back while the copier runs: it carries on.
+    target.kill9();
+    target.start_again();
+    produce(&source, "orders", 3, 1800, 300, 1000).await;
+    source.kill9();
+    source.start_again();
     commit(&source, "billing", &[("orders", 0, 50, "later"), ("orders", 1, 7, ""), ("orders", 2, 9, "p2")]);
     let parts = [("orders", 0), ("orders", 1), ("orders", 2), ("changelog", 0), ("emptied", 0)];
     wait_caught_up(&source, &target, &parts);

@@ -73,3 +73,20 @@ impl Progress {
         self.done.store(true, Ordering::Relaxed);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_line_shows_rates_and_time_left() {
+        let p = Progress::new(10_000_000);
+        p.add_records(500);
+        p.add_input(2_000_000);
+        assert_eq!(
+            p.line(Duration::from_secs(2)),
+            "500 records, 2.0/10.0 MB (250 records/s, 1.0 MB/s), ETA 8 s",
+            "2 MB of 10 in 2 s: 8 MB left at 1 MB/s"
+        );
+    }
+}
