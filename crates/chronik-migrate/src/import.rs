@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use chronik_cluster::{MetaCommand, PartitionReplica, PendingAppend, validate_topic_config};
+use chronik_cluster::{MetaCommand, PartitionReplica, PendingAppend};
 use chronik_kafka::Broker;
 use chronik_kafka::broker::NewTopic;
 use chronik_kafka::groups::Committed;
@@ -48,17 +48,14 @@ pub struct PartitionOutcome {
 /// Creates `topic` with the configs this broker supports; returns its report (the dropped
 /// configs named with why).
 pub async fn create_topic(broker: &Broker, topic: &V1Topic) -> Result<TopicReport, MigrateError> {
-    let mut report = TopicReport { name: topic.name.clone(), partitions: topic.partitions, ..Default::default() };
-    for (k, v) in &topic.configs {
-        match validate_topic_config(k, v) {
-            Ok(()) => {
-                report.configs.insert(k.clone(), v.clone());
-            }
-            Err(why) => {
-                report.dropped_configs.insert(k.clone(), why);
-            }
-        }
-    }
+    let (configs, dropped_configs) = crate::supported_configs(topic.configs.clone());
+    let report = TopicReport {
+        name: topic.name.clone(),
+        partitions: topic.partitions,
+        configs,
+        dropped_configs,
+        ..Default::default()
+    };
     let new = NewTopic {
         name: topic.name.clone(),
         partitions: topic.partitions,

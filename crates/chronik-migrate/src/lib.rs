@@ -16,6 +16,7 @@ pub mod v1;
 pub mod v2;
 mod verify;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -42,6 +43,21 @@ pub struct MigrateOptions {
     pub verify: bool,
     /// Draw progress on stderr when it is a terminal.
     pub show_progress: bool,
+}
+
+/// Topic configs split into those this broker supports and the others, each with why it
+/// does not (carried over vs named in the report).
+pub(crate) fn supported_configs(
+    configs: impl IntoIterator<Item = (String, String)>,
+) -> (BTreeMap<String, String>, BTreeMap<String, String>) {
+    let (mut kept, mut dropped) = (BTreeMap::new(), BTreeMap::new());
+    for (k, v) in configs {
+        match chronik_cluster::validate_topic_config(&k, &v) {
+            Ok(()) => kept.insert(k, v),
+            Err(why) => dropped.insert(k, why),
+        };
+    }
+    (kept, dropped)
 }
 
 /// Refuses an output that exists and holds anything.

@@ -82,12 +82,6 @@ pub struct VerifyReport {
     pub mismatch_count: u64,
 }
 
-impl Report {
-    pub fn has_retention_warnings(&self) -> bool {
-        self.topics.iter().any(|t| t.retention_would_delete.is_some())
-    }
-}
-
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "migrated {} -> {}", self.input.display(), self.output.display())?;

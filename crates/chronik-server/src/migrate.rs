@@ -4,9 +4,13 @@
 use chronik_migrate::MigrateOptions;
 use chronik_migrate::online::OnlineOptions;
 
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("chronik-migrate").build()
+}
+
 /// Exit code 0, or 1 when `--verify` found a difference.
 pub fn run(opts: MigrateOptions, json: bool) -> anyhow::Result<u8> {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("chronik-migrate").build()?;
+    let runtime = runtime()?;
     let existed = opts.output.exists();
     let report = runtime.block_on(chronik_migrate::migrate(&opts)).map_err(|e| {
         let partial = !matches!(e, chronik_migrate::MigrateError::OutputNotEmpty(_))
@@ -32,7 +36,7 @@ pub fn run(opts: MigrateOptions, json: bool) -> anyhow::Result<u8> {
 
 /// Follows the source until SIGINT/SIGTERM (or one pass with `--once`).
 pub fn follow(opts: OnlineOptions, json: bool) -> anyhow::Result<u8> {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("chronik-migrate").build()?;
+    let runtime = runtime()?;
     let report = runtime.block_on(chronik_migrate::online::run(opts, crate::shutdown::signal()))?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);

@@ -204,26 +204,19 @@ impl PartitionReplica {
     /// Queues record batches in the partition's log. Calls made one after another are appended
     /// in that order; the returned handle resolves once the entry is committed.
     pub async fn submit(&self, records: Bytes) -> Result<PendingAppend, ClusterError> {
-        self.renew_lease().await;
-        let (responder, rx) = openraft::impls::ProgressResponder::complete_only();
-        self.raft
-            .write(Command::Produce { records })
-            .responder(responder)
-            .await
-            .map_err(|e| ClusterError::stopped(self.group, e))?;
-        Ok(PendingAppend { group: self.group, rx })
+        self.submit_command(Command::Produce { records }).await
     }
 
     /// Queues record batches copied from another log, keeping their offsets (see
     /// `Command::Import`); the handle resolves to the span the entry took once committed.
     pub async fn submit_import(&self, records: Bytes) -> Result<PendingAppend, ClusterError> {
+        self.submit_command(Command::Import { records }).await
+    }
+
+    async fn submit_command(&self, command: Command) -> Result<PendingAppend, ClusterError> {
         self.renew_lease().await;
         let (responder, rx) = openraft::impls::ProgressResponder::complete_only();
-        self.raft
-            .write(Command::Import { records })
-            .responder(responder)
-            .await
-            .map_err(|e| ClusterError::stopped(self.group, e))?;
+        self.raft.write(command).responder(responder).await.map_err(|e| ClusterError::stopped(self.group, e))?;
         Ok(PendingAppend { group: self.group, rx })
     }
 

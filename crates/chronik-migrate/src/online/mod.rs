@@ -265,19 +265,18 @@ impl Copier {
     async fn create_topic(&mut self, src: &Cluster, topic: &str, partitions: usize) -> Result<(), MigrateError> {
         let leader = Conns::leader(src, topic, 0).cloned().unwrap_or_else(|_| self.opts.from.clone());
         let configs = topic_configs(self.source.to(&leader).await?, topic).await?;
-        let mut kept = Vec::new();
-        for (k, v) in configs {
-            match chronik_cluster::validate_topic_config(&k, &v) {
-                Ok(()) => kept.push(
-                    CreatableTopicConfig::default()
-                        .with_name(StrBytes::from_string(k))
-                        .with_value(Some(StrBytes::from_string(v))),
-                ),
-                Err(why) => {
-                    self.report.dropped_configs.entry(topic.to_string()).or_default().insert(k, why);
-                }
-            }
+        let (kept, dropped) = crate::supported_configs(configs);
+        if !dropped.is_empty() {
+            self.report.dropped_configs.insert(topic.to_string(), dropped);
         }
+        let kept: Vec<CreatableTopicConfig> = kept
+            .into_iter()
+            .map(|(k, v)| {
+                CreatableTopicConfig::default()
+                    .with_name(StrBytes::from_string(k))
+                    .with_value(Some(StrBytes::from_string(v)))
+            })
+            .collect();
         let req = CreateTopicsRequest::default().with_timeout_ms(30_000).with_topics(vec![
             CreatableTopic::default()
                 .with_name(TopicName(StrBytes::from_string(topic.to_string())))
