@@ -77,16 +77,26 @@ impl Liveness {
         if peer == self.me {
             return true;
         }
-        let evidence = self.elsewhere.as_ref().map(|f| f(peer)).unwrap_or_default();
+        let evidence = self.evidence(peer);
         let last = self.heard.lock().get(&peer).copied().max(evidence.heard);
         let fresh = last.is_some_and(|at| now.saturating_duration_since(at) < self.dead_after);
-        fresh && evidence.lost.is_none_or(|lost| evidence.connected.is_some_and(|c| c > lost))
+        fresh && !connection_lost(&evidence)
     }
 
-    /// Dead, and this node is past its first election timeout (when a peer may simply not
-    /// have been heard from yet).
+    /// Dead: its connection broke or was refused since the last one was made, or this node
+    /// is past its first election timeout (when a peer may simply not have been heard from
+    /// yet) and has not heard from it within one. A node restarted a moment ago must not
+    /// name as leader a peer whose connection it just saw break: clients would believe it
+    /// (librdkafka then waits for its next one-second scan).
     pub fn presumed_dead(&self, peer: NodeId, now: Instant) -> bool {
-        !self.settling(now) && !self.is_alive(peer, now)
+        if peer == self.me {
+            return false;
+        }
+        connection_lost(&self.evidence(peer)) || (!self.settling(now) && !self.is_alive(peer, now))
+    }
+
+    fn evidence(&self, peer: NodeId) -> Evidence {
+        self.elsewhere.as_ref().map(|f| f(peer)).unwrap_or_default()
     }
 
     /// During the first election timeout after start a peer not heard from yet is not
@@ -98,6 +108,11 @@ impl Liveness {
     pub fn dead_after(&self) -> Duration {
         self.dead_after
     }
+}
+
+/// A connection with the peer broke or was refused, and none was made since.
+fn connection_lost(evidence: &Evidence) -> bool {
+    evidence.lost.is_some_and(|lost| evidence.connected.is_none_or(|c| c < lost))
 }
 
 /// A hosted replica's part in its group, as the timer decisions need it.
@@ -223,5 +238,13 @@ mod tests {
         assert!(l.is_alive(5, latest));
         assert!(!l.is_alive(2, latest));
         assert_eq!(l.last_heard(3), Some(at));
+        // While this node settles (just started), silence is no evidence, a broken
+        // connection is.
+        assert!(l.settling(latest));
+        assert!(l.presumed_dead(4, latest), "its connection broke");
+        assert!(!l.presumed_dead(2, latest), "not heard yet");
+        assert!(!l.presumed_dead(5, latest) && !l.presumed_dead(3, latest) && !l.presumed_dead(1, latest));
+        let past = latest + Duration::from_secs(1);
+        assert!(l.presumed_dead(2, past) && l.presumed_dead(3, past), "silent for an election timeout");
     }
 }

@@ -1,21 +1,23 @@
 //! The Raft transport between nodes over TCP (`cluster.node_addr`, port 9093 by default).
 //!
-//! Each node keeps one outgoing connection to each peer it sends to, carrying every group's
-//! messages, multiplexed by request id (so a slow group does not hold up the others); the
-//! peer answers on the same connection. Everything queued for a peer goes out in one write,
-//! which is where the messages of many groups get batched. A connection starts with a
-//! handshake naming the cluster and both node ids (`wire.rs`); a node of another cluster, or
-//! one that is not who the sender meant, is refused with the reason. A lost connection fails
-//! what was in flight as unreachable (openraft backs off and retries), and reconnecting backs
-//! off too, up to a few seconds. Frames above `cluster.network.max_message_size` are refused.
-//! A node that is joining (and so does not know the cluster id yet) connects with the nil id
-//! and may only send its join request on that connection.
+//! Each pair of nodes shares one connection, carrying every group's messages both ways,
+//! multiplexed by request id (so a slow group does not hold up the others). Whichever node
+//! needs to send first dials; when both dial at once, both ends keep the connection dialed by
+//! the lower node id, and the other is closed by its dialer once nothing is in flight on it.
+//! Everything queued for a peer goes out in one write, which is where the messages of many
+//! groups get batched. A connection starts with a handshake naming the cluster and both node
+//! ids (`wire.rs`); a node of another cluster, or one that is not who the sender meant, is
+//! refused with the reason. A lost connection fails what was in flight as unreachable
+//! (openraft backs off and retries), and reconnecting backs off too, up to a few seconds.
+//! Frames above `cluster.network.max_message_size` are refused. A node that is joining (and
+//! so does not know the cluster id yet) connects with the nil id and may only send its join
+//! request on that connection, which is never used the other way.
 
 mod wire;
 
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -116,26 +118,50 @@ impl std::fmt::Debug for Tombstones {
 
 /// Frames queued for one connection's writer.
 const QUEUED_FRAMES: usize = 1024;
-/// Requests one incoming connection may have in hand at once.
+/// Requests one connection may have in hand at once (from its far end).
 const IN_FLIGHT_PER_CONNECTION: usize = 1024;
 /// A writer sends at most this much in one write.
 const WRITE_BATCH: usize = 1 << 20;
+/// How long a closing connection's writer may take to send what was already queued.
+const FLUSH_ON_CLOSE: Duration = Duration::from_millis(200);
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(3);
 
 pub(crate) struct TcpTransport {
+    shared: Arc<Shared>,
+}
+
+/// What the transport's connections share: who this node is, where peers are, the scope of
+/// the connections' tasks, and each peer's connection.
+struct Shared {
     settings: TcpSettings,
     addresses: Addresses,
     tasks: Tasks,
+    /// This node's groups, once it serves peers ([`serve`]); a joining node's transport never
+    /// does, and a request reaching it before then is refused.
+    groups: OnceLock<Groups>,
     peers: Mutex<HashMap<NodeId, Arc<Peer>>>,
 }
 
 impl TcpTransport {
     /// Connections are made on demand; their tasks live in `tasks`.
     pub fn new(settings: TcpSettings, addresses: Addresses, tasks: Tasks) -> Arc<TcpTransport> {
-        Arc::new(TcpTransport { settings, addresses, tasks, peers: Mutex::new(HashMap::new()) })
+        let shared = Shared { settings, addresses, tasks, groups: OnceLock::new(), peers: Mutex::default() };
+        Arc::new(TcpTransport { shared: Arc::new(shared) })
     }
 
+    pub fn settings(&self) -> &TcpSettings {
+        &self.shared.settings
+    }
+
+    /// How many connections with `peer` are open (including one being retired).
+    #[cfg(test)]
+    pub fn connections_with(&self, peer: NodeId) -> usize {
+        self.shared.peers.lock().get(&peer).map_or(0, |p| p.open.load(Ordering::Relaxed))
+    }
+}
+
+impl Shared {
     fn peer(&self, node: NodeId) -> Arc<Peer> {
         self.peers
             .lock()
@@ -143,12 +169,11 @@ impl TcpTransport {
             .or_insert_with(|| {
                 Arc::new(Peer {
                     node,
-                    settings: self.settings.clone(),
-                    addresses: self.addresses.clone(),
-                    tasks: self.tasks.clone(),
-                    conn: tokio::sync::Mutex::new(None),
+                    current: Mutex::new(None),
+                    dialing: tokio::sync::Mutex::new(()),
                     backoff: Mutex::new((Instant::now(), FIRST_BACKOFF)),
                     next_id: AtomicU64::new(1),
+                    open: AtomicUsize::new(0),
                 })
             })
             .clone()
@@ -163,30 +188,71 @@ impl Transport for TcpTransport {
         request: Request,
         timeout: Duration,
     ) -> BoxFuture<'static, Result<Reply, TransportError>> {
-        let peer = self.peer(to);
-        Box::pin(async move { peer.call(group, request, timeout).await })
+        let shared = self.shared.clone();
+        Box::pin(async move { shared.peer(to).call(&shared, group, request, timeout).await })
     }
 }
 
 type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Reply, String>>>>>;
 
-/// One live connection: its writer's queue, the requests awaiting replies, and whether it
-/// is still up.
+/// One connection between this node and a peer: its writer's queue, this node's requests
+/// awaiting replies, the peer's requests in hand, and whether it is still up.
 struct Conn {
+    me: NodeId,
     out: mpsc::Sender<Bytes>,
     pending: Pending,
+    in_flight: Arc<Semaphore>,
     closed: CancellationToken,
+    /// The node that dialed it: where a pair ends up with two, the lower id's is kept.
+    dialer: NodeId,
+    /// No longer used for new requests: the pair settled on another connection.
+    retired: AtomicBool,
+}
+
+impl Conn {
+    fn usable(&self) -> bool {
+        !self.closed.is_cancelled() && !self.retired.load(Ordering::Acquire)
+    }
+
+    /// Whether `self` is the one to keep over `other` (the newer of two dialed by one node:
+    /// that node only dials again once it stopped using the first).
+    fn preferred_to(&self, other: &Conn) -> bool {
+        self.dialer <= other.dialer
+    }
+
+    fn retire(&self) {
+        self.retired.store(true, Ordering::Release);
+        self.close_if_drained();
+    }
+
+    /// A retired connection this node dialed is closed once nothing is in flight on it either
+    /// way. It says so first: the peer may not have seen the pair's other connection yet,
+    /// and must not take this one's end for a loss.
+    fn close_if_drained(&self) {
+        if self.retired.load(Ordering::Acquire)
+            && self.dialer == self.me
+            && self.pending.lock().is_empty()
+            && self.in_flight.available_permits() == IN_FLIGHT_PER_CONNECTION
+            && !self.closed.is_cancelled()
+        {
+            // The writer sends what is queued before it closes.
+            let _ = self.out.try_send(wire::closing_frame());
+            self.closed.cancel();
+        }
+    }
 }
 
 struct Peer {
     node: NodeId,
-    settings: TcpSettings,
-    addresses: Addresses,
-    tasks: Tasks,
-    conn: tokio::sync::Mutex<Option<Arc<Conn>>>,
+    /// The connection new requests go on.
+    current: Mutex<Option<Arc<Conn>>>,
+    /// Held while dialing, so that this node makes one dial to the peer at a time.
+    dialing: tokio::sync::Mutex<()>,
     /// Not before this instant, and the wait after the next failure.
     backoff: Mutex<(Instant, Duration)>,
     next_id: AtomicU64,
+    /// Connections with the peer that are open, either way.
+    open: AtomicUsize,
 }
 
 impl Peer {
@@ -194,18 +260,24 @@ impl Peer {
         TransportError::Unreachable { node: self.node, reason: reason.into() }
     }
 
-    async fn call(&self, group: GroupId, request: Request, timeout: Duration) -> Result<Reply, TransportError> {
+    async fn call(
+        &self,
+        shared: &Arc<Shared>,
+        group: GroupId,
+        request: Request,
+        timeout: Duration,
+    ) -> Result<Reply, TransportError> {
         let refused = |reason: String| TransportError::Refused { node: self.node, group, reason };
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let frame = wire::request_frame(id, group, request).map_err(refused)?;
-        if frame.len() > self.settings.max_message_size {
+        let max = shared.settings.max_message_size;
+        if frame.len() > max {
             return Err(refused(format!(
-                "a {}-byte message exceeds cluster.network.max_message_size ({})",
-                frame.len(),
-                self.settings.max_message_size
+                "a {}-byte message exceeds cluster.network.max_message_size ({max})",
+                frame.len()
             )));
         }
-        let conn = self.connection().await?;
+        let conn = self.connection(shared).await?;
         let (tx, rx) = oneshot::channel();
         conn.pending.lock().insert(id, tx);
         let len = frame.len();
@@ -213,33 +285,41 @@ impl Peer {
             conn.pending.lock().remove(&id);
             return Err(self.unreachable("the connection closed"));
         }
-        sent(&self.settings.contacts, self.node, len);
+        sent(&shared.settings.contacts, self.node, len);
         match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(Ok(reply))) => Ok(reply),
             Ok(Ok(Err(why))) => Err(refused(why)),
             Ok(Err(_)) => Err(self.unreachable("the connection was lost")),
             Err(_) => {
                 conn.pending.lock().remove(&id);
+                conn.close_if_drained();
                 Err(TransportError::Timeout { node: self.node, after: timeout })
             }
         }
     }
 
-    /// The live connection, made if need be (not sooner than the backoff allows).
-    async fn connection(&self) -> Result<Arc<Conn>, TransportError> {
-        let mut slot = self.conn.lock().await;
-        if let Some(c) = slot.as_ref().filter(|c| !c.closed.is_cancelled()) {
-            return Ok(c.clone());
+    fn usable(&self) -> Option<Arc<Conn>> {
+        self.current.lock().as_ref().filter(|c| c.usable()).cloned()
+    }
+
+    /// The connection to use, dialed if there is none (not sooner than the backoff allows).
+    async fn connection(&self, shared: &Arc<Shared>) -> Result<Arc<Conn>, TransportError> {
+        if let Some(c) = self.usable() {
+            return Ok(c);
+        }
+        let _dialing = self.dialing.lock().await;
+        // The peer may have connected meanwhile.
+        if let Some(c) = self.usable() {
+            return Ok(c);
         }
         let not_before = self.backoff.lock().0;
         if Instant::now() < not_before {
             return Err(self.unreachable("reconnecting after a failure (backing off)"));
         }
-        match self.connect().await {
+        match self.dial(shared).await {
             Ok(conn) => {
                 *self.backoff.lock() = (Instant::now(), FIRST_BACKOFF);
-                *slot = Some(conn.clone());
-                Ok(conn)
+                Ok(self.adopt(conn))
             }
             Err(e) => {
                 let mut b = self.backoff.lock();
@@ -249,27 +329,50 @@ impl Peer {
         }
     }
 
-    async fn connect(&self) -> Result<Arc<Conn>, TransportError> {
-        let addr = (self.addresses)(self.node).ok_or_else(|| self.unreachable("its address is not known"))?;
-        let limit = self.settings.connect_timeout;
+    /// Takes a new connection with the peer (dialed or accepted) and answers the one to use:
+    /// of it and the current one, the one dialed by the lower node id; the other is retired.
+    fn adopt(&self, conn: Arc<Conn>) -> Arc<Conn> {
+        let mut current = self.current.lock();
+        let kept = current.as_ref().filter(|c| !c.closed.is_cancelled() && !conn.preferred_to(c)).cloned();
+        match kept {
+            Some(old) => {
+                drop(current);
+                conn.retire();
+                old
+            }
+            None => {
+                let previous = current.replace(conn.clone());
+                drop(current);
+                if let Some(previous) = previous {
+                    previous.retire();
+                }
+                conn
+            }
+        }
+    }
+
+    async fn dial(&self, shared: &Arc<Shared>) -> Result<Arc<Conn>, TransportError> {
+        let settings = &shared.settings;
+        let addr = (shared.addresses)(self.node).ok_or_else(|| self.unreachable("its address is not known"))?;
+        let limit = settings.connect_timeout;
         let attempt = async {
             let mut stream = TcpStream::connect(&addr).await.map_err(|e| {
                 if e.kind() == std::io::ErrorKind::ConnectionRefused {
-                    lost(&self.settings.contacts, self.node);
+                    lost(&settings.contacts, self.node);
                 }
                 format!("connecting to {addr}: {e}")
             })?;
             stream.set_nodelay(true).map_err(|e| e.to_string())?;
-            let mine = Handshake { cluster: self.settings.cluster, from: self.settings.me, to: self.node };
+            let mine = Handshake { cluster: settings.cluster, from: settings.me, to: self.node };
             stream.write_all(&mine.encode()).await.map_err(|e| e.to_string())?;
             let theirs = read_handshake(&mut stream).await.inspect_err(|why| {
                 if why.contains(REMOVED_REFUSAL) {
-                    self.settings.tombstones.told.send_replace(true);
+                    settings.tombstones.told.send_replace(true);
                 }
             })?;
             // A joining node (nil cluster id) learns the cluster's id from its join's answer.
-            let cluster = if self.settings.cluster.is_nil() { theirs.cluster } else { self.settings.cluster };
-            if theirs != (Handshake { cluster, from: self.node, to: self.settings.me }) {
+            let cluster = if settings.cluster.is_nil() { theirs.cluster } else { settings.cluster };
+            if theirs != (Handshake { cluster, from: self.node, to: settings.me }) {
                 return Err(format!("{addr} answered as node {} of cluster {}", theirs.from, theirs.cluster));
             }
             Ok(stream)
@@ -278,25 +381,120 @@ impl Peer {
             .await
             .map_err(|_| self.unreachable(format!("no connection to {addr} within {limit:?}")))?
             .map_err(|e| self.unreachable(e))?;
-        connected(&self.settings.contacts, self.node);
-        let (read, write) = stream.into_split();
-        let (out, queue) = mpsc::channel(QUEUED_FRAMES);
-        let conn = Arc::new(Conn { out, pending: Pending::default(), closed: self.tasks.token().child_token() });
-        let (closed, max) = (conn.closed.clone(), self.settings.max_message_size);
-        self.tasks.spawn_transient("raft-peer-writer", write_frames(write, queue, closed.clone()));
-        let pending = conn.pending.clone();
-        let heard = (self.settings.contacts.clone(), self.node);
-        self.tasks.spawn_transient("raft-peer-reader", async move {
-            let why = read_replies(read, &pending, max, &closed, heard.clone()).await;
-            tracing::debug!("raft connection closed: {why}");
-            if !closed.is_cancelled() {
-                lost(&heard.0, heard.1);
+        connected(&settings.contacts, self.node);
+        Ok(start(shared, stream, Some(self), settings.me))
+    }
+}
+
+/// Starts a connection whose handshake is done: a writer, and a reader that hands the peer's
+/// requests to this node's groups and the peer's replies to whoever waits for them. `peer` is
+/// `None` for a joining node, which may only ask to join.
+fn start(shared: &Arc<Shared>, stream: TcpStream, peer: Option<&Peer>, dialer: NodeId) -> Arc<Conn> {
+    let (read, write) = stream.into_split();
+    let (out, queue) = mpsc::channel(QUEUED_FRAMES);
+    let conn = Arc::new(Conn {
+        me: shared.settings.me,
+        out,
+        pending: Pending::default(),
+        in_flight: Arc::new(Semaphore::new(IN_FLIGHT_PER_CONNECTION)),
+        closed: shared.tasks.token().child_token(),
+        dialer,
+        retired: AtomicBool::new(false),
+    });
+    shared.tasks.spawn_transient("raft-peer-writer", write_frames(write, queue, conn.closed.clone()));
+    let peer = peer.map(|p| {
+        p.open.fetch_add(1, Ordering::Relaxed);
+        p.node
+    });
+    let (shared, reading) = (shared.clone(), conn.clone());
+    let scope = shared.tasks.clone();
+    scope.spawn_transient("raft-peer-reader", async move {
+        let why = read_frames(&shared, read, &reading, peer).await;
+        tracing::debug!(?peer, "raft connection closed: {why}");
+        let deliberate = reading.closed.is_cancelled() || reading.retired.load(Ordering::Acquire);
+        reading.closed.cancel();
+        // Whoever still waits learns the connection is gone.
+        reading.pending.lock().clear();
+        if let Some(peer) = peer {
+            if !deliberate {
+                lost(&shared.settings.contacts, peer);
             }
-            closed.cancel();
-            // Whoever still waits learns the connection is gone.
-            pending.lock().clear();
-        });
-        Ok(conn)
+            shared.peer(peer).open.fetch_sub(1, Ordering::Relaxed);
+        }
+    });
+    conn
+}
+
+/// Reads frames until the connection closes; answers why it did.
+async fn read_frames(shared: &Arc<Shared>, mut read: OwnedReadHalf, conn: &Arc<Conn>, peer: Option<NodeId>) -> String {
+    let (settings, max) = (&shared.settings, shared.settings.max_message_size);
+    loop {
+        let frame = tokio::select! {
+            f = read_frame(&mut read, max) => f,
+            _ = conn.closed.cancelled() => return "closed".into(),
+        };
+        let frame = match frame {
+            Ok(f) => f,
+            Err(e) => return e,
+        };
+        if let Some(peer) = peer {
+            heard(&settings.contacts, peer, frame.len() + 4);
+        }
+        match wire::decode(&frame) {
+            Ok(Incoming::Request { id, group, request }) => {
+                if peer.is_none() && !matches!(request, Request::Join(_)) {
+                    let why = "a node that has not joined the cluster may only ask to join";
+                    let _ = conn.out.send(wire::error_frame(id, why)).await;
+                    continue;
+                }
+                let Ok(permit) = conn.in_flight.clone().acquire_owned().await else {
+                    return "closed".into();
+                };
+                let (shared, conn) = (shared.clone(), conn.clone());
+                // Each request is handled on its own, so one slow group does not hold up the rest.
+                shared.tasks.clone().spawn_transient("raft-request", async move {
+                    let answer = answer(&shared, id, group, request).await;
+                    let len = answer.len();
+                    if conn.out.send(answer).await.is_ok()
+                        && let Some(peer) = peer
+                    {
+                        sent(&shared.settings.contacts, peer, len);
+                    }
+                    drop(permit);
+                    conn.close_if_drained();
+                });
+            }
+            Ok(Incoming::Reply { id, reply }) => {
+                if let Some(tx) = conn.pending.lock().remove(&id) {
+                    let _ = tx.send(Ok(reply)); // a caller that timed out is fine
+                }
+                conn.close_if_drained();
+            }
+            Ok(Incoming::Error { id, why }) => {
+                if let Some(tx) = conn.pending.lock().remove(&id) {
+                    let _ = tx.send(Err(why));
+                }
+                conn.close_if_drained();
+            }
+            // Its end, which follows, is no loss; nothing new goes on it.
+            Ok(Incoming::Closing) => conn.retired.store(true, Ordering::Release),
+            Err(e) => return e,
+        }
+    }
+}
+
+/// This node's answer to a peer's request, as a frame.
+async fn answer(shared: &Shared, id: u64, group: GroupId, request: Request) -> Bytes {
+    let me = shared.settings.me;
+    let Some(groups) = shared.groups.get() else {
+        return wire::error_frame(id, &format!("node {me} does not serve Raft groups yet"));
+    };
+    match groups(group) {
+        None => wire::error_frame(id, &format!("group {group} is not on node {me}")),
+        Some(inbound) => match inbound.handle(request).await {
+            Ok(reply) => wire::reply_frame(id, reply).unwrap_or_else(|e| wire::error_frame(id, &e)),
+            Err(e) => wire::error_frame(id, &e),
+        },
     }
 }
 
@@ -316,7 +514,7 @@ async fn read_handshake(stream: &mut TcpStream) -> Result<Handshake, String> {
 }
 
 /// Sends what is queued, as much as is there in one write, until the queue or the
-/// connection closes.
+/// connection closes; on closing, sends what was already queued (a last reply), briefly.
 async fn write_frames(mut write: OwnedWriteHalf, mut queue: mpsc::Receiver<Bytes>, closed: CancellationToken) {
     let mut batch = BytesMut::new();
     loop {
@@ -338,6 +536,14 @@ async fn write_frames(mut write: OwnedWriteHalf, mut queue: mpsc::Receiver<Bytes
         batch.clear();
     }
     closed.cancel();
+    while let Ok(f) = queue.try_recv() {
+        batch.extend_from_slice(&f);
+    }
+    let _ = tokio::time::timeout(FLUSH_ON_CLOSE, async {
+        write.write_all(&batch).await?;
+        write.shutdown().await
+    })
+    .await;
 }
 
 /// One frame's bytes (after its length), or why the connection must close.
@@ -351,68 +557,33 @@ async fn read_frame(read: &mut OwnedReadHalf, max: usize) -> Result<BytesMut, St
     Ok(frame)
 }
 
-async fn read_replies(
-    mut read: OwnedReadHalf,
-    pending: &Pending,
-    max: usize,
-    closed: &CancellationToken,
-    (contacts, peer): (Contacts, NodeId),
-) -> String {
-    loop {
-        let frame = tokio::select! {
-            f = read_frame(&mut read, max) => f,
-            _ = closed.cancelled() => return "closed".into(),
-        };
-        let frame = match frame {
-            Ok(f) => f,
-            Err(e) => return e,
-        };
-        heard(&contacts, peer, frame.len() + 4);
-        match wire::decode(&frame) {
-            Ok(Incoming::Reply { id, reply }) => {
-                if let Some(tx) = pending.lock().remove(&id) {
-                    let _ = tx.send(Ok(reply)); // a caller that timed out is fine
-                }
-            }
-            Ok(Incoming::Error { id, why }) => {
-                if let Some(tx) = pending.lock().remove(&id) {
-                    let _ = tx.send(Err(why));
-                }
-            }
-            Ok(Incoming::Request { .. }) => return "a request came on an outgoing connection".into(),
-            Err(e) => return e,
-        }
-    }
-}
-
 /// Accepts peers' connections on `listener` and hands their requests to this node's groups,
-/// until `tasks` is cancelled.
+/// until the transport's tasks are cancelled. Connections this node dials carry the peers'
+/// requests from then on too.
 pub(crate) async fn serve(
     listener: TcpListener,
-    settings: TcpSettings,
+    transport: Arc<TcpTransport>,
     groups: Groups,
-    tasks: Tasks,
 ) -> Result<(), std::io::Error> {
+    let shared = transport.shared.clone();
+    let _ = shared.groups.set(groups);
     loop {
         let (stream, from) = tokio::select! {
             accepted = listener.accept() => accepted?,
-            _ = tasks.cancelled() => return Ok(()),
+            _ = shared.tasks.cancelled() => return Ok(()),
         };
-        let (settings, groups, scope) = (settings.clone(), groups.clone(), tasks.clone());
-        tasks.spawn_transient("raft-connection", async move {
-            if let Err(why) = serve_connection(stream, settings, groups, scope).await {
-                tracing::debug!(%from, "raft connection closed: {why}");
+        let shared = shared.clone();
+        shared.tasks.clone().spawn_transient("raft-connection", async move {
+            if let Err(why) = accept(&shared, stream).await {
+                tracing::debug!(%from, "raft connection refused: {why}");
             }
         });
     }
 }
 
-async fn serve_connection(
-    mut stream: TcpStream,
-    settings: TcpSettings,
-    groups: Groups,
-    tasks: Tasks,
-) -> Result<(), String> {
+/// Checks a connecting node's handshake, answers it, and starts the connection.
+async fn accept(shared: &Arc<Shared>, mut stream: TcpStream) -> Result<(), String> {
+    let settings = &shared.settings;
     stream.set_nodelay(true).map_err(|e| e.to_string())?;
     let hello = tokio::time::timeout(settings.connect_timeout, read_handshake(&mut stream))
         .await
@@ -423,6 +594,8 @@ async fn serve_connection(
         Some(format!("node {} belongs to cluster {}, not {}", settings.me, settings.cluster, hello.cluster))
     } else if hello.to != settings.me {
         Some(format!("this is node {}, not node {}", settings.me, hello.to))
+    } else if hello.from == settings.me && !joining {
+        Some(format!("node {} connected to itself", settings.me))
     } else if (settings.tombstones.is_removed)(hello.from) {
         Some(format!("{REMOVED_REFUSAL}node {} was removed from cluster {}", hello.from, settings.cluster))
     } else {
@@ -434,57 +607,14 @@ async fn serve_connection(
     }
     let mine = Handshake { cluster: settings.cluster, from: settings.me, to: hello.from };
     stream.write_all(&mine.encode()).await.map_err(|e| e.to_string())?;
-    if !joining {
-        connected(&settings.contacts, hello.from);
+    if joining {
+        // Served for the join alone, and never used to send to that node.
+        start(shared, stream, None, hello.from);
+        return Ok(());
     }
-    let (mut read, write) = stream.into_split();
-    let (out, queue) = mpsc::channel(QUEUED_FRAMES);
-    let closed = tasks.token().child_token();
-    tasks.spawn_transient("raft-connection-writer", write_frames(write, queue, closed.clone()));
-    let in_flight = Arc::new(Semaphore::new(IN_FLIGHT_PER_CONNECTION));
-    let result = loop {
-        let frame = tokio::select! {
-            f = read_frame(&mut read, settings.max_message_size) => f,
-            _ = closed.cancelled() => break Ok(()),
-        };
-        let frame = match frame {
-            Ok(f) => f,
-            Err(e) => break Err(e),
-        };
-        if !joining {
-            heard(&settings.contacts, hello.from, frame.len() + 4);
-        }
-        let (id, group, request) = match wire::decode(&frame) {
-            Ok(Incoming::Request { id, group, request }) => (id, group, request),
-            Ok(_) => break Err("a reply came on an incoming connection".into()),
-            Err(e) => break Err(e),
-        };
-        if joining && !matches!(request, Request::Join(_)) {
-            let _ =
-                out.send(wire::error_frame(id, "a node that has not joined the cluster may only ask to join")).await;
-            continue;
-        }
-        let permit = in_flight.clone().acquire_owned().await.map_err(|e| e.to_string())?;
-        let (groups, out, me) = (groups.clone(), out.clone(), settings.me);
-        let (contacts, peer) = (settings.contacts.clone(), (!joining).then_some(hello.from));
-        // Each request is handled on its own, so one slow group does not hold up the rest.
-        tasks.spawn_transient("raft-request", async move {
-            let answer = match groups(group) {
-                None => wire::error_frame(id, &format!("group {group} is not on node {me}")),
-                Some(inbound) => match inbound.handle(request).await {
-                    Ok(reply) => wire::reply_frame(id, reply).unwrap_or_else(|e| wire::error_frame(id, &e)),
-                    Err(e) => wire::error_frame(id, &e),
-                },
-            };
-            let len = answer.len();
-            if out.send(answer).await.is_ok()
-                && let Some(peer) = peer
-            {
-                sent(&contacts, peer, len);
-            }
-            drop(permit);
-        });
-    };
-    closed.cancel();
-    result
+    connected(&settings.contacts, hello.from);
+    let peer = shared.peer(hello.from);
+    let conn = start(shared, stream, Some(&peer), hello.from);
+    peer.adopt(conn);
+    Ok(())
 }

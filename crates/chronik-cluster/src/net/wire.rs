@@ -10,6 +10,8 @@
 //!              reply   (2): the reply (postcard)
 //!              error   (3): why, UTF-8 (the request could not be handled; the handshake
 //!                           was refused)
+//!              closing (4): nothing (id 0): the sender retired this connection for the
+//!                           pair's other one and closes it next; its end is no loss
 //! ```
 //! Numbers are big endian. Record batches ride inside append requests as the bytes they are
 //! (postcard writes a byte string as its length and the bytes).
@@ -27,6 +29,7 @@ pub const HANDSHAKE_LEN: usize = 8 + 16 + 8 + 8;
 pub const KIND_REQUEST: u8 = 1;
 pub const KIND_REPLY: u8 = 2;
 pub const KIND_ERROR: u8 = 3;
+pub const KIND_CLOSING: u8 = 4;
 /// Kind, request id: what every frame carries after its length.
 pub const FRAME_HEAD: usize = 1 + 8;
 
@@ -144,11 +147,16 @@ pub fn error_frame(id: u64, why: &str) -> Bytes {
     frame(KIND_ERROR, id, |b| b.put_slice(why.as_bytes()))
 }
 
+pub fn closing_frame() -> Bytes {
+    frame(KIND_CLOSING, 0, |_| {})
+}
+
 /// A frame's body after its kind and request id, decoded.
 pub enum Incoming {
     Request { id: u64, group: GroupId, request: Request },
     Reply { id: u64, reply: Reply },
     Error { id: u64, why: String },
+    Closing,
 }
 
 /// Decodes one frame (its bytes after the length).
@@ -193,6 +201,7 @@ pub fn decode(frame: &[u8]) -> Result<Incoming, String> {
             Ok(Incoming::Reply { id, reply })
         }
         KIND_ERROR => Ok(Incoming::Error { id, why: String::from_utf8_lossy(body).into_owned() }),
+        KIND_CLOSING => Ok(Incoming::Closing),
         other => Err(format!("unknown frame kind {other}")),
     }
 }
@@ -230,6 +239,7 @@ mod tests {
         assert!(matches!(decode(&f[4..]).unwrap(), Incoming::Reply { id: 8, reply: Reply::Ack }));
         let e = error_frame(5, "no such group");
         assert!(matches!(decode(&e[4..]).unwrap(), Incoming::Error { id: 5, why } if why == "no such group"));
+        assert!(matches!(decode(&closing_frame()[4..]).unwrap(), Incoming::Closing));
         assert!(decode(&[9, 0, 0, 0, 0, 0, 0, 0, 1]).is_err(), "unknown kind");
         assert!(decode(&[1, 0]).is_err(), "short");
     }

@@ -116,7 +116,7 @@ pub(super) fn since_contact(contacts: &Contacts, node: NodeId) -> Option<Duratio
     contacts.lock().get(&node).and_then(|t| t.last_heard).map(|t| t.elapsed())
 }
 
-/// The transport every group of a clustered node uses, and its listener's settings.
+/// The transport every group of a clustered node uses (its listener serves through it too).
 pub(super) fn transport(
     opts: &ClusterOptions,
     cluster: Uuid,
@@ -124,10 +124,10 @@ pub(super) fn transport(
     book: &Arc<AddressBook>,
     contacts: &Contacts,
     tasks: &Tasks,
-) -> (Arc<TcpTransport>, TcpSettings) {
+) -> Arc<TcpTransport> {
     let mut s = settings(opts, cluster, me, contacts);
     let book_of_the_removed = book.clone();
     s.tombstones.is_removed = Arc::new(move |n| book_of_the_removed.is_removed(n));
     let lookup = book.clone();
-    (TcpTransport::new(s.clone(), Arc::new(move |n| lookup.lookup(n)), tasks.clone()), s)
+    TcpTransport::new(s, Arc::new(move |n| lookup.lookup(n)), tasks.clone())
 }

@@ -224,15 +224,16 @@ impl Node {
         let book = AddressBook::new(opts.cluster.as_ref().map_or(&[][..], |c| &c.seeds));
         let (transport, listen): (SharedTransport, _) = match (&opts.cluster, &contacts, &network) {
             (Some(c), Some(contacts), Network::Tcp) => {
-                let (t, s) = cluster::transport(c, identity.cluster_id, opts.node_id, &book, contacts, &tasks);
-                (t, Some(s))
+                let t = cluster::transport(c, identity.cluster_id, opts.node_id, &book, contacts, &tasks);
+                (t.clone(), Some(t))
             }
             #[cfg(test)]
             (Some(_), _, Network::Sim(router)) => (router.transport(opts.node_id), None),
             // Standalone: every group's only voter is this node.
             _ => (Arc::new(NoTransport), None),
         };
-        let told_removed = listen.as_ref().map(|s: &crate::net::TcpSettings| s.tombstones.told.subscribe());
+        let told_removed =
+            listen.as_ref().map(|t: &Arc<crate::net::TcpTransport>| t.settings().tombstones.told.subscribe());
         let meta = Arc::new(MetaGroup::open(&wal, &opts, (transport.clone(), liveness.clone(), told_removed)).await?);
         book.follow(meta.view());
         let node = Arc::new(Node {
@@ -257,8 +258,8 @@ impl Node {
             tasks,
             _data_dir: data_dir,
         });
-        if let (Some(listener), Some(settings)) = (listener, listen) {
-            node.listen(listener, settings);
+        if let (Some(listener), Some(tcp)) = (listener, listen) {
+            node.listen(listener, tcp);
         }
         #[cfg(test)]
         if let (Some(_), Network::Sim(router)) = (&opts.cluster, &network) {
@@ -301,10 +302,9 @@ impl Node {
 
     /// Serves peers' Raft messages on `listener`: the metadata group's, and each hosted
     /// replica's.
-    fn listen(self: &Arc<Self>, listener: tokio::net::TcpListener, settings: crate::net::TcpSettings) {
+    fn listen(self: &Arc<Self>, listener: tokio::net::TcpListener, tcp: Arc<crate::net::TcpTransport>) {
         let groups = self.groups();
-        let scope = self.tasks.clone();
-        self.tasks.spawn("raft-listener", move |_| crate::net::serve(listener, settings, groups, scope));
+        self.tasks.spawn("raft-listener", move |_| crate::net::serve(listener, tcp, groups));
     }
 
     pub fn node_id(&self) -> NodeId {

@@ -61,9 +61,9 @@ async fn three_nodes(cluster: Uuid) -> (Vec<TcpNode>, tcp::Addresses) {
         let groups: Arc<Mutex<HashMap<GroupId, Arc<dyn Inbound>>>> = Arc::default();
         let lookup = groups.clone();
         let groups_fn: tcp::Groups = Arc::new(move |g| lookup.lock().get(&g).cloned());
-        let (s, scope) = (settings(cluster, id), tasks.clone());
-        tasks.spawn("raft-transport", move |_| tcp::serve(listener, s, groups_fn, scope));
         let transport = TcpTransport::new(settings(cluster, id), addresses.clone(), tasks.clone());
+        let serving = transport.clone();
+        tasks.spawn("raft-transport", move |_| tcp::serve(listener, serving, groups_fn));
         let dir = tempfile::tempdir().unwrap();
         let wal_options = WalOptions { segment_size: 1 << 20, sync_mode: SyncMode::Always, ..WalOptions::default() };
         let wal = Arc::new(Wal::open(&dir.path().join("wal"), wal_options).unwrap().0);
@@ -175,5 +175,85 @@ async fn a_node_of_another_cluster_is_refused_with_the_reason() {
     for n in &nodes {
         n.replica.stop().await;
         n.tasks.shutdown().await;
+    }
+}
+
+/// Answers every request with an acknowledgement, counting them.
+#[derive(Default)]
+struct Counting(std::sync::atomic::AtomicUsize);
+
+impl Inbound for Counting {
+    fn handle(&self, _: Request) -> futures::future::BoxFuture<'static, Result<crate::raft::transport::Reply, String>> {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Box::pin(async { Ok(crate::raft::transport::Reply::Ack) })
+    }
+}
+
+/// Two bare transports on 127.0.0.1 (nodes 1 and 2), each serving a group that acknowledges
+/// everything.
+async fn pair() -> [(Arc<TcpTransport>, Arc<Counting>, Tasks); 2] {
+    let (cluster, mut addrs) = (Uuid::new_v4(), HashMap::new());
+    let mut listeners = Vec::new();
+    for id in 1..=2u64 {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        addrs.insert(id, l.local_addr().unwrap().to_string());
+        listeners.push((id, l));
+    }
+    let addresses: tcp::Addresses = Arc::new(move |n| addrs.get(&n).cloned());
+    let mut pair = Vec::new();
+    for (id, listener) in listeners {
+        let tasks = Tasks::new();
+        let counting = Arc::new(Counting::default());
+        let group: Arc<dyn Inbound> = counting.clone();
+        let groups: tcp::Groups = Arc::new(move |g| (g == GROUP).then(|| group.clone()));
+        let transport = TcpTransport::new(settings(cluster, id), addresses.clone(), tasks.clone());
+        let serving = transport.clone();
+        tasks.spawn("raft-transport", move |_| tcp::serve(listener, serving, groups));
+        pair.push((transport, counting, tasks));
+    }
+    pair.try_into().ok().expect("two nodes")
+}
+
+/// Sends `n` heartbeats from `from` to node `to`, each retried (a request caught on the
+/// connection being closed after both nodes dialed at once is lost, as Raft allows).
+async fn heartbeats(from: &TcpTransport, me: NodeId, to: NodeId, n: usize) {
+    for _ in 0..n {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while from.send(to, GROUP, Request::Alive { from: me }, Duration::from_secs(1)).await.is_err() {
+            assert!(Instant::now() < deadline, "node {to} never answered node {me}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_pair_of_nodes_shares_one_connection_even_when_both_dial_at_once() {
+    for round in 0..50 {
+        let [(a, a_got, a_tasks), (b, b_got, b_tasks)] = pair().await;
+        // Both send at once, so both usually dial before either connection is up.
+        tokio::join!(heartbeats(&a, 1, 2, 50), heartbeats(&b, 2, 1, 50));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while a.connections_with(2) != 1 || b.connections_with(1) != 1 {
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: node 1 has {} connections with node 2, node 2 has {} with node 1",
+                a.connections_with(2),
+                b.connections_with(1)
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // The connection left carries both ways, and neither node took the closing of the
+        // other for the peer's death.
+        heartbeats(&a, 1, 2, 10).await;
+        heartbeats(&b, 2, 1, 10).await;
+        assert_eq!((a.connections_with(2), b.connections_with(1)), (1, 1), "round {round}");
+        assert!(a_got.0.load(std::sync::atomic::Ordering::Relaxed) >= 60);
+        assert!(b_got.0.load(std::sync::atomic::Ordering::Relaxed) >= 60);
+        for (t, peer) in [(&a, 2), (&b, 1)] {
+            let traffic = t.settings().contacts.lock().get(&peer).copied().unwrap_or_default();
+            assert_eq!(traffic.lost_at, None, "round {round}: a connection's closing counted as a loss");
+        }
+        a_tasks.shutdown().await;
+        b_tasks.shutdown().await;
     }
 }
