@@ -50,8 +50,10 @@ fn every_documented_endpoint_answers_with_the_documented_fields() {
     let mut s = connect(&b);
     assert_eq!(create_topic(&mut s, "orders", 1), 0);
     assert_eq!(try_produce(&mut s, "orders", 0, batch(&[chronik_tests::now_ms()], b"x", -1)).map(|r| r.0), Some(0));
+    // The snapshots example shows a node that took one.
+    assert_eq!(http_post_json(&b.admin_url("/admin/cluster/snapshot"), "{}").0, 200);
     let documented = documented();
-    assert!(documented.len() >= 6, "the doc lists the endpoints: {documented:?}");
+    assert!(documented.len() >= 7, "the doc lists the endpoints: {documented:?}");
     for (path, example) in documented {
         let (status, body) = http_get(&b.admin_url(&path));
         assert_eq!(status, 200, "{path}: {body}");
@@ -95,6 +97,57 @@ fn cluster_operations_answer_as_documented_on_a_node_of_one() {
     }
     let (status, body) = http_get(&b.admin_url("/admin/cluster/moves"));
     assert_eq!((status, body.as_str()), (200, r#"{"leaving":[],"moves":[]}"#), "nothing moved or left");
+}
+
+#[test]
+fn a_snapshot_on_request_moves_the_log_out_of_the_wal_and_keeps_every_record() {
+    let mut b = Broker::start(&[
+        ("CHRONIK_WAL_SEGMENT_SIZE", "262144"),
+        ("CHRONIK_MAX_REQUEST_SIZE", "258048"),
+        ("CHRONIK_MESSAGE_MAX_BYTES", "100000"),
+    ]);
+    let mut s = connect(&b);
+    assert_eq!(create_topic(&mut s, "orders", 1), 0);
+    let value = vec![7u8; 16 << 10];
+    for i in 0..60 {
+        assert_eq!(try_produce(&mut s, "orders", 0, batch(&[chronik_tests::now_ms()], &value, -1)), Some((0, i)));
+    }
+    let orders = |answer: &Value| -> Value {
+        let groups = answer["groups"].as_array().unwrap_or_else(|| panic!("groups: {answer}")).clone();
+        groups.into_iter().find(|g| g["topic"] == "orders").unwrap_or_else(|| panic!("orders: {answer}"))
+    };
+    let (status, body) = http_get(&b.admin_url("/admin/cluster/snapshots"));
+    assert_eq!(status, 200, "{body}");
+    let before: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(orders(&before)["purged_through"], Value::Null, "nothing dropped yet: {before}");
+
+    let (status, body) = http_post_json(&b.admin_url("/admin/cluster/snapshot"), "{}");
+    assert_eq!(status, 200, "{body}");
+    let taken: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(taken["failed"], serde_json::json!([]), "{taken}");
+    assert_eq!(taken["groups"][0]["group"], 0, "the metadata group first: {taken}");
+    assert!(taken["groups"][0]["index"].as_u64().is_some(), "{taken}");
+    let snapshot = orders(&taken);
+    let index = snapshot["index"].as_u64().unwrap_or_else(|| panic!("{taken}"));
+    assert!(index >= 60, "a snapshot past the 60 produced entries: {taken}");
+    assert_eq!(snapshot["purged_through"].as_u64(), Some(index), "the WAL let go of all of them: {taken}");
+    let (before, after) =
+        (taken["wal_segments_before"].as_u64().unwrap(), taken["wal_segments_after"].as_u64().unwrap());
+    assert!(before >= 3 && after < before, "about 1 MB in 256 KiB segments, then fewer: {taken}");
+    let (status, body) = http_get(&b.admin_url("/admin/cluster/snapshots"));
+    assert_eq!(status, 200);
+    assert_eq!(orders(&serde_json::from_str(&body).unwrap()), snapshot, "the list shows the same snapshot");
+
+    // Every record is still served, from the segment files, before and after a restart.
+    for round in 0..2 {
+        let mut s = connect(&b);
+        let batches = chronik_tests::raw::fetch_batches(&mut s, "orders", 0, 0, 60);
+        assert_eq!(batches.len(), 60, "round {round}");
+        assert!(batches.iter().all(|b| b.len() > value.len()), "round {round}");
+        b.restart();
+    }
+    let mut s = connect(&b);
+    assert_eq!(try_produce(&mut s, "orders", 0, batch(&[chronik_tests::now_ms()], b"after", -1)), Some((0, 60)));
 }
 
 /// A batch re-stamped at `offset` (outside its CRC, as a broker stamps it).

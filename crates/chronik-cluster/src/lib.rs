@@ -40,7 +40,10 @@ pub use metadata::{
     check_topic_name,
 };
 pub use net::PeerTraffic;
-pub use node::{ClusterOptions, LeadershipTarget, MemberView, Node, NodeOptions, PartitionLeader, PlannedMove};
+pub use node::{
+    ClusterOptions, GroupSnapshot, LeadershipTarget, MemberView, Node, NodeOptions, PartitionLeader, PlannedMove,
+    SnapshotRound,
+};
 pub use partition::{
     IdempotenceError, OutgoingSnapshot, PartitionReplica, PendingAppend, ProducerBatch, ReplicationView, SharedAppend,
 };

@@ -2,9 +2,10 @@
 //! partitions this node hosts, topics, Prometheus metrics (docs/ADMIN_API.md, checked by a
 //! test against a running node).
 //! Cluster operations: removing a node and moving a partition's replicas (both carried out
-//! in the background; `GET /admin/cluster/moves` follows them), and handing a group's
-//! leadership to a chosen voter. The others (promotion by hand, snapshots, recovery, ...) are
-//! not built yet; they answer 501 Not Implemented and say so.
+//! in the background; `GET /admin/cluster/moves` follows them), handing a group's
+//! leadership to a chosen voter, and snapshotting this node's groups now. The others
+//! (promotion by hand, backup and restore, recovery, ...) are not built yet; they answer 501
+//! Not Implemented and say so.
 
 use std::sync::Arc;
 
@@ -13,7 +14,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use chronik_cluster::{ClusterError, LeadershipTarget, MetaError, Node, PlannedMove};
+use chronik_cluster::{ClusterError, GroupSnapshot, LeadershipTarget, MetaError, Node, PlannedMove};
 use chronik_config::Config;
 use chronik_kafka::request_metrics::RequestMetrics;
 use serde::{Deserialize, Serialize};
@@ -49,6 +50,8 @@ pub fn router(state: AdminState) -> Router {
         .route("/admin/cluster/remove-node", post(remove_node))
         .route("/admin/cluster/move-partition", post(move_partition))
         .route("/admin/cluster/transfer-leader", post(transfer_leader))
+        .route("/admin/cluster/snapshot", post(snapshot))
+        .route("/admin/cluster/snapshots", get(snapshots))
         .route("/admin/cluster/{operation}", post(not_supported))
         .route(
             "/admin/import/{topic}/{partition}",
@@ -459,13 +462,75 @@ fn operation_error(e: ClusterError) -> Response {
     (status, Json(serde_json::json!({ "error": e.to_string() }))).into_response()
 }
 
+#[derive(Serialize)]
+struct SnapshotView {
+    group: u64,
+    topic: Option<String>,
+    partition: Option<i32>,
+    index: Option<u64>,
+    term: Option<u64>,
+    purged_through: Option<u64>,
+}
+
+impl From<GroupSnapshot> for SnapshotView {
+    fn from(g: GroupSnapshot) -> SnapshotView {
+        let GroupSnapshot { group, topic, partition, index, term, purged_through } = g;
+        SnapshotView { group, topic, partition, index, term, purged_through }
+    }
+}
+
+#[derive(Serialize)]
+struct Snapshots {
+    groups: Vec<SnapshotView>,
+}
+
+/// Each group this node hosts: its last snapshot and how far its WAL entries are dropped.
+async fn snapshots(State(s): State<AdminState>) -> Json<Snapshots> {
+    Json(Snapshots { groups: s.node.snapshots().into_iter().map(SnapshotView::from).collect() })
+}
+
+#[derive(Serialize)]
+struct FailedSnapshot {
+    group: u64,
+    error: String,
+}
+
+#[derive(Serialize)]
+struct SnapshotTaken {
+    groups: Vec<SnapshotView>,
+    failed: Vec<FailedSnapshot>,
+    wal_segments_before: u64,
+    wal_segments_after: u64,
+}
+
+/// Snapshots every group on this node now (partitions move their committed entries to their
+/// segment files first) and lets the WAL drop what they cover.
+async fn snapshot(State(s): State<AdminState>) -> Response {
+    match s.node.snapshot_now().await {
+        Ok(round) => {
+            let status = if round.failed.is_empty() { StatusCode::OK } else { StatusCode::INTERNAL_SERVER_ERROR };
+            let failed = round.failed.into_iter().map(|(group, error)| FailedSnapshot { group, error }).collect();
+            let taken = SnapshotTaken {
+                groups: round.groups.into_iter().map(SnapshotView::from).collect(),
+                failed,
+                wal_segments_before: round.wal_segments_before,
+                wal_segments_after: round.wal_segments_after,
+            };
+            (status, Json(taken)).into_response()
+        }
+        Err(e) => {
+            (StatusCode::INTERNAL_SERVER_ERROR, Json(serde_json::json!({ "error": e.to_string() }))).into_response()
+        }
+    }
+}
+
 async fn not_supported(axum::extract::Path(operation): axum::extract::Path<String>) -> Response {
     (
         StatusCode::NOT_IMPLEMENTED,
         Json(serde_json::json!({
             "error": format!(
                 "cluster operation '{operation}' is not supported yet: of the cluster operations only \
-                 remove-node, move-partition and transfer-leader are built (docs/ADMIN_API.md)"
+                 remove-node, move-partition, transfer-leader and snapshot are built (docs/ADMIN_API.md)"
             ),
         })),
     )

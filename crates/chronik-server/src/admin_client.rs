@@ -31,6 +31,8 @@ pub fn run(addr: &str, command: AdminCommand) -> anyhow::Result<u8> {
             "/admin/cluster/move-partition",
             Some(json!({ "topic": topic, "partition": partition, "replicas": replicas })),
         ),
+        AdminCommand::Snapshot => ("POST", "/admin/cluster/snapshot", Some(json!({}))),
+        AdminCommand::Snapshots => ("GET", "/admin/cluster/snapshots", None),
         AdminCommand::TransferLeader { to, topic, partition } => (
             "POST",
             "/admin/cluster/transfer-leader",

@@ -150,4 +150,9 @@ pub enum AdminCommand {
         #[arg(long, requires = "topic")]
         partition: Option<i32>,
     },
+    /// Snapshot every group on the node now (partitions move their committed entries to their
+    /// segment files first) and let the WAL drop what the snapshots cover.
+    Snapshot,
+    /// Each group on the node: its last snapshot and how far its WAL entries are dropped.
+    Snapshots,
 }

@@ -45,6 +45,9 @@ struct ProducerIds {
     spare: Option<i64>,
 }
 
+/// How long an operator's snapshot of the metadata may take.
+const SNAPSHOT_WAIT: Duration = Duration::from_secs(10);
+
 pub(super) struct MetaGroup {
     raft: Raft<TypeConfig, MetadataStateMachine>,
     view: Arc<RwLock<MetadataState>>,
@@ -402,6 +405,27 @@ impl MetaGroup {
                 Err(e) => tracing::warn!(node = id, "promoting to voter of the metadata group: {e}"),
             }
         }
+    }
+
+    /// The group's last snapshot here, and how far its log is purged.
+    pub fn snapshot_state(&self) -> raft::GroupSnapshot {
+        raft::group_snapshot(META_GROUP, None, &self.raft.metrics().borrow_watched())
+    }
+
+    /// Snapshots the metadata at its applied position (openraft then purges the log it covers,
+    /// keeping `cluster.raft.compaction_retain_entries`).
+    pub async fn snapshot_now(&self) -> Result<raft::GroupSnapshot, ClusterError> {
+        let stopped = |e| ClusterError::stopped(META_GROUP, e);
+        let Some(applied) = self.raft.metrics().borrow_watched().last_applied.map(|l| l.index) else {
+            return Ok(self.snapshot_state());
+        };
+        let current = |m: &openraft::RaftMetrics<TypeConfig>| m.snapshot.is_some_and(|s| s.index >= applied);
+        if !current(&self.raft.metrics().borrow_watched()) {
+            self.raft.trigger().snapshot().await.map_err(stopped)?;
+            let wait = self.raft.wait(Some(SNAPSHOT_WAIT));
+            wait.metrics(current, "a metadata snapshot").await.map_err(|e| ClusterError::Timeout(e.to_string()))?;
+        }
+        Ok(self.snapshot_state())
     }
 
     /// Whether `node` votes in the group.

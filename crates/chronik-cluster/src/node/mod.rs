@@ -22,6 +22,7 @@ mod options;
 mod registry;
 #[cfg(test)]
 mod replication_tests;
+mod snapshots;
 #[cfg(test)]
 mod tcp_tests;
 mod timers;
@@ -36,9 +37,11 @@ use futures::future::BoxFuture;
 
 use chronik_wal::{Wal, WalStats};
 
+pub use crate::raft::GroupSnapshot;
 pub use leadership::PartitionLeader;
 pub use operations::{LeadershipTarget, PlannedMove};
 pub use options::{ClusterOptions, NodeOptions};
+pub use snapshots::SnapshotRound;
 
 use crate::error::ClusterError;
 use crate::identity::NodeIdentity;

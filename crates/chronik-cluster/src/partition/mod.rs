@@ -552,6 +552,27 @@ impl PartitionReplica {
         self.purge_wal_through(moved).await
     }
 
+    /// The group's last snapshot here, and how far its WAL entries are purged.
+    pub fn snapshot_state(&self) -> crate::raft::GroupSnapshot {
+        let place = Some((self.topic().to_string(), self.partition()));
+        crate::raft::group_snapshot(self.group, place, &self.raft.metrics().borrow_watched())
+    }
+
+    /// Moves every committed entry to the segment files, snapshots at the applied position,
+    /// and lets the WAL drop what the files hold (an operator's snapshot).
+    pub async fn snapshot_now(&self) -> Result<crate::raft::GroupSnapshot, ClusterError> {
+        let Some(applied) = self.raft.metrics().borrow_watched().last_applied.map(|l| l.index) else {
+            return Ok(self.snapshot_state());
+        };
+        self.move_to_segments(applied).await?;
+        let current = |m: &openraft::RaftMetrics<TypeConfig>| m.snapshot.is_some_and(|s| s.index >= applied);
+        if !current(&self.raft.metrics().borrow_watched()) {
+            self.raft.trigger().snapshot().await.map_err(|e| ClusterError::stopped(self.group, e))?;
+            self.wait_for(current, "a snapshot").await?;
+        }
+        Ok(self.snapshot_state())
+    }
+
     /// Snapshot at the applied position (if the last one is older than `upto`), then purge the
     /// WAL through `upto`.
     async fn purge_wal_through(&self, upto: u64) -> Result<(), ClusterError> {

@@ -216,3 +216,34 @@ pub(crate) fn role_name(state: ServerState) -> &'static str {
         ServerState::Shutdown => "shutdown",
     }
 }
+
+/// A group's last snapshot on this node, and how far its WAL entries are purged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupSnapshot {
+    pub group: GroupId,
+    /// `None` for the metadata group.
+    pub topic: Option<String>,
+    pub partition: Option<i32>,
+    /// The Raft index and term the snapshot covers (`None`: none taken yet).
+    pub index: Option<u64>,
+    pub term: Option<u64>,
+    /// The last Raft index dropped from the WAL.
+    pub purged_through: Option<u64>,
+}
+
+/// From a group's metrics; `place` is a partition's topic and number.
+pub(crate) fn group_snapshot(
+    group: GroupId,
+    place: Option<(String, i32)>,
+    m: &openraft::RaftMetrics<TypeConfig>,
+) -> GroupSnapshot {
+    let (topic, partition) = place.map_or((None, None), |(t, p)| (Some(t), Some(p)));
+    GroupSnapshot {
+        group,
+        topic,
+        partition,
+        index: m.snapshot.map(|s| s.index),
+        term: m.snapshot.map(|s| s.leader_id.term),
+        purged_through: m.purged.map(|p| p.index),
+    }
+}
