@@ -57,6 +57,7 @@ pub(crate) fn node_options(dir: &std::path::Path, segment_mib: u64, retention_ev
         wal_retention_bytes: 4 << 30,
         compaction_io_bytes_per_second: 0,
         request_timeout: Duration::from_secs(5),
+        append_pipeline_depth: 1,
         cluster: None,
     }
 }

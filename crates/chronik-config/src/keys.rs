@@ -202,6 +202,14 @@ pub const KEYS: &[Key] = &[
     key("cluster.network.connect_timeout_ms", Kind::Int, "Timeout for connecting to a peer."),
     key("cluster.network.request_timeout_ms", Kind::Int, "Timeout for a Raft request to a peer."),
     key(
+        "cluster.network.append_pipeline_depth",
+        Kind::Int,
+        "Appends to one follower of one Raft group on their way at once, each sent without waiting for the answers \
+            to those before it (1 to 64). 1 sends one at a time, which batches best: it measured fastest with the \
+            nodes on one machine (docs/BENCHMARKS.md). More can help where a round trip between nodes is long \
+            compared with a durable write.",
+    ),
+    key(
         "cluster.storage.wal_sync_mode",
         Kind::Enum(&["always", "periodic"]),
         "`always`: a write counts as durable only after an fdatasync covering it (shared by all concurrent \

@@ -190,11 +190,17 @@ pub struct NetworkConfig {
     pub max_message_size: u64,
     pub connect_timeout_ms: u64,
     pub request_timeout_ms: u64,
+    pub append_pipeline_depth: u64,
 }
 
 impl Default for NetworkConfig {
     fn default() -> Self {
-        NetworkConfig { max_message_size: 64 << 20, connect_timeout_ms: 3000, request_timeout_ms: 5000 }
+        NetworkConfig {
+            max_message_size: 64 << 20,
+            connect_timeout_ms: 3000,
+            request_timeout_ms: 5000,
+            append_pipeline_depth: 1,
+        }
     }
 }
 

@@ -4,6 +4,9 @@ use std::net::SocketAddr;
 
 use crate::{Config, SeedNode};
 
+/// A follower keeps a few more in hand than this per group (the transport's lanes).
+const MAX_APPEND_PIPELINE_DEPTH: u64 = 64;
+
 /// Bytes a WAL segment needs beyond its largest record: the segment header and footer, the
 /// record header and the entry framing (chronik-wal's layout, rounded up).
 const SEGMENT_OVERHEAD: u64 = 4096;
@@ -62,6 +65,13 @@ pub(crate) fn validate(c: &Config, report: &mut dyn FnMut(&str, String)) {
             report("cluster.seed_nodes", e);
         }
     }
+    if c.cluster.network.append_pipeline_depth > MAX_APPEND_PIPELINE_DEPTH {
+        let depth = c.cluster.network.append_pipeline_depth;
+        report(
+            "cluster.network.append_pipeline_depth",
+            format!("must be at most {MAX_APPEND_PIPELINE_DEPTH} ({depth})"),
+        );
+    }
     let raft = &c.cluster.raft;
     if raft.heartbeat_interval_ms == 0 {
         report("cluster.raft.heartbeat_interval_ms", "must be above zero".into());
@@ -82,6 +92,7 @@ pub(crate) fn validate(c: &Config, report: &mut dyn FnMut(&str, String)) {
         ("cluster.network.max_message_size", c.cluster.network.max_message_size),
         ("cluster.network.connect_timeout_ms", c.cluster.network.connect_timeout_ms),
         ("cluster.network.request_timeout_ms", c.cluster.network.request_timeout_ms),
+        ("cluster.network.append_pipeline_depth", c.cluster.network.append_pipeline_depth),
         ("cluster.storage.wal_sync_interval_ms", c.cluster.storage.wal_sync_interval_ms),
         ("kafka.num_partitions", c.kafka.num_partitions as u64),
         ("kafka.default_replication_factor", c.kafka.default_replication_factor as u64),

@@ -26,7 +26,7 @@ use parking_lot::Mutex;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -141,17 +141,32 @@ struct Shared {
     /// does, and a request reaching it before then is refused.
     groups: OnceLock<Groups>,
     peers: Mutex<HashMap<NodeId, Arc<Peer>>>,
+    /// The most appends one group's lane has had in its Raft's hands at once (pipelining at
+    /// work where above one).
+    most_appends_in_hand: AtomicUsize,
 }
 
 impl TcpTransport {
     /// Connections are made on demand; their tasks live in `tasks`.
     pub fn new(settings: TcpSettings, addresses: Addresses, tasks: Tasks) -> Arc<TcpTransport> {
-        let shared = Shared { settings, addresses, tasks, groups: OnceLock::new(), peers: Mutex::default() };
+        let shared = Shared {
+            settings,
+            addresses,
+            tasks,
+            groups: OnceLock::new(),
+            peers: Mutex::default(),
+            most_appends_in_hand: AtomicUsize::new(0),
+        };
         Arc::new(TcpTransport { shared: Arc::new(shared) })
     }
 
     pub fn settings(&self) -> &TcpSettings {
         &self.shared.settings
+    }
+
+    #[cfg(test)]
+    pub fn most_appends_in_hand(&self) -> usize {
+        self.shared.most_appends_in_hand.load(Ordering::Relaxed)
     }
 
     /// How many connections with `peer` are open (including one being retired).
@@ -189,7 +204,47 @@ impl Transport for TcpTransport {
         timeout: Duration,
     ) -> BoxFuture<'static, Result<Reply, TransportError>> {
         let shared = self.shared.clone();
-        Box::pin(async move { shared.peer(to).call(&shared, group, request, timeout).await })
+        let peer = shared.peer(to);
+        let (id, frame) = match peer.frame(&shared, group, request) {
+            Ok(framed) => framed,
+            Err(e) => return Box::pin(std::future::ready(Err(e))),
+        };
+        // Queued now where the connection is up and has room, so that requests sent one after
+        // another leave in that order (a follower's pipelined appends rely on it).
+        match peer.try_queue(&shared, id, frame) {
+            Ok(waiting) => Box::pin(waiting.reply(group, timeout)),
+            Err(frame) => Box::pin(async move { peer.queue(&shared, id, frame).await?.reply(group, timeout).await }),
+        }
+    }
+}
+
+/// A request on its way: its answer, when it comes on `conn`. Dropped unanswered (timed out,
+/// or its sender gave up on it), it stops waiting.
+struct Waiting {
+    node: NodeId,
+    conn: Arc<Conn>,
+    id: u64,
+    answer: Option<oneshot::Receiver<Result<Reply, String>>>,
+}
+
+impl Waiting {
+    async fn reply(mut self, group: GroupId, timeout: Duration) -> Result<Reply, TransportError> {
+        let node = self.node;
+        let answer = self.answer.take().expect("a request is awaited once");
+        match tokio::time::timeout(timeout, answer).await {
+            Ok(Ok(Ok(reply))) => Ok(reply),
+            Ok(Ok(Err(reason))) => Err(TransportError::Refused { node, group, reason }),
+            Ok(Err(_)) => Err(TransportError::Unreachable { node, reason: "the connection was lost".into() }),
+            Err(_) => Err(TransportError::Timeout { node, after: timeout }),
+        }
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        if self.conn.pending.lock().remove(&self.id).is_some() {
+            self.conn.close_if_drained();
+        }
     }
 }
 
@@ -260,13 +315,8 @@ impl Peer {
         TransportError::Unreachable { node: self.node, reason: reason.into() }
     }
 
-    async fn call(
-        &self,
-        shared: &Arc<Shared>,
-        group: GroupId,
-        request: Request,
-        timeout: Duration,
-    ) -> Result<Reply, TransportError> {
+    /// The request as it travels, with its id; refused if larger than a frame may be.
+    fn frame(&self, shared: &Shared, group: GroupId, request: Request) -> Result<(u64, Bytes), TransportError> {
         let refused = |reason: String| TransportError::Refused { node: self.node, group, reason };
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let frame = wire::request_frame(id, group, request).map_err(refused)?;
@@ -277,25 +327,40 @@ impl Peer {
                 frame.len()
             )));
         }
+        Ok((id, frame))
+    }
+
+    /// Queues `frame` on the connection in use without waiting; hands it back where that would
+    /// wait (no connection yet, or a full queue).
+    fn try_queue(&self, shared: &Shared, id: u64, frame: Bytes) -> Result<Waiting, Bytes> {
+        let Some(conn) = self.usable() else { return Err(frame) };
+        let waiting = self.expect_answer(&conn, id);
+        let len = frame.len();
+        match conn.out.try_send(frame) {
+            Ok(()) => {
+                sent(&shared.settings.contacts, self.node, len);
+                Ok(waiting)
+            }
+            Err(mpsc::error::TrySendError::Full(frame) | mpsc::error::TrySendError::Closed(frame)) => Err(frame),
+        }
+    }
+
+    /// Queues `frame`, connecting first if need be.
+    async fn queue(&self, shared: &Arc<Shared>, id: u64, frame: Bytes) -> Result<Waiting, TransportError> {
         let conn = self.connection(shared).await?;
-        let (tx, rx) = oneshot::channel();
-        conn.pending.lock().insert(id, tx);
+        let waiting = self.expect_answer(&conn, id);
         let len = frame.len();
         if conn.out.send(frame).await.is_err() {
-            conn.pending.lock().remove(&id);
             return Err(self.unreachable("the connection closed"));
         }
         sent(&shared.settings.contacts, self.node, len);
-        match tokio::time::timeout(timeout, rx).await {
-            Ok(Ok(Ok(reply))) => Ok(reply),
-            Ok(Ok(Err(why))) => Err(refused(why)),
-            Ok(Err(_)) => Err(self.unreachable("the connection was lost")),
-            Err(_) => {
-                conn.pending.lock().remove(&id);
-                conn.close_if_drained();
-                Err(TransportError::Timeout { node: self.node, after: timeout })
-            }
-        }
+        Ok(waiting)
+    }
+
+    fn expect_answer(&self, conn: &Arc<Conn>, id: u64) -> Waiting {
+        let (tx, rx) = oneshot::channel();
+        conn.pending.lock().insert(id, tx);
+        Waiting { node: self.node, conn: conn.clone(), id, answer: Some(rx) }
     }
 
     fn usable(&self) -> Option<Arc<Conn>> {
@@ -428,6 +493,7 @@ fn start(shared: &Arc<Shared>, stream: TcpStream, peer: Option<&Peer>, dialer: N
 /// Reads frames until the connection closes; answers why it did.
 async fn read_frames(shared: &Arc<Shared>, mut read: OwnedReadHalf, conn: &Arc<Conn>, peer: Option<NodeId>) -> String {
     let (settings, max) = (&shared.settings, shared.settings.max_message_size);
+    let mut lanes = AppendLanes::default();
     loop {
         let frame = tokio::select! {
             f = read_frame(&mut read, max) => f,
@@ -450,6 +516,10 @@ async fn read_frames(shared: &Arc<Shared>, mut read: OwnedReadHalf, conn: &Arc<C
                 let Ok(permit) = conn.in_flight.clone().acquire_owned().await else {
                     return "closed".into();
                 };
+                if let (Request::Append(_), Some(peer)) = (&request, peer) {
+                    lanes.hand_over(shared, conn, peer, group, (id, request, permit)).await;
+                    continue;
+                }
                 let (shared, conn) = (shared.clone(), conn.clone());
                 // Each request is handled on its own, so one slow group does not hold up the rest.
                 shared.tasks.clone().spawn_transient("raft-request", async move {
@@ -479,6 +549,82 @@ async fn read_frames(shared: &Arc<Shared>, mut read: OwnedReadHalf, conn: &Arc<C
             // Its end, which follows, is no loss; nothing new goes on it.
             Ok(Incoming::Closing) => conn.retired.store(true, Ordering::Release),
             Err(e) => return e,
+        }
+    }
+}
+
+/// A peer's request in hand: its id, the request, and its place among those in hand.
+type InHand = (u64, Request, OwnedSemaphorePermit);
+
+/// Appends to one group queued before they go to its Raft.
+const LANE_QUEUE: usize = 64;
+/// Appends to one group in its Raft's hands at once.
+const LANE_DEPTH: usize = 16;
+
+/// Each group's appends from one peer, handed to the group's Raft in the order they came and
+/// answered in that order. The group's leader pipelines them (`raft/network.rs`): handled each
+/// on its own, as other requests are, a later one could reach Raft first and be refused as a
+/// conflict.
+#[derive(Default)]
+struct AppendLanes {
+    lanes: HashMap<GroupId, mpsc::Sender<InHand>>,
+}
+
+impl AppendLanes {
+    async fn hand_over(
+        &mut self,
+        shared: &Arc<Shared>,
+        conn: &Arc<Conn>,
+        peer: NodeId,
+        group: GroupId,
+        append: InHand,
+    ) {
+        let append = match self.lanes.get(&group) {
+            Some(lane) => match lane.send(append).await {
+                Ok(()) => return,
+                Err(mpsc::error::SendError(append)) => append, // its task ended: start another
+            },
+            None => append,
+        };
+        let (lane, queue) = mpsc::channel(LANE_QUEUE);
+        let (shared_, conn_) = (shared.clone(), conn.clone());
+        shared.tasks.spawn_transient("raft-append-lane", append_lane(shared_, conn_, peer, group, queue));
+        let _ = lane.send(append).await;
+        self.lanes.insert(group, lane);
+    }
+}
+
+/// Hands one group's appends to its Raft in order, several at once, and sends each answer as
+/// it comes, in that order; until the connection's reader stops (or the connection closes).
+async fn append_lane(
+    shared: Arc<Shared>,
+    conn: Arc<Conn>,
+    peer: NodeId,
+    group: GroupId,
+    mut queue: mpsc::Receiver<InHand>,
+) {
+    let mut in_hand = futures::stream::FuturesOrdered::new();
+    let mut open = true;
+    while open || !in_hand.is_empty() {
+        tokio::select! {
+            next = queue.recv(), if open && in_hand.len() < LANE_DEPTH => match next {
+                Some((id, request, permit)) => {
+                    let handing = shared.clone();
+                    // Polled first in the order pushed: that is when the append reaches Raft.
+                    in_hand.push_back(async move { (answer(&handing, id, group, request).await, permit) });
+                    shared.most_appends_in_hand.fetch_max(in_hand.len(), Ordering::Relaxed);
+                }
+                None => open = false,
+            },
+            Some((frame, permit)) = futures::StreamExt::next(&mut in_hand), if !in_hand.is_empty() => {
+                let len = frame.len();
+                if conn.out.send(frame).await.is_ok() {
+                    sent(&shared.settings.contacts, peer, len);
+                }
+                drop(permit);
+                conn.close_if_drained();
+            }
+            _ = conn.closed.cancelled() => return,
         }
     }
 }

@@ -76,7 +76,7 @@ impl MetaGroup {
         let view = sm.view();
         let version = sm.subscribe();
         let store = LogStore::new(wal.clone(), META_GROUP, None);
-        let network = raft::NetworkFactory::new(transport.clone(), META_GROUP, opts.request_timeout);
+        let network = raft::NetworkFactory::new(transport.clone(), META_GROUP, opts.peer_settings());
         let raft = Raft::new(opts.node_id, opts.metadata_raft()?, network, store, sm)
             .await
             .map_err(|e| ClusterError::stopped(META_GROUP, e))?;

@@ -247,7 +247,7 @@ impl Node {
                 &opts.data_dir,
                 opts.node_id,
                 opts.partition_raft()?,
-                (transport.clone(), opts.request_timeout),
+                (transport.clone(), opts.peer_settings()),
                 tasks.child(),
             ),
             wal,

@@ -36,6 +36,8 @@ pub struct NodeOptions {
     pub compaction_io_bytes_per_second: u64,
     /// The longest a Raft message to another node waits for its answer.
     pub request_timeout: Duration,
+    /// Appends to one follower on their way at once (1: one at a time).
+    pub append_pipeline_depth: usize,
     /// Cluster mode (`chronik-server cluster`); `None` runs standalone, a cluster of one with
     /// no Raft listener.
     pub cluster: Option<ClusterOptions>,
@@ -77,6 +79,7 @@ impl NodeOptions {
             wal_retention_bytes: s.wal_retention_bytes,
             compaction_io_bytes_per_second: c.kafka.log_cleaner_io_max_bytes_per_second,
             request_timeout: Duration::from_millis(c.cluster.network.request_timeout_ms),
+            append_pipeline_depth: c.cluster.network.append_pipeline_depth as usize,
             cluster: c.cluster.enabled.then(|| ClusterOptions {
                 listen_addr: c.cluster.node_addr.clone(),
                 seeds: c.cluster.seeds().into_iter().map(|s| (s.id, s.addr)).collect(),
@@ -84,6 +87,11 @@ impl NodeOptions {
                 max_message_size: c.cluster.network.max_message_size as usize,
             }),
         }
+    }
+
+    /// How every group's messages to other nodes go.
+    pub(crate) fn peer_settings(&self) -> crate::raft::PeerSettings {
+        crate::raft::PeerSettings { request_timeout: self.request_timeout, pipeline_depth: self.append_pipeline_depth }
     }
 
     /// openraft settings of the metadata group: snapshots every `snapshot_threshold` entries,

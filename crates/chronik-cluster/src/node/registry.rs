@@ -4,7 +4,6 @@
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use chronik_wal::Wal;
 use openraft::Config as RaftConfig;
@@ -13,7 +12,7 @@ use tokio::sync::watch;
 
 use crate::error::ClusterError;
 use crate::partition::{PartitionReplica, ReplicaSpec};
-use crate::raft::{GroupId, NetworkFactory, NodeId, SharedTransport};
+use crate::raft::{GroupId, NetworkFactory, NodeId, PeerSettings, SharedTransport};
 use crate::tasks::Tasks;
 
 #[derive(Default)]
@@ -30,7 +29,7 @@ pub(crate) struct Registry {
     config: Arc<RaftConfig>,
     /// How the replicas' Raft messages reach other nodes.
     transport: SharedTransport,
-    request_timeout: Duration,
+    peer_settings: PeerSettings,
     /// Each replica gets a child of this scope.
     tasks: Tasks,
     replicas: RwLock<Replicas>,
@@ -44,7 +43,7 @@ impl Registry {
         data_dir: &Path,
         node_id: NodeId,
         config: Arc<RaftConfig>,
-        (transport, request_timeout): (SharedTransport, Duration),
+        (transport, peer_settings): (SharedTransport, PeerSettings),
         tasks: Tasks,
     ) -> Registry {
         Registry {
@@ -53,7 +52,7 @@ impl Registry {
             node_id,
             config,
             transport,
-            request_timeout,
+            peer_settings,
             tasks,
             replicas: RwLock::default(),
             changed: watch::channel(0).0,
@@ -107,7 +106,7 @@ impl Registry {
     /// Opens and registers a replica (nothing is registered if it fails to open).
     pub async fn start(&self, spec: ReplicaSpec) -> Result<(), ClusterError> {
         let name = (spec.topic.clone(), spec.partition);
-        let network = NetworkFactory::new(self.transport.clone(), spec.group, self.request_timeout);
+        let network = NetworkFactory::new(self.transport.clone(), spec.group, self.peer_settings);
         let replica =
             PartitionReplica::open(&self.wal, self.node_id, self.config.clone(), network, spec, self.tasks.child())
                 .await?;

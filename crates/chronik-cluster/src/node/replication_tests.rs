@@ -45,6 +45,9 @@ fn options() -> NodeOptions {
     let mut o = NodeOptions::from_config(&chronik_config::Config::default());
     (o.raft.heartbeat_interval_ms, o.raft.election_timeout_ms) = (30, 150);
     o.request_timeout = Duration::from_millis(500);
+    // Pipelined appends through a router that delays each message at random, so they arrive
+    // out of order: what the stream must take for reordering rather than a lost log.
+    o.append_pipeline_depth = 8;
     o
 }
 
@@ -59,7 +62,7 @@ async fn open(id: NodeId, wal: &Arc<Wal>, dir: &std::path::Path, c: &Cluster) ->
         segments_dir: dir.join("partitions").join(GROUP.to_string()),
         liveness: None,
     };
-    let network = NetworkFactory::new(c.router.transport(id), GROUP, o.request_timeout);
+    let network = NetworkFactory::new(c.router.transport(id), GROUP, o.peer_settings());
     let replica =
         PartitionReplica::open(wal, id, o.partition_raft().unwrap(), network, spec, Tasks::new()).await.unwrap();
     c.router.register(id, GROUP, replica.inbound());

@@ -26,6 +26,7 @@ const GROUP: GroupId = 11;
 struct TcpNode {
     id: NodeId,
     tasks: Tasks,
+    transport: Arc<TcpTransport>,
     replica: Arc<PartitionReplica>,
     _wal: Arc<Wal>,
     _dir: tempfile::TempDir,
@@ -55,6 +56,9 @@ async fn three_nodes(cluster: Uuid) -> (Vec<TcpNode>, tcp::Addresses) {
     let voters: BTreeMap<NodeId, BasicNode> = (1..=3).map(|id| (id, BasicNode::new(addresses(id).unwrap()))).collect();
     let mut o = NodeOptions::from_config(&chronik_config::Config::default());
     (o.raft.heartbeat_interval_ms, o.raft.election_timeout_ms) = (30, 150);
+    o.request_timeout = Duration::from_millis(500);
+    // Pipelined, as `cluster.network.append_pipeline_depth` allows.
+    o.append_pipeline_depth = 8;
     let mut nodes = Vec::new();
     for (id, listener) in listeners {
         let tasks = Tasks::new();
@@ -76,11 +80,11 @@ async fn three_nodes(cluster: Uuid) -> (Vec<TcpNode>, tcp::Addresses) {
             segments_dir: dir.path().join("partitions").join(GROUP.to_string()),
             liveness: None,
         };
-        let network = NetworkFactory::new(transport, GROUP, Duration::from_millis(500));
+        let network = NetworkFactory::new(transport.clone(), GROUP, o.peer_settings());
         let replica =
             PartitionReplica::open(&wal, id, o.partition_raft().unwrap(), network, spec, tasks.child()).await.unwrap();
         groups.lock().insert(GROUP, replica.inbound());
-        nodes.push(TcpNode { id, tasks, replica, _wal: wal, _dir: dir });
+        nodes.push(TcpNode { id, tasks, transport, replica, _wal: wal, _dir: dir });
     }
     (nodes, addresses)
 }
@@ -155,6 +159,39 @@ async fn three_nodes_replicate_over_tcp_and_survive_a_stopped_leader() {
     acked.extend(produce(&rest, 100..150).await);
     check(&rest, &acked).await;
     for n in &rest {
+        n.replica.stop().await;
+        n.tasks.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_appends_keep_every_replica_identical() {
+    let (nodes, _) = three_nodes(Uuid::new_v4()).await;
+    let all: Vec<&TcpNode> = nodes.iter().collect();
+    let mut acked = produce(&all, 0..1).await;
+    let leader = nodes.iter().find(|n| n.replica.is_leader(n.id)).expect("a leader");
+    // Appends arriving one by one faster than a follower's durable write answers: the leader
+    // sends each without waiting for the answers to those before it, so each follower has
+    // several in its Raft's hands.
+    let mut appends = Vec::new();
+    for tag in 1..=400u32 {
+        let replica = leader.replica.clone();
+        appends.push((tag, tokio::spawn(async move { replica.append(tagged(tag)).await })));
+        tokio::time::sleep(Duration::from_micros(200)).await;
+    }
+    for (tag, append) in appends {
+        let (base, _) = append.await.unwrap().unwrap_or_else(|e| panic!("batch {tag}: {e}"));
+        acked.push((tag, base));
+    }
+    let mut offsets: Vec<u64> = acked.iter().map(|(_, b)| *b).collect();
+    offsets.sort_unstable();
+    offsets.dedup();
+    assert_eq!(offsets.len(), acked.len(), "every batch at an offset of its own");
+    check(&all, &acked).await;
+    let followers = nodes.iter().filter(|n| n.id != leader.id);
+    let most = followers.map(|n| n.transport.most_appends_in_hand()).max().unwrap();
+    assert!(most >= 3, "appends were pipelined (at most {most} in a follower's hands at once)");
+    for n in &nodes {
         n.replica.stop().await;
         n.tasks.shutdown().await;
     }

@@ -120,7 +120,7 @@ async fn receiver(dir: &Path, a: &PartitionReplica, options: &NodeOptions) -> Re
         liveness: None,
     };
     let network =
-        crate::raft::NetworkFactory::new(Arc::new(crate::raft::NoTransport), a.group(), options.request_timeout);
+        crate::raft::NetworkFactory::new(Arc::new(crate::raft::NoTransport), a.group(), options.peer_settings());
     let replica =
         PartitionReplica::open(&wal, 2, options.partition_raft().unwrap(), network, spec, Tasks::new()).await.unwrap();
     Receiver { wal, replica, segments_dir }

@@ -6,8 +6,11 @@ use std::future::Future;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::future::BoxFuture;
+use futures::stream::{BoxStream, Stream, StreamExt};
 use openraft::errors::{RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
+use openraft::raft::StreamAppendResult;
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest, TransferLeaderResponse,
     VoteRequest, VoteResponse,
@@ -17,19 +20,35 @@ use openraft::{BasicNode, OptionalSend};
 use super::transport::{Reply, Request, SharedTransport, SnapshotSourceCell, TransportError};
 use super::{GroupId, NodeId, Snapshot, TypeConfig, Vote};
 
+/// How a group's messages to a peer go.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PeerSettings {
+    /// The longest any message waits for its answer (`cluster.network.request_timeout_ms`).
+    pub request_timeout: Duration,
+    /// Appends to one follower on their way at once (`cluster.network.append_pipeline_depth`;
+    /// 1: each waits for the answer to the one before).
+    pub pipeline_depth: usize,
+}
+
 #[derive(Clone)]
 pub(crate) struct NetworkFactory {
     transport: SharedTransport,
     group: GroupId,
-    /// The longest any message waits for its answer (`cluster.network.request_timeout_ms`).
     request_timeout: Duration,
+    pipeline_depth: usize,
     /// A partition group's replica, which builds the snapshots (with their logs) to send.
     snapshots: SnapshotSourceCell,
 }
 
 impl NetworkFactory {
-    pub(crate) fn new(transport: SharedTransport, group: GroupId, request_timeout: Duration) -> NetworkFactory {
-        NetworkFactory { transport, group, request_timeout, snapshots: SnapshotSourceCell::default() }
+    pub(crate) fn new(transport: SharedTransport, group: GroupId, settings: PeerSettings) -> NetworkFactory {
+        NetworkFactory {
+            transport,
+            group,
+            request_timeout: settings.request_timeout,
+            pipeline_depth: settings.pipeline_depth.max(1),
+            snapshots: SnapshotSourceCell::default(),
+        }
     }
 
     /// Where the replica registers itself as the source of its group's snapshots.
@@ -120,6 +139,81 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
             Reply::Append(r) => Ok(r),
             _ => Err(rpc_error(self.mismatch("append"))),
         }
+    }
+
+    /// Pipelined: up to `cluster.network.append_pipeline_depth` appends to the follower are on their way at once,
+    /// each sent as openraft hands it over (the transport keeps their order on the wire, and
+    /// the follower hands them to its Raft in that order), and their answers come back in
+    /// order. openraft's default sends one and waits for its answer before the next. The
+    /// stream ends after an answer that is not a full success (a conflict, a higher vote, a
+    /// partial append): the appends sent after it no longer fit, and openraft starts again.
+    fn stream_append<'s, S>(
+        &'s mut self,
+        input: S,
+        option: RPCOption,
+    ) -> BoxFuture<
+        's,
+        Result<BoxStream<'s, Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>>, RPCError<TypeConfig>>,
+    >
+    where
+        S: Stream<Item = AppendEntriesRequest<TypeConfig>> + OptionalSend + Unpin + 'static,
+    {
+        let (transport, target, group) = (self.net.transport.clone(), self.target, self.net.group);
+        let timeout = option.hard_ttl().min(self.net.request_timeout);
+        let depth = self.net.pipeline_depth;
+        Box::pin(async move {
+            let sent = input.map(move |request| {
+                let prev = request.prev_log_id;
+                let last = request.entries.last().map(|e| e.log_id).or(prev);
+                // Sent now, in the order openraft hands them over; answered in the background.
+                let reply = transport.send(target, group, Request::Append(request), timeout);
+                async move { (prev, last, reply.await) }
+            });
+            // (still going, the last entry this stream's answers matched)
+            let answers = sent.buffered(depth).scan((true, None), move |(going, acked), (prev, last, reply)| {
+                let answer = if !*going {
+                    None
+                } else {
+                    let answer = match reply {
+                        // A conflict at an entry this stream already matched: the follower got
+                        // this append before one sent ahead of it (the network reordered them,
+                        // as the in-process router does). Not a conflict of logs: the stream
+                        // ends, and openraft goes on from what was matched. (Passed on, it
+                        // would look like a follower that lost its log.)
+                        Ok(Reply::Append(r)) if r.is_conflict() && prev.is_some() && prev <= *acked => {
+                            *going = false;
+                            return futures::future::ready(None);
+                        }
+                        Ok(Reply::Append(r)) => {
+                            // Only a whole append lets the ones sent after it fit.
+                            let result = r.into_stream_result(prev, last);
+                            *going = matches!(&result, Ok(matched) if *matched == last);
+                            if let Ok(matched) = &result {
+                                *acked = *matched;
+                            }
+                            Ok(result)
+                        }
+                        Ok(_) => {
+                            *going = false;
+                            let mismatch = TransportError::Refused {
+                                node: target,
+                                group,
+                                reason: "answered an append with another kind of reply".into(),
+                            };
+                            Err(rpc_error(mismatch))
+                        }
+                        Err(e) => {
+                            *going = false;
+                            Err(rpc_error(e))
+                        }
+                    };
+                    Some(answer)
+                };
+                futures::future::ready(answer)
+            });
+            let answers: BoxStream<'s, _> = Box::pin(answers);
+            Ok(answers)
+        })
     }
 
     async fn vote(

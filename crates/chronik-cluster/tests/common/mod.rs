@@ -40,6 +40,7 @@ pub fn options(dir: &Path, node_id: u64) -> NodeOptions {
         wal_retention_bytes: u64::MAX,
         compaction_io_bytes_per_second: 0,
         request_timeout: Duration::from_secs(5),
+        append_pipeline_depth: 1,
         cluster: None,
     }
 }
