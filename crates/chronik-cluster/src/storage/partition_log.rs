@@ -199,6 +199,12 @@ impl PartitionLog {
         // entries the state machine refused (an import out of place), which are never served.
         let chosen: Vec<u64> = {
             let index = self.index.read();
+            if offset < index.front_offset() {
+                // Purged since the caller looked at the front (a move out of the WAL in
+                // between): the entry holding `offset` is in a segment file now, and the first
+                // one left here starts past it. Serving that would skip offsets.
+                return Ok(None);
+            }
             let Some(pos) = index.position_of(offset) else { return Ok(Some(ReadBatches::default())) };
             let mut bytes = 0u64;
             let mut chosen = Vec::new();
@@ -235,11 +241,16 @@ impl PartitionLog {
     pub fn time_candidates(&self, ts: i64, limit: usize) -> Result<Vec<Bytes>, ReadError> {
         self.retry_if_moved(|| {
             let start = self.log_start_offset();
+            // Entries that move out of the WAL between the two searches would be in neither.
+            let front = self.index.read().front_offset();
             let mut out = self.segments.at_or_after_time(ts, start, limit)?;
             if out.len() < limit {
                 let hw = self.high_watermark();
                 let wal_entries: Vec<u64> = {
                     let index = self.index.read();
+                    if index.front_offset() != front {
+                        return Ok(None);
+                    }
                     index
                         .at_or_after_time(ts, index.entries_below(start))
                         .map_while(|p| index.get(p).filter(|e| e.last_offset < hw).map(|e| e.raft_index))
@@ -258,8 +269,13 @@ impl PartitionLog {
     /// The readable entry holding the largest timestamp (the earliest such), with it.
     pub fn max_timestamp_candidate(&self) -> Result<Option<(i64, Bytes)>, ReadError> {
         self.retry_if_moved(|| {
+            // Entries that move out of the WAL between the two searches would be in neither.
+            let front = self.index.read().front_offset();
             let below = self.segments.max_timestamp_entry(self.log_start_offset())?;
             let above = self.with_readable(|entries| offsets::max_timestamp_entry(entries).copied());
+            if self.index.read().front_offset() != front {
+                return Ok(None);
+            }
             let from_wal = |a: EntryOffsets| -> Result<Option<Option<(i64, Bytes)>>, ReadError> {
                 Ok(self.entry_records(a.raft_index)?.map(|r| Some((a.max_timestamp, r))))
             };
@@ -552,6 +568,26 @@ mod tests {
             .map(|s| s.header.base_offset)
             .collect();
         assert_eq!(bases, vec![10, 20, 22]);
+    }
+
+    /// A reader that looked at the WAL's front before a move purged the entries it wanted
+    /// must not be served the first entry left (that skips offsets): it tries again, and
+    /// finds them in the segment file.
+    #[test]
+    fn a_read_overtaken_by_a_move_out_of_the_wal_tries_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = log_with_lagging_high_watermark(dir.path());
+        log.set_high_watermark(6);
+        let base = |r: &ReadBatches| i64::from_be_bytes(r.chunks[0][0..8].try_into().unwrap());
+        assert_eq!(log.move_to_segments(2).unwrap(), Some(2), "offsets 0..4 in a segment file");
+        // What `LogStore::purge` does to the index once the snapshot covers them.
+        log.index.write().purge_through(2);
+        assert!(log.read_wal(0, 1 << 20, 6).unwrap().is_none(), "the front moved past 0: try again");
+        assert!(log.read_wal(2, 1 << 20, 6).unwrap().is_none(), "the front moved past 2: try again");
+        assert_eq!(base(&log.read_wal(4, 1 << 20, 6).unwrap().unwrap()), 4);
+        for offset in [0, 2, 4] {
+            assert_eq!(base(&log.read(offset, 1 << 20).unwrap()), offset as i64, "a read at {offset} starts there");
+        }
     }
 
     #[test]
