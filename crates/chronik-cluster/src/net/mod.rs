@@ -1,7 +1,9 @@
 //! The Raft transport between nodes over TCP (`cluster.node_addr`, port 9093 by default).
 //!
 //! Each pair of nodes shares one connection, carrying every group's messages both ways,
-//! multiplexed by request id (so a slow group does not hold up the others). Whichever node
+//! multiplexed by request id (so a slow group does not hold up the others, up to the 1,024
+//! requests a connection may have in hand; more are refused at once, to be retried, because
+//! the reader must never wait: this node's replies come the same way). Whichever node
 //! needs to send first dials; when both dial at once, both ends keep the connection dialed by
 //! the lower node id, and the other is closed by its dialer once nothing is in flight on it.
 //! Everything queued for a peer goes out in one write, which is where the messages of many
@@ -262,6 +264,9 @@ struct Conn {
     dialer: NodeId,
     /// No longer used for new requests: the pair settled on another connection.
     retired: AtomicBool,
+    /// Closed on purpose (drained after retiring, replaced, or the node stopping), so its end
+    /// says nothing about the peer. A failed write closes it too, and that is a loss.
+    deliberate: AtomicBool,
 }
 
 impl Conn {
@@ -292,8 +297,13 @@ impl Conn {
         {
             // The writer sends what is queued before it closes.
             let _ = self.out.try_send(wire::closing_frame());
-            self.closed.cancel();
+            self.close_on_purpose();
         }
+    }
+
+    fn close_on_purpose(&self) {
+        self.deliberate.store(true, Ordering::Release);
+        self.closed.cancel();
     }
 }
 
@@ -334,7 +344,7 @@ impl Peer {
     /// wait (no connection yet, or a full queue).
     fn try_queue(&self, shared: &Shared, id: u64, frame: Bytes) -> Result<Waiting, Bytes> {
         let Some(conn) = self.usable() else { return Err(frame) };
-        let waiting = self.expect_answer(&conn, id);
+        let Some(waiting) = self.expect_answer(&conn, id) else { return Err(frame) };
         let len = frame.len();
         match conn.out.try_send(frame) {
             Ok(()) => {
@@ -348,7 +358,7 @@ impl Peer {
     /// Queues `frame`, connecting first if need be.
     async fn queue(&self, shared: &Arc<Shared>, id: u64, frame: Bytes) -> Result<Waiting, TransportError> {
         let conn = self.connection(shared).await?;
-        let waiting = self.expect_answer(&conn, id);
+        let waiting = self.expect_answer(&conn, id).ok_or_else(|| self.unreachable("the connection closed"))?;
         let len = frame.len();
         if conn.out.send(frame).await.is_err() {
             return Err(self.unreachable("the connection closed"));
@@ -357,10 +367,13 @@ impl Peer {
         Ok(waiting)
     }
 
-    fn expect_answer(&self, conn: &Arc<Conn>, id: u64) -> Waiting {
+    /// Registers the answer to wait for; `None` if the connection closed meanwhile (its
+    /// reader fails what is registered once, as it stops, and would miss this).
+    fn expect_answer(&self, conn: &Arc<Conn>, id: u64) -> Option<Waiting> {
         let (tx, rx) = oneshot::channel();
         conn.pending.lock().insert(id, tx);
-        Waiting { node: self.node, conn: conn.clone(), id, answer: Some(rx) }
+        let waiting = Waiting { node: self.node, conn: conn.clone(), id, answer: Some(rx) };
+        (!conn.closed.is_cancelled()).then_some(waiting)
     }
 
     fn usable(&self) -> Option<Arc<Conn>> {
@@ -410,6 +423,11 @@ impl Peer {
                 drop(current);
                 if let Some(previous) = previous {
                     previous.retire();
+                    // Its dialer made this one instead, so it is done with it (a process that
+                    // restarted, or a half-open connection after a crash): close it here too.
+                    if previous.dialer == conn.dialer {
+                        previous.close_on_purpose();
+                    }
                 }
                 conn
             }
@@ -465,6 +483,7 @@ fn start(shared: &Arc<Shared>, stream: TcpStream, peer: Option<&Peer>, dialer: N
         closed: shared.tasks.token().child_token(),
         dialer,
         retired: AtomicBool::new(false),
+        deliberate: AtomicBool::new(false),
     });
     shared.tasks.spawn_transient("raft-peer-writer", write_frames(write, queue, conn.closed.clone()));
     let peer = peer.map(|p| {
@@ -476,7 +495,9 @@ fn start(shared: &Arc<Shared>, stream: TcpStream, peer: Option<&Peer>, dialer: N
     scope.spawn_transient("raft-peer-reader", async move {
         let why = read_frames(&shared, read, &reading, peer).await;
         tracing::debug!(?peer, "raft connection closed: {why}");
-        let deliberate = reading.closed.is_cancelled() || reading.retired.load(Ordering::Acquire);
+        let deliberate = reading.deliberate.load(Ordering::Acquire)
+            || reading.retired.load(Ordering::Acquire)
+            || shared.tasks.token().is_cancelled();
         reading.closed.cancel();
         // Whoever still waits learns the connection is gone.
         reading.pending.lock().clear();
@@ -508,16 +529,23 @@ async fn read_frames(shared: &Arc<Shared>, mut read: OwnedReadHalf, conn: &Arc<C
         }
         match wire::decode(&frame) {
             Ok(Incoming::Request { id, group, request }) => {
+                // The reader never waits: the replies to this node's own requests come this way
+                // too, and a peer whose reader waited on this one's would wait for ever.
                 if peer.is_none() && !matches!(request, Request::Join(_)) {
                     let why = "a node that has not joined the cluster may only ask to join";
-                    let _ = conn.out.send(wire::error_frame(id, why)).await;
+                    let _ = conn.out.try_send(wire::error_frame(id, why));
                     continue;
                 }
-                let Ok(permit) = conn.in_flight.clone().acquire_owned().await else {
-                    return "closed".into();
+                let Ok(permit) = conn.in_flight.clone().try_acquire_owned() else {
+                    let why = format!(
+                        "node {} has {IN_FLIGHT_PER_CONNECTION} requests from this node in hand; try again",
+                        settings.me
+                    );
+                    let _ = conn.out.try_send(wire::error_frame(id, &why));
+                    continue;
                 };
                 if let (Request::Append(_), Some(peer)) = (&request, peer) {
-                    lanes.hand_over(shared, conn, peer, group, (id, request, permit)).await;
+                    lanes.hand_over(shared, conn, peer, group, (id, request, permit));
                     continue;
                 }
                 let (shared, conn) = (shared.clone(), conn.clone());
@@ -556,8 +584,6 @@ async fn read_frames(shared: &Arc<Shared>, mut read: OwnedReadHalf, conn: &Arc<C
 /// A peer's request in hand: its id, the request, and its place among those in hand.
 type InHand = (u64, Request, OwnedSemaphorePermit);
 
-/// Appends to one group queued before they go to its Raft.
-const LANE_QUEUE: usize = 64;
 /// Appends to one group in its Raft's hands at once.
 const LANE_DEPTH: usize = 16;
 
@@ -565,31 +591,27 @@ const LANE_DEPTH: usize = 16;
 /// answered in that order. The group's leader pipelines them (`raft/network.rs`): handled each
 /// on its own, as other requests are, a later one could reach Raft first and be refused as a
 /// conflict.
+///
+/// A lane's queue is unbounded: what is in it holds the connection's in-hand permits, which
+/// bound it, and the reader must never wait.
 #[derive(Default)]
 struct AppendLanes {
-    lanes: HashMap<GroupId, mpsc::Sender<InHand>>,
+    lanes: HashMap<GroupId, mpsc::UnboundedSender<InHand>>,
 }
 
 impl AppendLanes {
-    async fn hand_over(
-        &mut self,
-        shared: &Arc<Shared>,
-        conn: &Arc<Conn>,
-        peer: NodeId,
-        group: GroupId,
-        append: InHand,
-    ) {
+    fn hand_over(&mut self, shared: &Arc<Shared>, conn: &Arc<Conn>, peer: NodeId, group: GroupId, append: InHand) {
         let append = match self.lanes.get(&group) {
-            Some(lane) => match lane.send(append).await {
+            Some(lane) => match lane.send(append) {
                 Ok(()) => return,
                 Err(mpsc::error::SendError(append)) => append, // its task ended: start another
             },
             None => append,
         };
-        let (lane, queue) = mpsc::channel(LANE_QUEUE);
+        let (lane, queue) = mpsc::unbounded_channel();
         let (shared_, conn_) = (shared.clone(), conn.clone());
         shared.tasks.spawn_transient("raft-append-lane", append_lane(shared_, conn_, peer, group, queue));
-        let _ = lane.send(append).await;
+        let _ = lane.send(append);
         self.lanes.insert(group, lane);
     }
 }
@@ -601,7 +623,7 @@ async fn append_lane(
     conn: Arc<Conn>,
     peer: NodeId,
     group: GroupId,
-    mut queue: mpsc::Receiver<InHand>,
+    mut queue: mpsc::UnboundedReceiver<InHand>,
 ) {
     let mut in_hand = futures::stream::FuturesOrdered::new();
     let mut open = true;
@@ -676,7 +698,7 @@ async fn write_frames(mut write: OwnedWriteHalf, mut queue: mpsc::Receiver<Bytes
                 Err(_) => break,
             }
         }
-        if write.write_all(&batch).await.is_err() {
+        if !write_unless_closed(&mut write, &batch, &closed).await {
             break;
         }
         batch.clear();
@@ -690,6 +712,27 @@ async fn write_frames(mut write: OwnedWriteHalf, mut queue: mpsc::Receiver<Bytes
         write.shutdown().await
     })
     .await;
+}
+
+/// Writes `bytes`; false if the connection failed. Once it is closing, the rest gets
+/// [`FLUSH_ON_CLOSE`] at most: a peer that stopped reading (hung, or cut off) must not hold
+/// the task, and a frame cut in the middle would read as garbage on the other side.
+async fn write_unless_closed(write: &mut OwnedWriteHalf, bytes: &[u8], closed: &CancellationToken) -> bool {
+    let mut at = 0;
+    while at < bytes.len() {
+        let wrote = tokio::select! {
+            n = write.write(&bytes[at..]) => n,
+            _ = closed.cancelled() => {
+                let rest = tokio::time::timeout(FLUSH_ON_CLOSE, write.write_all(&bytes[at..])).await;
+                return matches!(rest, Ok(Ok(())));
+            }
+        };
+        match wrote {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => at += n,
+        }
+    }
+    true
 }
 
 /// One frame's bytes (after its length), or why the connection must close.

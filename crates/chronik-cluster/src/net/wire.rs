@@ -1,7 +1,8 @@
 //! The bytes between two nodes: a handshake each way, then length-prefixed frames.
 //!
 //! ```text
-//! handshake  magic "CHRAFT01", cluster id (16 bytes), sender node u64, receiver node u64
+//! handshake  magic "CHRAFT02" (01: one connection each way, which a node of this version
+//!            would misread), cluster id (16 bytes), sender node u64, receiver node u64
 //!            (the receiver answers with its own, or an error frame and closes); a node
 //!            joining a cluster whose id it does not know yet sends the nil id, and may
 //!            then only send its join request
@@ -24,7 +25,7 @@ use crate::metadata::{MetaCommand, MetaResponse, NodeInfo};
 use crate::raft::transport::{Lead, Reply, Request};
 use crate::raft::{GroupId, NodeId, Snapshot, SnapshotMeta, TypeConfig, Vote};
 
-pub const MAGIC: [u8; 8] = *b"CHRAFT01";
+pub const MAGIC: [u8; 8] = *b"CHRAFT02";
 pub const HANDSHAKE_LEN: usize = 8 + 16 + 8 + 8;
 pub const KIND_REQUEST: u8 = 1;
 pub const KIND_REPLY: u8 = 2;

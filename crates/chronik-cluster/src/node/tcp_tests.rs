@@ -226,9 +226,29 @@ impl Inbound for Counting {
     }
 }
 
+/// Answers nothing until its gate closes.
+struct Hanging(Arc<tokio::sync::Semaphore>);
+
+impl Inbound for Hanging {
+    fn handle(&self, _: Request) -> futures::future::BoxFuture<'static, Result<crate::raft::transport::Reply, String>> {
+        let gate = self.0.clone();
+        Box::pin(async move {
+            let _ = gate.acquire().await;
+            Err("the gate closed".into())
+        })
+    }
+}
+
 /// Two bare transports on 127.0.0.1 (nodes 1 and 2), each serving a group that acknowledges
 /// everything.
 async fn pair() -> [(Arc<TcpTransport>, Arc<Counting>, Tasks); 2] {
+    pair_with(None).await
+}
+
+/// As [`pair`]; node 2's group hangs on `GATE` (answers nothing until it closes) if given.
+const GATE: GroupId = 12;
+
+async fn pair_with(gate: Option<Arc<tokio::sync::Semaphore>>) -> [(Arc<TcpTransport>, Arc<Counting>, Tasks); 2] {
     let (cluster, mut addrs) = (Uuid::new_v4(), HashMap::new());
     let mut listeners = Vec::new();
     for id in 1..=2u64 {
@@ -242,7 +262,13 @@ async fn pair() -> [(Arc<TcpTransport>, Arc<Counting>, Tasks); 2] {
         let tasks = Tasks::new();
         let counting = Arc::new(Counting::default());
         let group: Arc<dyn Inbound> = counting.clone();
-        let groups: tcp::Groups = Arc::new(move |g| (g == GROUP).then(|| group.clone()));
+        let hanging: Option<Arc<dyn Inbound>> =
+            gate.clone().filter(|_| id == 2).map(|gate| Arc::new(Hanging(gate)) as Arc<dyn Inbound>);
+        let groups: tcp::Groups = Arc::new(move |g| match g {
+            GROUP => Some(group.clone()),
+            GATE => hanging.clone(),
+            _ => None,
+        });
         let transport = TcpTransport::new(settings(cluster, id), addresses.clone(), tasks.clone());
         let serving = transport.clone();
         tasks.spawn("raft-transport", move |_| tcp::serve(listener, serving, groups));
@@ -293,4 +319,40 @@ async fn each_pair_of_nodes_shares_one_connection_even_when_both_dial_at_once() 
         a_tasks.shutdown().await;
         b_tasks.shutdown().await;
     }
+}
+
+/// A node with all the requests it may hold in hand from a peer refuses more at once, and
+/// still reads the peer's answers to its own requests on the connection they share (a reader
+/// that waited for room would wait for the peer, whose reader could be waiting likewise).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_its_hands_full_refuses_more_and_still_hears_answers() {
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let [(a, _, a_tasks), (b, _, b_tasks)] = pair_with(Some(gate.clone())).await;
+    heartbeats(&a, 1, 2, 1).await;
+    let hung: Vec<_> = (0..1024)
+        .map(|_| {
+            let a = a.clone();
+            tokio::spawn(async move { a.send(2, GATE, Request::Alive { from: 1 }, Duration::from_secs(60)).await })
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let refusal = loop {
+        assert!(Instant::now() < deadline, "node 2 never refused a request over its limit");
+        match a.send(2, GATE, Request::Alive { from: 1 }, Duration::from_millis(200)).await {
+            Err(TransportError::Refused { reason, .. }) => break reason,
+            _ => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    };
+    assert!(refusal.contains("in hand"), "{refusal}");
+    // Node 2's answers from node 1 come on the connection whose requests fill its hands.
+    let started = Instant::now();
+    heartbeats(&b, 2, 1, 20).await;
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!((a.connections_with(2), b.connections_with(1)), (1, 1));
+    gate.close();
+    for h in hung {
+        assert!(h.await.unwrap().is_err(), "answered only by the gate's closing");
+    }
+    a_tasks.shutdown().await;
+    b_tasks.shutdown().await;
 }
