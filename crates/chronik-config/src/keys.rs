@@ -198,7 +198,12 @@ pub const KEYS: &[Key] = &[
         Kind::Int,
         "Metadata-log entries kept behind a snapshot when the metadata log is compacted.",
     ),
-    key("cluster.network.max_message_size", Kind::Int, "Largest Raft network message, in bytes."),
+    key(
+        "cluster.network.max_message_size",
+        Kind::Int,
+        "Largest Raft network message, in bytes: one Raft entry (up to `kafka.max_request_size`) must fit, with \
+            64 KiB to spare; appends of more entries go in parts.",
+    ),
     key("cluster.network.connect_timeout_ms", Kind::Int, "Timeout for connecting to a peer."),
     key("cluster.network.request_timeout_ms", Kind::Int, "Timeout for a Raft request to a peer."),
     key(

@@ -196,7 +196,7 @@ pub struct NetworkConfig {
 impl Default for NetworkConfig {
     fn default() -> Self {
         NetworkConfig {
-            max_message_size: 64 << 20,
+            max_message_size: 128 << 20,
             connect_timeout_ms: 3000,
             request_timeout_ms: 5000,
             append_pipeline_depth: 1,

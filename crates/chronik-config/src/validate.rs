@@ -6,6 +6,9 @@ use crate::{Config, SeedNode};
 
 /// A follower keeps a few more in hand than this per group (the transport's lanes).
 const MAX_APPEND_PIPELINE_DEPTH: u64 = 64;
+/// What a Raft message carries besides one entry's records (`MESSAGE_ENVELOPE` in
+/// chronik-cluster's network).
+const MESSAGE_ENVELOPE: u64 = 64 << 10;
 
 /// Bytes a WAL segment needs beyond its largest record: the segment header and footer, the
 /// record header and the entry framing (chronik-wal's layout, rounded up).
@@ -131,6 +134,18 @@ pub(crate) fn validate(c: &Config, report: &mut dyn FnMut(&str, String)) {
     }
     if c.cluster.storage.wal_retention_bytes < 2 * seg {
         report("cluster.storage.wal_retention_bytes", format!("must be at least two WAL segments ({})", 2 * seg));
+    }
+    // A request's records for one partition are one Raft entry, which must fit one message to
+    // a follower (what else an append carries goes in other messages).
+    let message = c.cluster.network.max_message_size;
+    if c.cluster.enabled && c.kafka.max_request_size.saturating_add(MESSAGE_ENVELOPE) > message {
+        report(
+            "cluster.network.max_message_size",
+            format!(
+                "must hold the largest request as one Raft entry: at least kafka.max_request_size ({}) + {MESSAGE_ENVELOPE} bytes",
+                c.kafka.max_request_size
+            ),
+        );
     }
     if c.kafka.queued_max_request_bytes < c.kafka.max_request_size {
         report(

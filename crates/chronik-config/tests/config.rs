@@ -171,6 +171,18 @@ fn validation_errors_name_key_and_line() {
             vec![("cluster.storage.wal_segment_size", "line 4", "must hold the largest request")],
         ),
         (
+            "Raft messages smaller than the largest request, in a cluster",
+            "[cluster]\nenabled = true\n[cluster.network]\nmax_message_size = 1048576\n",
+            vec![],
+            vec![("cluster.network.max_message_size", "line 4", "must hold the largest request as one Raft entry")],
+        ),
+        (
+            "pipeline deeper than allowed",
+            "[cluster.network]\nappend_pipeline_depth = 65\n",
+            vec![],
+            vec![("cluster.network.append_pipeline_depth", "line 2", "must be at most 64")],
+        ),
+        (
             "request budget below one request",
             "[kafka]\nqueued_max_request_bytes = 1000\n",
             vec![],

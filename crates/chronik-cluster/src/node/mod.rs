@@ -506,7 +506,9 @@ impl Node {
     /// Largest record-batch bytes one partition entry may carry: one WAL record (less its
     /// framing) must hold it.
     pub fn max_entry_bytes(&self) -> usize {
-        self.wal.max_payload_len().saturating_sub(64)
+        let wal = self.wal.max_payload_len().saturating_sub(64);
+        // In a cluster every entry must also fit one Raft message to a follower.
+        wal.min(self.registry.peer_settings().max_message_size.saturating_sub(crate::raft::MESSAGE_ENVELOPE))
     }
 
     /// Refuses a write of `bytes` the disk has no room for (KAFKA_STORAGE_ERROR at the front).

@@ -91,7 +91,11 @@ impl NodeOptions {
 
     /// How every group's messages to other nodes go.
     pub(crate) fn peer_settings(&self) -> crate::raft::PeerSettings {
-        crate::raft::PeerSettings { request_timeout: self.request_timeout, pipeline_depth: self.append_pipeline_depth }
+        crate::raft::PeerSettings {
+            request_timeout: self.request_timeout,
+            pipeline_depth: self.append_pipeline_depth,
+            max_message_size: self.cluster.as_ref().map_or(usize::MAX, |c| c.max_message_size),
+        }
     }
 
     /// openraft settings of the metadata group: snapshots every `snapshot_threshold` entries,

@@ -103,6 +103,10 @@ impl Registry {
         self.changed.subscribe()
     }
 
+    pub fn peer_settings(&self) -> PeerSettings {
+        self.peer_settings
+    }
+
     /// Opens and registers a replica (nothing is registered if it fails to open).
     pub async fn start(&self, spec: ReplicaSpec) -> Result<(), ClusterError> {
         let name = (spec.topic.clone(), spec.partition);

@@ -32,12 +32,15 @@ struct TcpNode {
     _dir: tempfile::TempDir,
 }
 
+/// Small, so that an append of many large entries must go in parts.
+const MAX_MESSAGE: usize = 1 << 20;
+
 fn settings(cluster: Uuid, me: NodeId) -> TcpSettings {
     TcpSettings {
         cluster,
         me,
         connect_timeout: Duration::from_secs(1),
-        max_message_size: 8 << 20,
+        max_message_size: MAX_MESSAGE,
         contacts: Default::default(),
         tombstones: Default::default(),
     }
@@ -80,7 +83,8 @@ async fn three_nodes(cluster: Uuid) -> (Vec<TcpNode>, tcp::Addresses) {
             segments_dir: dir.path().join("partitions").join(GROUP.to_string()),
             liveness: None,
         };
-        let network = NetworkFactory::new(transport.clone(), GROUP, o.peer_settings());
+        let peer_settings = crate::raft::PeerSettings { max_message_size: MAX_MESSAGE, ..o.peer_settings() };
+        let network = NetworkFactory::new(transport.clone(), GROUP, peer_settings);
         let replica =
             PartitionReplica::open(&wal, id, o.partition_raft().unwrap(), network, spec, tasks.child()).await.unwrap();
         groups.lock().insert(GROUP, replica.inbound());
@@ -191,6 +195,32 @@ async fn pipelined_appends_keep_every_replica_identical() {
     let followers = nodes.iter().filter(|n| n.id != leader.id);
     let most = followers.map(|n| n.transport.most_appends_in_hand()).max().unwrap();
     assert!(most >= 3, "appends were pipelined (at most {most} in a follower's hands at once)");
+    for n in &nodes {
+        n.replica.stop().await;
+        n.tasks.shutdown().await;
+    }
+}
+
+/// Entries written together go to a follower in one append, unless they do not fit one
+/// message (`cluster.network.max_message_size`): then in parts. Refused whole, the followers
+/// would never get them and nothing would commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_larger_than_a_message_goes_in_parts() {
+    let (nodes, _) = three_nodes(Uuid::new_v4()).await;
+    let all: Vec<&TcpNode> = nodes.iter().collect();
+    produce(&all, 0..1).await;
+    let leader = nodes.iter().find(|n| n.replica.is_leader(n.id)).expect("a leader");
+    // 40 entries of 200 KiB at once: about 8 MiB for appends of at most 1 MiB.
+    let appends = (0..40u8).map(|i| leader.replica.append(batch_of(&[vec![i; 200 << 10]], 1, 0, 0, 0).into()));
+    let acked =
+        tokio::time::timeout(Duration::from_secs(30), futures::future::join_all(appends)).await.expect("committed");
+    let end = acked.into_iter().map(|r| r.expect("appended").0 + 1).max().unwrap();
+    let mut logs = Vec::new();
+    for n in &all {
+        logs.push(log_of(&n.replica, end).await);
+    }
+    assert_eq!(logs[0].len(), 41);
+    assert!(logs.windows(2).all(|w| w[0] == w[1]), "identical bytes on every replica");
     for n in &nodes {
         n.replica.stop().await;
         n.tasks.shutdown().await;

@@ -15,7 +15,7 @@ use openraft::async_runtime::WatchReceiver;
 use openraft::{Raft, ServerState};
 use serde::{Deserialize, Serialize};
 
-pub(crate) use network::{NetworkFactory, PeerSettings};
+pub(crate) use network::{MESSAGE_ENVELOPE, NetworkFactory, PeerSettings};
 pub(crate) use transport::{Inbound, NoTransport, SharedTransport, SnapshotSource};
 
 use crate::metadata::{MetaCommand, MetaResponse};

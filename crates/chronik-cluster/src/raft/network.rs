@@ -15,10 +15,10 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest, TransferLeaderResponse,
     VoteRequest, VoteResponse,
 };
-use openraft::{BasicNode, OptionalSend};
+use openraft::{BasicNode, EntryPayload, OptionalSend};
 
 use super::transport::{Reply, Request, SharedTransport, SnapshotSourceCell, TransportError};
-use super::{GroupId, NodeId, Snapshot, TypeConfig, Vote};
+use super::{Command, Entry, GroupId, LogId, NodeId, Snapshot, TypeConfig, Vote};
 
 /// How a group's messages to a peer go.
 #[derive(Debug, Clone, Copy)]
@@ -28,7 +28,14 @@ pub(crate) struct PeerSettings {
     /// Appends to one follower on their way at once (`cluster.network.append_pipeline_depth`;
     /// 1: each waits for the answer to the one before).
     pub pipeline_depth: usize,
+    /// The largest message the transport carries (`cluster.network.max_message_size`): an
+    /// append of more entries than fit goes in parts.
+    pub max_message_size: usize,
 }
+
+/// Room in a message for what is not the entries' records (framing, the request's fields,
+/// each entry's id and kind).
+pub(crate) const MESSAGE_ENVELOPE: usize = 64 << 10;
 
 #[derive(Clone)]
 pub(crate) struct NetworkFactory {
@@ -36,6 +43,8 @@ pub(crate) struct NetworkFactory {
     group: GroupId,
     request_timeout: Duration,
     pipeline_depth: usize,
+    /// Entries per append go up to this many bytes (see [`fit`]).
+    append_budget: usize,
     /// A partition group's replica, which builds the snapshots (with their logs) to send.
     snapshots: SnapshotSourceCell,
 }
@@ -47,6 +56,7 @@ impl NetworkFactory {
             group,
             request_timeout: settings.request_timeout,
             pipeline_depth: settings.pipeline_depth.max(1),
+            append_budget: settings.max_message_size.saturating_sub(MESSAGE_ENVELOPE),
             snapshots: SnapshotSourceCell::default(),
         }
     }
@@ -135,7 +145,13 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let (rpc, cut) = fit(rpc, self.net.append_budget);
+        let sent_last = rpc.entries.last().map(|e| e.log_id);
         match self.call(Request::Append(rpc), &option).await.map_err(rpc_error)? {
+            // Only the part that fit went: openraft sends the rest next.
+            Reply::Append(AppendEntriesResponse::Success) if cut.is_some() => {
+                Ok(AppendEntriesResponse::PartialSuccess(sent_last))
+            }
             Reply::Append(r) => Ok(r),
             _ => Err(rpc_error(self.mismatch("append"))),
         }
@@ -160,17 +176,21 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
     {
         let (transport, target, group) = (self.net.transport.clone(), self.target, self.net.group);
         let timeout = option.hard_ttl().min(self.net.request_timeout);
-        let depth = self.net.pipeline_depth;
+        let (depth, budget) = (self.net.pipeline_depth, self.net.append_budget);
         Box::pin(async move {
             let sent = input.map(move |request| {
+                // What did not fit in one message goes in the next stream (this one ends
+                // after it, its answer not reaching the whole request's last entry).
+                let (request, cut) = fit(request, budget);
                 let prev = request.prev_log_id;
                 let last = request.entries.last().map(|e| e.log_id).or(prev);
+                let whole = cut.or(last);
                 // Sent now, in the order openraft hands them over; answered in the background.
                 let reply = transport.send(target, group, Request::Append(request), timeout);
-                async move { (prev, last, reply.await) }
+                async move { (prev, last, whole, reply.await) }
             });
             // (still going, the last entry this stream's answers matched)
-            let answers = sent.buffered(depth).scan((true, None), move |(going, acked), (prev, last, reply)| {
+            let answers = sent.buffered(depth).scan((true, None), move |(going, acked), (prev, last, whole, reply)| {
                 let answer = if !*going {
                     None
                 } else {
@@ -187,7 +207,7 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
                         Ok(Reply::Append(r)) => {
                             // Only a whole append lets the ones sent after it fit.
                             let result = r.into_stream_result(prev, last);
-                            *going = matches!(&result, Ok(matched) if *matched == last);
+                            *going = matches!(&result, Ok(matched) if *matched == whole);
                             if let Ok(matched) = &result {
                                 *acked = *matched;
                             }
@@ -277,6 +297,75 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
             Ok(Reply::Snapshot(r)) => Ok(r),
             Ok(_) => Err(StreamingError::Unreachable(Unreachable::new(&self.mismatch("snapshot")))),
             Err(e) => Err(StreamingError::Unreachable(Unreachable::new(&e))),
+        }
+    }
+}
+
+/// What an entry adds to an append on the wire, about: its records, or (small, rare) its
+/// encoding.
+fn wire_size(entry: &Entry) -> usize {
+    const PER_ENTRY: usize = 64;
+    PER_ENTRY
+        + match &entry.payload {
+            EntryPayload::Normal(Command::Produce { records } | Command::Import { records }) => records.len(),
+            other => postcard::to_stdvec(other).map_or(PER_ENTRY, |v| v.len()),
+        }
+}
+
+/// `request` cut to the entries that fit in `budget` bytes (at least one: every entry fits a
+/// message, `Node::max_entry_bytes`), and the whole request's last entry if it was cut.
+fn fit(
+    mut request: AppendEntriesRequest<TypeConfig>,
+    budget: usize,
+) -> (AppendEntriesRequest<TypeConfig>, Option<LogId>) {
+    let mut bytes = 0usize;
+    let over = request.entries.iter().position(|e| {
+        bytes = bytes.saturating_add(wire_size(e));
+        bytes > budget
+    });
+    match over {
+        Some(at) if request.entries.len() > 1 => {
+            let whole = request.entries.last().map(|e| e.log_id);
+            request.entries.truncate(at.max(1));
+            (request, whole)
+        }
+        _ => (request, None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn append_of(sizes: &[usize]) -> AppendEntriesRequest<TypeConfig> {
+        let entries = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| Entry {
+                log_id: crate::raft::log_id(1, i as u64 + 1),
+                payload: EntryPayload::Normal(Command::Produce { records: Bytes::from(vec![0u8; *n]) }),
+            })
+            .collect();
+        AppendEntriesRequest { vote: Vote::new_committed(1, 1), prev_log_id: None, entries, leader_commit: None }
+    }
+
+    #[test]
+    fn an_append_larger_than_a_message_goes_in_parts() {
+        // (entry sizes, budget, entries sent, cut)
+        let cases: &[(&[usize], usize, usize, bool)] = &[
+            (&[100, 100, 100], 1 << 20, 3, false),
+            (&[1000, 1000, 1000], 2200, 2, true),
+            (&[5000, 10, 10], 2200, 1, true), // the first goes alone even if over (validation)
+            (&[5000], 2200, 1, false),
+            (&[], 2200, 0, false),
+        ];
+        for (sizes, budget, sent, cut) in cases {
+            let (request, whole) = fit(append_of(sizes), *budget);
+            assert_eq!(request.entries.len(), *sent, "{sizes:?} in {budget}");
+            assert_eq!(whole.is_some(), *cut, "{sizes:?} in {budget}");
+            if *cut {
+                assert_eq!(whole.map(|l| l.index), Some(sizes.len() as u64));
+            }
         }
     }
 }
