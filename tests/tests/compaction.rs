@@ -269,20 +269,31 @@ async fn killed_between_writing_a_compacted_file_and_dropping_what_it_replaces()
     }
     broker.env.retain(|(k, _)| k != "CHRONIK_TEST_CRASH_AT");
     let files_before = segment_files(&broker);
-    assert!(files_before.iter().any(|(_, generation)| *generation > 0), "the pass wrote its file: {files_before:?}");
+    assert!(files_before.iter().any(|(_, _, generation)| *generation > 0), "the pass wrote its file: {files_before:?}");
     broker.start_again();
 
     let expected = latest_per_key(&offsets, &updates);
     // Right after the restart: the files the pass replaced are gone (one file per span), every
     // key's latest record is there, and replaying what is read gives the same state.
-    let replaced: Vec<(u64, u32)> = files_before
+    let replaced: Vec<(String, u64, u32)> = files_before
         .iter()
-        .filter(|(base, generation)| *generation == 0 && files_before.iter().any(|(b, g)| b == base && *g > 0))
-        .copied()
+        .filter(|(group, base, generation)| {
+            *generation == 0 && files_before.iter().any(|(gr, b, g)| gr == group && b == base && *g > 0)
+        })
+        .cloned()
         .collect();
     assert!(!replaced.is_empty(), "the crash left a file beside its replacement: {files_before:?}");
-    let files_after = segment_files(&broker);
-    assert!(replaced.iter().all(|r| !files_after.contains(r)), "replaced files are gone: {files_after:?}");
+    // The replica opens its files as the node reconciles its partitions, which may finish
+    // just after the node reports ready.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let files_after = segment_files(&broker);
+        if replaced.iter().all(|r| !files_after.contains(r)) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "replaced files are gone: {files_after:?} (before: {files_before:?})");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let first = read_all(&broker, topic);
     assert!(expected.iter().all(|e| first.contains(e)), "every key's latest record survives the crash");
     let state = |read: &Read| -> BTreeMap<String, Option<String>> {
@@ -295,14 +306,17 @@ async fn killed_between_writing_a_compacted_file_and_dropping_what_it_replaces()
 }
 
 /// (base offset, generation) of every partition segment file of the broker.
-fn segment_files(broker: &Broker) -> Vec<(u64, u32)> {
+/// (partition group, base offset, generation) of every segment file: other partitions (the
+/// group coordinator's `__consumer_offsets`) have files of their own, with the same names.
+fn segment_files(broker: &Broker) -> Vec<(String, u64, u32)> {
     let mut out = Vec::new();
     for group in std::fs::read_dir(broker.data.path().join("data/partitions")).unwrap().flatten() {
+        let group_name = group.file_name().to_string_lossy().into_owned();
         for f in std::fs::read_dir(group.path()).unwrap().flatten() {
             let name = f.file_name().to_string_lossy().into_owned();
             let Some(stem) = name.strip_suffix(".seg") else { continue };
             let (base, generation) = stem.split_once('.').unwrap_or((stem, "0"));
-            out.push((base.parse().unwrap(), generation.parse().unwrap()));
+            out.push((group_name.clone(), base.parse().unwrap(), generation.parse().unwrap()));
         }
     }
     out.sort();
