@@ -93,6 +93,14 @@ async fn three_nodes(cluster: Uuid) -> (Vec<TcpNode>, tcp::Addresses) {
     (nodes, addresses)
 }
 
+/// Stops each node's replica, then its tasks.
+async fn stop_all(nodes: impl Iterator<Item = &TcpNode>) {
+    for n in nodes {
+        n.replica.stop().await;
+        n.tasks.shutdown().await;
+    }
+}
+
 fn tagged(tag: u32) -> Bytes {
     batch_of(&[tag.to_be_bytes().to_vec()], 1, 0, 0, 0).into()
 }
@@ -162,10 +170,7 @@ async fn three_nodes_replicate_over_tcp_and_survive_a_stopped_leader() {
     let rest: Vec<&TcpNode> = nodes.iter().filter(|n| n.id != leader.id).collect();
     acked.extend(produce(&rest, 100..150).await);
     check(&rest, &acked).await;
-    for n in &rest {
-        n.replica.stop().await;
-        n.tasks.shutdown().await;
-    }
+    stop_all(rest.into_iter()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -195,10 +200,7 @@ async fn pipelined_appends_keep_every_replica_identical() {
     let followers = nodes.iter().filter(|n| n.id != leader.id);
     let most = followers.map(|n| n.transport.most_appends_in_hand()).max().unwrap();
     assert!(most >= 3, "appends were pipelined (at most {most} in a follower's hands at once)");
-    for n in &nodes {
-        n.replica.stop().await;
-        n.tasks.shutdown().await;
-    }
+    stop_all(nodes.iter()).await;
 }
 
 /// Entries written together go to a follower in one append, unless they do not fit one
@@ -221,10 +223,7 @@ async fn an_append_larger_than_a_message_goes_in_parts() {
     }
     assert_eq!(logs[0].len(), 41);
     assert!(logs.windows(2).all(|w| w[0] == w[1]), "identical bytes on every replica");
-    for n in &nodes {
-        n.replica.stop().await;
-        n.tasks.shutdown().await;
-    }
+    stop_all(nodes.iter()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -239,10 +238,7 @@ async fn a_node_of_another_cluster_is_refused_with_the_reason() {
         other => panic!("{other}"),
     }
     stranger_tasks.shutdown().await;
-    for n in &nodes {
-        n.replica.stop().await;
-        n.tasks.shutdown().await;
-    }
+    stop_all(nodes.iter()).await;
 }
 
 /// Answers every request with an acknowledgement, counting them.

@@ -565,23 +565,26 @@ impl PartitionReplica {
             return Ok(self.snapshot_state());
         };
         self.move_to_segments(applied).await?;
-        let current = |m: &openraft::RaftMetrics<TypeConfig>| m.snapshot.is_some_and(|s| s.index >= applied);
-        if !current(&self.raft.metrics().borrow_watched()) {
-            self.raft.trigger().snapshot().await.map_err(|e| ClusterError::stopped(self.group, e))?;
-            self.wait_for(current, "a snapshot").await?;
-        }
+        self.snapshot_through(applied).await?;
         Ok(self.snapshot_state())
+    }
+
+    /// Builds a snapshot at the applied position unless the last one reaches `index`, and
+    /// waits for it.
+    pub(crate) async fn snapshot_through(&self, index: u64) -> Result<(), ClusterError> {
+        let covers = |m: &openraft::RaftMetrics<TypeConfig>| m.snapshot.is_some_and(|s| s.index >= index);
+        if !covers(&self.raft.metrics().borrow_watched()) {
+            self.raft.trigger().snapshot().await.map_err(|e| ClusterError::stopped(self.group, e))?;
+            self.wait_for(covers, "a snapshot").await?;
+        }
+        Ok(())
     }
 
     /// Snapshot at the applied position (if the last one is older than `upto`), then purge the
     /// WAL through `upto`.
     async fn purge_wal_through(&self, upto: u64) -> Result<(), ClusterError> {
         let stopped = |e| ClusterError::stopped(self.group, e);
-        let snapshot_covers = |m: &openraft::RaftMetrics<TypeConfig>| m.snapshot.is_some_and(|s| s.index >= upto);
-        if !snapshot_covers(&self.raft.metrics().borrow_watched()) {
-            self.raft.trigger().snapshot().await.map_err(stopped)?;
-            self.wait_for(snapshot_covers, "a snapshot").await?;
-        }
+        self.snapshot_through(upto).await?;
         crate::crash_point::crash_point("purge.snapshotted");
         self.raft.trigger().purge_log(upto).await.map_err(stopped)?;
         // Purging happens in the background; the caller (tiering, retention) goes on to collect

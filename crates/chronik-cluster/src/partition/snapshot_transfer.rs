@@ -50,10 +50,8 @@ impl PartitionReplica {
     pub async fn outgoing_snapshot(&self, chunk_bytes: usize) -> Result<OutgoingSnapshot, ClusterError> {
         let group = self.group;
         let applied = self.raft.metrics().borrow_watched().last_applied.map(|l| l.index);
-        let current = |m: &openraft::RaftMetrics<crate::raft::TypeConfig>| m.snapshot.map(|s| s.index) >= applied;
-        if !current(&self.raft.metrics().borrow_watched()) {
-            self.raft.trigger().snapshot().await.map_err(|e| ClusterError::stopped(group, e))?;
-            self.wait_for(current, "a snapshot").await?;
+        if let Some(applied) = applied {
+            self.snapshot_through(applied).await?;
         }
         let snapshot = self
             .raft
