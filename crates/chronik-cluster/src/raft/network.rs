@@ -189,48 +189,36 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
                 let reply = transport.send(target, group, Request::Append(request), timeout);
                 async move { (prev, last, whole, reply.await) }
             });
-            // (still going, the last entry this stream's answers matched)
-            let answers = sent.buffered(depth).scan((true, None), move |(going, acked), (prev, last, whole, reply)| {
-                let answer = if !*going {
-                    None
-                } else {
+            // The stream ends right after an answer that stops it, without waiting for openraft's
+            // next request: openraft waits for the end before it starts again from the answer,
+            // and may have nothing more to send until then (a partial append would stall).
+            // State: the answers still to read (None once stopped), the last entry matched.
+            let answers =
+                futures::stream::unfold((Some(sent.buffered(depth)), None), move |(replies, acked)| async move {
+                    let mut replies = replies?;
+                    let (prev, last, whole, reply) = replies.next().await?;
                     let answer = match reply {
                         // A conflict at an entry this stream already matched: the follower got
                         // this append before one sent ahead of it (the network reordered them,
                         // as the in-process router does). Not a conflict of logs: the stream
                         // ends, and openraft goes on from what was matched. (Passed on, it
                         // would look like a follower that lost its log.)
-                        Ok(Reply::Append(r)) if r.is_conflict() && prev.is_some() && prev <= *acked => {
-                            *going = false;
-                            return futures::future::ready(None);
-                        }
-                        Ok(Reply::Append(r)) => {
-                            // Only a whole append lets the ones sent after it fit.
-                            let result = r.into_stream_result(prev, last);
-                            *going = matches!(&result, Ok(matched) if *matched == whole);
-                            if let Ok(matched) = &result {
-                                *acked = *matched;
-                            }
-                            Ok(result)
-                        }
+                        Ok(Reply::Append(r)) if r.is_conflict() && prev.is_some() && prev <= acked => return None,
+                        Ok(Reply::Append(r)) => r.into_stream_result(prev, last),
                         Ok(_) => {
-                            *going = false;
-                            let mismatch = TransportError::Refused {
-                                node: target,
-                                group,
-                                reason: "answered an append with another kind of reply".into(),
-                            };
-                            Err(rpc_error(mismatch))
+                            let reason = "answered an append with another kind of reply".into();
+                            return Some((
+                                Err(rpc_error(TransportError::Refused { node: target, group, reason })),
+                                (None, acked),
+                            ));
                         }
-                        Err(e) => {
-                            *going = false;
-                            Err(rpc_error(e))
-                        }
+                        Err(e) => return Some((Err(rpc_error(e)), (None, acked))),
                     };
-                    Some(answer)
-                };
-                futures::future::ready(answer)
-            });
+                    // Only a whole append lets the ones sent after it fit.
+                    let going = matches!(&answer, Ok(matched) if *matched == whole);
+                    let acked = answer.as_ref().map_or(acked, |matched| *matched);
+                    Some((Ok(answer), (going.then_some(replies), acked)))
+                });
             let answers: BoxStream<'s, _> = Box::pin(answers);
             Ok(answers)
         })
@@ -366,6 +354,44 @@ mod tests {
             if *cut {
                 assert_eq!(whole.map(|l| l.index), Some(sizes.len() as u64));
             }
+        }
+    }
+
+    /// Acknowledges every append in full.
+    struct Accepting;
+
+    impl super::super::transport::Transport for Accepting {
+        fn send(
+            &self,
+            _: NodeId,
+            _: GroupId,
+            _: Request,
+            _: Duration,
+        ) -> BoxFuture<'static, Result<Reply, TransportError>> {
+            Box::pin(async { Ok(Reply::Append(AppendEntriesResponse::Success)) })
+        }
+    }
+
+    /// openraft hands over one append too large for a message and then nothing more (no new
+    /// entries, no new commit) until the stream ends; the stream must end after the first
+    /// part's answer, or replication to that follower stalls for good.
+    #[tokio::test]
+    async fn a_stream_ends_after_a_partial_answer_without_waiting_for_more() {
+        for depth in [1, 8] {
+            let settings = PeerSettings {
+                request_timeout: Duration::from_secs(1),
+                pipeline_depth: depth,
+                max_message_size: MESSAGE_ENVELOPE + 2200,
+            };
+            let mut client =
+                PeerClient { net: NetworkFactory::new(std::sync::Arc::new(Accepting), 7, settings), target: 2 };
+            let input = futures::stream::iter([append_of(&[1000, 1000, 1000])]).chain(futures::stream::pending());
+            let option = RPCOption::new(Duration::from_secs(1));
+            let mut answers = client.stream_append(Box::pin(input), option).await.unwrap();
+            let first = answers.next().await.expect("an answer").unwrap().unwrap();
+            assert_eq!(first.map(|l| l.index), Some(2), "the part that fit (depth {depth})");
+            let end = tokio::time::timeout(Duration::from_secs(5), answers.next()).await;
+            assert!(matches!(end, Ok(None)), "the stream ends (depth {depth})");
         }
     }
 }
