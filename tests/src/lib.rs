@@ -138,6 +138,11 @@ impl Broker {
 
     /// The server's command line, environment and log files.
     fn command(&self) -> Command {
+        self.command_with(&self.args)
+    }
+
+    /// `chronik-server args` with the server's environment and log files.
+    fn command_with(&self, args: &[String]) -> Command {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
         let mut cmd = match self.prefix.split_first() {
             Some((program, rest)) => {
@@ -147,7 +152,7 @@ impl Broker {
             }
             None => Command::new(server_bin()),
         };
-        cmd.args(&self.args)
+        cmd.args(args)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("CHRONIK_DATA_DIR", self.data.path().join("data"))
@@ -166,6 +171,17 @@ impl Broker {
             cmd.env(k, v);
         }
         cmd
+    }
+
+    /// Runs `chronik-server args` (a tool, not the server: the node should be stopped) with
+    /// this node's directory and environment, and waits for it: exit code, stdout, stderr.
+    pub fn run_tool(&self, args: &[&str]) -> (Option<i32>, String, String) {
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let mut cmd = self.command_with(&args);
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let out = cmd.output().expect("run chronik-server");
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        (out.status.code(), text(&out.stdout), text(&out.stderr))
     }
 
     /// Runs the server again on this data directory and ports, expecting it to refuse to

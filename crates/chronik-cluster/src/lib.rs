@@ -42,7 +42,7 @@ pub use metadata::{
 pub use net::PeerTraffic;
 pub use node::{
     ClusterOptions, GroupSnapshot, LeadershipTarget, MemberView, Node, NodeOptions, PartitionLeader, PlannedMove,
-    SnapshotRound,
+    QuorumLossRecovery, SnapshotRound, recover_from_quorum_loss,
 };
 pub use partition::{
     IdempotenceError, OutgoingSnapshot, PartitionReplica, PendingAppend, ProducerBatch, ReplicationView, SharedAppend,

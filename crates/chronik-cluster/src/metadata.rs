@@ -124,6 +124,15 @@ pub enum MetaCommand {
     ForgetNode {
         node: u64,
     },
+    /// Quorum-loss recovery (`chronik-server recover-quorum-loss`): `survivor` forced itself
+    /// the only voter of the metadata group and of the partition groups `groups` it holds.
+    /// Every other node is removed (its id tombstoned: its data may have diverged), moves and
+    /// removals under way are dropped, and each of `groups` is hosted by `survivor` alone.
+    /// Partitions with no replica on `survivor` keep their replicas, all removed: lost.
+    RecoverQuorumLoss {
+        survivor: u64,
+        groups: Vec<u64>,
+    },
 }
 
 impl std::fmt::Display for MetaCommand {
@@ -142,6 +151,9 @@ impl std::fmt::Display for MetaCommand {
             MetaCommand::FinishMove { group, replicas } => write!(f, "finish-move({group} on {replicas:?})"),
             MetaCommand::RemoveNode { node } => write!(f, "remove-node({node})"),
             MetaCommand::ForgetNode { node } => write!(f, "forget-node({node})"),
+            MetaCommand::RecoverQuorumLoss { survivor, groups } => {
+                write!(f, "recover-quorum-loss(on {survivor}, {} groups)", groups.len())
+            }
         }
     }
 }
@@ -399,6 +411,21 @@ impl MetadataState {
                 self.leaving.remove(node);
                 self.nodes.remove(node);
                 self.removed_nodes.insert(*node);
+            }
+            MetaCommand::RecoverQuorumLoss { survivor, groups } => {
+                let lost: Vec<u64> = self.nodes.keys().copied().filter(|n| n != survivor).collect();
+                for node in lost {
+                    self.nodes.remove(&node);
+                    self.removed_nodes.insert(node);
+                }
+                self.leaving.clear();
+                self.moves.clear();
+                for p in self.topics.values_mut().flat_map(|t| t.partitions.iter_mut()) {
+                    if groups.contains(&p.group) {
+                        p.replicas = vec![*survivor];
+                        self.moved_groups.insert(p.group);
+                    }
+                }
             }
         }
         Ok(())
@@ -710,6 +737,40 @@ mod tests {
         assert!(s.moved_groups.contains(&group) && s.moves.is_empty());
         assert_eq!(s.apply(&MetaCommand::ForgetNode { node: 2 }), MetaResponse::Done);
         assert!(s.removed_nodes.contains(&2) && !s.nodes.contains_key(&2) && s.leaving.is_empty());
+        assert_eq!(s.apply(&node(2)), MetaResponse::Rejected(MetaError::NodeRemoved(2)));
+    }
+
+    #[test]
+    fn quorum_loss_recovery_keeps_the_survivors_partitions_and_removes_everyone_else() {
+        // Two topics on three nodes, a move under way.
+        let mut s = three_nodes_and(&[("t", 3, 2), ("u", 1, 3)]);
+        let shrink = MetaCommand::MovePartition { topic: "u".into(), partition: 0, replicas: vec![1, 2] };
+        assert_eq!(s.apply(&shrink), MetaResponse::Done);
+        let t = |s: &MetadataState| replicas(s, "t");
+        let on_1: Vec<u64> = s
+            .topics
+            .values()
+            .flat_map(|t| t.partitions.iter())
+            .filter(|p| p.replicas.contains(&1))
+            .map(|p| p.group)
+            .collect();
+        let lost: Vec<(usize, Vec<u64>)> =
+            t(&s).into_iter().enumerate().filter(|(_, r)| !r.contains(&1)).collect::<Vec<_>>();
+        assert!(!lost.is_empty(), "some partition of t has no replica on node 1: {:?}", t(&s));
+        let cmd = MetaCommand::RecoverQuorumLoss { survivor: 1, groups: on_1.clone() };
+        assert_eq!(s.apply(&cmd), MetaResponse::Done);
+        assert_eq!(s.nodes.keys().copied().collect::<Vec<_>>(), vec![1]);
+        assert_eq!(s.removed_nodes, BTreeSet::from([2, 3]));
+        assert!(s.moves.is_empty() && s.leaving.is_empty(), "nothing under way any more");
+        for p in s.topics.values().flat_map(|t| t.partitions.iter()) {
+            if on_1.contains(&p.group) {
+                assert_eq!(p.replicas, vec![1], "group {}", p.group);
+                assert!(s.moved_groups.contains(&p.group), "group {}: never created anew", p.group);
+            }
+        }
+        for (i, before) in lost {
+            assert_eq!(t(&s)[i], before, "t-{i} had no replica on the survivor: lost, as it was");
+        }
         assert_eq!(s.apply(&node(2)), MetaResponse::Rejected(MetaError::NodeRemoved(2)));
     }
 

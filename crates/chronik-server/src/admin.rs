@@ -4,8 +4,8 @@
 //! Cluster operations: removing a node and moving a partition's replicas (both carried out
 //! in the background; `GET /admin/cluster/moves` follows them), handing a group's
 //! leadership to a chosen voter, and snapshotting this node's groups now. The others
-//! (promotion by hand, backup and restore, recovery, ...) are not built yet; they answer 501
-//! Not Implemented and say so.
+//! (promotion by hand, backup and restore, ...) are not built yet; they answer 501 Not
+//! Implemented and say so (quorum-loss recovery is offline: `recover-quorum-loss`).
 
 use std::sync::Arc;
 
@@ -530,7 +530,8 @@ async fn not_supported(axum::extract::Path(operation): axum::extract::Path<Strin
         Json(serde_json::json!({
             "error": format!(
                 "cluster operation '{operation}' is not supported yet: of the cluster operations only \
-                 remove-node, move-partition, transfer-leader and snapshot are built (docs/ADMIN_API.md)"
+                 remove-node, move-partition, transfer-leader and snapshot are built, and quorum-loss recovery \
+                 runs offline (`chronik-server recover-quorum-loss`; docs/ADMIN_API.md)"
             ),
         })),
     )

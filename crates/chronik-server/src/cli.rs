@@ -91,6 +91,14 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Quorum-loss recovery, offline: make this stopped node the only voter of every group
+    /// it holds; on its next start it removes every other node. Loses what only other nodes
+    /// held; run it on one surviving node only (docs/ADMIN_API.md).
+    RecoverQuorumLoss {
+        /// Go ahead (without it, the consequences are printed and nothing changes).
+        #[arg(long)]
+        confirm: bool,
+    },
     /// Print the version.
     Version,
 }

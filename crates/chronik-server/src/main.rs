@@ -8,6 +8,7 @@ mod logging;
 mod metrics;
 mod migrate;
 mod node;
+mod recover;
 mod shutdown;
 
 /// Hostile array lengths in Kafka requests must not abort the process (see chronik_kafka::alloc).
@@ -74,10 +75,13 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             DebugCommand::WalVerify { path, json } => debug::verify(&path, json).map(|c| c as u8),
             DebugCommand::WalStats { path, json } => debug::stats(&path, json).map(|()| 0),
         },
+        Command::RecoverQuorumLoss { confirm } => {
+            let config = load_config(&cli.config)?;
+            logging::init("warn");
+            recover::run(&config, confirm)
+        }
         Command::Standalone | Command::Cluster => {
-            let path = chronik_config::resolve_config_path(cli.config.as_deref(), &|k| std::env::var(k).ok());
-            let config = chronik_config::load_from_env(path.as_deref())
-                .map_err(|e| anyhow::anyhow!("invalid configuration:\n{e}"))?;
+            let config = load_config(&cli.config)?;
             logging::init(&config.log_level);
             let clustered = matches!(command, Command::Cluster);
             if clustered && !config.cluster.enabled {
@@ -93,4 +97,10 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             Ok(0)
         }
     }
+}
+
+/// The config file named (or found where it is looked for), with CHRONIK_* overrides.
+fn load_config(named: &Option<std::path::PathBuf>) -> anyhow::Result<chronik_config::Config> {
+    let path = chronik_config::resolve_config_path(named.as_deref(), &|k| std::env::var(k).ok());
+    chronik_config::load_from_env(path.as_deref()).map_err(|e| anyhow::anyhow!("invalid configuration:\n{e}"))
 }

@@ -19,6 +19,9 @@ mod operations;
 #[cfg(test)]
 mod operations_tests;
 mod options;
+mod recovery;
+#[cfg(test)]
+mod recovery_tests;
 mod registry;
 #[cfg(test)]
 mod replication_tests;
@@ -41,6 +44,7 @@ pub use crate::raft::GroupSnapshot;
 pub use leadership::PartitionLeader;
 pub use operations::{LeadershipTarget, PlannedMove};
 pub use options::{ClusterOptions, NodeOptions};
+pub use recovery::{QuorumLossRecovery, recover_from_quorum_loss};
 pub use snapshots::SnapshotRound;
 
 use crate::error::ClusterError;

@@ -148,7 +148,7 @@ async fn a_dead_node_is_replaced_by_a_new_one() {
 }
 
 /// Waits until each of `topic`'s partitions has a leader among `nodes` that may serve.
-async fn wait_for_serving_leaders(nodes: &[Arc<Node>], topic: &str, partitions: i32) {
+pub(super) async fn wait_for_serving_leaders(nodes: &[Arc<Node>], topic: &str, partitions: i32) {
     eventually("a serving leader for every partition", || {
         (0..partitions).all(|p| nodes.iter().any(|n| n.partition(topic, p).is_some_and(|r| r.is_leader(n.node_id()))))
     })
@@ -291,7 +291,7 @@ async fn a_partition_moves_to_the_replicas_named() {
 /// Nodes 1-3 (1 bootstraps, 2 and 3 join through it) on a router seeded with `seed`, each
 /// with its data dir (plus a spare one), and topic `topic` (`partitions`, replication factor
 /// `rf`) created and led.
-async fn three_with_topic(
+pub(super) async fn three_with_topic(
     seed: u64,
     topic: &str,
     partitions: u32,

@@ -11,7 +11,7 @@ use std::io;
 use std::ops::{Bound, RangeBounds};
 use std::sync::Arc;
 
-use chronik_wal::{AppendEntry, LogPos, Wal, WalError};
+use chronik_wal::{AppendEntry, DurableCallback, LogPos, Wal, WalError};
 use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
 use openraft::{OptionalSend, RaftTypeConfig};
 
@@ -74,6 +74,50 @@ impl LogStore {
         (start, end)
     }
 
+    /// Writes `entries` after the log's tail (a partition's produce entries stamped with the
+    /// offsets that follow it); `on_durable` runs once the WAL's sync covers them.
+    pub(crate) fn write(
+        &self,
+        entries: impl IntoIterator<Item = Entry>,
+        on_durable: Option<DurableCallback>,
+    ) -> io::Result<()> {
+        let mut next_offset = self.partition.as_ref().map(|p| p.index.read().next_offset());
+        let mut encoded = Vec::new();
+        for entry in entries {
+            let e = codec::encode(&entry, next_offset)?;
+            if let (Some(n), Some(o)) = (next_offset.as_mut(), &e.offsets) {
+                *n = o.last_offset + 1;
+            }
+            encoded.push(e);
+        }
+        let parts: Vec<Vec<&[u8]>> = encoded.iter().map(|e| e.payload_parts()).collect();
+        let appends: Vec<AppendEntry<'_>> = encoded
+            .iter()
+            .zip(&parts)
+            .map(|(e, p)| AppendEntry {
+                index: e.index,
+                term: e.term,
+                leader_id: e.leader_id,
+                entry_kind: e.kind,
+                payload: p,
+            })
+            .collect();
+        self.wal.append(self.group, &appends, on_durable).map_err(wal_io)?;
+        if let Some(p) = &self.partition {
+            let mut index = p.index.write();
+            for o in encoded.iter().filter_map(|e| e.offsets) {
+                index.push(o);
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the group's vote; `on_durable` runs once the WAL's sync covers it.
+    pub(crate) fn write_vote(&self, vote: &Vote, on_durable: Option<DurableCallback>) -> io::Result<()> {
+        let bytes = postcard::to_stdvec(vote).map_err(decode_err)?;
+        self.wal.set_state(self.group, STATE_VOTE, &bytes, on_durable).map_err(wal_io)
+    }
+
     fn read(&self, start: u64, end: u64, max_bytes: usize) -> io::Result<Vec<Entry>> {
         if start >= end {
             return Ok(Vec::new());
@@ -120,11 +164,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote) -> io::Result<()> {
-        let bytes = postcard::to_stdvec(vote).map_err(decode_err)?;
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.wal
-            .set_state(self.group, STATE_VOTE, &bytes, Some(Box::new(move |r| drop(tx.send(r)))))
-            .map_err(wal_io)?;
+        self.write_vote(vote, Some(Box::new(move |r| drop(tx.send(r)))))?;
         rx.await.map_err(|_| io::Error::other("WAL closed while saving the vote"))?.map_err(wal_io)
     }
 
@@ -149,37 +190,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = <TypeConfig as RaftTypeConfig>::Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut next_offset = self.partition.as_ref().map(|p| p.index.read().next_offset());
-        let mut encoded = Vec::new();
-        for entry in entries {
-            let e = codec::encode(&entry, next_offset)?;
-            if let (Some(n), Some(o)) = (next_offset.as_mut(), &e.offsets) {
-                *n = o.last_offset + 1;
-            }
-            encoded.push(e);
-        }
-        let parts: Vec<Vec<&[u8]>> = encoded.iter().map(|e| e.payload_parts()).collect();
-        let appends: Vec<AppendEntry<'_>> = encoded
-            .iter()
-            .zip(&parts)
-            .map(|(e, p)| AppendEntry {
-                index: e.index,
-                term: e.term,
-                leader_id: e.leader_id,
-                entry_kind: e.kind,
-                payload: p,
-            })
-            .collect();
-        self.wal
-            .append(self.group, &appends, Some(Box::new(move |r| callback.io_completed(r.map_err(wal_io)))))
-            .map_err(wal_io)?;
-        if let Some(p) = &self.partition {
-            let mut index = p.index.write();
-            for o in encoded.iter().filter_map(|e| e.offsets) {
-                index.push(o);
-            }
-        }
-        Ok(())
+        self.write(entries, Some(Box::new(move |r| callback.io_completed(r.map_err(wal_io)))))
     }
 
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> io::Result<()> {
