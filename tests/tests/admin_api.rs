@@ -88,7 +88,9 @@ fn cluster_operations_answer_as_documented_on_a_node_of_one() {
         ("/admin/cluster/transfer-leader", r#"{"topic":"orders","partition":0,"to":1}"#, 200, r#""group":"orders-0""#),
         ("/admin/cluster/transfer-leader", r#"{"to":2}"#, 400, "node 2 is not a voter"),
         ("/admin/cluster/transfer-leader", r#"{"topic":"orders","to":1}"#, 400, "both topic and partition"),
-        ("/admin/cluster/promote", r#"{"node_id":2}"#, 501, "not supported"),
+        ("/admin/cluster/promote", r#"{"node_id":1}"#, 200, r#""role":"voter""#),
+        ("/admin/cluster/promote", r#"{"node_id":2}"#, 404, "node 2"),
+        ("/admin/cluster/backup", r#"{}"#, 501, "not supported"),
     ];
     for (path, body, status, says) in cases {
         let (got, answer) = post(path, body);

@@ -3,8 +3,8 @@
 //! `chronik-server recover-quorum-loss` (which refuses without `--confirm`), and started
 //! again: it is the only voter and member, serves every record acknowledged before at its
 //! offset, and takes writes alone. A lost node started again on its old data is refused as
-//! removed. A new node joins through the survivor and a partition is moved onto it, which is
-//! how replication comes back.
+//! removed. A new node joins through the survivor (promoted to voter with `chronik-server
+//! admin promote`) and a partition is moved onto it, which is how replication comes back.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -82,7 +82,15 @@ async fn a_survivor_recovered_offline_serves_what_was_acknowledged_and_takes_wri
 
     // Replication comes back the usual way: a new node joins, a partition moves onto it.
     let fresh = Broker::start_cluster_node(4, &ports, &[1], &[]);
-    wait_until("node 4 a voter", Duration::from_secs(60), || voters(&nodes[0]) == [1, 4]);
+    // Promoted by hand through the CLI, asked of node 4 itself (the leader, node 1, makes
+    // it): refused while it has not caught up, or done already by the automatic promotion.
+    wait_until("node 4 promoted", Duration::from_secs(60), || {
+        let addr = format!("{}:{}", fresh.host, fresh.admin_port);
+        let (code, out, err) = fresh.run_tool(&["admin", "--addr", &addr, "promote", "4"]);
+        assert!(code == Some(0) || err.contains("HTTP 409") && err.contains("has not caught up"), "{out}{err}");
+        code == Some(0) && out.contains(r#""role": "voter""#)
+    });
+    assert_eq!(voters(&nodes[0]), [1, 4]);
     let body = format!(r#"{{"topic":"{TOPIC}","partition":0,"replicas":[1,4]}}"#);
     let (status, answer) = http_post_json(&nodes[0].admin_url("/admin/cluster/move-partition"), &body);
     assert_eq!(status, 202, "{answer}");

@@ -184,6 +184,9 @@ pub enum MetaError {
     MoveInProgress { topic: String, partition: i32, to: Vec<u64> },
     #[error("node {node} cannot be removed: {reason}")]
     CannotRemoveNode { node: u64, reason: String },
+    /// An operator's promotion of a learner of the metadata group that cannot be made now.
+    #[error("node {node} cannot be promoted to a metadata voter: {reason}")]
+    CannotPromote { node: u64, reason: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

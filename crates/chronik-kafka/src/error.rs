@@ -54,7 +54,7 @@ pub fn meta_code(e: &MetaError) -> ResponseError {
         MetaError::UnknownTopic(_) | MetaError::UnknownPartition { .. } => ResponseError::UnknownTopicOrPartition,
         MetaError::UnknownNode(_) | MetaError::InvalidReplicas(_) => ResponseError::InvalidReplicaAssignment,
         MetaError::MoveInProgress { .. } => ResponseError::ReassignmentInProgress,
-        MetaError::CannotRemoveNode { .. } => ResponseError::InvalidRequest,
+        MetaError::CannotRemoveNode { .. } | MetaError::CannotPromote { .. } => ResponseError::InvalidRequest,
         MetaError::InvalidTopicName { .. } => ResponseError::InvalidTopicException,
         MetaError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
         MetaError::InvalidReplicationFactor { .. } => ResponseError::InvalidReplicationFactor,

@@ -2,10 +2,10 @@
 //! partitions this node hosts, topics, Prometheus metrics (docs/ADMIN_API.md, checked by a
 //! test against a running node).
 //! Cluster operations: removing a node and moving a partition's replicas (both carried out
-//! in the background; `GET /admin/cluster/moves` follows them), handing a group's
-//! leadership to a chosen voter, and snapshotting this node's groups now. The others
-//! (promotion by hand, backup and restore, ...) are not built yet; they answer 501 Not
-//! Implemented and say so (quorum-loss recovery is offline: `recover-quorum-loss`).
+//! in the background; `GET /admin/cluster/moves` follows them), promoting a metadata learner,
+//! handing a group's leadership to a chosen voter, and snapshotting this node's groups now.
+//! The others (backup and restore, ...) are not built yet; they answer 501 Not Implemented and
+//! say so (quorum-loss recovery is offline: `recover-quorum-loss`).
 
 use std::sync::Arc;
 
@@ -50,6 +50,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/admin/cluster/remove-node", post(remove_node))
         .route("/admin/cluster/move-partition", post(move_partition))
         .route("/admin/cluster/transfer-leader", post(transfer_leader))
+        .route("/admin/cluster/promote", post(promote))
         .route("/admin/cluster/snapshot", post(snapshot))
         .route("/admin/cluster/snapshots", get(snapshots))
         .route("/admin/cluster/{operation}", post(not_supported))
@@ -309,6 +310,21 @@ async fn remove_node(State(s): State<AdminState>, Json(req): Json<RemoveNode>) -
     }
 }
 
+#[derive(Serialize)]
+struct Promoted {
+    node_id: u64,
+    role: &'static str,
+}
+
+/// Makes a caught-up learner of the metadata group a voter now: 200 once it votes (also when
+/// it already did); 409 when it cannot be now (not caught up, still joining, being removed).
+async fn promote(State(s): State<AdminState>, Json(req): Json<RemoveNode>) -> Response {
+    match s.node.promote(req.node_id).await {
+        Ok(()) => Json(Promoted { node_id: req.node_id, role: "voter" }).into_response(),
+        Err(e) => operation_error(e),
+    }
+}
+
 #[derive(Deserialize)]
 struct MovePartition {
     topic: String,
@@ -530,7 +546,7 @@ async fn not_supported(axum::extract::Path(operation): axum::extract::Path<Strin
         Json(serde_json::json!({
             "error": format!(
                 "cluster operation '{operation}' is not supported yet: of the cluster operations only \
-                 remove-node, move-partition, transfer-leader and snapshot are built, and quorum-loss recovery \
+                 remove-node, move-partition, promote, transfer-leader and snapshot are built, and quorum-loss recovery \
                  runs offline (`chronik-server recover-quorum-loss`; docs/ADMIN_API.md)"
             ),
         })),

@@ -26,6 +26,7 @@ pub fn run(addr: &str, command: AdminCommand) -> anyhow::Result<u8> {
         AdminCommand::RemoveNode { node_id } => {
             ("POST", "/admin/cluster/remove-node", Some(json!({ "node_id": node_id })))
         }
+        AdminCommand::Promote { node_id } => ("POST", "/admin/cluster/promote", Some(json!({ "node_id": node_id }))),
         AdminCommand::MovePartition { topic, partition, replicas } => (
             "POST",
             "/admin/cluster/move-partition",

@@ -142,6 +142,9 @@ pub enum AdminCommand {
     Moves,
     /// Remove a node: its replicas move to the other nodes, then it is removed and stops.
     RemoveNode { node_id: u64 },
+    /// Make a caught-up learner of the metadata group a voter now (nodes are promoted on their
+    /// own up to five voters).
+    Promote { node_id: u64 },
     /// Move a partition to other replicas (comma-separated node ids).
     MovePartition {
         topic: String,

@@ -80,6 +80,7 @@ enum WireRequest {
     Leading { from: NodeId, leads: Vec<Lead> },
     Alive { from: NodeId },
     HandOver { to: NodeId },
+    Promote { node: NodeId },
 }
 
 /// [`Reply`] as it travels.
@@ -122,6 +123,7 @@ pub fn request_frame(id: u64, group: GroupId, request: Request) -> Result<Bytes,
         Request::Leading { from, leads } => WireRequest::Leading { from, leads },
         Request::Alive { from } => WireRequest::Alive { from },
         Request::HandOver { to } => WireRequest::HandOver { to },
+        Request::Promote { node } => WireRequest::Promote { node },
     };
     let body = postcard::to_stdvec(&wire).map_err(|e| format!("encoding a Raft request: {e}"))?;
     Ok(frame(KIND_REQUEST, id, |b| {
@@ -185,6 +187,7 @@ pub fn decode(frame: &[u8]) -> Result<Incoming, String> {
                 WireRequest::Leading { from, leads } => Request::Leading { from, leads },
                 WireRequest::Alive { from } => Request::Alive { from },
                 WireRequest::HandOver { to } => Request::HandOver { to },
+                WireRequest::Promote { node } => Request::Promote { node },
             };
             Ok(Incoming::Request { id, group, request })
         }

@@ -18,7 +18,7 @@ use super::options::NodeOptions;
 use crate::error::ClusterError;
 use crate::identity::NodeIdentity;
 use crate::liveness::Liveness;
-use crate::metadata::{META_GROUP, MetaCommand, MetaResponse, MetadataState, NodeInfo};
+use crate::metadata::{META_GROUP, MetaCommand, MetaError, MetaResponse, MetadataState, NodeInfo};
 use crate::raft::transport::{Inbound, Reply, Request, TransportError};
 use crate::raft::{self, Command, NodeId, Response, SharedTransport, TypeConfig};
 use crate::state_machine::MetadataStateMachine;
@@ -407,6 +407,61 @@ impl MetaGroup {
         }
     }
 
+    /// An operator's promotion: makes learner `node` a voter now, made by the leader (this
+    /// node, or the leader it forwards to). Unlike the automatic promotion it may take the
+    /// group past [`MAX_METADATA_VOTERS`]. A voter already is answered at once.
+    pub async fn promote(&self, node: NodeId) -> Result<(), ClusterError> {
+        match self.leader() {
+            Some(leader) if leader == self.me => self.promote_here(node).await,
+            Some(leader) => {
+                let reply = self.transport.send(leader, META_GROUP, Request::Promote { node }, PROPOSE_TIMEOUT).await;
+                match reply.map_err(|e| ClusterError::from_transport(leader, e))? {
+                    Reply::Proposed { response: MetaResponse::Rejected(e), .. } => Err(ClusterError::Rejected(e)),
+                    Reply::Proposed { .. } => Ok(()),
+                    _ => Err(ClusterError::Internal(format!("node {leader} answered a promotion with another reply"))),
+                }
+            }
+            None => Err(ClusterError::NotLeader { group: META_GROUP, leader: None }),
+        }
+    }
+
+    /// [`Self::promote`] on the leader: refused (with the reason) for a node unknown, being
+    /// removed, not a learner yet, or more than [`CAUGHT_UP_SLACK`] entries behind.
+    async fn promote_here(&self, node: NodeId) -> Result<(), ClusterError> {
+        let m = self.raft.metrics().borrow_watched().clone();
+        if m.state != ServerState::Leader {
+            return Err(ClusterError::NotLeader { group: META_GROUP, leader: m.current_leader });
+        }
+        let membership = m.membership_config.membership();
+        if membership.voter_ids().any(|v| v == node) {
+            return Ok(());
+        }
+        let refuse = |reason: String| Err(ClusterError::Rejected(MetaError::CannotPromote { node, reason }));
+        let (known, going) =
+            self.read(|s| (s.nodes.contains_key(&node), s.leaving.contains(&node) || s.removed_nodes.contains(&node)));
+        if going {
+            return refuse("it is being removed from the cluster".into());
+        }
+        if !known {
+            return Err(ClusterError::Rejected(MetaError::UnknownNode(node)));
+        }
+        if membership.get_node(&node).is_none() {
+            return refuse("it is not a learner of the metadata group yet (it is still joining)".into());
+        }
+        let last = m.last_log_index.unwrap_or(0);
+        let matched = m.replication.as_ref().and_then(|r| r.get(&node).cloned().flatten()).map(|l| l.index);
+        let behind = last - matched.unwrap_or(0).min(last);
+        if matched.is_none() || behind > CAUGHT_UP_SLACK {
+            return refuse(format!(
+                "it has not caught up: {behind} metadata entries behind the leader (at most {CAUGHT_UP_SLACK}); retry \
+                 once it has"
+            ));
+        }
+        self.change_membership(ChangeMembers::AddVoterIds([node].into()), false).await?;
+        tracing::info!(node, "promoted to voter of the metadata group by an operator");
+        Ok(())
+    }
+
     /// The group's last snapshot here, and how far its log is purged.
     pub fn snapshot_state(&self) -> raft::GroupSnapshot {
         raft::group_snapshot(META_GROUP, None, &self.raft.metrics().borrow_watched())
@@ -587,6 +642,15 @@ impl Inbound for MetaInbound {
                     Err(e) => Err(e.to_string()),
                 },
                 Request::HandOver { to } => meta.hand_over_to(to).await.map(|()| Reply::Ack).map_err(|e| e.to_string()),
+                // Made here or refused: never forwarded again.
+                Request::Promote { node } => {
+                    let response = match meta.promote_here(node).await {
+                        Ok(()) => MetaResponse::Done,
+                        Err(ClusterError::Rejected(e)) => MetaResponse::Rejected(e),
+                        Err(e) => return Err(e.to_string()),
+                    };
+                    Ok(Reply::Proposed { response, index: 0 })
+                }
                 raft_message => meta.raft.handle(raft_message).await,
             }
         })

@@ -1,7 +1,8 @@
 //! The operator's cluster operations, as the node sees them: moving partitions and removing
 //! nodes (requests made through the metadata group; each partition leader carries its moves
 //! out, the metadata leader retires nodes that host nothing any more, and a removed node
-//! notices that it is), and handing a group's leadership to a chosen voter.
+//! notices that it is), promoting a metadata learner, and handing a group's leadership to a
+//! chosen voter.
 
 use std::collections::BTreeSet;
 
@@ -35,6 +36,13 @@ impl Node {
     pub async fn remove_node(&self, node: NodeId) -> Result<Vec<PlannedMove>, ClusterError> {
         self.propose_meta(MetaCommand::RemoveNode { node }).await?;
         Ok(self.moves_in_progress().into_iter().filter(|m| m.from.contains(&node) && !m.to.contains(&node)).collect())
+    }
+
+    /// Makes `node`, a caught-up learner of the metadata group, a voter now (asked of any
+    /// node; the metadata leader makes it). Nodes are promoted on their own up to five voters;
+    /// this is how an operator goes past that, or does not wait.
+    pub async fn promote(&self, node: NodeId) -> Result<(), ClusterError> {
+        self.meta.promote(node).await
     }
 
     /// Starts moving a partition to `replicas` (carried out by its leader).

@@ -218,6 +218,56 @@ async fn leadership_moves_to_the_voter_named_from_any_node() {
     tasks.stop().await;
 }
 
+/// Nodes are promoted to metadata voters on their own up to five; an operator promotes a sixth
+/// by hand, asked of a node that does not lead, once it has caught up (refused before, and
+/// for a node that is not a member).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_learner_past_five_voters_is_promoted_by_hand_once_caught_up() {
+    let router = SimRouter::new(94);
+    let tasks = Tasks::new();
+    let dirs: Vec<tempfile::TempDir> = (0..6).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut nodes = start_three(&router, &tasks, &dirs, [&[], &[1], &[1]]).await;
+    for id in 4..=6u64 {
+        let opts = options(dirs[id as usize - 1].path(), id, &[1]);
+        nodes.push(Node::start_in_sim(opts, router.clone(), &tasks).await.unwrap());
+        // One at a time, so the sixth is the one left a learner.
+        eventually("promoted on its own", || id == 6 || nodes[0].metadata_voters().contains(&id)).await;
+    }
+    eventually("node 6 a learner", || nodes[0].meta.members().contains(&(6, false))).await;
+    assert_eq!(nodes[0].metadata_voters().len(), 5, "five voters at most on their own");
+    let leader = nodes[0].metadata_leader().unwrap();
+    let asked = nodes.iter().find(|n| n.node_id() != leader && n.node_id() != 6).unwrap().clone();
+
+    // Behind: cut off while the metadata moves on.
+    router.isolate(6);
+    for _ in 0..20 {
+        asked.propose_meta(crate::metadata::MetaCommand::AllocateProducerIds { count: 1 }).await.unwrap();
+    }
+    match asked.promote(6).await {
+        Err(ClusterError::Rejected(e)) => assert!(e.to_string().contains("has not caught up"), "{e}"),
+        other => panic!("a learner behind was promoted: {other:?}"),
+    }
+    match asked.promote(9).await {
+        Err(ClusterError::Rejected(crate::metadata::MetaError::UnknownNode(9))) => {}
+        other => panic!("an unknown node: {other:?}"),
+    }
+    router.heal();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while let Err(e) = asked.promote(6).await {
+        assert!(std::time::Instant::now() < deadline, "node 6 never promoted: {e}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for n in &nodes {
+        eventually("six metadata voters", || n.metadata_voters().len() == 6).await;
+    }
+    asked.promote(6).await.expect("a voter already: answered at once");
+    asked.propose_meta(create_with_rf("six", 1, 3)).await.unwrap();
+    for n in &nodes {
+        n.shutdown().await.unwrap();
+    }
+    tasks.stop().await;
+}
+
 /// Removing the node that leads the metadata group: it hands the group over before it gives
 /// up its vote, and the others go on without it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

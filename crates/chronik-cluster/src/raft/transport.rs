@@ -65,6 +65,11 @@ pub(crate) enum Request {
     HandOver {
         to: NodeId,
     },
+    /// To the metadata leader: make learner `node` a voter (an operator's promotion made
+    /// through another node); answered as a proposal is, a refusal in its response.
+    Promote {
+        node: NodeId,
+    },
 }
 
 /// The pseudo-group of messages for the node itself rather than one of its groups.
@@ -169,8 +174,10 @@ impl<SM: RaftStateMachine<TypeConfig, SnapshotData = bytes::Bytes>> Inbound for 
                 | Request::Propose(_)
                 | Request::Leading { .. }
                 | Request::Alive { .. }
-                | Request::HandOver { .. } => {
-                    Err("joins, proposals, hand-overs and leadership reports are not for a group's Raft".into())
+                | Request::HandOver { .. }
+                | Request::Promote { .. } => {
+                    Err("joins, proposals, hand-overs, promotions and leadership reports are not for a group's Raft"
+                        .into())
                 }
             }
         })
