@@ -2,6 +2,7 @@
 //! directory, and runs client programs (Python, Node.js, kcat) against it.
 
 pub mod cluster;
+pub mod copying;
 pub mod netns;
 pub mod raw;
 

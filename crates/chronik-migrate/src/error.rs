@@ -63,4 +63,14 @@ pub enum MigrateError {
     Http { addr: String, what: String },
     #[error("the reader of {0} stopped unexpectedly")]
     ReaderLost(String),
+    /// A backup archive that cannot be read: damaged, unfinished, or not one at all.
+    #[error("backup {}: at byte {at}: {what}", path.display())]
+    Archive { path: PathBuf, at: u64, what: String },
+    #[error("{} already exists; a backup is written only to a new file", .0.display())]
+    OutputExists(PathBuf),
+    #[error(
+        "the target already has topic(s) {0:?}; restore writes only topics it creates (delete them first, or pass \
+         --resume to go on with an interrupted restore)"
+    )]
+    RestoreOverExisting(Vec<String>),
 }

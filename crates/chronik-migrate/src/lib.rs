@@ -6,7 +6,12 @@
 //! - [`v1`] reads the input (WAL files, segment objects, the metadata event log);
 //! - `import` writes topics, batches (their v1 offsets kept), committed offsets;
 //! - `verify` reads the output back and compares it with the input, record by record.
+//!
+//! Also the copies between running brokers: [`online`] (`chronik-server migrate`, from any
+//! Kafka-compatible broker into a running Chronik) and [`archive`] (`backup` into a file and
+//! `restore` from one, through the same copy).
 
+pub mod archive;
 mod error;
 mod import;
 pub mod online;

@@ -4,8 +4,8 @@
 //! Cluster operations: removing a node and moving a partition's replicas (both carried out
 //! in the background; `GET /admin/cluster/moves` follows them), promoting a metadata learner,
 //! handing a group's leadership to a chosen voter, and snapshotting this node's groups now.
-//! The others (backup and restore, ...) are not built yet; they answer 501 Not Implemented and
-//! say so (quorum-loss recovery is offline: `recover-quorum-loss`).
+//! Any other operation answers 501 Not Implemented, naming where the rest are: backup, restore
+//! and quorum-loss recovery are commands of `chronik-server`, not of a running node.
 
 use std::sync::Arc;
 
@@ -545,9 +545,9 @@ async fn not_supported(axum::extract::Path(operation): axum::extract::Path<Strin
         StatusCode::NOT_IMPLEMENTED,
         Json(serde_json::json!({
             "error": format!(
-                "cluster operation '{operation}' is not supported yet: of the cluster operations only \
-                 remove-node, move-partition, promote, transfer-leader and snapshot are built, and quorum-loss recovery \
-                 runs offline (`chronik-server recover-quorum-loss`; docs/ADMIN_API.md)"
+                "cluster operation '{operation}' is not supported: the cluster operations are remove-node, \
+                 move-partition, promote, transfer-leader and snapshot; backup, restore and quorum-loss recovery are \
+                 commands of chronik-server (`backup`, `restore`, `recover-quorum-loss`; docs/ADMIN_API.md)"
             ),
         })),
     )

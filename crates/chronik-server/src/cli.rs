@@ -91,6 +91,38 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Back a running broker up into one archive file: topics and their configs, every record
+    /// at its offset, committed offsets (Kafka APIs only; docs/ADMIN_API.md).
+    Backup {
+        /// The broker's bootstrap address (host:port; any node of a cluster).
+        #[arg(long)]
+        from: String,
+        /// The archive to write (must not exist).
+        #[arg(long)]
+        out: PathBuf,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Restore an archive into a running Chronik: its topics are created (it refuses topics
+    /// that exist), every record goes back at its offset, and the committed offsets.
+    Restore {
+        /// The archive `backup` wrote.
+        #[arg(long)]
+        input: PathBuf,
+        /// The target Chronik's Kafka address.
+        #[arg(long)]
+        to: String,
+        /// The target Chronik's admin API address (records go in through its import endpoint).
+        #[arg(long)]
+        to_admin: String,
+        /// Go on with an interrupted restore (topics already there continue from their end).
+        #[arg(long)]
+        resume: bool,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Quorum-loss recovery, offline: make this stopped node the only voter of every group
     /// it holds; on its next start it removes every other node. Loses what only other nodes
     /// held; run it on one surviving node only (docs/ADMIN_API.md).

@@ -75,6 +75,14 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             DebugCommand::WalVerify { path, json } => debug::verify(&path, json).map(|c| c as u8),
             DebugCommand::WalStats { path, json } => debug::stats(&path, json).map(|()| 0),
         },
+        Command::Backup { from, out, json } => {
+            logging::init("warn");
+            migrate::backup(chronik_migrate::archive::BackupOptions { from, out }, json)
+        }
+        Command::Restore { input, to, to_admin, resume, json } => {
+            logging::init("warn");
+            migrate::restore(chronik_migrate::archive::RestoreOptions { input, to, to_admin, resume }, json)
+        }
         Command::RecoverQuorumLoss { confirm } => {
             let config = load_config(&cli.config)?;
             logging::init("warn");

@@ -1,8 +1,10 @@
-//! `chronik-server migrate-wal` (offline, from a v1 data directory) and `chronik-server
-//! migrate` (online, from a running broker): run the migration and print its report.
+//! `chronik-server migrate-wal` (offline, from a v1 data directory), `chronik-server migrate`
+//! (online, from a running broker), `backup` and `restore` (a running broker into an archive
+//! file, and back into a running Chronik): run them and print their reports.
 
 use chronik_migrate::MigrateOptions;
-use chronik_migrate::online::OnlineOptions;
+use chronik_migrate::archive::{BackupOptions, RestoreOptions};
+use chronik_migrate::online::{OnlineOptions, OnlineReport};
 
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("chronik-migrate").build()
@@ -38,6 +40,36 @@ pub fn run(opts: MigrateOptions, json: bool) -> anyhow::Result<u8> {
 pub fn follow(opts: OnlineOptions, json: bool) -> anyhow::Result<u8> {
     let runtime = runtime()?;
     let report = runtime.block_on(chronik_migrate::online::run(opts, crate::shutdown::signal()))?;
+    print_copy(&report, json)
+}
+
+/// `chronik-server backup`: writes the archive, prints what it holds.
+pub fn backup(opts: BackupOptions, json: bool) -> anyhow::Result<u8> {
+    let report = runtime()?.block_on(chronik_migrate::archive::backup(&opts))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        let s = &report.summary;
+        println!(
+            "backed up {} topics ({} partitions, {} batches, {} bytes of records) and {} committed offsets to {}",
+            s.topics,
+            s.partitions,
+            s.batches,
+            s.bytes,
+            s.commits,
+            report.file.display()
+        );
+    }
+    Ok(0)
+}
+
+/// `chronik-server restore`: copies the archive into the target; exit 1 if a partition failed.
+pub fn restore(opts: RestoreOptions, json: bool) -> anyhow::Result<u8> {
+    let report = runtime()?.block_on(chronik_migrate::archive::restore(&opts))?;
+    print_copy(&report, json)
+}
+
+fn print_copy(report: &OnlineReport, json: bool) -> anyhow::Result<u8> {
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
