@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -23,6 +23,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
+use crate::ports::free_port;
 use crate::stats::Latencies;
 
 #[derive(clap::Args)]
@@ -47,10 +48,6 @@ pub struct ClusterArgs {
     /// lately costs a trap to the host, and three nodes fill three windows.
     #[arg(long, default_value_t = 0)]
     wal_page_cache_mib: u64,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// One chronik-server process.

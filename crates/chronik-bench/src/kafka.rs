@@ -5,13 +5,13 @@
 //! beside the results.
 
 use std::io::Read;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
+use crate::ports::free_port;
 use crate::stats::Latencies;
 
 #[derive(clap::Args)]
@@ -57,10 +57,6 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn start_server(args: &KafkaArgs) -> anyhow::Result<Server> {

@@ -8,6 +8,7 @@ mod kafka;
 mod load;
 mod machine;
 mod migrate;
+mod ports;
 mod raft;
 mod stats;
 mod tier;
