@@ -7,7 +7,7 @@ pub mod netns;
 pub mod raw;
 
 use std::io::Write;
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -26,9 +26,11 @@ pub fn repo_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+/// Shared with the benchmarks: ports picked below the range outgoing connections take their
+/// source ports from, so the nodes' own connections cannot take one before its server binds it.
+#[path = "../../crates/chronik-bench/src/ports.rs"]
+mod ports;
+use ports::free_port;
 
 /// A running broker. Killed (SIGKILL) when dropped.
 pub struct Broker {
@@ -299,8 +301,7 @@ impl Drop for Broker {
 
 /// Free ports for the Raft listeners of `n` nodes.
 pub fn raft_ports(n: usize) -> Vec<u16> {
-    let held: Vec<TcpListener> = (0..n).map(|_| TcpListener::bind("127.0.0.1:0").unwrap()).collect();
-    held.iter().map(|l| l.local_addr().unwrap().port()).collect()
+    (0..n).map(|_| free_port()).collect()
 }
 
 /// The `[cluster]` section of the reference quick start, for node `id` on 127.0.0.1.
