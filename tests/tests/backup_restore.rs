@@ -70,6 +70,12 @@ async fn a_backup_restores_every_record_at_its_offset_with_configs_and_commits()
     let (code, _, err) = run(&["backup", "--from", &source.bootstrap(), "--out", out]);
     assert_eq!(code, Some(1));
     assert!(err.contains("already exists"), "{err}");
+    // One interrupted (or running) leaves FILE.partial: named, not taken over.
+    let other = dir.path().join("other.backup");
+    std::fs::write(dir.path().join("other.backup.partial"), b"half").unwrap();
+    let (code, _, err) = run(&["backup", "--from", &source.bootstrap(), "--out", other.to_str().unwrap()]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("other.backup.partial exists") && !other.exists(), "{err}");
 
     // A damaged archive is refused before the target is touched.
     let target = Broker::start(&[]);

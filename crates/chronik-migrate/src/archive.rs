@@ -31,11 +31,12 @@ use crate::online::{Commit, Copier, KafkaSource, OnlineReport, Read, Source, bat
 const MAGIC: &[u8; 8] = b"CHRBKUP\0";
 const VERSION: u32 = 1;
 const HEADER_LEN: u64 = 12;
-/// Largest record a reader accepts (a chunk is one fetch answer, at most 4 MiB).
-const MAX_RECORD: usize = 64 << 20;
-/// How long a backup waits for a partition whose leader gives no usable answer.
-const STALL_RETRIES: u32 = 50;
-const STALL_PAUSE: Duration = Duration::from_millis(200);
+/// How often a backup asks again a broker that failed or gave no usable answer (a leader
+/// moving), and after what pause: about ten seconds in all.
+const RETRIES: u32 = 50;
+const RETRY_PAUSE: Duration = Duration::from_millis(200);
+/// Empty answers before a partition's end taken to mean nothing more is stored up to it.
+const DRAINED_CONFIRMATIONS: u32 = 3;
 
 const KIND_TOPIC: u8 = 1;
 const KIND_PARTITION: u8 = 2;
@@ -101,7 +102,10 @@ struct Writer {
 
 impl Writer {
     fn create(path: &Path) -> Result<Writer, MigrateError> {
-        let file = File::options().write(true).create_new(true).open(path).map_err(io_err(path))?;
+        let file = File::options().write(true).create_new(true).open(path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => MigrateError::PartialExists(path.to_path_buf()),
+            _ => io_err(path)(e),
+        })?;
         let mut out = BufWriter::with_capacity(1 << 20, file);
         out.write_all(MAGIC).and_then(|()| out.write_all(&VERSION.to_be_bytes())).map_err(io_err(path))?;
         Ok(Writer { path: path.to_path_buf(), out, summary: ArchiveSummary::default() })
@@ -148,42 +152,81 @@ impl Writer {
     }
 }
 
+/// `$call` (a call on the source) made again after a pause (connections dropped, metadata
+/// read afresh) while it fails: a leader moving answers with an error for a moment.
+macro_rules! retrying {
+    ($source:expr, $what:expr, $call:expr) => {{
+        let mut attempt = 0;
+        loop {
+            match $call.await {
+                Ok(v) => break Ok::<_, MigrateError>(v),
+                Err(e) if attempt < RETRIES => {
+                    attempt += 1;
+                    tracing::debug!("{}: {e}; retrying", $what);
+                    settle($source).await;
+                }
+                Err(e) => break Err(e),
+            }
+        }
+    }};
+}
+
 /// Backs the broker at `opts.from` up into `opts.out`.
 pub async fn backup(opts: &BackupOptions) -> Result<BackupReport, MigrateError> {
     if opts.out.exists() {
         return Err(MigrateError::OutputExists(opts.out.clone()));
     }
+    // Created new: an existing one is another backup to this file, running or interrupted,
+    // and the error names it (remove it to start again).
     let partial = PathBuf::from(format!("{}.partial", opts.out.display()));
-    // A partial file is what an interrupted backup left: never a backup, so it is replaced.
-    let _ = std::fs::remove_file(&partial);
     let mut w = Writer::create(&partial)?;
     let mut source = KafkaSource::new(&opts.from);
     let mut partitions = BTreeMap::new();
-    let topics = source.topics().await?;
-    for (topic, &count) in &topics {
-        let configs = source.configs(topic).await?;
-        w.json(KIND_TOPIC, &TopicEntry { name: topic.clone(), partitions: count, configs })?;
-        w.summary.topics += 1;
-        for partition in 0..count as i32 {
-            let (log_start, end) = source.bounds(topic, partition).await?;
-            w.json(KIND_PARTITION, &PartitionEntry { topic: topic.clone(), partition, log_start, end })?;
-            w.summary.partitions += 1;
-            copy_partition(&mut source, &mut w, topic, partition, log_start, end).await?;
-            partitions.insert(format!("{topic}-{partition}"), (log_start, end));
-        }
-    }
-    for c in source.commits().await?.into_iter().filter(|c| topics.contains_key(&c.topic)) {
+    let topics = retrying!(&mut source, "listing topics", source.topics())?;
+    // Committed offsets first: a consumer commits at most what it read, so each is then at or
+    // below the end its partition is copied to.
+    let commits = retrying!(&mut source, "reading committed offsets", source.commits())?;
+    for c in commits.into_iter().filter(|c| topics.contains_key(&c.topic)) {
         w.json(KIND_COMMIT, &c)?;
         w.summary.commits += 1;
     }
+    for (topic, &count) in &topics {
+        let configs = retrying!(&mut source, topic, source.configs(topic))?;
+        w.json(KIND_TOPIC, &TopicEntry { name: topic.clone(), partitions: count, configs })?;
+        w.summary.topics += 1;
+        for partition in 0..count as i32 {
+            let what = format!("{topic}-{partition}");
+            let (log_start, end) = retrying!(&mut source, &what, source.bounds(topic, partition))?;
+            w.json(KIND_PARTITION, &PartitionEntry { topic: topic.clone(), partition, log_start, end })?;
+            w.summary.partitions += 1;
+            copy_partition(&mut source, &mut w, topic, partition, log_start, end).await?;
+            partitions.insert(what, (log_start, end));
+        }
+    }
     let summary = w.finish()?;
-    std::fs::rename(&partial, &opts.out).map_err(io_err(&opts.out))?;
+    // A hard link fails where the name exists: a backup never replaces a file.
+    std::fs::hard_link(&partial, &opts.out).map_err(|e| match e.kind() {
+        std::io::ErrorKind::AlreadyExists => MigrateError::OutputExists(opts.out.clone()),
+        _ => io_err(&opts.out)(e),
+    })?;
+    std::fs::remove_file(&partial).map_err(io_err(&partial))?;
     if let Some(dir) = opts.out.parent().filter(|d| !d.as_os_str().is_empty()) {
         File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(dir))?;
     }
     Ok(BackupReport { file: opts.out.clone(), summary, partitions })
 }
 
+/// After a failed or empty answer: new connections, fresh metadata (a new leader), a pause.
+async fn settle(source: &mut KafkaSource) {
+    source.reset();
+    tokio::time::sleep(RETRY_PAUSE).await;
+    let _ = source.topics().await;
+}
+
+/// Copies one partition's batches from `log_start` to `end`. An answer with nothing before
+/// `end` (a leader that took over and serves nothing yet, or a log whose tail is gone) is asked
+/// again a few times before it is taken for the end: taken too early, the records up to `end`
+/// would be missing from the archive with nothing to say so.
 async fn copy_partition(
     source: &mut KafkaSource,
     w: &mut Writer,
@@ -192,30 +235,33 @@ async fn copy_partition(
     log_start: i64,
     end: i64,
 ) -> Result<(), MigrateError> {
-    let (mut next, mut stalls) = (log_start, 0);
+    let (mut next, mut failed, mut empty) = (log_start, 0, 0);
     while next < end {
-        match source.read(topic, partition, next).await? {
-            Read::Batches(batches) => {
+        match source.read(topic, partition, next).await {
+            Ok(Read::Batches(batches)) => {
                 let last = batches.last().expect("a non-empty read");
                 let header = chronik_cluster::BatchHeader::parse(last)
                     .map_err(|e| archive_err(&w.path, 0, format!("{topic}-{partition}: {e}")))?;
                 next = header.last_offset() + 1;
                 w.batches(topic, partition, &batches)?;
-                stalls = 0;
+                (failed, empty) = (0, 0);
             }
-            Read::Drained => break,
-            Read::Stalled if stalls < STALL_RETRIES => {
-                stalls += 1;
-                source.reset();
-                source.topics().await?; // the leader may have moved
-                tokio::time::sleep(STALL_PAUSE).await;
+            Ok(Read::Drained) if empty >= DRAINED_CONFIRMATIONS => break,
+            Ok(Read::Drained) => {
+                empty += 1;
+                settle(source).await;
             }
-            Read::Stalled => {
+            Ok(Read::Stalled) | Err(_) if failed < RETRIES => {
+                failed += 1;
+                settle(source).await;
+            }
+            Ok(Read::Stalled) => {
                 return Err(MigrateError::Kafka {
                     addr: topic.to_string(),
                     what: format!("{topic}-{partition}: no records could be read at offset {next}"),
                 });
             }
+            Err(e) => return Err(e),
         }
     }
     Ok(())
@@ -276,8 +322,12 @@ impl Archive {
             let mut len = [0u8; 4];
             reader.read_exact(&mut len).map_err(|_| archive_err(path, at, "incomplete: a record cut short"))?;
             let len = u32::from_be_bytes(len) as usize;
-            if len == 0 || len > MAX_RECORD {
-                return Err(archive_err(path, at, format!("a record claims {len} bytes")));
+            // Checked against what the file holds before anything is allocated for it.
+            if len == 0 {
+                return Err(archive_err(path, at, "a record of no bytes"));
+            }
+            if at + 4 + len as u64 + 4 > size {
+                return Err(archive_err(path, at, format!("incomplete: a record claims {len} bytes")));
             }
             let mut record = vec![0u8; len + 4];
             reader.read_exact(&mut record).map_err(|_| archive_err(path, at, "incomplete: a record cut short"))?;

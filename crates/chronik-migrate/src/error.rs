@@ -69,6 +69,11 @@ pub enum MigrateError {
     #[error("{} already exists; a backup is written only to a new file", .0.display())]
     OutputExists(PathBuf),
     #[error(
+        "{} exists: another backup to this file is running, or one was interrupted (remove it to start again)",
+        .0.display()
+    )]
+    PartialExists(PathBuf),
+    #[error(
         "the target already has topic(s) {0:?}; restore writes only topics it creates (delete them first, or pass \
          --resume to go on with an interrupted restore)"
     )]
