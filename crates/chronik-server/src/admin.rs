@@ -286,8 +286,9 @@ async fn moves(State(s): State<AdminState>) -> Json<Moves> {
     })
 }
 
+/// The body naming the node an operation is about: `{ "node_id": 4 }`.
 #[derive(Deserialize)]
-struct RemoveNode {
+struct NodeBody {
     node_id: u64,
 }
 
@@ -299,7 +300,7 @@ struct RemovalStarted {
 
 /// Starts removing a node: 202 with the replica moves that takes; the node is removed (and
 /// stops itself) once they are done.
-async fn remove_node(State(s): State<AdminState>, Json(req): Json<RemoveNode>) -> Response {
+async fn remove_node(State(s): State<AdminState>, Json(req): Json<NodeBody>) -> Response {
     match s.node.remove_node(req.node_id).await {
         Ok(moves) => (
             StatusCode::ACCEPTED,
@@ -318,7 +319,7 @@ struct Promoted {
 
 /// Makes a caught-up learner of the metadata group a voter now: 200 once it votes (also when
 /// it already did); 409 when it cannot be now (not caught up, still joining, being removed).
-async fn promote(State(s): State<AdminState>, Json(req): Json<RemoveNode>) -> Response {
+async fn promote(State(s): State<AdminState>, Json(req): Json<NodeBody>) -> Response {
     match s.node.promote(req.node_id).await {
         Ok(()) => Json(Promoted { node_id: req.node_id, role: "voter" }).into_response(),
         Err(e) => operation_error(e),

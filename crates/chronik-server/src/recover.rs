@@ -9,7 +9,7 @@ use chronik_config::Config;
 const CONSEQUENCES: &str = "\
 quorum-loss recovery makes this node the only voter of the metadata group and of every
 partition it holds, then, on its next start, removes every other node for good (their ids are
-refused from then on). Partitions with no replica on this node are lost. Writes a quorum
+refused from then on). Partitions this node holds no log of are lost. Writes a quorum
 acknowledged without this node are lost; writes this node holds that no quorum acknowledged
 become committed. Run it on ONE surviving node only, with the node stopped and every other
 node stopped for good (wipe a survivor you keep, and add it back under a new id).";
@@ -38,7 +38,11 @@ pub fn run(config: &Config, confirm: bool) -> anyhow::Result<u8> {
         println!("  {what}: new membership in term {term}");
     }
     if !report.empty_groups.is_empty() {
-        println!("left alone (no log on this node): groups {:?}", report.empty_groups);
+        println!(
+            "lost: groups {:?} have a replica here with no log (nothing to serve); delete their topics and \
+             create them again",
+            report.empty_groups
+        );
     }
     println!(
         "Start the node as usual (`chronik-server cluster`). Once it is up, every other node is removed and this \

@@ -2,13 +2,15 @@
 //! voter of every group it holds, so that it can serve again on its next start.
 //!
 //! Raft cannot change a group's voters without a quorum of them, so this is done offline, in
-//! the log: each group gets a membership entry naming this node alone, in a term above any it
-//! has seen, and a vote for itself in that term. On its next start the node elects itself in
+//! the log: each group gets a membership entry naming this node alone, in a term above any
+//! this node has seen in it, and a vote for itself in that term. (A lost node may have seen a
+//! higher term; it is refused at the transport's handshake once the tombstones below apply.) On its next start the node elects itself in
 //! each group and commits what its log holds, entries no quorum acknowledged included. The
 //! metadata group also gets a [`MetaCommand::RecoverQuorumLoss`] entry: once committed it
 //! removes every other node (their ids are tombstoned, as their logs may have diverged) and
-//! makes this node the only replica of the partitions it holds. Partitions it holds no replica
-//! of are lost.
+//! makes this node the only replica of the partitions it holds. Partitions it holds no log of
+//! (no replica here, a replica still to receive its first entries, or one of a topic whose
+//! creation this node had not applied yet) are lost: they keep replicas that are all removed.
 //!
 //! Unsafe by nature, as Raft's guarantees need a quorum: it must run on one node only (two
 //! nodes recovered apart make two clusters), and writes acknowledged by a quorum this node was
