@@ -7,7 +7,7 @@
 //!
 //! The archive: a header (magic, version), then records `[len u32][kind u8][body][crc32c u32]`
 //! (big-endian; the CRC covers kind and body), and last an end record with the counts. A
-//! backup is written to `<file>.partial` and renamed once complete and synced, so a file
+//! backup is written to `<file>.partial` and linked to its name once complete and synced, so a file
 //! under the name asked for is whole; a reader refuses one without its end record, or whose
 //! counts or CRCs do not match, naming the byte where it went wrong.
 //!
