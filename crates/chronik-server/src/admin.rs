@@ -161,6 +161,8 @@ struct Member {
     partitions_led: usize,
     /// `active`, or `leaving` while its replicas move away before it is removed.
     state: &'static str,
+    /// Entries behind the metadata leader's log; null unless the node asked leads it.
+    metadata_lag_entries: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -187,6 +189,7 @@ async fn members(State(s): State<AdminState>) -> Json<Members> {
             partitions_hosted: m.partitions_hosted,
             partitions_led: m.partitions_led,
             state: if m.leaving { "leaving" } else { "active" },
+            metadata_lag_entries: m.metadata_lag,
         })
         .collect();
     Json(Members {

@@ -602,6 +602,20 @@ impl MetaGroup {
         m.membership().nodes().map(|(id, _)| (*id, voters.contains(id))).collect()
     }
 
+    /// On the leader, how many entries each member's log is behind its own (itself 0); empty
+    /// elsewhere (only the leader follows replication).
+    pub fn lag_behind_leader(&self) -> std::collections::HashMap<NodeId, u64> {
+        let m = self.raft.metrics().borrow_watched().clone();
+        let last = m.last_log_index.unwrap_or(0);
+        let Some(replication) = m.replication.as_ref().filter(|_| m.state == ServerState::Leader) else {
+            return Default::default();
+        };
+        let mut lag: std::collections::HashMap<NodeId, u64> =
+            replication.iter().map(|(id, matched)| (*id, last - matched.map_or(0, |l| l.index).min(last))).collect();
+        lag.insert(self.me, 0);
+        lag
+    }
+
     /// What receives the messages other nodes send to this group: its Raft's, joins and
     /// forwarded proposals.
     pub fn inbound(self: &Arc<Self>) -> Arc<dyn Inbound> {

@@ -85,6 +85,9 @@ pub struct MemberView {
     pub partitions_led: usize,
     /// Being removed: its replicas move to other nodes, then it is taken out of the cluster.
     pub leaving: bool,
+    /// Entries its metadata log is behind the leader's (a learner is promoted once within 16);
+    /// known when the node asked leads the metadata group, else `None`.
+    pub metadata_lag: Option<u64>,
 }
 
 /// How a clustered node reaches its peers.
@@ -411,6 +414,7 @@ impl Node {
     /// Every node of the cluster as this node sees it (see [`MemberView`]).
     pub fn members(&self) -> Vec<MemberView> {
         let roles: std::collections::HashMap<NodeId, bool> = self.meta.members().into_iter().collect();
+        let lag = self.meta.lag_behind_leader();
         let reported = self.reports.counts();
         let led = |id: NodeId| match id == self.node_id {
             true => self.registry.all().iter().filter(|r| r.is_leader(id)).count(),
@@ -439,6 +443,7 @@ impl Node {
                         partitions_hosted: m.partitions_of(n.id).count(),
                         partitions_led: led(n.id),
                         leaving: m.leaving.contains(&n.id),
+                        metadata_lag: lag.get(&n.id).copied(),
                     }
                 })
                 .collect()

@@ -247,6 +247,11 @@ async fn a_learner_past_five_voters_is_promoted_by_hand_once_caught_up() {
         Err(ClusterError::Rejected(e)) => assert!(e.to_string().contains("has not caught up"), "{e}"),
         other => panic!("a learner behind was promoted: {other:?}"),
     }
+    // The lag an operator sees before promoting: the leader knows it, the others do not.
+    let lag_of_6 = |n: &Arc<Node>| n.members().into_iter().find(|m| m.id == 6).unwrap().metadata_lag;
+    let at_leader = lag_of_6(&nodes[(leader - 1) as usize]);
+    assert!(at_leader.is_some_and(|l| l >= 20), "node 6 is 20 entries behind: {at_leader:?}");
+    assert_eq!(lag_of_6(&asked), None);
     match asked.promote(9).await {
         Err(ClusterError::Rejected(crate::metadata::MetaError::UnknownNode(9))) => {}
         other => panic!("an unknown node: {other:?}"),

@@ -99,7 +99,7 @@ pub async fn recover_from_quorum_loss(opts: &NodeOptions) -> Result<QuorumLossRe
 }
 
 /// Appends to `group`'s log a membership of `alone` (then `then`, if any) in a term above
-/// every one the group has seen, and votes for this node in that term. Answers the term, or
+/// every one this node has seen in the group, and votes for this node in that term. Answers the term, or
 /// `None` for a group with no log (left alone).
 async fn force_sole_voter(
     wal: &Arc<Wal>,
