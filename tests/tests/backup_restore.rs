@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use chronik_tests::copying::{commit, committed, config, create, produce, read_partition, set_configs};
 use chronik_tests::{Broker, server_bin};
-use rdkafka::admin::{AdminClient, AdminOptions};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
@@ -117,4 +117,57 @@ async fn a_backup_restores_every_record_at_its_offset_with_configs_and_commits()
     }
     // The restored broker takes new writes.
     produce(&target, "orders", 3, 5000, 30, 1000).await;
+}
+
+/// A restore into a three-node cluster. `spread`, created on the target beforehand with three
+/// replicas (and restored into with `--resume`), goes in through the two admin APIs given:
+/// through each partition's leader, or through the first node given, made the leader first.
+/// `single` is created by the restore with the target's default of one replica: its
+/// partitions on the node not given fail naming the fix, and go in once every node's admin API
+/// is given. Every replica ends up with every record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_restores_into_a_cluster_through_the_partition_leaders() {
+    let source = Broker::start(&[]);
+    for topic in ["spread", "single"] {
+        create(&source, topic, 6, &[("retention.ms", "-1")]).await;
+        produce(&source, topic, 6, 0, 600, 1000).await;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("spread.backup");
+    let (code, out, err) = run(&["backup", "--from", &source.bootstrap(), "--out", archive.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{out}{err}");
+
+    let ports = chronik_tests::raft_ports(3);
+    let nodes = chronik_tests::cluster::start_seeded(&ports, 3);
+    let admin: AdminClient<DefaultClientContext> = config(&nodes[0].bootstrap()).create().unwrap();
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let spread = NewTopic::new("spread", 6, TopicReplication::Fixed(3));
+    assert!(admin.create_topics(&[spread], &opts).await.unwrap()[0].is_ok());
+    let all: Vec<&Broker> = nodes.iter().collect();
+    chronik_tests::cluster::wait_converged(&all, "spread", 6);
+    let admin_of = |n: &Broker| format!("127.0.0.1:{}", n.admin_port);
+    let restore = |admins: String| {
+        let to = nodes[0].bootstrap();
+        let input = archive.to_str().unwrap().to_string();
+        run(&["restore", "--json", "--resume", "--input", &input, "--to", &to, "--to-admin", &admins])
+    };
+    let (code, out, err) = restore(format!("{},{}", admin_of(&nodes[0]), admin_of(&nodes[1])));
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}{err}"));
+    let failed: Vec<&String> = report["errors"].as_object().unwrap().keys().collect();
+    assert!(failed.iter().all(|p| p.starts_with("single-")), "{report}");
+    for why in report["errors"].as_object().unwrap().values() {
+        assert!(why.as_str().unwrap().contains("give every node's admin API"), "{why}");
+    }
+    assert_eq!(code, Some(u8::from(!failed.is_empty()) as i32), "{err}");
+    let every = nodes.iter().map(admin_of).collect::<Vec<_>>().join(",");
+    let (code, out, err) = restore(every);
+    assert_eq!(code, Some(0), "{out}{err}");
+
+    chronik_tests::cluster::wait_converged(&all, "spread", 6);
+    for topic in ["spread", "single"] {
+        for partition in 0..6 {
+            let expected = read_partition(&source, topic, partition);
+            assert_eq!(read_partition(&nodes[2], topic, partition), expected, "{topic}-{partition}");
+        }
+    }
 }

@@ -78,7 +78,9 @@ pub enum Command {
         /// The target Chronik's Kafka address.
         #[arg(long)]
         to: String,
-        /// The target Chronik's admin API address (batches go in through its import endpoint).
+        /// The target Chronik's admin API address (batches go in through its import endpoint);
+        /// for a cluster, every node's, comma-separated (each partition goes in through its
+        /// leader; one led by a node not given is first moved to the first node given).
         #[arg(long)]
         to_admin: String,
         /// Stop after one pass has reached the source's end, instead of following.
@@ -113,7 +115,8 @@ pub enum Command {
         /// The target Chronik's Kafka address.
         #[arg(long)]
         to: String,
-        /// The target Chronik's admin API address (records go in through its import endpoint).
+        /// The target Chronik's admin API address (records go in through its import endpoint);
+        /// for a cluster, every node's, comma-separated (as for `migrate`).
         #[arg(long)]
         to_admin: String,
         /// Go on with an interrupted restore (topics already there continue from their end).

@@ -11,6 +11,7 @@
 //!
 //! The copy (`Copier`) reads a `Source`: a broker here, an archive for `restore`.
 
+mod admins;
 mod http;
 mod kafka;
 mod source;
@@ -32,6 +33,7 @@ use serde::Serialize;
 
 use crate::error::MigrateError;
 use crate::v2::empty_batch;
+use admins::Admins;
 use kafka::kafka_err;
 use source::{Cluster, Conns, list_offset, metadata};
 pub(crate) use source::{Commit, KafkaSource, Read, Source, batches_from};
@@ -73,9 +75,9 @@ pub struct OnlineReport {
 /// Copies a source into a running Chronik (the target), pass after pass.
 pub(crate) struct Copier<S: Source> {
     source: S,
-    /// The target's Kafka address and admin API address.
+    /// The target's Kafka address and admin API addresses.
     to: String,
-    to_admin: String,
+    admins: Admins,
     target: Conns,
     /// Commits last written to the target: (group, topic, partition) -> (offset, metadata).
     copied_commits: BTreeMap<(String, String, i32), (i64, Option<String>)>,
@@ -89,7 +91,7 @@ impl<S: Source> Copier<S> {
         Copier {
             source,
             to: to.to_string(),
-            to_admin: to_admin.to_string(),
+            admins: Admins::new(to_admin),
             target: Conns::default(),
             copied_commits: BTreeMap::new(),
             report: OnlineReport::default(),
@@ -108,6 +110,7 @@ impl<S: Source> Copier<S> {
     }
 
     pub async fn pass(&mut self) -> Result<(), MigrateError> {
+        self.admins.resolve().await?;
         let src = self.source.topics().await?;
         let tgt = self.target_metadata().await?;
         for (topic, &partitions) in &src {
@@ -194,6 +197,8 @@ impl<S: Source> Copier<S> {
         }
         next = next.max(start);
         let log_start = format!("?log_start={start}");
+        let leader = tgt.topics.get(topic).and_then(|l| l.get(partition as usize)).copied().unwrap_or(-1);
+        let admin = self.admins.for_leader(leader);
         // Whether the source was found to hold nothing more before `end`.
         let mut drained = true;
         while next < end {
@@ -223,7 +228,7 @@ impl<S: Source> Copier<S> {
                 self.report.batches += 1;
                 if chunk.len() >= IMPORT_BYTES || i + 1 == n {
                     let body = chunk.split().freeze();
-                    next = self.import(topic, partition, &log_start, &body).await?;
+                    next = self.import(&admin, topic, partition, &log_start, &body).await?;
                     target_next = next;
                 }
             }
@@ -231,23 +236,42 @@ impl<S: Source> Copier<S> {
         // The source holds no records from here to its end (compacted or expired): an empty
         // batch carries the target's next offset there, so both logs end at the same offset.
         if drained && target_next < end {
-            target_next = self.import(topic, partition, &log_start, &empty_batch(end - 1)).await?;
+            target_next = self.import(&admin, topic, partition, &log_start, &empty_batch(end - 1)).await?;
         }
         self.report.partitions.insert(format!("{topic}-{partition}"), target_next as u64);
         Ok(())
     }
 
-    /// One import; the target's next offset after it.
-    async fn import(&mut self, topic: &str, partition: i32, query: &str, body: &[u8]) -> Result<i64, MigrateError> {
+    /// One import through the admin API at `admin`; the target's next offset after it. Where
+    /// that node does not lead the partition (409), it is made the leader and asked again.
+    async fn import(
+        &mut self,
+        admin: &str,
+        topic: &str,
+        partition: i32,
+        query: &str,
+        body: &[u8],
+    ) -> Result<i64, MigrateError> {
         let path = format!("/admin/import/{topic}/{partition}{query}");
-        let (status, answer) = http::post(&self.to_admin, &path, body).await?;
+        let (mut status, mut answer) = http::post(admin, &path, body).await?;
+        if status == 409 {
+            self.admins.lead_through(admin, topic, partition).await?;
+            (status, answer) = http::post(admin, &path, body).await?;
+        }
+        if status == 404 && answer.contains("on this node") {
+            let what = format!(
+                "{topic}-{partition} has no replica on this node and its leader's admin API was not given: give \
+                 every node's admin API in --to-admin, comma-separated"
+            );
+            return Err(MigrateError::Http { addr: admin.to_string(), what });
+        }
         if status != 200 {
-            return Err(MigrateError::Http { addr: self.to_admin.clone(), what: format!("{path}: {status} {answer}") });
+            return Err(MigrateError::Http { addr: admin.to_string(), what: format!("{path}: {status} {answer}") });
         }
         self.report.bytes += body.len() as u64;
         let v: serde_json::Value = serde_json::from_str(&answer).unwrap_or_default();
         v["next_offset"].as_i64().ok_or_else(|| MigrateError::Http {
-            addr: self.to_admin.clone(),
+            addr: admin.to_string(),
             what: format!("{path}: answer without next_offset: {answer}"),
         })
     }
