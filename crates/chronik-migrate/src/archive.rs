@@ -176,11 +176,34 @@ pub async fn backup(opts: &BackupOptions) -> Result<BackupReport, MigrateError> 
     if opts.out.exists() {
         return Err(MigrateError::OutputExists(opts.out.clone()));
     }
-    // Created new: an existing one is another backup to this file, running or interrupted,
-    // and the error names it (remove it to start again).
+    // Created new: an existing one is another backup to this file, running or interrupted
+    // (killed), and the error names it (remove it to start again). One that fails here goes.
     let partial = PathBuf::from(format!("{}.partial", opts.out.display()));
     let mut w = Writer::create(&partial)?;
-    let mut source = KafkaSource::new(&opts.from);
+    let written = write_backup(&opts.from, &mut w).await;
+    let (summary, partitions) = match written.and_then(|partitions| Ok((w.finish()?, partitions))) {
+        Ok(done) => done,
+        Err(e) => {
+            let _ = std::fs::remove_file(&partial);
+            return Err(e);
+        }
+    };
+    // A hard link fails where the name exists: a backup never replaces a file.
+    std::fs::hard_link(&partial, &opts.out).map_err(|e| match e.kind() {
+        std::io::ErrorKind::AlreadyExists => MigrateError::OutputExists(opts.out.clone()),
+        _ => io_err(&opts.out)(e),
+    })?;
+    std::fs::remove_file(&partial).map_err(io_err(&partial))?;
+    if let Some(dir) = opts.out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(dir))?;
+    }
+    Ok(BackupReport { file: opts.out.clone(), summary, partitions })
+}
+
+/// Writes everything the broker at `from` holds into `w` (its end record aside); answers each
+/// partition's log start and end.
+async fn write_backup(from: &str, w: &mut Writer) -> Result<BTreeMap<String, (i64, i64)>, MigrateError> {
+    let mut source = KafkaSource::new(from);
     let mut partitions = BTreeMap::new();
     let topics = retrying!(&mut source, "listing topics", source.topics())?;
     // Committed offsets first: a consumer commits at most what it read, so each is then at or
@@ -199,21 +222,11 @@ pub async fn backup(opts: &BackupOptions) -> Result<BackupReport, MigrateError> 
             let (log_start, end) = retrying!(&mut source, &what, source.bounds(topic, partition))?;
             w.json(KIND_PARTITION, &PartitionEntry { topic: topic.clone(), partition, log_start, end })?;
             w.summary.partitions += 1;
-            copy_partition(&mut source, &mut w, topic, partition, log_start, end).await?;
+            copy_partition(&mut source, w, topic, partition, log_start, end).await?;
             partitions.insert(what, (log_start, end));
         }
     }
-    let summary = w.finish()?;
-    // A hard link fails where the name exists: a backup never replaces a file.
-    std::fs::hard_link(&partial, &opts.out).map_err(|e| match e.kind() {
-        std::io::ErrorKind::AlreadyExists => MigrateError::OutputExists(opts.out.clone()),
-        _ => io_err(&opts.out)(e),
-    })?;
-    std::fs::remove_file(&partial).map_err(io_err(&partial))?;
-    if let Some(dir) = opts.out.parent().filter(|d| !d.as_os_str().is_empty()) {
-        File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(dir))?;
-    }
-    Ok(BackupReport { file: opts.out.clone(), summary, partitions })
+    Ok(partitions)
 }
 
 /// After a failed or empty answer: new connections, fresh metadata (a new leader), a pause.
