@@ -40,6 +40,9 @@ pub(crate) use source::{Commit, KafkaSource, Read, Source, batches_from};
 
 /// Most bytes sent in one import.
 const IMPORT_BYTES: usize = 1 << 20;
+/// How long an import waits for a node just made a partition's leader to serve it.
+const LEADER_WAIT_ROUNDS: u32 = 50;
+const LEADER_WAIT_PAUSE: Duration = Duration::from_millis(100);
 const RETRY_PAUSE: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone)]
@@ -256,7 +259,14 @@ impl<S: Source> Copier<S> {
         let (mut status, mut answer) = http::post(admin, &path, body).await?;
         if status == 409 {
             self.admins.lead_through(admin, topic, partition).await?;
-            (status, answer) = http::post(admin, &path, body).await?;
+            // A new leader serves once it has committed an entry of its own term: moments.
+            for _ in 0..LEADER_WAIT_ROUNDS {
+                (status, answer) = http::post(admin, &path, body).await?;
+                if status != 409 {
+                    break;
+                }
+                tokio::time::sleep(LEADER_WAIT_PAUSE).await;
+            }
         }
         if status == 404 && answer.contains("on this node") {
             let what = format!(
