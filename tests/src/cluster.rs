@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::{ApiKey, MetadataRequest, MetadataResponse};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
@@ -100,6 +102,16 @@ pub fn read_all(
         }
     }
     got
+}
+
+/// Creates `topic` through `bootstrap` with `partitions` partitions of `replicas` replicas
+/// each, failing the test if it is refused.
+pub async fn create_replicated(bootstrap: &str, topic: &str, partitions: i32, replicas: i32) {
+    let admin: AdminClient<DefaultClientContext> = client(bootstrap).create().unwrap();
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let created =
+        admin.create_topics(&[NewTopic::new(topic, partitions, TopicReplication::Fixed(replicas))], &opts).await;
+    assert!(created.unwrap()[0].is_ok(), "creating {topic}");
 }
 
 pub fn client(bootstrap: &str) -> ClientConfig {

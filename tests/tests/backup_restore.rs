@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use chronik_tests::copying::{commit, committed, config, create, produce, read_partition, set_configs};
 use chronik_tests::{Broker, server_bin};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
@@ -139,10 +139,7 @@ async fn a_backup_restores_into_a_cluster_through_the_partition_leaders() {
 
     let ports = chronik_tests::raft_ports(3);
     let nodes = chronik_tests::cluster::start_seeded(&ports, 3);
-    let admin: AdminClient<DefaultClientContext> = config(&nodes[0].bootstrap()).create().unwrap();
-    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-    let spread = NewTopic::new("spread", 6, TopicReplication::Fixed(3));
-    assert!(admin.create_topics(&[spread], &opts).await.unwrap()[0].is_ok());
+    chronik_tests::cluster::create_replicated(&nodes[0].bootstrap(), "spread", 6, 3).await;
     let all: Vec<&Broker> = nodes.iter().collect();
     chronik_tests::cluster::wait_converged(&all, "spread", 6);
     let admin_of = |n: &Broker| format!("127.0.0.1:{}", n.admin_port);

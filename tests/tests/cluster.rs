@@ -16,8 +16,8 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use chronik_tests::cluster::{
-    bootstrap_of, client, get_json, leaders, metric, partitions, produce_to, read_all, start_seeded, voters,
-    wait_converged, wait_until,
+    bootstrap_of, client, create_replicated, get_json, leaders, metric, partitions, produce_to, read_all, start_seeded,
+    voters, wait_converged, wait_until,
 };
 use chronik_tests::raw::{batch, connect, try_produce};
 use chronik_tests::{Broker, client_script, now_ms, python, raft_ports, server_bin, write_cluster_toml};
@@ -244,10 +244,7 @@ async fn five_nodes_serve_through_two_losses_and_refuse_writes_without_a_majorit
     let ports = raft_ports(5);
     let mut nodes = start_seeded(&ports, 5);
     let bootstrap = bootstrap_of(&nodes);
-    let admin: AdminClient<DefaultClientContext> = client(&bootstrap).create().unwrap();
-    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-    let created = admin.create_topics(&[NewTopic::new("five", 1, TopicReplication::Fixed(5))], &opts).await;
-    assert!(created.unwrap()[0].is_ok());
+    create_replicated(&bootstrap, "five", 1, 5).await;
     let refs: Vec<&Broker> = nodes.iter().collect();
     wait_converged(&refs, "five", 1);
     let mut acked = produce_to(&bootstrap, "five", 0, PER_PHASE).await;

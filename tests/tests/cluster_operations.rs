@@ -12,11 +12,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use chronik_tests::cluster::{
-    bootstrap_of, client, get_json, leaders, produce_to, read_all, start_seeded, voters, wait_until,
+    bootstrap_of, create_replicated, get_json, leaders, produce_to, read_all, start_seeded, voters, wait_until,
 };
 use chronik_tests::{Broker, http_post_json, raft_ports, server_bin};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use serde_json::Value;
 
 const TOPIC: &str = "moving";
@@ -49,10 +47,7 @@ async fn leadership_moves_and_a_removed_node_hands_its_replicas_over_and_stops()
     let ports = raft_ports(5);
     let mut nodes = start_seeded(&ports, 4);
     let bootstrap = bootstrap_of(&nodes);
-    let admin: AdminClient<DefaultClientContext> = client(&bootstrap).create().unwrap();
-    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-    let topic = NewTopic::new(TOPIC, PARTITIONS, TopicReplication::Fixed(3));
-    assert!(admin.create_topics(&[topic], &opts).await.unwrap()[0].is_ok());
+    create_replicated(&bootstrap, TOPIC, PARTITIONS, 3).await;
     wait_until("every partition led", Duration::from_secs(60), || leaders(&nodes[0], TOPIC).len() == 4);
     let mut acked = produce_to(&bootstrap, TOPIC, 0, 300).await;
 

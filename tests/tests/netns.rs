@@ -11,12 +11,10 @@ use std::time::Duration;
 
 use chronik_tests::Broker;
 use chronik_tests::cluster::{
-    bootstrap_of, client, partitions, produce_to, read_all, voters, wait_converged, wait_until,
+    bootstrap_of, create_replicated, partitions, produce_to, read_all, voters, wait_converged, wait_until,
 };
 use chronik_tests::netns::NetNamespaces;
 use chronik_tests::raw;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 
 const TOPIC: &str = "split";
 const PARTITIONS: i32 = 3;
@@ -35,10 +33,7 @@ async fn a_leader_cut_off_stops_acknowledging_and_the_majority_serves_on() {
         wait_until("three metadata voters", Duration::from_secs(30), || voters(n) == [1, 2, 3]);
     }
     let bootstrap = bootstrap_of(&nodes);
-    let admin: AdminClient<DefaultClientContext> = client(&bootstrap).create().unwrap();
-    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-    let created = admin.create_topics(&[NewTopic::new(TOPIC, PARTITIONS, TopicReplication::Fixed(3))], &opts).await;
-    assert!(created.unwrap()[0].is_ok());
+    create_replicated(&bootstrap, TOPIC, PARTITIONS, 3).await;
     let all: Vec<&Broker> = nodes.iter().collect();
     wait_converged(&all, TOPIC, PARTITIONS as usize);
 

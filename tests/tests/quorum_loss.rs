@@ -11,11 +11,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chronik_tests::cluster::{
-    bootstrap_of, client, get_json, leaders, produce_to, read_all, start_seeded, voters, wait_until,
+    bootstrap_of, client, create_replicated, get_json, leaders, produce_to, read_all, start_seeded, voters, wait_until,
 };
 use chronik_tests::{Broker, http_post_json, raft_ports};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 const TOPIC: &str = "survivor";
@@ -31,10 +29,7 @@ async fn a_survivor_recovered_offline_serves_what_was_acknowledged_and_takes_wri
     let ports = raft_ports(4);
     let mut nodes = start_seeded(&ports, 3);
     let bootstrap = bootstrap_of(&nodes);
-    let admin: AdminClient<DefaultClientContext> = client(&bootstrap).create().unwrap();
-    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-    let topic = NewTopic::new(TOPIC, PARTITIONS, TopicReplication::Fixed(3));
-    assert!(admin.create_topics(&[topic], &opts).await.unwrap()[0].is_ok());
+    create_replicated(&bootstrap, TOPIC, PARTITIONS, 3).await;
     wait_until("every partition led", Duration::from_secs(60), || leaders(&nodes[0], TOPIC).len() == 2);
     let mut acked = produce_to(&bootstrap, TOPIC, 0, 200).await;
     let before_loss: std::collections::BTreeSet<String> = acked.values().cloned().collect();
